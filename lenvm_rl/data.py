@@ -1,0 +1,240 @@
+"""Rollout records -> tokenized value-training examples (DESIGN sections 1 and 5).
+
+An example holds ``input_ids`` (prompt rendered with the LenVM tokenizer's chat template, then the
+completion ending in EOS) and ``labels``: the number of tokens still to come, EOS included, at every
+trained position (the last prompt token through the EOS token), -100 elsewhere. Labels are counts, not
+values, so examples do not depend on gamma; the trainer turns them into targets with ``returns``.
+Using ``labels`` with -100 also lets ``Trainer`` count trained tokens across accumulation steps and
+processes for the token-mean loss.
+
+Truncated completions (no EOS) are not terminal: they are dropped and counted. Sequences longer than
+``max_length`` lose prompt tokens from the left first, then completion tokens from the right; either way
+each kept position keeps its true remaining count, so no target is ever corrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+IGNORE_INDEX = -100
+REQUIRED_FIELDS = ("prompt_id", "prompt", "completion", "completion_ids", "finish_reason")
+TRUNCATION_WARN_SHARE = 0.05
+
+logger = logging.getLogger(__name__)
+
+
+class ChatTemplateError(ValueError):
+    """The tokenizer has no chat template and no fallback was chosen."""
+
+
+@dataclass
+class BuildStats:
+    """What happened to the records while building examples; printed by the CLI."""
+
+    records: int = 0
+    examples: int = 0
+    dropped_truncated: int = 0
+    prompts_cut: int = 0
+    completions_cut: int = 0
+    retokenized: int = 0
+
+    @property
+    def truncated_share(self) -> float:
+        return self.dropped_truncated / max(self.records, 1)
+
+    def summary(self) -> str:
+        s = (f"{self.examples} examples from {self.records} rollouts; dropped {self.dropped_truncated} truncated "
+             f"({100 * self.truncated_share:.1f}%)")
+        if self.prompts_cut or self.completions_cut:
+            s += f"; cut to max_length: {self.prompts_cut} prompts (left), {self.completions_cut} completions (right)"
+        return s
+
+
+def load_rollouts(path: str | os.PathLike) -> list[dict]:
+    """Read a rollouts JSONL file, checking every record; errors name the line and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"rollouts file {path} does not exist; create it with `lenvm rollouts`.")
+    records = []
+    with path.open() as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno} is not valid JSON ({e}); an interrupted write leaves at most the "
+                                 "last line broken: delete that line and re-run `lenvm rollouts` to resume.") from None
+            validate_record(rec, f"{path}:{lineno}")
+            records.append(rec)
+    if not records:
+        raise ValueError(f"{path} holds no rollout records; sample some with `lenvm rollouts`.")
+    return records
+
+
+def validate_record(rec: dict, where: str = "record") -> None:
+    missing = [k for k in REQUIRED_FIELDS if k not in rec]
+    if missing:
+        raise ValueError(f"{where} lacks the fields {missing}; a rollout record needs {list(REQUIRED_FIELDS)} "
+                         "(see lenvm_rl.rollouts for the schema).")
+    if rec["finish_reason"] not in ("stop", "length"):
+        raise ValueError(f"{where}: finish_reason must be 'stop' or 'length', got {rec['finish_reason']!r}")
+    if not rec["completion_ids"]:
+        raise ValueError(f"{where} has an empty completion (no tokens, not even EOS). A finished completion ends "
+                         "with its EOS token; regenerate this prompt's rollouts or delete the line.")
+
+
+def prompt_messages(prompt: str | list[dict]) -> list[dict]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def encode_prompt(tokenizer, prompt: str | list[dict], use_chat_template: bool = True) -> list[int]:
+    """Prompt token ids ending right before the first completion token.
+
+    With ``use_chat_template=False`` (or a tokenizer without one, when explicitly allowed) the message
+    contents are joined with newlines and tokenized as plain text: the documented fallback for base models.
+    """
+    messages = prompt_messages(prompt)
+    if use_chat_template:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ChatTemplateError(
+                f"The tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template. Use a chat model's "
+                "tokenizer, set tokenizer.chat_template, or pass use_chat_template=False (CLI: --no-chat-template) "
+                "to encode prompts as plain text (generator and LenVM must then both use plain text)."
+            )
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+    text = "\n".join(m["content"] for m in messages) + "\n"
+    return tokenizer(text, add_special_tokens=True)["input_ids"]
+
+
+def completion_ids_for(tokenizer, rec: dict, stats: BuildStats | None = None) -> list[int]:
+    """The completion in the LenVM tokenizer, ending with its EOS for finished completions.
+
+    The generator's ids are reused when they decode to the same text with this tokenizer (same vocabulary);
+    otherwise the text is re-tokenized, so a LenVM can learn from another generator's rollouts.
+    """
+    ids = list(rec["completion_ids"])
+    eos = tokenizer.eos_token_id
+    finished = rec["finish_reason"] == "stop"
+    body = ids[:-1] if finished else ids
+    same_vocab = all(0 <= i < len(tokenizer) for i in body) and \
+        tokenizer.decode(body, skip_special_tokens=True) == rec["completion"]
+    if not same_vocab:
+        body = tokenizer(rec["completion"], add_special_tokens=False)["input_ids"]
+        if stats is not None:
+            stats.retokenized += 1
+    return body + [eos] if finished else body
+
+
+def build_example(prompt_ids: Sequence[int], completion_ids: Sequence[int], max_length: int | None,
+                  stats: BuildStats | None = None) -> dict:
+    """One example from a finished completion (its last token is EOS); see the module docstring for cuts."""
+    p, length = len(prompt_ids), len(completion_ids)
+    if p < 1:
+        raise ValueError("a prompt needs at least one token: the state s_0 sits on the last prompt token")
+    keep_prompt, keep_completion = p, length
+    if max_length is not None and p + length > max_length:
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {max_length}")
+        # Keep at least a quarter of the window for the prompt, so the state keeps some context.
+        keep_prompt = min(p, max(max_length - length, max_length // 4, 1))
+        keep_completion = min(length, max_length - keep_prompt)
+        if stats is not None:
+            stats.prompts_cut += keep_prompt < p
+            stats.completions_cut += keep_completion < length
+    input_ids = list(prompt_ids[p - keep_prompt:]) + list(completion_ids[:keep_completion])
+    labels = [IGNORE_INDEX] * len(input_ids)
+    # Position keep_prompt - 1 + t holds state s_t, with L - t tokens to come (t = 0 .. keep_completion).
+    for t in range(min(keep_completion, length) + 1):
+        if keep_prompt - 1 + t < len(input_ids):
+            labels[keep_prompt - 1 + t] = length - t
+    return {"input_ids": input_ids, "labels": labels, "completion_length": length}
+
+
+def build_examples(records: Iterable[dict], tokenizer, max_length: int | None = None,
+                   use_chat_template: bool = True) -> tuple[list[dict], BuildStats]:
+    """Turn rollout records into examples; truncated completions are dropped and counted."""
+    stats = BuildStats()
+    examples, prompt_cache = [], {}
+    for rec in records:
+        stats.records += 1
+        if rec["finish_reason"] != "stop":
+            stats.dropped_truncated += 1
+            continue
+        key = json.dumps(rec["prompt"], sort_keys=True)
+        if key not in prompt_cache:
+            prompt_cache[key] = encode_prompt(tokenizer, rec["prompt"], use_chat_template)
+        ex = build_example(prompt_cache[key], completion_ids_for(tokenizer, rec, stats), max_length, stats)
+        ex["prompt_id"] = str(rec["prompt_id"])
+        examples.append(ex)
+    stats.examples = len(examples)
+    if stats.records and not examples:
+        raise ValueError(
+            f"All {stats.records} completions were truncated (finish_reason='length'), so none is a terminal state "
+            "to learn from. Re-sample with a larger --max-new-tokens or prompts with shorter answers."
+        )
+    if stats.truncated_share > TRUNCATION_WARN_SHARE:
+        logger.warning(
+            "%.1f%% of the completions were truncated and dropped. Dropping censors the long tail and biases "
+            "every target toward shorter lengths: raise --max-new-tokens or use prompts with shorter answers.",
+            100 * stats.truncated_share)
+    return examples, stats
+
+
+def build_dataset(records: Iterable[dict], tokenizer, max_length: int | None = None, use_chat_template: bool = True):
+    """``datasets.Dataset`` version of :func:`build_examples`; returns ``(dataset, stats)``."""
+    from datasets import Dataset
+
+    examples, stats = build_examples(records, tokenizer, max_length, use_chat_template)
+    return Dataset.from_list(examples), stats
+
+
+def completion_lengths(dataset) -> list[int]:
+    return [int(x) for x in dataset["completion_length"]]
+
+
+def split_by_prompt(records: Sequence[dict], eval_share: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Hold out whole prompts (never single samples), so evaluation is on unseen prompts."""
+    ids = sorted({str(r["prompt_id"]) for r in records})
+    g = torch.Generator().manual_seed(seed)
+    order = [ids[i] for i in torch.randperm(len(ids), generator=g).tolist()]
+    n_eval = max(1, round(eval_share * len(ids))) if eval_share > 0 else 0
+    held = set(order[:n_eval])
+    return [r for r in records if str(r["prompt_id"]) not in held], [r for r in records if str(r["prompt_id"]) in held]
+
+
+@dataclass
+class LengthValueCollator:
+    """Right-pads ``input_ids`` (pad id), ``attention_mask`` (0) and ``labels`` (-100)."""
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            m = self.pad_to_multiple_of
+            longest = (longest + m - 1) // m * m
+        batch = {"input_ids": torch.full((len(features), longest), self.pad_token_id, dtype=torch.long),
+                 "attention_mask": torch.zeros((len(features), longest), dtype=torch.long),
+                 "labels": torch.full((len(features), longest), IGNORE_INDEX, dtype=torch.long)}
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            batch["input_ids"][i, :n] = torch.as_tensor(f["input_ids"])
+            batch["attention_mask"][i, :n] = 1
+            batch["labels"][i, :n] = torch.as_tensor(f["labels"])
+        return batch
+
+
+def stats_dict(stats: BuildStats) -> dict:
+    return {**asdict(stats), "truncated_share": stats.truncated_share}

@@ -1,0 +1,304 @@
+"""The Length Value Model: a transformer backbone plus a small value head (DESIGN sections 1, 2, 5).
+
+    h_t = backbone(prompt + y_1..y_t)[-1]      final-layer (normed) hidden state, no LM head
+    z_t = summary(SiLU(fc(h_t)))               LengthValueHead
+    V_t = -sigmoid(z_t)                        in (-1, 0): minus the discounted share of length still to come
+
+Checkpoint layout (compatible with the published LenVM checkpoints):
+
+    ckpt/config.json, model.safetensors        the backbone, a standard HF model dir (AutoModel loads it)
+    ckpt/tokenizer files                       incl. the chat template
+    ckpt/value_head.safetensors                v_head.fc.{weight,bias}, v_head.summary.{weight,bias}
+    ckpt/lenvm_config.json                     gamma, base model, head type, max_length, format version
+
+A LoRA checkpoint holds the peft adapter (adapter_config.json, adapter_model.safetensors) in place of the
+backbone weights; ``merge_lora`` turns it into the full layout.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .defaults import resolve_model
+from .returns import check_gamma
+
+VALUE_HEAD_FILE = "value_head.safetensors"
+LENVM_CONFIG_FILE = "lenvm_config.json"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+FORMAT_VERSION = 1
+HEAD_TYPE = "fc-silu-summary"
+HEAD_KEYS = ("v_head.fc.weight", "v_head.fc.bias", "v_head.summary.weight", "v_head.summary.bias")
+
+
+class LengthValueHead(nn.Module):
+    """``Linear(H, H) -> SiLU -> Linear(H, 1)`` with the reference names ``fc`` and ``summary``."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.fc = nn.Linear(hidden_size, hidden_size)
+        self.act = nn.SiLU()
+        self.summary = nn.Linear(hidden_size, 1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.summary(self.act(self.fc(hidden_states))).squeeze(-1)
+
+
+@dataclass
+class LengthValueOutput(ModelOutput):
+    """``values`` (B, T) in (-1, 0); ``logits`` (B, T) the pre-sigmoid ``z``; ``cache`` (KV cache) if asked."""
+
+    values: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    cache: Any = None
+
+
+def _base_model(model: nn.Module) -> nn.Module:
+    """The transformer body of a model, so a CausalLM passed in never computes vocabulary logits."""
+    if isinstance(model, PreTrainedModel) and getattr(model, "base_model_prefix", None):
+        inner = getattr(model, model.base_model_prefix, None)
+        if isinstance(inner, nn.Module):
+            return inner
+    return model
+
+
+def _cache_kwarg(backbone: nn.Module) -> str:
+    """transformers 5.24 renamed ``past_key_values=`` to ``cache=`` (the old name warns); older ones lack it."""
+    body = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count only real tokens, so left- and right-padded rows score identically."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class LengthValueModel(nn.Module):
+    """Backbone + :class:`LengthValueHead`; ``forward`` returns per-token values, never vocabulary logits.
+
+    Build a fresh one with :meth:`from_backbone`, load a trained one with :meth:`from_pretrained`.
+    ``gamma`` is part of the model: targets, inversion and RL shaping must all use the same value.
+    """
+
+    supports_gradient_checkpointing = True
+
+    def __init__(self, backbone: nn.Module, gamma: float | None = None, head: LengthValueHead | None = None,
+                 base_model_name: str | None = None, max_length: int | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.config = backbone.config  # the backbone's HF config (Trainer and peft look for `.config`)
+        self.v_head = head if head is not None else LengthValueHead(self.config.hidden_size)
+        self.gamma = None if gamma is None else check_gamma(gamma)
+        self.base_model_name = base_model_name or getattr(self.config, "_name_or_path", None)
+        self.max_length = max_length
+        self.v_head.to(dtype=self._backbone_dtype())
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_backbone(cls, model_name_or_path: str | nn.Module | None = None, gamma: float | None = None,
+                      **hf_kwargs) -> "LengthValueModel":
+        """A backbone (hub id, local path, the embedded default when None, or a loaded model) + a fresh head."""
+        if isinstance(model_name_or_path, nn.Module):
+            backbone, name = _base_model(model_name_or_path), getattr(model_name_or_path, "name_or_path", None)
+        else:
+            name = resolve_model(model_name_or_path)
+            backbone = _base_model(AutoModel.from_pretrained(name, **hf_kwargs))
+        return cls(backbone, gamma=gamma, base_model_name=name)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, gamma: float | None = None, **hf_kwargs) -> "LengthValueModel":
+        """Load a LenVM checkpoint (our format, a LoRA checkpoint, or the published reference layout).
+
+        ``gamma`` is required for the reference layout (no ``lenvm_config.json``; the published Qwen2.5
+        checkpoints used 0.997) and must match the saved value otherwise.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"LenVM checkpoint dir {path} does not exist (expected a folder with "
+                                    f"{VALUE_HEAD_FILE} and a backbone).")
+        head_file = path / VALUE_HEAD_FILE
+        if not head_file.is_file():
+            raise FileNotFoundError(
+                f"{path} has no {VALUE_HEAD_FILE}, so it is not a LenVM checkpoint (a plain model dir has no "
+                "trained value head). Point at a dir written by LengthValueModel.save_pretrained / `lenvm train`, "
+                "or use LengthValueModel.from_backbone(...) to start a fresh head on this model."
+            )
+        meta = read_lenvm_config(path)
+        gamma = resolve_gamma(meta.get("gamma"), gamma, path)
+        if (path / ADAPTER_CONFIG_FILE).is_file():
+            backbone = _load_lora_backbone(path, meta, **hf_kwargs)
+        else:
+            backbone = _base_model(AutoModel.from_pretrained(str(path), **hf_kwargs))
+        model = cls(backbone, gamma=gamma, base_model_name=meta.get("base_model"), max_length=meta.get("max_length"))
+        model.load_head(head_file)
+        return model
+
+    def load_head(self, head_file: str | os.PathLike) -> None:
+        """Load ``value_head.safetensors`` strictly: a head that does not fit is an error, never re-initialised."""
+        state = load_file(str(head_file))
+        missing = [k for k in HEAD_KEYS if k not in state]
+        unexpected = [k for k in state if k not in HEAD_KEYS]
+        if missing or unexpected:
+            raise ValueError(f"{head_file} does not hold a LenVM head: missing keys {missing}, unexpected keys "
+                             f"{unexpected}; expected exactly {list(HEAD_KEYS)}.")
+        hidden = self.config.hidden_size
+        if tuple(state["v_head.fc.weight"].shape) != (hidden, hidden):
+            raise ValueError(f"{head_file} was trained on a backbone of hidden size "
+                             f"{state['v_head.fc.weight'].shape[0]}, but this backbone has {hidden}.")
+        dtype, device = self._backbone_dtype(), next(self.backbone.parameters()).device
+        self.v_head.load_state_dict({k[len("v_head."):]: v.to(dtype) for k, v in state.items()}, strict=True)
+        self.v_head.to(device)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, cache: Any = None, use_cache: bool = False,
+                **kwargs) -> LengthValueOutput:
+        """Values for every position of ``input_ids``; extra keys (labels, ...) are ignored.
+
+        ``cache`` / ``use_cache`` pass a KV cache through (incremental scoring); training never uses one.
+        """
+        if attention_mask is None and cache is None:
+            attention_mask = torch.ones_like(input_ids)
+        if position_ids is None and cache is None and attention_mask.dim() == 2:
+            position_ids = position_ids_from_mask(attention_mask)
+        backbone_kwargs = {"use_cache": use_cache}
+        if cache is not None:
+            backbone_kwargs[_cache_kwarg(self.backbone)] = cache
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            **backbone_kwargs)
+        z = self.v_head(out.last_hidden_state.to(self.v_head.fc.weight.dtype)).float()
+        new_cache = (out.get("cache") or out.get("past_key_values")) if use_cache else None
+        return LengthValueOutput(values=-torch.sigmoid(z), logits=z, cache=new_cache)
+
+    # ------------------------------------------------------------------ HF / Trainer plumbing
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+        if hasattr(self.backbone, "enable_input_require_grads"):
+            self.backbone.enable_input_require_grads()  # needed when the embeddings are frozen (LoRA)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.backbone.gradient_checkpointing_disable()
+
+    @property
+    def is_peft(self) -> bool:
+        from peft import PeftModel
+
+        return isinstance(self.backbone, PeftModel)
+
+    def _backbone_dtype(self) -> torch.dtype:
+        return next(self.backbone.parameters()).dtype
+
+    # ------------------------------------------------------------------ saving
+    def lenvm_config(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "gamma": self.gamma, "base_model": self.base_model_name,
+                "head_type": HEAD_TYPE, "hidden_size": self.config.hidden_size, "max_length": self.max_length,
+                "adapter": self.is_peft}
+
+    def save_pretrained(self, save_directory: str | os.PathLike, state_dict: dict | None = None,
+                        safe_serialization: bool = True, **kwargs) -> None:
+        """Write the checkpoint layout above. ``state_dict`` (as Trainer passes under ZeRO-3) is split by prefix."""
+        if self.gamma is None:
+            raise ValueError("Refusing to save a LenVM without gamma: values are meaningless without it. Set "
+                             "model.gamma (the trainer does this when gamma='auto' is resolved).")
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        if state_dict is None:
+            state_dict = self.state_dict()
+        head = {k: v.detach().contiguous().cpu() for k, v in state_dict.items() if k.startswith("v_head.")}
+        backbone = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+        if self.is_peft:
+            self.backbone.save_pretrained(out, state_dict=backbone or None, **kwargs)
+        else:
+            self.backbone.save_pretrained(out, state_dict=backbone or None, safe_serialization=safe_serialization,
+                                          **kwargs)
+        save_file(head, str(out / VALUE_HEAD_FILE))
+        (out / LENVM_CONFIG_FILE).write_text(json.dumps(self.lenvm_config(), indent=2) + "\n")
+
+
+def read_lenvm_config(path: str | os.PathLike) -> dict:
+    f = Path(path) / LENVM_CONFIG_FILE
+    if not f.is_file():
+        return {}
+    meta = json.loads(f.read_text())
+    if meta.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise ValueError(f"{f} has format version {meta['format_version']}, newer than this lenvm-rl understands "
+                         f"({FORMAT_VERSION}); upgrade lenvm-rl.")
+    return meta
+
+
+def resolve_gamma(saved: float | None, given: float | None, where: Any = "the checkpoint") -> float:
+    """The gamma to use: the saved one; a given one must agree with it; the reference layout needs one given."""
+    if saved is None:
+        if given is None:
+            raise ValueError(
+                f"{where} has no {LENVM_CONFIG_FILE} (the published reference layout), so its gamma is unknown. "
+                "Pass gamma explicitly, e.g. from_pretrained(path, gamma=0.997) for the published Qwen2.5 LenVMs."
+            )
+        return check_gamma(given)
+    if given is not None and abs(float(given) - float(saved)) > 1e-12:
+        raise ValueError(f"{where} was trained with gamma={saved}, but gamma={given} was given. Values are only "
+                         "meaningful with the training gamma; drop the argument to use the saved one.")
+    return check_gamma(saved)
+
+
+def _load_lora_backbone(path: Path, meta: dict, **hf_kwargs) -> nn.Module:
+    from peft import PeftModel
+
+    adapter_cfg = json.loads((path / ADAPTER_CONFIG_FILE).read_text())
+    base = meta.get("base_model") or adapter_cfg.get("base_model_name_or_path")
+    base = resolve_model(base)
+    backbone = _base_model(AutoModel.from_pretrained(base, **hf_kwargs))
+    return PeftModel.from_pretrained(backbone, str(path))
+
+
+def merge_lora(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Merge a LoRA LenVM checkpoint into the full layout (backbone weights + head), written atomically."""
+    model = LengthValueModel.from_pretrained(adapter_dir)
+    if not model.is_peft:
+        raise ValueError(f"{adapter_dir} holds no LoRA adapter ({ADAPTER_CONFIG_FILE} missing); nothing to merge.")
+    model.backbone = model.backbone.merge_and_unload()
+    out = Path(output_dir)
+    ensure_writable_output(out, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        _copy_tokenizer_files(Path(adapter_dir), tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _copy_tokenizer_files(src: Path, dst: Path) -> None:
+    for f in src.iterdir():
+        if f.is_file() and (f.name.startswith("tokenizer") or f.name in {"special_tokens_map.json",
+                                                                            "chat_template.jinja", "vocab.json",
+                                                                            "merges.txt"}):
+            shutil.copy2(f, dst / f.name)
+
+
+def is_checkpoint_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / VALUE_HEAD_FILE).is_file()
+
+
+def ensure_writable_output(path: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse to write over an existing LenVM checkpoint unless told to, so no trained model is lost."""
+    p = Path(path)
+    if p.exists() and (is_checkpoint_dir(p) or any(p.glob("checkpoint-*"))) and not overwrite:
+        raise FileExistsError(f"{p} already holds a LenVM checkpoint. Pass --overwrite_output_dir "
+                              "(overwrite=True) to replace it, or choose another output dir.")
+    p.parent.mkdir(parents=True, exist_ok=True)

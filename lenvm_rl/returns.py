@@ -1,0 +1,129 @@
+"""The math of the Length Value Model on plain tensors (DESIGN section 1). No models here.
+
+Convention. A completion is ``y_1 .. y_L`` with ``y_L`` the EOS token. State ``s_t`` is the prompt plus
+``y_1 .. y_t``; ``s_0`` ends at the last prompt token. ``n_t = L - t`` tokens (EOS included) remain.
+
+    reward per step      r   = -(1 - gamma)
+    target               G_t = -(1 - gamma ** n_t)          in (-1, 0],  G_L = 0 at EOS
+    Bellman              G_t = r + gamma * G_{t+1}
+    model output         V   = -sigmoid(z)
+    length from a value  n   = ln(1 + V) / ln(gamma)        (underestimates E[n] by Jensen)
+    gamma rule           gamma = 0.01 ** (1 / L99)           so that 1 - gamma ** L99 = 0.99
+    TD residual          delta_t = r + gamma * V(s_{t+1}) - V(s_t); length shift of y_{t+1} = -delta_t
+
+Every other module calls these functions instead of re-deriving a target, an inversion or a residual.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+
+def check_gamma(gamma: float) -> float:
+    """Return ``gamma`` as a float, or raise a clear error when it is not in the open interval (0, 1)."""
+    try:
+        g = float(gamma)
+    except (TypeError, ValueError):
+        raise ValueError(f"gamma must be a number in (0, 1) or 'auto', got {gamma!r}") from None
+    if not (0.0 < g < 1.0) or math.isnan(g):
+        raise ValueError(
+            f"gamma must lie strictly between 0 and 1, got {gamma!r}. Typical values: 0.997 for answers of "
+            "up to ~1.5k tokens, 0.9998 for long chain-of-thought; or pass gamma='auto' to derive it from "
+            "the rollouts' 99th-percentile length."
+        )
+    return g
+
+
+def step_reward(gamma: float) -> float:
+    """The per-token reward ``r = -(1 - gamma)``."""
+    return -(1.0 - check_gamma(gamma))
+
+
+def remaining_to_value(remaining: torch.Tensor | float, gamma: float) -> torch.Tensor:
+    """Discounted return of ``n`` remaining tokens: ``G = -(1 - gamma ** n)`` (``n = 0`` gives 0)."""
+    gamma = check_gamma(gamma)
+    n = torch.as_tensor(remaining, dtype=torch.float64)
+    return -(1.0 - torch.pow(torch.tensor(gamma, dtype=torch.float64), n))
+
+
+def value_to_remaining(values: torch.Tensor | float, gamma: float, eps: float = 1e-12) -> torch.Tensor:
+    """Invert a value to a token count: ``n = ln(1 + V) / ln(gamma)``.
+
+    Values are clamped to (-1, 0] first; ``V -> -1`` maps to a large but finite count.
+    """
+    gamma = check_gamma(gamma)
+    v = torch.as_tensor(values, dtype=torch.float64).clamp(min=-1.0 + eps, max=0.0)
+    return torch.log1p(v) / math.log(gamma)
+
+
+def completion_targets(completion_length: int, gamma: float) -> torch.Tensor:
+    """Targets for the ``L + 1`` trained positions of one completion of length ``L`` (EOS included).
+
+    Position 0 is the last prompt token (``n = L``), the last position is the EOS token (``n = 0``).
+    """
+    if completion_length < 1:
+        raise ValueError("a completion must hold at least its EOS token (length >= 1)")
+    remaining = torch.arange(completion_length, -1, -1)
+    return remaining_to_value(remaining, gamma).to(torch.float32)
+
+
+def gamma_from_lengths(lengths: Sequence[int], quantile: float = 0.99, mass: float = 0.99) -> float:
+    """The gamma rule: ``gamma = (1 - mass) ** (1 / L_q)`` with ``L_q`` the ``quantile`` of the lengths.
+
+    With the defaults, a completion at the 99th-percentile length has ``1 - gamma ** L99 = 0.99``.
+    """
+    if len(lengths) == 0:
+        raise ValueError(
+            "gamma='auto' needs completed rollouts to measure lengths, but none were given. Sample rollouts "
+            "that end with EOS first (raise max_new_tokens if all are truncated), or pass a fixed gamma."
+        )
+    lq = float(torch.quantile(torch.tensor(lengths, dtype=torch.float64), quantile))
+    lq = max(lq, 2.0)  # a one-token quantile would give gamma = 0.01, useless as a discount
+    return float((1.0 - mass) ** (1.0 / lq))
+
+
+def return_consistent_length(lengths: Sequence[int] | torch.Tensor, gamma: float) -> float:
+    """Ground-truth length for a prompt with sampled lengths ``L_i``, consistent with value space:
+
+    ``L_GT = ln(1 - mean_i(1 - gamma ** L_i)) / ln(gamma)`` (the inversion of the mean target).
+    """
+    v = remaining_to_value(torch.as_tensor(lengths), gamma).mean()
+    return float(value_to_remaining(v, gamma))
+
+
+def td_residuals(values: torch.Tensor, gamma: float, next_values: torch.Tensor | None = None) -> torch.Tensor:
+    """One-step residuals ``delta_t = r + gamma * V(s_{t+1}) - V(s_t)`` along the last dimension.
+
+    ``values`` is (..., T). ``next_values`` defaults to ``values`` shifted left, with 0 (a terminal
+    state) after the last position; pass it to bootstrap or mask otherwise. The length shift of token
+    ``y_{t+1}`` is ``-delta_t``.
+    """
+    r = step_reward(gamma)
+    if next_values is None:
+        next_values = torch.cat([values[..., 1:], torch.zeros_like(values[..., :1])], dim=-1)
+    return r + gamma * next_values - values
+
+
+def discounted_cumsum(x: torch.Tensor, discount: float) -> torch.Tensor:
+    """``y_t = x_t + discount * y_{t+1}`` along the last dimension (a reverse scan)."""
+    out = torch.empty_like(x)
+    running = torch.zeros_like(x[..., 0])
+    for t in range(x.shape[-1] - 1, -1, -1):
+        running = x[..., t] + discount * running
+        out[..., t] = running
+    return out
+
+
+def gae(deltas: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """Generalised advantage estimation over residuals: ``A_t = sum_k (gamma * lam) ** k * delta_{t+k}``.
+
+    With ``lam = 1`` and residuals ending in a terminal state this telescopes to ``G_t - V(s_t)``.
+    Positions past the end of a row must hold zero residuals.
+    """
+    check_gamma(gamma)
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"GAE lambda must lie in [0, 1], got {lam}")
+    return discounted_cumsum(deltas, gamma * lam)

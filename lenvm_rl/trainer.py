@@ -1,0 +1,252 @@
+"""LengthValueConfig / LengthValueTrainer: value pretraining as a ``transformers.Trainer`` (DESIGN sections 1, 4).
+
+The only thing that differs from a plain ``Trainer`` is the loss (and the checkpoint layout it saves):
+
+    loss = sum over trained tokens of the global batch (V(s_t) - G_t)^2 / (number of those tokens)
+
+where "global batch" means every gradient-accumulation micro-batch on every process. ``Trainer`` already
+counts the non-ignored ``labels`` across micro-batches and processes (``num_items_in_batch``); we divide
+by that count and undo DDP's gradient averaging, so the loss is a token mean no matter how the batch is
+split. A sequence mean would reweight tokens by 1 / L, which depends on the future and biases targets.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from transformers import EvalPrediction, Trainer, TrainingArguments
+
+from .data import IGNORE_INDEX, LengthValueCollator, completion_lengths
+from .modeling import (ADAPTER_CONFIG_FILE, VALUE_HEAD_FILE, LengthValueModel, ensure_writable_output)
+from .returns import check_gamma, gamma_from_lengths, remaining_to_value
+
+ONLINE_FRACTIONS = (0.0, 0.25, 0.5, 0.75)
+
+
+@dataclass
+class LengthValueConfig(TrainingArguments):
+    r"""
+    Configuration for [`LengthValueTrainer`]: every ``TrainingArguments`` field plus the ones below.
+
+    Parameters:
+        > Value targets
+
+        gamma (`str` or `float`, *optional*, defaults to `"auto"`):
+            Discount of the length return `G_t = -(1 - gamma ** n_t)`. `"auto"` picks
+            `gamma = 0.01 ** (1 / L99)` from the training completions' `gamma_quantile` length, so a
+            completion of that length has 99 % of its return mass inside the horizon. The paper uses 0.997 for
+            Qwen2.5 (answers up to ~1.5k tokens) and 0.9998 for long chain-of-thought. Saved with the checkpoint.
+        gamma_quantile (`float`, *optional*, defaults to `0.99`):
+            Length quantile used by `gamma="auto"`.
+        loss (`str`, *optional*, defaults to `"mse"`):
+            Regression loss on values; `"mse"` (token-mean squared error, the paper's) is the only one.
+
+        > Data
+
+        max_length (`int` or `None`, *optional*, defaults to `1024`):
+            Longest tokenized prompt + completion. Longer examples lose prompt tokens from the left, then
+            completion tokens from the right; targets stay exact either way (they count true remaining tokens).
+        use_chat_template (`bool`, *optional*, defaults to `True`):
+            Render prompts with the LenVM tokenizer's chat template (the generator's prompt format).
+
+        > Output
+
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            Allow writing over an `output_dir` that already holds a LenVM checkpoint.
+    """
+
+    gamma: str = field(default="auto", metadata={"help": "Discount in (0, 1), or 'auto' for 0.01 ** (1 / L99) "
+                                                          "from the training completions."})
+    gamma_quantile: float = field(default=0.99, metadata={"help": "Length quantile used by gamma='auto'."})
+    loss: str = field(default="mse", metadata={"help": "Value regression loss; only 'mse' (token mean)."})
+    max_length: int | None = field(default=1024, metadata={"help": "Longest prompt + completion in tokens; "
+                                                                   "longer ones are cut without corrupting targets."})
+    use_chat_template: bool = field(default=True, metadata={"help": "Render prompts with the chat template."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow replacing an existing LenVM "
+                                                                        "checkpoint in output_dir."})
+    # Defaults that differ from TrainingArguments: LenVM examples carry columns the model does not take,
+    # the labels are remaining-token counts, and the loss must average over the global batch.
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep dataset columns (needed)."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate (paper: 2e-5)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Scheduler (paper: cosine)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+
+    def __post_init__(self):
+        if self.gamma != "auto":
+            self.gamma = check_gamma(self.gamma)
+        if self.loss != "mse":
+            raise ValueError(f"loss={self.loss!r} is not supported; LenVM regresses values with 'mse'.")
+        if not 0.0 < self.gamma_quantile <= 1.0:
+            raise ValueError(f"gamma_quantile must lie in (0, 1], got {self.gamma_quantile}")
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"max_length must be at least 2 tokens, got {self.max_length}")
+        if self.label_names is None:
+            self.label_names = ["labels"]
+        self.average_tokens_across_devices = True  # the token-mean loss is defined over the global batch
+        super().__post_init__()
+
+
+class LengthValueTrainer(Trainer):
+    """``Trainer`` for a [`LengthValueModel`]: same loop, token-mean value loss, LenVM checkpoint layout.
+
+    Args:
+        model: a ``LengthValueModel``, or a backbone name / path (``None`` = the embedded default) that gets
+            a fresh head.
+        args: a [`LengthValueConfig`].
+        train_dataset / eval_dataset: datasets from :func:`lenvm_rl.data.build_dataset`.
+        processing_class: the LenVM tokenizer (saved with every checkpoint; its pad id pads batches).
+        peft_config: a ``peft.LoraConfig`` to train LoRA adapters on the backbone; the head is always fully trained.
+    """
+
+    loss_is_scaled_for_ga = True  # compute_loss already divides by the global token count
+
+    def __init__(self, model=None, args: LengthValueConfig | None = None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, peft_config=None, data_collator=None, compute_metrics=None, **kwargs):
+        args = args if args is not None else LengthValueConfig(output_dir="lenvm_runs/model")
+        if not isinstance(args, LengthValueConfig):
+            raise TypeError("args must be a LengthValueConfig (it carries gamma and the loss definition).")
+        if not (args.resume_from_checkpoint or getattr(args, "_resuming", False)):
+            ensure_writable_output(args.output_dir, args.overwrite_output_dir)
+        if not isinstance(model, LengthValueModel):
+            model = LengthValueModel.from_backbone(model)
+        model.gamma = _resolve_training_gamma(model.gamma, args, train_dataset)
+        model.max_length = args.max_length
+        if peft_config is not None:
+            _wrap_lora(model, peft_config)
+        if data_collator is None:
+            if processing_class is None:
+                raise ValueError("Pass processing_class (the LenVM tokenizer) or a data_collator, to pad batches.")
+            pad_id = processing_class.pad_token_id
+            if pad_id is None:
+                pad_id = processing_class.eos_token_id
+            data_collator = LengthValueCollator(pad_id)
+        if compute_metrics is None:
+            gamma = model.gamma
+            compute_metrics = lambda p: value_metrics(p, gamma)  # noqa: E731
+        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         processing_class=processing_class, data_collator=data_collator,
+                         compute_metrics=compute_metrics, **kwargs)
+        self.model_accepts_loss_kwargs = True  # makes Trainer count labels across micro-batches and processes
+
+    @property
+    def gamma(self) -> float:
+        return self.accelerator.unwrap_model(self.model).gamma
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        mask = labels != IGNORE_INDEX
+        targets = remaining_to_value(labels.clamp(min=0), self.gamma).to(out.values.dtype)
+        squared = ((out.values - targets) ** 2 * mask).sum()
+        if num_items_in_batch is not None:
+            # Gradients are averaged over processes by DDP / DeepSpeed, so scale back up to a global sum.
+            loss = squared / num_items_in_batch * self.accelerator.num_processes
+        else:
+            loss = squared / mask.sum().clamp(min=1)
+            if model.training:
+                loss = loss / self.current_gradient_accumulation_steps
+        return (loss, {"values": out.values}) if return_outputs else loss
+
+    # ---- checkpoints in the LenVM layout (backbone or adapter + value_head.safetensors + lenvm_config.json)
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state_dict)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)  # engine-native state
+        load_weights_into(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_best_model()
+        load_weights_into(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
+
+
+def _resolve_training_gamma(model_gamma, args: LengthValueConfig, train_dataset) -> float:
+    if args.gamma == "auto":
+        if model_gamma is not None:
+            return model_gamma  # continuing a trained LenVM keeps its gamma
+        if train_dataset is None:
+            raise ValueError("gamma='auto' needs a train_dataset to measure completion lengths; or set gamma.")
+        gamma = gamma_from_lengths(completion_lengths(train_dataset), quantile=args.gamma_quantile)
+        args.gamma = gamma  # recorded in training_args.bin and the logs
+        return gamma
+    if model_gamma is not None and abs(model_gamma - args.gamma) > 1e-12:
+        raise ValueError(f"The model was trained with gamma={model_gamma} but the config sets gamma={args.gamma}; "
+                         "values at different gammas are not comparable. Set gamma to match or use 'auto'.")
+    return float(args.gamma)
+
+
+def _wrap_lora(model: LengthValueModel, peft_config) -> None:
+    from peft import get_peft_model
+
+    if model.is_peft:
+        raise ValueError("The backbone already carries LoRA adapters; pass peft_config=None to continue training them.")
+    if getattr(model.backbone, "is_loaded_in_4bit", False):
+        from peft import prepare_model_for_kbit_training
+
+        model.backbone = prepare_model_for_kbit_training(model.backbone)
+    model.backbone = get_peft_model(model.backbone, peft_config)
+    for p in model.v_head.parameters():
+        p.requires_grad_(True)
+        p.data = p.data.float()  # the fully-trained head keeps fp32 master weights under a low-bit backbone
+
+
+def load_weights_into(model: LengthValueModel, checkpoint_dir: str | os.PathLike) -> None:
+    """Load a LenVM checkpoint's weights into an existing model in place (resume, best model)."""
+    ckpt = Path(checkpoint_dir)
+    if not (ckpt / VALUE_HEAD_FILE).is_file():
+        raise FileNotFoundError(f"{ckpt} has no {VALUE_HEAD_FILE}; it is not a LenVM checkpoint to resume from.")
+    if (ckpt / ADAPTER_CONFIG_FILE).is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model.backbone, load_file(str(ckpt / "adapter_model.safetensors")))
+    elif (ckpt / "model.safetensors.index.json").is_file():
+        from transformers.trainer_utils import load_sharded_checkpoint
+
+        load_sharded_checkpoint(model.backbone, str(ckpt), strict=True)
+    else:
+        model.backbone.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
+    head_dtype = model.v_head.fc.weight.dtype
+    model.load_head(ckpt / VALUE_HEAD_FILE)
+    model.v_head.to(head_dtype)
+
+
+def value_metrics(pred: EvalPrediction, gamma: float) -> dict[str, float]:
+    """Eval metrics over the trained positions of every held-out completion.
+
+    value_mse (value space), length_mae (tokens, via the inversion n = ln(1 + V) / ln(gamma)),
+    mre_boundary (relative error of the predicted length at the last prompt token) and
+    online_re_{0,25,50,75} (relative error of the predicted remaining length at that share of each completion).
+    """
+    values = pred.predictions[0] if isinstance(pred.predictions, (tuple, list)) else pred.predictions
+    values, labels = np.asarray(values, dtype=np.float64), np.asarray(pred.label_ids)
+    mask = labels != IGNORE_INDEX
+    targets = -(1.0 - np.power(gamma, np.where(mask, labels, 0)))
+    n_hat = np.log1p(np.clip(np.where(mask, values, 0.0), -1 + 1e-12, 0.0)) / math.log(gamma)
+    metrics = {"value_mse": float(((values - targets) ** 2)[mask].mean()),
+               "length_mae": float(np.abs(n_hat - labels)[mask].mean())}
+    first = mask.argmax(axis=1)
+    rows = np.arange(len(labels))
+    length = labels[rows, first]
+    for f in ONLINE_FRACTIONS:
+        idx = first + np.floor(f * length).astype(int)
+        ok = (idx < labels.shape[1]) & mask.any(axis=1)
+        ok[ok] &= mask[rows[ok], idx[ok]]
+        remaining = labels[rows[ok], idx[ok]]
+        err = np.abs(n_hat[rows[ok], idx[ok]] - remaining) / np.maximum(remaining, 1)
+        metrics[f"online_re_{int(f * 100)}"] = float(err.mean()) if len(err) else float("nan")
+    metrics["mre_boundary"] = metrics["online_re_0"]
+    return metrics
