@@ -302,3 +302,24 @@ def ensure_writable_output(path: str | os.PathLike, overwrite: bool) -> None:
         raise FileExistsError(f"{p} already holds a LenVM checkpoint. Pass --overwrite_output_dir "
                               "(overwrite=True) to replace it, or choose another output dir.")
     p.parent.mkdir(parents=True, exist_ok=True)
+
+
+def backbone_load_kwargs(model_args) -> dict:
+    """``from_pretrained`` kwargs from TRL's ``ModelConfig`` (dtype, attention, 4-bit QLoRA)."""
+    kwargs = {"revision": model_args.model_revision}
+    if model_args.dtype not in (None, "auto"):
+        kwargs["dtype"] = getattr(torch, model_args.dtype)
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                "QLoRA (load_in_4bit / load_in_8bit) needs a CUDA GPU: bitsandbytes quantizes on the GPU. "
+                "On this machine train LoRA without quantization (use_peft: true, load_in_4bit: false), or run on "
+                "a CUDA machine with: pip install 'lenvm-rl[qlora]'."
+            )
+        from trl import get_kbit_device_map, get_quantization_config
+
+        kwargs["quantization_config"] = get_quantization_config(model_args)
+        kwargs["device_map"] = get_kbit_device_map()
+    return kwargs

@@ -12,6 +12,7 @@ split. A sequence mean would reweight tokens by 1 / L, which depends on the futu
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass, field
@@ -198,6 +199,11 @@ def _wrap_lora(model: LengthValueModel, peft_config) -> None:
         from peft import prepare_model_for_kbit_training
 
         model.backbone = prepare_model_for_kbit_training(model.backbone)
+    if getattr(peft_config, "task_type", None) is not None:
+        # The backbone is a bare transformer (no LM head): a task-specific PeftModel (e.g. CAUSAL_LM, TRL's
+        # default) would expect generation hooks and labels. A plain PeftModel forwards everything unchanged.
+        peft_config = copy.copy(peft_config)
+        peft_config.task_type = None
     model.backbone = get_peft_model(model.backbone, peft_config)
     for p in model.v_head.parameters():
         p.requires_grad_(True)

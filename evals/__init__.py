@@ -1,0 +1,1 @@
+"""Evaluations and benchmarks for lenvm-rl (DESIGN section 6)."""

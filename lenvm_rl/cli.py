@@ -1,0 +1,186 @@
+"""The `lenvm` command: quickstart | rollouts | train | predict | merge (each with --help)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+
+COMMANDS = {
+    "quickstart": "sample, train and evaluate a LenVM on the embedded default model, offline",
+    "rollouts": "sample completions to pretrain a LenVM on (JSONL, resumable)",
+    "train": "train a LenVM from rollouts (--config recipe.yaml; YAML keys are config fields)",
+    "predict": "predict the answer length of prompts with a trained LenVM",
+    "merge": "merge a LoRA LenVM checkpoint into a full checkpoint",
+}
+
+
+# ------------------------------------------------------------------------------------------ quickstart
+def quickstart(argv: list[str]) -> int:
+    from trl import TrlParser
+
+    from .quickstart import QuickstartConfig, main
+
+    (cfg,) = TrlParser([QuickstartConfig], prog="lenvm quickstart").parse_args_and_config(argv)
+    main(cfg)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ rollouts
+def rollouts(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="lenvm rollouts", description=COMMANDS["rollouts"])
+    p.add_argument("--model", default=None, help="generator: hub id or path (default: the embedded SmolLM2-135M)")
+    p.add_argument("--prompts", default="builtin", help="'builtin', a .jsonl/.json/.txt file, or a dataset id")
+    p.add_argument("--prompt-field", default=None, help="prompt column (default: prompt / messages / question)")
+    p.add_argument("--split", default="train", help="dataset split, for a dataset id")
+    p.add_argument("--dataset-config", default=None, help="dataset config name, for a dataset id")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    p.add_argument("--num-samples", type=int, default=4, help="completions per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16, help="rows per generate call (hf backend)")
+    p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--no-chat-template", action="store_true", help="encode prompts as plain text (base models)")
+    p.add_argument("--output", required=True, help="JSONL file; appended to and resumed")
+    a = p.parse_args(argv)
+
+    from .rollouts import SamplingConfig, generate_rollouts, load_prompts, rollout_summary
+
+    prompts = load_prompts(a.prompts, a.prompt_field, a.split, a.dataset_config, a.limit)
+    sampling = SamplingConfig(a.num_samples, a.max_new_tokens, a.temperature, a.top_p, a.seed)
+    out = generate_rollouts(prompts, a.output, a.model, sampling, a.batch_size, a.backend, a.dtype,
+                            use_chat_template=not a.no_chat_template)
+    s = rollout_summary(out)
+    print(f"[lenvm] {out}: {s['records']} rollouts over {s['prompts']} prompts; {s['truncated']} truncated; "
+          f"finished lengths {s['min_length']}-{s['max_length']} tokens (mean {s['mean_length']:.1f})")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ train
+@dataclass
+class TrainScriptArguments:
+    """Data arguments of `lenvm train`."""
+
+    rollouts: str = field(default=None, metadata={"help": "Rollouts JSONL file from `lenvm rollouts`."})
+    eval_rollouts: str | None = field(default=None, metadata={"help": "Held-out rollouts JSONL (optional)."})
+    eval_share: float = field(default=0.0, metadata={"help": "Share of prompts held out for evaluation when "
+                                                              "no eval_rollouts are given."})
+
+
+def train(argv: list[str]) -> int:
+    from trl import ModelConfig, TrlParser
+
+    from .launch import already_launched, relaunch, split_launch_args
+    from .trainer import LengthValueConfig
+
+    parser = TrlParser([TrainScriptArguments, LengthValueConfig, ModelConfig], prog="lenvm train")
+    script_args, training_args, model_args, remaining = parser.parse_args_and_config(
+        argv, return_remaining_strings=True)
+    launch, unknown = split_launch_args(remaining)
+    if unknown:
+        parser.error(f"unknown arguments: {unknown}")
+    if launch and not already_launched():
+        return relaunch("train", argv, launch)
+    run_train(script_args, training_args, model_args)
+    return 0
+
+
+def run_train(script_args: TrainScriptArguments, training_args, model_args) -> None:
+    from transformers import AutoTokenizer
+    from trl import get_peft_config
+
+    from .data import build_dataset, load_rollouts, split_by_prompt
+    from .defaults import resolve_model
+    from .modeling import LengthValueModel, backbone_load_kwargs, ensure_writable_output
+    from .trainer import LengthValueTrainer
+
+    if not script_args.rollouts:
+        raise SystemExit("lenvm train needs rollouts: --rollouts FILE (or `rollouts:` in the recipe).")
+    if not training_args.resume_from_checkpoint:
+        ensure_writable_output(training_args.output_dir, training_args.overwrite_output_dir)  # before any work
+    name = resolve_model(model_args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision)
+    records = load_rollouts(script_args.rollouts)
+    if script_args.eval_rollouts:
+        eval_records = load_rollouts(script_args.eval_rollouts)
+    else:
+        records, eval_records = split_by_prompt(records, script_args.eval_share, training_args.seed)
+    kw = dict(max_length=training_args.max_length, use_chat_template=training_args.use_chat_template)
+    train_ds, stats = build_dataset(records, tokenizer, **kw)
+    print(f"[lenvm] train data: {stats.summary()}")
+    eval_ds = None
+    if eval_records:
+        eval_ds, eval_stats = build_dataset(eval_records, tokenizer, **kw)
+        print(f"[lenvm] eval data: {eval_stats.summary()}")
+    model = LengthValueModel.from_backbone(name, **backbone_load_kwargs(model_args))
+    trainer = LengthValueTrainer(model, training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                 processing_class=tokenizer, peft_config=get_peft_config(model_args))
+    print(f"[lenvm] gamma = {trainer.gamma:.6f}")
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    print(f"[lenvm] trained LenVM saved to {training_args.output_dir}")
+    if eval_ds is not None:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+
+
+# ------------------------------------------------------------------------------------------ predict
+def predict(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="lenvm predict", description=COMMANDS["predict"])
+    p.add_argument("--critic", required=True, help="LenVM checkpoint dir")
+    p.add_argument("--prompt", action="append", default=[], help="a user prompt (repeatable)")
+    p.add_argument("--prompts-file", default=None, help="one prompt per line, or a prompts JSONL")
+    p.add_argument("--gamma", type=float, default=None, help="only for checkpoints without lenvm_config.json")
+    p.add_argument("--dtype", default=None, choices=[None, "bfloat16", "float16", "float32"])
+    a = p.parse_args(argv)
+
+    from .critic import LengthCritic
+    from .rollouts import load_prompts
+
+    prompts = [[{"role": "user", "content": x}] for x in a.prompt]
+    if a.prompts_file:
+        prompts += [r["prompt"] for r in load_prompts(a.prompts_file)]
+    if not prompts:
+        p.error("give at least one --prompt or a --prompts-file")
+    critic = LengthCritic.from_pretrained(a.critic, gamma=a.gamma, dtype=a.dtype)
+    for msgs, n in zip(prompts, critic.predict_length(prompts).tolist()):
+        print(f"{n:8.1f} tokens  {msgs[-1]['content'][:100]!r}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ merge
+def merge(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="lenvm merge", description=COMMANDS["merge"])
+    p.add_argument("--checkpoint", required=True, help="LoRA LenVM checkpoint (adapter + value head)")
+    p.add_argument("--output", required=True, help="where to write the merged full checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --output")
+    a = p.parse_args(argv)
+
+    from .modeling import merge_lora
+
+    print(f"[lenvm] merged checkpoint written to {merge_lora(a.checkpoint, a.output, a.overwrite)}")
+    return 0
+
+
+HANDLERS = {"quickstart": quickstart, "rollouts": rollouts, "train": train, "predict": predict, "merge": merge}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in HANDLERS:
+        print("usage: lenvm {" + ",".join(HANDLERS) + "} ...\n")
+        for name, what in COMMANDS.items():
+            print(f"  {name:11s} {what}")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nunknown command {argv[0]!r}")
+            return 2
+        return 0
+    return HANDLERS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""LengthCritic: a frozen LenVM for inference (DESIGN section 4).
+
+    critic = LengthCritic.from_pretrained("ckpt")
+    critic.values(input_ids, attention_mask)           # (B, T) values in (-1, 0]
+    critic.predict_length(["Write a haiku."])           # expected remaining tokens at the prompt boundary
+    critic.length_shift(input_ids, attention_mask, prompt_lengths)   # -delta_t per completion token
+
+Left and right padding give the same values (positions count real tokens only). No gradients, ever.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+
+from .data import encode_prompt
+from .modeling import LengthValueModel
+from .returns import td_residuals, value_to_remaining
+
+
+class TokenizerMismatchError(ValueError):
+    """A policy / generator tokenizer does not share the critic's vocabulary."""
+
+
+class LengthCritic:
+    """Inference-only wrapper around a :class:`LengthValueModel` and its tokenizer."""
+
+    def __init__(self, model: LengthValueModel, tokenizer=None, batch_size: int = 16):
+        if model.gamma is None:
+            raise ValueError("The LenVM has no gamma; load it with LengthCritic.from_pretrained(path, gamma=...).")
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, gamma: float | None = None, device: str | None = None,
+                        dtype: str | torch.dtype | None = None, **kwargs) -> "LengthCritic":
+        """Load a LenVM checkpoint; ``gamma`` only for the reference layout (no ``lenvm_config.json``)."""
+        from transformers import AutoTokenizer
+
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        hf_kwargs = {"dtype": dtype} if dtype is not None else {}
+        model = LengthValueModel.from_pretrained(path, gamma=gamma, **hf_kwargs)
+        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError):
+            tokenizer = None  # a head + backbone without tokenizer files: token ids still work
+        return cls(model, tokenizer, **kwargs)
+
+    @property
+    def gamma(self) -> float:
+        return self.model.gamma
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------------ scoring
+    @torch.no_grad()
+    def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Values ``V(s_t)`` for every position, (B, T) in (-1, 0]; padded positions hold 0. Batched by rows."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        out = []
+        for start in range(0, input_ids.shape[0], self.batch_size):
+            ids = input_ids[start:start + self.batch_size].to(self.device)
+            mask = attention_mask[start:start + self.batch_size].to(self.device)
+            out.append(self.model(input_ids=ids, attention_mask=mask).values * mask)
+        return torch.cat(out).to(input_ids.device)
+
+    def _encode_prompts(self, prompts) -> list[list[int]]:
+        if self.tokenizer is None:
+            raise ValueError("This critic has no tokenizer; pass token ids instead of text.")
+        return [encode_prompt(self.tokenizer, p) for p in prompts]
+
+    @torch.no_grad()
+    def predict_length(self, prompts: Sequence[str] | Sequence[list[dict]] | None = None,
+                       prompt_ids: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+        """Predicted tokens to come (EOS included) from the end of each prompt: ``ln(1 + V(s_0)) / ln(gamma)``.
+
+        Prompts are strings or chat messages (rendered with the critic's chat template and generation prompt),
+        or already-tokenized ``prompt_ids``. The inversion of a mean value underestimates the mean length of a
+        random-length answer (Jensen); it is the return-consistent length.
+        """
+        if (prompts is None) == (prompt_ids is None):
+            raise ValueError("pass exactly one of prompts or prompt_ids")
+        ids = self._encode_prompts(prompts) if prompts is not None else [list(p) for p in prompt_ids]
+        if any(len(p) == 0 for p in ids):
+            raise ValueError("empty prompt: the state s_0 sits on the last prompt token, so a prompt needs one")
+        input_ids, mask = left_pad(ids, self._pad_id())
+        v_last = self.values(input_ids, mask)[:, -1]
+        return value_to_remaining(v_last, self.gamma).float()
+
+    @torch.no_grad()
+    def length_shift(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     prompt_lengths: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Length shift of each completion token: ``-delta_t = V(s_t) - r - gamma * V(s_{t+1})``.
+
+        Rows are right-padded ``prompt + completion``; ``prompt_lengths[b]`` counts row b's prompt tokens.
+        Output (B, T): entry ``[b, j]`` is the shift of the token at position j (a completion token), 0 elsewhere.
+        Positive means the token moved the generation toward a longer continuation. A final EOS has V = 0.
+        """
+        values = self.values(input_ids, attention_mask).double()
+        positions = torch.arange(values.shape[1], device=values.device)[None]
+        p = torch.as_tensor(prompt_lengths, device=values.device)[:, None]
+        if self.tokenizer is not None:  # the state after a completion's EOS is terminal: V = 0 by definition
+            values = values.masked_fill((positions >= p) & (input_ids.to(values.device) == self._eos_id()), 0.0)
+        deltas = td_residuals(values[:, :-1], self.gamma, next_values=values[:, 1:])
+        shift = torch.zeros_like(values)
+        shift[:, 1:] = -deltas
+        return (shift * ((positions >= p) & attention_mask.bool())).float()
+
+    # ------------------------------------------------------------------ checks
+    def check_tokenizer(self, tokenizer) -> None:
+        """Raise :class:`TokenizerMismatchError` when ``tokenizer`` does not share this critic's vocabulary."""
+        if self.tokenizer is None:
+            vocab = self.model.config.vocab_size
+            if len(tokenizer) > vocab:
+                raise TokenizerMismatchError(f"The tokenizer has {len(tokenizer)} tokens but the critic's embedding "
+                                             f"holds {vocab}; use a policy from the critic's model family.")
+            return
+        check_same_vocab(self.tokenizer, tokenizer)
+
+    def _eos_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    def _pad_id(self) -> int:
+        tok = self.tokenizer
+        if tok is None:
+            return 0
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def check_same_vocab(reference, other, what: str = "policy") -> None:
+    """Token ids mean the same thing in both tokenizers (same vocabulary, same EOS)."""
+    ref_vocab, other_vocab = reference.get_vocab(), other.get_vocab()
+    if ref_vocab != other_vocab:
+        only_ref = len(set(ref_vocab.items()) - set(other_vocab.items()))
+        only_other = len(set(other_vocab.items()) - set(ref_vocab.items()))
+        raise TokenizerMismatchError(
+            f"The {what} tokenizer ({getattr(other, 'name_or_path', '?')}, {len(other_vocab)} tokens) differs from the "
+            f"critic's ({getattr(reference, 'name_or_path', '?')}, {len(ref_vocab)} tokens): {only_ref} entries only in "
+            f"the critic's, {only_other} only in the {what}'s. The critic scores token ids, so it needs the same "
+            "vocabulary: train a LenVM on a backbone of the policy's family (or re-tokenize text for it)."
+        )
+    if reference.eos_token_id != other.eos_token_id:
+        raise TokenizerMismatchError(f"EOS differs: critic {reference.eos_token!r} vs {what} {other.eos_token!r}; "
+                                     "the critic's terminal state is its EOS token.")
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(len(r) for r in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if len(r):
+            ids[i, longest - len(r):] = torch.as_tensor(r)
+            mask[i, longest - len(r):] = 1
+    return ids, mask

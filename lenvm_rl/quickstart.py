@@ -1,0 +1,211 @@
+"""`lenvm quickstart`: the whole method in one offline run, read top to bottom.
+
+    1. sample   completions from the generator over the built-in prompts (cached, resumable)
+    2. build    value targets G_t = -(1 - gamma ** n_t) at every completion token
+    3. train    a LenVM (SmolLM2 backbone + value head) with the token-mean squared error
+    4. evaluate on held-out prompts: MRE at the prompt boundary against the train-mean baseline,
+                online error at 0 / 25 / 50 / 75 % of each completion
+    5. show     a PNG of predicted vs. true remaining length and a markdown summary
+
+A second run reuses the cached rollouts (and the trained model when the settings are unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .critic import LengthCritic
+from .data import build_dataset, encode_prompt, load_rollouts
+from .defaults import DEFAULT_MODEL, resolve_model
+from .metrics import per_prompt_truth, prediction_errors, train_mean_baselines
+from .modeling import LengthValueModel, is_checkpoint_dir
+from .plots import plot_remaining_length
+from .returns import value_to_remaining
+from .rollouts import SamplingConfig, generate_rollouts, load_prompts
+from .trainer import LengthValueConfig, LengthValueTrainer
+
+
+@dataclass
+class QuickstartConfig:
+    """Settings of `lenvm quickstart` (every field is also a flag and a key of recipes/quickstart.yaml)."""
+
+    output_dir: str = field(default="lenvm_runs/quickstart", metadata={"help": "Where rollouts, model and report go."})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "Generator and LenVM backbone (hub id or path)."})
+    prompts: str = field(default="builtin", metadata={"help": "Prompt source: 'builtin', a file or a dataset id."})
+    categories: str = field(default="one_word,yes_no,short_fact,list,explain,steps,story",
+                            metadata={"help": "Comma-separated categories of the built-in prompts ('' = all). "
+                                              "'long' is left out by default: its answers outrun the CPU budget."})
+    eval_prompts_per_category: int = field(default=4, metadata={"help": "Held-out prompts per category."})
+    train_samples: int = field(default=2, metadata={"help": "Completions per training prompt."})
+    eval_samples: int = field(default=6, metadata={"help": "Completions per held-out prompt (for L_GT)."})
+    max_new_tokens: int = field(default=384, metadata={"help": "Generation cap; cut completions are dropped."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling."})
+    generation_batch_size: int = field(default=32, metadata={"help": "Rows per generate call."})
+    gamma: str = field(default="auto", metadata={"help": "Discount, or 'auto' from the 99th-percentile length."})
+    num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs over the training rollouts."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Sequences per step."})
+    max_length: int = field(default=512, metadata={"help": "Longest prompt + completion."})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast (CPU and GPU)."})
+    seed: int = field(default=0, metadata={"help": "Seed for the prompt split, sampling and training."})
+    overwrite: bool = field(default=False, metadata={"help": "Retrain even if a model with other settings exists."})
+
+    def training_key(self) -> dict:
+        """The settings a cached model depends on."""
+        skip = {"output_dir", "generation_batch_size", "overwrite"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+
+def split_prompts(prompts: list[dict], cfg: QuickstartConfig) -> tuple[list[dict], list[dict]]:
+    """Held-out prompts: ``eval_prompts_per_category`` per category, chosen with the seed; never trained on."""
+    wanted = {c for c in cfg.categories.split(",") if c}
+    if wanted:
+        prompts = [p for p in prompts if p.get("category") in wanted]
+        if not prompts:
+            raise ValueError(f"no prompts in categories {sorted(wanted)}")
+    by_cat = defaultdict(list)
+    for p in prompts:
+        by_cat[p.get("category", "all")].append(p)
+    rng = random.Random(cfg.seed)
+    held = set()
+    for cat in sorted(by_cat):
+        ids = sorted(p["prompt_id"] for p in by_cat[cat])
+        held.update(rng.sample(ids, min(cfg.eval_prompts_per_category, len(ids) - 1)))
+    return [p for p in prompts if p["prompt_id"] not in held], [p for p in prompts if p["prompt_id"] in held]
+
+
+def run_quickstart(cfg: QuickstartConfig) -> dict:
+    t0 = time.time()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model_path = resolve_model(cfg.model)
+
+    # 1. sample ------------------------------------------------------------------------------------
+    train_prompts, eval_prompts = split_prompts(load_prompts(cfg.prompts), cfg)
+    print(f"[lenvm] 1/5 sampling: {len(train_prompts)} training prompts x {cfg.train_samples}, "
+          f"{len(eval_prompts)} held-out prompts x {cfg.eval_samples} from {cfg.model}")
+    common = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+    gen = dict(model=cfg.model, batch_size=cfg.generation_batch_size)
+    train_file = generate_rollouts(train_prompts, out / "rollouts_train.jsonl",
+                                   sampling=SamplingConfig(num_samples=cfg.train_samples, **common), **gen)
+    eval_file = generate_rollouts(eval_prompts, out / "rollouts_heldout.jsonl",
+                                  sampling=SamplingConfig(num_samples=cfg.eval_samples, **common), **gen)
+    train_records, eval_records = load_rollouts(train_file), load_rollouts(eval_file)
+    t_sample = time.time() - t0
+
+    # 2. build targets -----------------------------------------------------------------------------
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    train_ds, train_stats = build_dataset(train_records, tokenizer, max_length=cfg.max_length)
+    eval_ds, eval_stats = build_dataset(eval_records, tokenizer, max_length=cfg.max_length)
+    print(f"[lenvm] 2/5 targets: train {train_stats.summary()}; held-out {eval_stats.summary()}")
+
+    # 3. train -------------------------------------------------------------------------------------
+    model_dir = out / "model"
+    args = LengthValueConfig(
+        output_dir=str(model_dir), gamma=cfg.gamma, max_length=cfg.max_length, num_train_epochs=cfg.num_train_epochs,
+        learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size, warmup_steps=0.05, weight_decay=0.0,
+        bf16=cfg.bf16, seed=cfg.seed, save_strategy="no", eval_strategy="no", report_to=[], logging_steps=5,
+        overwrite_output_dir=True, disable_tqdm=False, dataloader_num_workers=0)
+    stamp = model_dir / "quickstart_config.json"
+    if is_checkpoint_dir(model_dir) and stamp.is_file() and json.loads(stamp.read_text()) == cfg.training_key() \
+            and not cfg.overwrite:
+        print(f"[lenvm] 3/5 training: reusing the model in {model_dir} (same settings; --overwrite retrains)")
+        model = LengthValueModel.from_pretrained(model_dir)
+        trainer = LengthValueTrainer(model, args, eval_dataset=eval_ds, processing_class=tokenizer)
+    else:
+        if is_checkpoint_dir(model_dir) and not cfg.overwrite:
+            raise FileExistsError(f"{model_dir} holds a LenVM trained with other settings; pass --overwrite to "
+                                  "replace it, or choose another --output_dir.")
+        print(f"[lenvm] 3/5 training a LenVM on {cfg.model} ({len(train_ds)} completions, "
+              f"{sum(len(x) for x in train_ds['input_ids'])} tokens per epoch)")
+        trainer = LengthValueTrainer(model_path, args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                     processing_class=tokenizer)
+        trainer.train()
+        trainer.save_model()
+        stamp.write_text(json.dumps(cfg.training_key(), indent=2))
+    gamma = trainer.gamma
+    t_train = time.time() - t0 - t_sample
+
+    # 4. evaluate ----------------------------------------------------------------------------------
+    print("[lenvm] 4/5 evaluating on held-out prompts")
+    online = trainer.evaluate()
+    critic = LengthCritic(trainer.accelerator.unwrap_model(trainer.model), tokenizer)
+    lengths = defaultdict(list)
+    for r in eval_records:
+        if r["finish_reason"] == "stop":
+            lengths[r["prompt_id"]].append(r["num_tokens"])
+    lengths = {pid: ls for pid, ls in lengths.items() if len(ls) >= 2}  # L_GT needs a few samples
+    truth = per_prompt_truth(lengths, gamma)
+    prompt_of = {r["prompt_id"]: r["prompt"] for r in eval_records}
+    ids = sorted(truth)
+    predicted = critic.predict_length(prompt_ids=[encode_prompt(tokenizer, prompt_of[i]) for i in ids]).tolist()
+    results = {"LenVM": prediction_errors(dict(zip(ids, predicted)), truth)}
+    train_lengths = [int(x) for x in train_ds["completion_length"]]
+    for name, const in train_mean_baselines(train_lengths, gamma).items():
+        results[f"baseline: {name} ({const:.0f} tok)"] = prediction_errors({i: const for i in ids}, truth)
+
+    # 5. show --------------------------------------------------------------------------------------
+    example = _median_example(eval_ds)
+    with torch.no_grad():
+        v = critic.values(torch.tensor([example["input_ids"]]))[0]
+    trained = [i for i, label in enumerate(example["labels"]) if label >= 0]
+    png = plot_remaining_length([example["labels"][i] for i in trained],
+                                value_to_remaining(v[trained], gamma).tolist(), out / "remaining_length.png",
+                                title=f"held-out completion of {example['completion_length']} tokens",
+                                scatter=([truth[i] for i in ids], predicted))
+    report = {"gamma": gamma, "train": train_stats.summary(), "heldout": eval_stats.summary(),
+              "length_prediction": results, "online_eval": online,
+              "seconds": {"sampling": round(t_sample), "training": round(t_train), "total": round(time.time() - t0)},
+              "config": asdict(cfg)}
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    summary = _summary_markdown(report)
+    (out / "summary.md").write_text(summary)
+    print("\n" + summary)
+    print(f"[lenvm] 5/5 done in {report['seconds']['total']} s.\n  model:   {model_dir}\n  plot:    {png}\n"
+          f"  summary: {out / 'summary.md'}\n  metrics: {out / 'metrics.json'}\n"
+          f"  rollouts: {train_file}, {eval_file}")
+    return report
+
+
+def _median_example(dataset) -> dict:
+    order = sorted(range(len(dataset)), key=lambda i: dataset[i]["completion_length"])
+    return dataset[order[len(order) * 3 // 4]]
+
+
+def _summary_markdown(report: dict) -> str:
+    lines = [f"## LenVM quickstart (gamma = {report['gamma']:.4f})", "",
+             "Length prediction at the prompt boundary on held-out prompts "
+             "(ground truth: return-consistent length of the sampled completions):", "",
+             "| predictor | MRE | MAE (tokens) | Kendall tau | within 50 tok |", "|---|---|---|---|---|"]
+    for name, m in report["length_prediction"].items():
+        lines.append(f"| {name} | {100 * m['mre']:.1f} % | {m['mae']:.1f} | {m['kendall_tau']:.2f} | "
+                     f"{100 * m['within_50']:.0f} % |")
+    o = report["online_eval"]
+    lines += ["", "Online relative error of the predicted remaining length, by position in each held-out completion:",
+              "", "| 0 % | 25 % | 50 % | 75 % | value MSE |", "|---|---|---|---|---|",
+              f"| {100 * o['eval_online_re_0']:.1f} % | {100 * o['eval_online_re_25']:.1f} % | "
+              f"{100 * o['eval_online_re_50']:.1f} % | {100 * o['eval_online_re_75']:.1f} % | "
+              f"{o['eval_value_mse']:.4f} |", "",
+              f"Data: train {report['train']}; held-out {report['heldout']}.",
+              f"Time: sampling {report['seconds']['sampling']} s, training {report['seconds']['training']} s, "
+              f"total {report['seconds']['total']} s."]
+    return "\n".join(lines) + "\n"
+
+
+def main(cfg: QuickstartConfig) -> None:
+    if not torch.cuda.is_available():
+        torch.set_num_threads(os.cpu_count() or 1)
+    run_quickstart(cfg)

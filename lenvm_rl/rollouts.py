@@ -1,0 +1,266 @@
+"""Sampling completions to pretrain a LenVM on (DESIGN section 5).
+
+A rollout record is one JSON line per completion:
+
+    prompt_id       stable id of the prompt (the resume key, with sample_index)
+    prompt          chat messages [{"role": "user", "content": ...}]
+    completion      decoded text, without the EOS token
+    completion_ids  generator token ids; they end with the EOS token exactly when finish_reason == "stop"
+    finish_reason   "stop" (ended with EOS: a terminal state) or "length" (cut at max_new_tokens)
+    num_tokens      len(completion_ids), EOS included
+    sample_index    0 .. num_samples - 1 for this prompt
+    generator       model id or path that produced it
+    sampling        {"temperature", "top_p", "max_new_tokens", "seed"}
+
+Runs append to the output file and resume: (prompt_id, sample_index) pairs already written are skipped,
+so an interrupted run continues without duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import encode_prompt, prompt_messages
+from .defaults import DEFAULT_MODEL, resolve_model
+
+BUILTIN_PROMPTS = "builtin"
+
+
+@dataclass
+class SamplingConfig:
+    num_samples: int = 4
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, got {self.num_samples}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+
+    def record(self) -> dict:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
+                "seed": self.seed}
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+def load_prompts(source: str = BUILTIN_PROMPTS, prompt_field: str | None = None, split: str = "train",
+                 dataset_config: str | None = None, limit: int | None = None) -> list[dict]:
+    """Prompts as ``[{"prompt_id", "prompt" (messages), ...extra columns}]``.
+
+    ``source`` is ``"builtin"`` (the project's prompt set with answer lengths from one word to long
+    stories), a local ``.jsonl`` / ``.json`` / ``.txt`` file, or a hub dataset id. The prompt column is
+    ``prompt_field`` or the first of ``prompt``, ``messages``, ``question`` (GSM8K), ``instruction``.
+    """
+    if source == BUILTIN_PROMPTS:
+        rows = _read_jsonl(resources.files("lenvm_rl").joinpath("assets/prompts.jsonl"))
+        stem = "builtin"
+    elif Path(source).is_file():
+        path = Path(source)
+        stem = path.stem
+        if path.suffix == ".txt":
+            rows = [{"prompt": line.strip()} for line in path.read_text().splitlines() if line.strip()]
+        elif path.suffix == ".json":
+            rows = json.loads(path.read_text())
+        else:
+            rows = _read_jsonl(path)
+    else:
+        from datasets import load_dataset
+
+        rows = list(load_dataset(source, dataset_config, split=split))
+        stem = source.replace("/", "_")
+    prompts = []
+    for i, row in enumerate(rows[:limit] if limit else rows):
+        field = prompt_field or next((k for k in ("prompt", "messages", "question", "instruction") if k in row), None)
+        if field is None or field not in row:
+            looked = prompt_field or "prompt, messages, question, instruction"
+            raise ValueError(f"{source} row {i} has no prompt column (looked for {looked}); name it with --prompt-field.")
+        pid = str(row.get("id", f"{stem}-{i}"))
+        extra = {k: v for k, v in row.items() if k not in (field, "id")}
+        prompts.append({**extra, "prompt_id": pid, "prompt": prompt_messages(row[field])})
+    if not prompts:
+        raise ValueError(f"{source} holds no prompts")
+    if len({p["prompt_id"] for p in prompts}) != len(prompts):
+        raise ValueError(f"{source} has duplicate prompt ids; ids are the resume key and must be unique.")
+    return prompts
+
+
+def _read_jsonl(path) -> list[dict]:
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------------- resume
+def read_done(output: Path, generator: str, sampling: SamplingConfig) -> set[tuple[str, int]]:
+    """(prompt_id, sample_index) pairs already in ``output``; refuses a file made with other settings.
+
+    A torn last line (the run was killed mid-write) is moved aside to ``<output>.torn`` and reported.
+    """
+    if not output.is_file():
+        return set()
+    done, good_lines, torn = set(), [], None
+    lines = output.read_text().splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                torn = line
+                break
+            raise ValueError(f"{output}:{i + 1} is not valid JSON; fix or remove that line before resuming.") from None
+        if rec.get("generator") != generator or rec.get("sampling") != sampling.record():
+            raise ValueError(
+                f"{output} already holds rollouts from generator={rec.get('generator')!r} with sampling "
+                f"{rec.get('sampling')}, but this run uses generator={generator!r} with {sampling.record()}. "
+                "Mixing them would blur the length distribution; write to another --output."
+            )
+        done.add((str(rec["prompt_id"]), int(rec["sample_index"])))
+        good_lines.append(line)
+    if torn is not None:
+        Path(str(output) + ".torn").write_text(torn)
+        output.write_text("".join(good_lines))
+        print(f"[lenvm] {output}: moved a torn last line (interrupted write) to {output}.torn; resuming.")
+    return done
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+def generate_rollouts(prompts: list[dict], output: str | os.PathLike, model: str | None = None,
+                      sampling: SamplingConfig | None = None, batch_size: int = 16, backend: str = "hf",
+                      dtype: str = "bfloat16", use_chat_template: bool = True, progress: bool = True) -> Path:
+    """Sample ``sampling.num_samples`` completions per prompt and append them to ``output`` (resumable)."""
+    sampling = sampling or SamplingConfig()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    generator = model or DEFAULT_MODEL
+    done = read_done(output, generator, sampling)
+    todo = [(p, k) for p in prompts for k in range(sampling.num_samples) if (p["prompt_id"], k) not in done]
+    if not todo:
+        print(f"[lenvm] {output}: all {len(prompts) * sampling.num_samples} rollouts already there; nothing to do.")
+        return output
+    if done:
+        print(f"[lenvm] {output}: resuming, {len(done)} rollouts done, {len(todo)} to go.")
+    if backend == "hf":
+        _generate_hf(todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress)
+    elif backend == "vllm":
+        _generate_vllm(todo, output, generator, sampling, dtype, use_chat_template)
+    else:
+        raise ValueError(f"unknown backend {backend!r}; use 'hf' or 'vllm'")
+    return output
+
+
+def _make_record(prompt: dict, k: int, ids: list[int], finished: bool, text: str, generator: str,
+                 sampling: SamplingConfig) -> dict:
+    extra = {key: v for key, v in prompt.items() if key not in ("prompt_id", "prompt")}
+    return {"prompt_id": prompt["prompt_id"], "prompt": prompt["prompt"], "completion": text,
+            "completion_ids": ids, "finish_reason": "stop" if finished else "length", "num_tokens": len(ids),
+            "sample_index": k, "generator": generator, "sampling": sampling.record(), **extra}
+
+
+def _append(output: Path, records: Iterable[dict]) -> None:
+    with output.open("a") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _eos_ids(tokenizer, model) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+    return {i for i in ids if i is not None}
+
+
+def _generate_hf(todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model(generator)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device).eval()
+    eos = _eos_ids(tokenizer, model)
+    encoded = {p["prompt_id"]: encode_prompt(tokenizer, p["prompt"], use_chat_template) for p, _ in todo}
+    # Similar prompt lengths share a batch (less padding); each batch is written as soon as it is done.
+    todo = sorted(todo, key=lambda item: (len(encoded[item[0]["prompt_id"]]), item[0]["prompt_id"], item[1]))
+    bar = tqdm(total=len(todo), desc="rollouts", unit="completion", disable=not progress)
+    for b, start in enumerate(range(0, len(todo), batch_size)):
+        batch = todo[start:start + batch_size]
+        enc = tokenizer.pad({"input_ids": [encoded[p["prompt_id"]] for p, _ in batch]}, return_tensors="pt")
+        torch.manual_seed(sampling.seed * 1_000_003 + start)
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                do_sample=sampling.temperature > 0, temperature=sampling.temperature or None,
+                top_p=sampling.top_p, top_k=0, max_new_tokens=sampling.max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos))
+        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        records = []
+        for (prompt, k), row in zip(batch, new):
+            end = next((i for i, t in enumerate(row) if t in eos), None)
+            ids = row[:end + 1] if end is not None else row
+            body = ids[:-1] if end is not None else ids
+            records.append(_make_record(prompt, k, ids, end is not None,
+                                        tokenizer.decode(body, skip_special_tokens=True), generator, sampling))
+        _append(output, records)
+        bar.update(len(batch))
+    bar.close()
+
+
+def _generate_vllm(todo, output, generator, sampling, dtype, use_chat_template) -> None:
+    """vLLM path for GPU users: same records, one ``LLM.generate`` call per missing sample index."""
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError:
+        raise ImportError("--backend vllm needs vLLM on a CUDA machine: pip install 'lenvm-rl[vllm]'. "
+                          "Use --backend hf (the default) on CPU.") from None
+    llm = LLM(model=resolve_model(generator), dtype=dtype, seed=sampling.seed)
+    tokenizer = llm.get_tokenizer()
+    eos = tokenizer.eos_token_id
+    by_index: dict[int, list[dict]] = {}
+    for prompt, k in todo:
+        by_index.setdefault(k, []).append(prompt)
+    for k, prompts in sorted(by_index.items()):
+        params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
+                                max_tokens=sampling.max_new_tokens, seed=sampling.seed * 1_000_003 + k)
+        inputs = [{"prompt_token_ids": encode_prompt(tokenizer, p["prompt"], use_chat_template)} for p in prompts]
+        records = []
+        for prompt, result in zip(prompts, llm.generate(inputs, params)):
+            o = result.outputs[0]
+            finished = o.finish_reason == "stop"
+            ids = list(o.token_ids)
+            if finished and (not ids or ids[-1] != eos):
+                ids.append(eos)  # our records always end a finished completion with its EOS
+            records.append(_make_record(prompt, k, ids, finished, o.text, generator, sampling))
+        _append(output, records)
+
+
+def rollout_summary(path: str | os.PathLike) -> dict:
+    """Counts and length statistics of a rollouts file."""
+    from .data import load_rollouts
+
+    recs = load_rollouts(path)
+    lengths = [r["num_tokens"] for r in recs if r["finish_reason"] == "stop"]
+    trunc = sum(r["finish_reason"] == "length" for r in recs)
+    return {"records": len(recs), "prompts": len({r["prompt_id"] for r in recs}), "truncated": trunc,
+            "mean_length": sum(lengths) / max(len(lengths), 1),
+            "max_length": max(lengths, default=0), "min_length": min(lengths, default=0)}
+
+
+__all__ = ["SamplingConfig", "load_prompts", "generate_rollouts", "read_done", "rollout_summary", "asdict"]
