@@ -69,7 +69,7 @@ class LengthCritic:
         for start in range(0, input_ids.shape[0], self.batch_size):
             ids = input_ids[start:start + self.batch_size].to(self.device)
             mask = attention_mask[start:start + self.batch_size].to(self.device)
-            out.append(self.model(input_ids=ids, attention_mask=mask).values * mask)
+            out.append(self.model(input_ids=ids, attention_mask=mask).value * mask)
         return torch.cat(out).to(input_ids.device)
 
     def _encode_prompts(self, prompts) -> list[list[int]]:

@@ -58,9 +58,13 @@ class LengthValueHead(nn.Module):
 
 @dataclass
 class LengthValueOutput(ModelOutput):
-    """``values`` (B, T) in (-1, 0); ``logits`` (B, T) the pre-sigmoid ``z``; ``cache`` (KV cache) if asked."""
+    """``value`` (B, T) in (-1, 0); ``logits`` (B, T) the pre-sigmoid ``z``; ``cache`` (KV cache) if asked.
 
-    values: torch.Tensor | None = None
+    The field is ``value``, not ``values``: a ModelOutput is a dict, and ``values`` would shadow
+    ``dict.values()``, which DDP calls on outputs.
+    """
+
+    value: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     cache: Any = None
 
@@ -180,7 +184,7 @@ class LengthValueModel(nn.Module):
                             **backbone_kwargs)
         z = self.v_head(out.last_hidden_state.to(self.v_head.fc.weight.dtype)).float()
         new_cache = (out.get("cache") or out.get("past_key_values")) if use_cache else None
-        return LengthValueOutput(values=-torch.sigmoid(z), logits=z, cache=new_cache)
+        return LengthValueOutput(value=-torch.sigmoid(z), logits=z, cache=new_cache)
 
     # ------------------------------------------------------------------ HF / Trainer plumbing
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:

@@ -143,8 +143,8 @@ class LengthValueTrainer(Trainer):
         labels = inputs["labels"]
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         mask = labels != IGNORE_INDEX
-        targets = remaining_to_value(labels.clamp(min=0), self.gamma).to(out.values.dtype)
-        squared = ((out.values - targets) ** 2 * mask).sum()
+        targets = remaining_to_value(labels.clamp(min=0), self.gamma).to(out.value.dtype)
+        squared = ((out.value - targets) ** 2 * mask).sum()
         if num_items_in_batch is not None:
             # Gradients are averaged over processes by DDP / DeepSpeed, so scale back up to a global sum.
             loss = squared / num_items_in_batch * self.accelerator.num_processes
@@ -152,7 +152,7 @@ class LengthValueTrainer(Trainer):
             loss = squared / mask.sum().clamp(min=1)
             if model.training:
                 loss = loss / self.current_gradient_accumulation_steps
-        return (loss, {"values": out.values}) if return_outputs else loss
+        return (loss, {"value": out.value}) if return_outputs else loss
 
     # ---- checkpoints in the LenVM layout (backbone or adapter + value_head.safetensors + lenvm_config.json)
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:

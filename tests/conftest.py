@@ -1,0 +1,74 @@
+"""Shared fixtures: the embedded default's tokenizer (converted once per machine), tiny random models."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaModel
+
+from lenvm_rl.defaults import default_model_path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """The plain checkpoint of the embedded default (converted from GGUF on first use, then cached)."""
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_model_dir):
+    return AutoTokenizer.from_pretrained(default_model_dir)
+
+
+def tiny_config(vocab_size: int) -> LlamaConfig:
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                       pad_token_id=2, bos_token_id=1, eos_token_id=2)
+
+
+@pytest.fixture
+def tiny_backbone(tokenizer):
+    torch.manual_seed(0)
+    return LlamaModel(tiny_config(len(tokenizer)))
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_dir(tmp_path_factory, tokenizer) -> Path:
+    """A tiny random causal LM saved with the default's tokenizer: a stand-in generator and backbone."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-causal")
+    model = LlamaForCausalLM(tiny_config(len(tokenizer)))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def make_records(tokenizer, n: int = 24, seed: int = 0, truncated_every: int = 0, max_len: int = 40) -> list[dict]:
+    """Synthetic rollout records with varied lengths (the EOS ends finished completions)."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        length = rng.randint(1, max_len)
+        body = [rng.randint(300, 5000) for _ in range(length - 1)]
+        finished = not (truncated_every and i % truncated_every == 0)
+        ids = body + [tokenizer.eos_token_id] if finished else body + [rng.randint(300, 5000)]
+        text = tokenizer.decode(body if finished else ids, skip_special_tokens=True)
+        records.append({"prompt_id": f"p{i % 6}", "prompt": [{"role": "user", "content": f"Question number {i % 6}?"}],
+                        "completion": text, "completion_ids": ids, "finish_reason": "stop" if finished else "length",
+                        "num_tokens": len(ids), "sample_index": i // 6, "generator": "synthetic",
+                        "sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": max_len, "seed": seed}})
+    return records
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
