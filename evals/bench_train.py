@@ -8,9 +8,13 @@ Two arms, measured side by side in one run:
   causal-LM loss; labels are the token ids at the completion positions, -100 on the prompt.
 
 Both arms see exactly the same token ids (random ids of a fixed length, seeded), in the same order, with the
-same optimizer, precision, thread count and Trainer settings. Each arm runs in its own fresh subprocess, in
-alternating order (A B B A A B ...), so peak memory is not polluted by the other arm and slow drift of the
-machine hits both arms alike; per-arm figures are medians over the repeats.
+same optimizer, precision, thread count and Trainer settings (checked: a fingerprint of every batch is
+recorded). Each arm runs in its own fresh subprocess, so peak memory is not polluted by the other arm. By
+default the two subprocesses run in lockstep: both load their model, then they take turns one optimizer step
+at a time (A B, B A, A B, ...; only one computes at any moment), so other jobs on a shared machine and clock
+drift hit both arms alike. ``--schedule sequential`` runs one subprocess after another instead (A B B A ...;
+needs memory for one model only). Per-arm figures are medians over ``--repeats``; the share of the CPU taken
+by other processes during each step is recorded and a busy machine is flagged.
 
 Definitions:
 
@@ -109,9 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.set_num_threads in each arm (default 2 on CPU, torch's default on CUDA).")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="Where to train.")
     p.add_argument("--arms", default=",".join(ARMS), help="Comma-separated arms to run (default lenvm,sft).")
+    p.add_argument("--schedule", choices=("lockstep", "sequential"), default="lockstep",
+                   help="lockstep (default): both arms live in their own fresh subprocess at the same time and take "
+                        "turns step by step (A B, B A, ...), only one computing at a time, so load from other jobs "
+                        "hits both arms alike; needs memory for both models at once. sequential: one subprocess per "
+                        "arm run after another (A B B A ...).")
     p.add_argument("--in-process", action="store_true",
                    help="Run the arms one after another in this process instead of fresh subprocesses (faster to "
-                        "start; CPU peak-memory figures are then less fair).")
+                        "start; CPU peak-memory figures are then less fair; implies --schedule sequential).")
     p.add_argument("--lr", type=float, default=1e-5, help="Learning rate of both arms (constant schedule).")
     p.add_argument("--seed", type=int, default=0, help="Seed of the token ids and of random initialisation.")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"JSON result path (default {DEFAULT_OUTPUT}).")
@@ -233,6 +242,20 @@ def _proc_status_kib(field: str) -> int | None:
     return None
 
 
+PROTOCOL = "@@bench_train"
+
+
+class TurnTaker:
+    """Child side of the lockstep schedule: say "idle" on stdout, then block until the parent says "go"."""
+
+    def wait_turn(self) -> None:
+        sys.stdout.write(f"{PROTOCOL} idle\n")
+        sys.stdout.flush()
+        line = sys.stdin.readline()
+        if line.strip() != "go":
+            raise RuntimeError(f"lockstep: expected 'go' from the parent, got {line!r}")
+
+
 class PeakRSS:
     """Peak RSS from now on: the kernel's high-water mark (VmHWM) after resetting it, else a sampling thread."""
 
@@ -313,6 +336,7 @@ def run_arm(spec: dict) -> dict:
     from lenvm_rl.trainer import LengthValueConfig, LengthValueTrainer
 
     arm, device = spec["arm"], spec["device"]
+    turns = TurnTaker() if spec.get("lockstep") else None
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     cuda = device == "cuda"
@@ -361,6 +385,8 @@ def run_arm(spec: dict) -> dict:
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
+            if turns is not None:
+                turns.wait_turn()  # idle until the other arm has finished its step (and its logging)
             if cuda:
                 torch.cuda.synchronize()
             self._cpu = _cpu_snapshot()
@@ -402,6 +428,8 @@ def run_arm(spec: dict) -> dict:
                               callbacks=[StepTimer()])
         trainer.remove_callback(PrinterCallback)  # per-step log dicts; StepTimer prints its own line
         trainer.train()
+        if turns is not None:
+            turns.wait_turn()  # hold still until the other arm's last step is done
 
     peak_rss_kib = peak_rss.stop()
     measured = step_times[spec["warmup"]:]
@@ -458,28 +486,93 @@ def peak_total_mib(r: dict) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ orchestration
+def _child_env(spec: dict) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    if spec.get("threads"):
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(spec["threads"])
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _child_cmd(spec_path: Path) -> list[str]:
+    return [sys.executable, "-m", "evals.bench_train", "--_child", str(spec_path)]
+
+
+def _read_result(spec: dict, out_path: Path, returncode: int | None) -> dict:
+    if returncode != 0 or not out_path.is_file():
+        raise RuntimeError(f"arm {spec['arm']!r} failed in its subprocess (exit code {returncode}); its output is "
+                           "above.")
+    return json.loads(out_path.read_text())
+
+
 def _run_child(spec: dict) -> dict:
     """Run one arm in a fresh Python process (fair peak memory, no state shared with the other arm)."""
     with tempfile.TemporaryDirectory(prefix="bench_train_child_") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec_path.write_text(json.dumps({**spec, "result_path": str(out_path)}))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        if spec.get("threads"):
-            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(spec["threads"])
-        env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        proc = subprocess.run([sys.executable, "-m", "evals.bench_train", "--_child", str(spec_path)],
-                              cwd=str(REPO_ROOT), env=env)
-        if proc.returncode != 0 or not out_path.is_file():
-            raise RuntimeError(f"arm {spec['arm']!r} failed in its subprocess (exit code {proc.returncode}); "
-                               "its output is above.")
-        return json.loads(out_path.read_text())
+        proc = subprocess.run(_child_cmd(spec_path), cwd=str(REPO_ROOT), env=_child_env(spec))
+        return _read_result(spec, out_path, proc.returncode)
+
+
+def _await_idle(proc: subprocess.Popen, arm: str) -> None:
+    """Read the child's stdout until it reports idle, passing its other output through."""
+    for line in proc.stdout:
+        if line.startswith(PROTOCOL):
+            return
+        sys.stdout.write(line)
+    raise RuntimeError(f"arm {arm!r} exited (code {proc.wait()}) before finishing; its output is above.")
+
+
+def _run_lockstep(specs: list[dict], total_steps: int) -> list[dict]:
+    """Both arms in fresh subprocesses at once, taking turns: A's step k, B's step k, B's step k+1, A's ...
+
+    Only one arm computes at any moment (each waits in ``on_step_begin`` until the other has finished its step
+    and its logging), so a neighbour's load or a frequency change lands on both arms alike, while each arm keeps
+    its own process for a clean peak-memory reading.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench_train_lockstep_") as tmp:
+        procs, outs = [], []
+        try:
+            for i, spec in enumerate(specs):
+                spec_path, out_path = Path(tmp) / f"spec{i}.json", Path(tmp) / f"result{i}.json"
+                spec_path.write_text(json.dumps({**spec, "lockstep": True, "result_path": str(out_path)}))
+                procs.append(subprocess.Popen(_child_cmd(spec_path), cwd=str(REPO_ROOT), env=_child_env(spec),
+                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1))
+                outs.append(out_path)
+            for proc, spec in zip(procs, specs):  # both models loaded and trainers built: nothing else runs now
+                _await_idle(proc, spec["arm"])
+            idx = list(range(len(specs)))
+            for k in range(total_steps + 1):  # the extra turn lets each arm finish training in its own slot
+                for i in (idx if k % 2 == 0 else idx[::-1]):
+                    procs[i].stdin.write("go\n")
+                    procs[i].stdin.flush()
+                    if k < total_steps:
+                        _await_idle(procs[i], specs[i]["arm"])
+            results = []
+            for proc, spec, out in zip(procs, specs, outs):
+                rest = proc.stdout.read()
+                if rest:
+                    sys.stdout.write(rest)
+                results.append(_read_result(spec, out, proc.wait()))
+            return results
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
 
 def _child_main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     result = run_arm(spec)
     Path(spec["result_path"]).write_text(json.dumps(result))
+
+
+def lockstep_order(arms: list[str], repeat: int) -> list[str]:
+    """Which arm takes the first turn alternates between repeats (and between steps inside a repeat)."""
+    return arms if repeat % 2 == 0 else arms[::-1]
 
 
 def arm_order(arms: list[str], repeats: int) -> list[str]:
@@ -551,9 +644,23 @@ def summarize(runs: list[dict], arms: list[str]) -> dict:
                          "peak_total_lenvm_over_sft": tot}
         out["goals"] = {"throughput_ge_1.0": tp >= 1.0, "throughput_ge_1.2_stretch": tp >= 1.2,
                         "memory_le_1.0": mem <= 1.0}
+        out["ratios"]["paired_step_throughput_lenvm_over_sft"] = paired_step_ratio(runs)
         fps = {tuple(r["batch_fingerprints"]) for r in runs}
         out["identical_batches"] = len(fps) == 1
     return out
+
+
+def paired_step_ratio(runs: list[dict]) -> float | None:
+    """Median over (repeat, measured step) of SFT step time / LenVM step time: robust to drift between steps."""
+    by = {(r["arm"], r.get("repeat", 0)): r for r in runs}
+    ratios = []
+    for (arm, rep), a in by.items():
+        b = by.get(("sft", rep))
+        if arm != "lenvm" or b is None:
+            continue
+        warm = len(a["step_times_s"]) - a["measured_steps"]
+        ratios += [tb / ta for ta, tb in zip(a["step_times_s"][warm:], b["step_times_s"][warm:]) if ta > 0]
+    return statistics.median(ratios) if ratios else None
 
 
 def markdown_table(result: dict) -> str:
@@ -570,8 +677,8 @@ def markdown_table(result: dict) -> str:
         f"Model: {cfg['model_name']} ({s['arms'][cfg['arms'][0]]['n_params'] / 1e6:.1f} M params in the "
         f"{cfg['arms'][0]} arm); batch {cfg['batch_size']} x seq {cfg['seq_len']} (prompt {cfg['prompt_len']}), "
         f"{cfg['dtype']}, {cfg['warmup']} warm-up + {cfg['steps']} measured steps, {cfg['repeats']} run(s) per arm "
-        f"({'in one process' if cfg['in_process'] else 'each in a fresh subprocess'}, order "
-        f"{' '.join(cfg['order'])}); medians; identical batches: {s.get('identical_batches', 'n/a')}",
+        f"({'in one process' if cfg['in_process'] else 'each in a fresh subprocess'}; schedule {cfg['schedule']}, "
+        f"order {' '.join(cfg['order'])}); medians; identical batches: {s.get('identical_batches', 'n/a')}",
         "",
         f"| arm | tokens/s | step (s) | {mem_inc} | {mem_tot} |",
         "|---|---:|---:|---:|---:|",
@@ -584,6 +691,9 @@ def markdown_table(result: dict) -> str:
         lines.append(f"| **LenVM / SFT** | **{r['throughput_lenvm_over_sft']:.2f}x** | "
                      f"{s['arms']['lenvm']['median_step_s'] / s['arms']['sft']['median_step_s']:.2f}x | "
                      f"**{r['peak_increase_lenvm_over_sft']:.2f}x** | {r['peak_total_lenvm_over_sft']:.2f}x |")
+    paired = s.get("ratios", {}).get("paired_step_throughput_lenvm_over_sft")
+    if paired is not None:
+        lines += ["", f"Median of paired step-time ratios (SFT step / LenVM step, same repeat and step): {paired:.2f}x."]
     shares = {arm: a.get("foreign_cpu_share") for arm, a in s["arms"].items()}
     if not cuda and any(v is not None for v in shares.values()):
         txt = ", ".join(f"{arm} {100 * v:.0f}%" for arm, v in shares.items() if v is not None)
@@ -608,24 +718,44 @@ def main(argv: list[str] | None = None) -> dict:
                                            "steps", "warmup", "dtype", "threads", "device", "lr", "seed", "quiet")}
     source = model_source(base)  # converts the embedded default once, here, not inside a timed child
     base["source"] = source
-    order = arm_order(args.arms, args.repeats)
+    if args.in_process:
+        args.schedule = "sequential"
+    lockstep = args.schedule == "lockstep" and len(args.arms) > 1
+    total_steps = args.warmup + args.steps
 
     if args.in_process and args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     runs = []
-    for i, arm in enumerate(order):
-        rep = sum(1 for a in order[:i + 1] if a == arm)
-        spec = {**base, "arm": arm, "tag": f"{arm} run {rep}/{args.repeats}"}
-        if not args.quiet:
-            print(f"== {spec['tag']} ({'in process' if args.in_process else 'fresh subprocess'})",
-                  file=sys.stderr, flush=True)
-        runs.append(run_arm(spec) if args.in_process else _run_child(spec))
+    if lockstep:
+        order = []
+        for r in range(args.repeats):
+            arms = lockstep_order(args.arms, r)
+            order.append("+".join(arms))
+            if not args.quiet:
+                print(f"== run {r + 1}/{args.repeats}: {' and '.join(arms)} in lockstep, each in a fresh subprocess",
+                      file=sys.stderr, flush=True)
+            specs = [{**base, "arm": arm, "tag": f"{arm} run {r + 1}/{args.repeats}"} for arm in arms]
+            for res in _run_lockstep(specs, total_steps):
+                res["repeat"] = r
+                runs.append(res)
+    else:
+        order = arm_order(args.arms, args.repeats)
+        for i, arm in enumerate(order):
+            rep = sum(1 for a in order[:i + 1] if a == arm)
+            spec = {**base, "arm": arm, "tag": f"{arm} run {rep}/{args.repeats}"}
+            if not args.quiet:
+                print(f"== {spec['tag']} ({'in process' if args.in_process else 'fresh subprocess'})",
+                      file=sys.stderr, flush=True)
+            res = run_arm(spec) if args.in_process else _run_child(spec)
+            res["repeat"] = rep - 1
+            runs.append(res)
 
     config = {k: v for k, v in base.items() if k not in ("source", "quiet")}
     config.update(model_name=source["name"], model_kind=source["kind"], repeats=args.repeats, arms=args.arms,
-                  order=order, in_process=args.in_process, optim=runs[0]["optim"],
+                  order=order, schedule="lockstep" if lockstep else "sequential", in_process=args.in_process,
+                  optim=runs[0]["optim"],
                   tokens_per_step=args.batch_size * args.seq_len)
     if source["kind"] == "random":
         config["model_config"] = source["config"]

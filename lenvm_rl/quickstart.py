@@ -117,7 +117,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         output_dir=str(model_dir), gamma=cfg.gamma, max_length=cfg.max_length, num_train_epochs=cfg.num_train_epochs,
         learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_train_batch_size, warmup_steps=0.05, weight_decay=0.0,
-        bf16=cfg.bf16, seed=cfg.seed, save_strategy="no", eval_strategy="no", report_to=[], logging_steps=5,
+        bf16=cfg.bf16, use_cpu=not torch.cuda.is_available(), seed=cfg.seed, save_strategy="no", eval_strategy="no", report_to=[], logging_steps=5,
         overwrite_output_dir=True, disable_tqdm=False, dataloader_num_workers=0)
     stamp = model_dir / "quickstart_config.json"
     if is_checkpoint_dir(model_dir) and stamp.is_file() and json.loads(stamp.read_text()) == cfg.training_key() \

@@ -47,6 +47,10 @@ def tiny_causal_dir(tmp_path_factory, tokenizer) -> Path:
     model = LlamaForCausalLM(tiny_config(len(tokenizer)))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    # A random model almost never samples EOS out of 49k tokens; allow only 15 words and EOS, so completions
+    # end after ~16 tokens on average, like a (very dull) chat model.
+    allowed = set(range(1000, 1015)) | {tokenizer.eos_token_id}
+    model.generation_config.suppress_tokens = [i for i in range(len(tokenizer)) if i not in allowed]
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

@@ -1,0 +1,60 @@
+import copy
+
+import pytest
+import torch
+
+from lenvm_rl.critic import LengthCritic, TokenizerMismatchError, left_pad
+from lenvm_rl.data import encode_prompt
+from lenvm_rl.modeling import LengthValueModel
+from lenvm_rl.returns import value_to_remaining
+
+
+@pytest.fixture
+def critic(tiny_backbone, tokenizer):
+    return LengthCritic(LengthValueModel(tiny_backbone, gamma=0.99), tokenizer, batch_size=2)
+
+
+def test_values_are_batched_and_padding_independent(critic):
+    rows = [[5, 6, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16]]
+    ids, mask = left_pad(rows, 2)
+    v_left = critic.values(ids, mask)
+    for i, r in enumerate(rows):
+        alone = critic.values(torch.tensor([r]))
+        assert torch.allclose(v_left[i, -len(r):], alone[0], atol=1e-5)
+        assert torch.all(v_left[i, :-len(r)] == 0)  # padded positions hold 0
+    assert not any(p.requires_grad for p in critic.model.parameters())
+
+
+def test_predict_length_inverts_the_boundary_value(critic, tokenizer):
+    prompts = ["Write a haiku.", [{"role": "user", "content": "Say yes."}]]
+    n = critic.predict_length(prompts)
+    ids = encode_prompt(tokenizer, prompts[0])
+    v0 = critic.values(torch.tensor([ids]))[0, -1]
+    assert n[0].item() == pytest.approx(value_to_remaining(v0, 0.99).item(), rel=1e-5)
+    assert torch.allclose(critic.predict_length(prompt_ids=[ids]), n[:1])
+
+
+def test_length_shift_is_minus_the_td_residual_with_a_terminal_eos(critic):
+    eos = critic.tokenizer.eos_token_id
+    ids = torch.tensor([[5, 6, 7, 8, eos, 0], [5, 6, 9, 8, 7, 3]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
+    shift = critic.length_shift(ids, mask, prompt_lengths=[2, 3])
+    v = critic.values(ids, mask).double()
+    g, r = 0.99, -(1 - 0.99)
+    # row 0: token at position 3 moves s_2 -> s_3; the EOS at position 4 leads to the terminal state (V = 0)
+    assert shift[0, 3].item() == pytest.approx((v[0, 2] - r - g * v[0, 3]).item(), abs=1e-5)
+    assert shift[0, 4].item() == pytest.approx((v[0, 3] - r).item(), abs=1e-5)
+    assert torch.all(shift[0, :2] == 0) and shift[0, 5] == 0 and torch.all(shift[1, :3] == 0)
+
+
+def test_check_tokenizer(critic, tokenizer):
+    critic.check_tokenizer(tokenizer)
+    other = copy.deepcopy(tokenizer)
+    other.add_tokens(["<brand_new_token>"])
+    with pytest.raises(TokenizerMismatchError, match="differs from the critic"):
+        critic.check_tokenizer(other)
+
+
+def test_critic_needs_a_gamma(tiny_backbone):
+    with pytest.raises(ValueError, match="gamma"):
+        LengthCritic(LengthValueModel(tiny_backbone))

@@ -1,0 +1,91 @@
+import json
+
+import pytest
+
+from lenvm_rl.rollouts import SamplingConfig, generate_rollouts, load_prompts, read_done
+
+
+def _prompts(n=3):
+    return [{"prompt_id": f"q{i}", "prompt": [{"role": "user", "content": f"Count to {i + 2}."}]} for i in range(n)]
+
+
+def _records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_records_follow_the_schema(tiny_causal_dir, tmp_path):
+    out = tmp_path / "r.jsonl"
+    sampling = SamplingConfig(num_samples=2, max_new_tokens=12, temperature=1.0, seed=1)
+    generate_rollouts(_prompts(), out, model=str(tiny_causal_dir), sampling=sampling, batch_size=4,
+                      dtype="float32", progress=False)
+    recs = _records(out)
+    assert len(recs) == 6 and {(r["prompt_id"], r["sample_index"]) for r in recs} == \
+        {(f"q{i}", k) for i in range(3) for k in range(2)}
+    for r in recs:
+        assert r["num_tokens"] == len(r["completion_ids"]) <= 12
+        assert r["sampling"] == sampling.record() and r["generator"] == str(tiny_causal_dir)
+        if r["finish_reason"] == "stop":
+            assert r["completion_ids"][-1] == 2  # the EOS ends a finished completion
+        else:
+            assert r["num_tokens"] == 12 and 2 not in r["completion_ids"]
+
+
+def test_an_interrupted_run_resumes_without_duplicates(tiny_causal_dir, tmp_path):
+    out = tmp_path / "r.jsonl"
+    kw = dict(model=str(tiny_causal_dir), sampling=SamplingConfig(num_samples=2, max_new_tokens=8), batch_size=2,
+              dtype="float32", progress=False)
+    generate_rollouts(_prompts(), out, **kw)
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:3]) + lines[3][:20])  # killed while writing the 4th record
+    generate_rollouts(_prompts(), out, **kw)
+    recs = _records(out)
+    keys = [(r["prompt_id"], r["sample_index"]) for r in recs]
+    assert len(keys) == len(set(keys)) == 6
+    assert (tmp_path / "r.jsonl.torn").read_text() == lines[3][:20]  # the torn line is kept aside, not lost
+    before = out.read_text()
+    generate_rollouts(_prompts(), out, **kw)  # all done: nothing is added
+    assert out.read_text() == before
+
+
+def test_resuming_with_other_settings_is_refused(tiny_causal_dir, tmp_path):
+    out = tmp_path / "r.jsonl"
+    generate_rollouts(_prompts(1), out, model=str(tiny_causal_dir), sampling=SamplingConfig(1, 4), dtype="float32",
+                      progress=False)
+    with pytest.raises(ValueError, match="another --output"):
+        read_done(out, str(tiny_causal_dir), SamplingConfig(1, 4, temperature=0.5))
+
+
+def test_prompt_sources(tmp_path):
+    builtin = load_prompts("builtin")
+    assert len(builtin) >= 300 and len({p["category"] for p in builtin}) >= 6
+    (tmp_path / "p.txt").write_text("first\n\nsecond\n")
+    assert [p["prompt"][0]["content"] for p in load_prompts(str(tmp_path / "p.txt"))] == ["first", "second"]
+
+
+def test_gsm8k_questions_from_a_path():
+    from tests.conftest import SHARED_DATA
+
+    path = SHARED_DATA / "gsm8k" / "test.jsonl"
+    if not path.is_file():
+        pytest.skip("../shared/data is not beside the repo")
+    prompts = load_prompts(str(path), limit=5)
+    assert len(prompts) == 5 and prompts[0]["prompt_id"] == "test-0"
+    assert prompts[0]["prompt"][0]["role"] == "user" and "answer" in prompts[0]
+
+
+def test_bad_sampling_settings():
+    with pytest.raises(ValueError):
+        SamplingConfig(num_samples=0)
+    with pytest.raises(ValueError):
+        SamplingConfig(max_new_tokens=0)
+
+
+def test_vllm_backend_without_vllm_says_how_to_install(tmp_path):
+    pytest.importorskip("transformers")
+    try:
+        import vllm  # noqa: F401
+        pytest.skip("vllm is installed")
+    except ImportError:
+        pass
+    with pytest.raises(ImportError, match="lenvm-rl\\[vllm\\]"):
+        generate_rollouts(_prompts(1), tmp_path / "v.jsonl", model="x", backend="vllm", progress=False)
