@@ -44,9 +44,9 @@ class QuickstartConfig:
                             metadata={"help": "Comma-separated categories of the built-in prompts ('' = all). "
                                               "'long' is left out by default: its answers outrun the CPU budget."})
     eval_prompts_per_category: int = field(default=4, metadata={"help": "Held-out prompts per category."})
-    train_samples: int = field(default=2, metadata={"help": "Completions per training prompt."})
-    eval_samples: int = field(default=6, metadata={"help": "Completions per held-out prompt (for L_GT)."})
-    max_new_tokens: int = field(default=384, metadata={"help": "Generation cap; cut completions are dropped."})
+    train_samples: int = field(default=1, metadata={"help": "Completions per training prompt."})
+    eval_samples: int = field(default=4, metadata={"help": "Completions per held-out prompt (for L_GT)."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Generation cap; cut completions are dropped."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling."})
     generation_batch_size: int = field(default=32, metadata={"help": "Rows per generate call."})

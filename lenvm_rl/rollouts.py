@@ -197,8 +197,10 @@ def _generate_hf(todo, output, generator, sampling, batch_size, dtype, use_chat_
     model.to(device).eval()
     eos = _eos_ids(tokenizer, model)
     encoded = {p["prompt_id"]: encode_prompt(tokenizer, p["prompt"], use_chat_template) for p, _ in todo}
-    # Similar prompt lengths share a batch (less padding); each batch is written as soon as it is done.
-    todo = sorted(todo, key=lambda item: (len(encoded[item[0]["prompt_id"]]), item[0]["prompt_id"], item[1]))
+    # A batch runs until its longest completion ends, so batch prompts that likely have similar answer
+    # lengths: ids sort by their source order (the built-in ids start with the category). Each batch is
+    # written as soon as it is done.
+    todo = sorted(todo, key=lambda item: (item[0]["prompt_id"], item[1]))
     bar = tqdm(total=len(todo), desc="rollouts", unit="completion", disable=not progress)
     for b, start in enumerate(range(0, len(todo), batch_size)):
         batch = todo[start:start + batch_size]

@@ -112,7 +112,7 @@ class LengthValueTrainer(Trainer):
         args = args if args is not None else LengthValueConfig(output_dir="lenvm_runs/model")
         if not isinstance(args, LengthValueConfig):
             raise TypeError("args must be a LengthValueConfig (it carries gamma and the loss definition).")
-        if not (args.resume_from_checkpoint or getattr(args, "_resuming", False)):
+        if not args.resume_from_checkpoint:
             ensure_writable_output(args.output_dir, args.overwrite_output_dir)
         if not isinstance(model, LengthValueModel):
             model = LengthValueModel.from_backbone(model)
