@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="Measured optimizer steps per arm and run (default 4).")
     p.add_argument("--warmup", type=int, default=None, help="Warm-up optimizer steps not counted (default 2).")
     p.add_argument("--repeats", type=int, default=None,
-                   help="Runs per arm, alternating A B B A ...; medians are reported (default 2).")
+                   help="Runs per arm (lockstep: which arm goes first alternates; sequential: A B B A ...); medians are "
+                        "reported (default 2).")
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16",
                    help="bf16: bf16 autocast over fp32 master weights (Trainer's --bf16); fp32: plain fp32.")
     p.add_argument("--threads", type=int, default=None,
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-process", action="store_true",
                    help="Run the arms one after another in this process instead of fresh subprocesses (faster to "
                         "start; CPU peak-memory figures are then less fair; implies --schedule sequential).")
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                   help="Before each repeat, wait up to this long for the machine to be idle (other processes under "
+                        "5%% of the CPU for 10 s); useful on a shared CPU machine. Default 0: do not wait.")
     p.add_argument("--lr", type=float, default=1e-5, help="Learning rate of both arms (constant schedule).")
     p.add_argument("--seed", type=int, default=0, help="Seed of the token ids and of random initialisation.")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"JSON result path (default {DEFAULT_OUTPUT}).")
@@ -316,6 +320,22 @@ def foreign_cpu_share(a, b) -> float | None:
     if a is None or b is None or b[1] <= a[1]:
         return None
     return max(0.0, ((b[0] - a[0]) - (b[2] - a[2])) / (b[1] - a[1]))
+
+
+def wait_for_idle(max_wait_s: float, threshold: float = 0.05, window_s: float = 5.0, windows: int = 2) -> dict:
+    """Block until the machine's CPU use (by any process) stays under ``threshold`` for ``windows`` windows."""
+    start, quiet, last = time.perf_counter(), 0, None
+    while time.perf_counter() - start < max_wait_s:
+        a = _cpu_snapshot()
+        time.sleep(window_s)
+        b = _cpu_snapshot()
+        if a is None or b is None or b[1] <= a[1]:
+            return {"waited_s": time.perf_counter() - start, "idle": None}
+        last = (b[0] - a[0]) / (b[1] - a[1])
+        quiet = quiet + 1 if last < threshold else 0
+        if quiet >= windows:
+            return {"waited_s": time.perf_counter() - start, "idle": True, "busy_share": last}
+    return {"waited_s": time.perf_counter() - start, "idle": False, "busy_share": last}
 
 
 def _fingerprint(batch: dict) -> str:
@@ -704,6 +724,17 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _maybe_wait_idle(args: argparse.Namespace) -> dict | None:
+    if args.wait_idle <= 0:
+        return None
+    if not args.quiet:
+        print(f"== waiting up to {args.wait_idle:.0f} s for an idle machine", file=sys.stderr, flush=True)
+    info = wait_for_idle(args.wait_idle)
+    if not args.quiet and info["idle"] is False:
+        print(f"== machine still busy after {info['waited_s']:.0f} s; measuring anyway", file=sys.stderr, flush=True)
+    return info
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; returns the result dict (also written to ``--output``) and prints a markdown table."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -733,26 +764,29 @@ def main(argv: list[str] | None = None) -> dict:
         for r in range(args.repeats):
             arms = lockstep_order(args.arms, r)
             order.append("+".join(arms))
+            idle = _maybe_wait_idle(args)
             if not args.quiet:
                 print(f"== run {r + 1}/{args.repeats}: {' and '.join(arms)} in lockstep, each in a fresh subprocess",
                       file=sys.stderr, flush=True)
             specs = [{**base, "arm": arm, "tag": f"{arm} run {r + 1}/{args.repeats}"} for arm in arms]
             for res in _run_lockstep(specs, total_steps):
-                res["repeat"] = r
+                res["repeat"], res["wait_idle"] = r, idle
                 runs.append(res)
     else:
         order = arm_order(args.arms, args.repeats)
         for i, arm in enumerate(order):
             rep = sum(1 for a in order[:i + 1] if a == arm)
             spec = {**base, "arm": arm, "tag": f"{arm} run {rep}/{args.repeats}"}
+            idle = _maybe_wait_idle(args)
             if not args.quiet:
                 print(f"== {spec['tag']} ({'in process' if args.in_process else 'fresh subprocess'})",
                       file=sys.stderr, flush=True)
             res = run_arm(spec) if args.in_process else _run_child(spec)
-            res["repeat"] = rep - 1
+            res["repeat"], res["wait_idle"] = rep - 1, idle
             runs.append(res)
 
     config = {k: v for k, v in base.items() if k not in ("source", "quiet")}
+    config["wait_idle_s"] = args.wait_idle
     config.update(model_name=source["name"], model_kind=source["kind"], repeats=args.repeats, arms=args.arms,
                   order=order, schedule="lockstep" if lockstep else "sequential", in_process=args.in_process,
                   optim=runs[0]["optim"],
