@@ -1,0 +1,187 @@
+"""Length-guided decoding with a frozen LenVM: hit an exact / maximum / minimum token count, or tilt.
+
+Each step, the generator's next-token distribution gives a candidate set (temperature, then top-k, top-p,
+min-p); the critic scores every candidate in one forward (:mod:`lenvm_rl.scoring`); EOS candidates have
+V = 0. With ``g`` tokens generated so far and a target of ``T`` tokens (generator tokens, EOS not counted),
+a non-EOS candidate x fits when the tokens it predicts still to come, ``n(V(s+x))`` (EOS included), equal
+``T - g``; in value space the goal is ``v* = -(1 - gamma ** (T - g))``.
+
+    equal     the candidate whose value is nearest v* (ties: higher base probability); EOS is masked before
+              the target and chosen when the target is reached and EOS is a candidate; max_new_tokens is the
+              last-resort hard stop
+    at_most   sample as usual among candidates that still fit (V >= v*); steer to the shortest-predicted one
+              only when none fits; EOS forced at the target
+    at_least  EOS masked before the target; sample among candidates predicted long enough (V <= v*); the
+              longest-predicted when none is; no steering after the target
+    tilt      sample from p'(x) ~ p(x) * exp(beta * V(s+x)) over the candidates; beta > 0 shortens
+
+``rule="extreme"`` gives the reference code's rules for comparison: at most = always the shortest
+candidate; at least = the longest until the target, then end as soon as possible.
+
+Sampling vs greedy: with ``do_sample=True`` at_most / at_least / tilt sample from the (restricted or
+tilted) candidate distribution; with ``do_sample=False`` they take its most probable entry. ``equal`` and
+the extreme rules pick one candidate deterministically given the candidate set, in both cases.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import LogitsProcessor
+
+from .critic import LengthCritic
+from .returns import check_gamma
+from .scoring import TreeScorer
+
+MODES = ("equal", "at_most", "at_least", "tilt")
+RULES = ("soft", "extreme")
+DEFAULT_TOP_K = {"equal": 15, "at_most": 15, "at_least": 15, "tilt": 50}
+
+
+def check_request(mode: str, target_tokens: int | None, beta: float | None, max_new_tokens: int | None,
+                  rule: str = "soft") -> None:
+    """Clear errors for bad decoding requests (mode, target, beta)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose 'soft' (ours) or 'extreme' (the reference code's)")
+    if mode == "tilt":
+        if beta is None or not math.isfinite(float(beta)):
+            raise ValueError(f"mode='tilt' needs a finite beta (beta > 0 shortens, < 0 lengthens), got {beta!r}")
+        return
+    if target_tokens is None or int(target_tokens) != target_tokens or target_tokens < 1:
+        raise ValueError(f"mode={mode!r} needs target_tokens, a positive whole number of tokens, got {target_tokens!r}")
+    if max_new_tokens is not None and target_tokens > max_new_tokens:
+        raise ValueError(f"target_tokens={target_tokens} exceeds max_new_tokens={max_new_tokens}; raise "
+                         "max_new_tokens (it is the hard stop) or lower the target")
+
+
+class LengthGuidedLogitsProcessor(LogitsProcessor):
+    """A ``LogitsProcessor`` for ``model.generate`` that applies one of the rules above.
+
+    It builds the candidate set itself (``temperature``, ``top_k``, ``top_p``, ``min_p``) and returns
+    log-probabilities that are ``-inf`` outside the chosen / allowed candidates. Give the sampling settings
+    here and call ``generate`` with ``temperature=1.0, top_k=0, top_p=1.0`` (as :func:`generate_with_length`
+    does), so they are not applied twice. One processor serves one ``generate`` call.
+    """
+
+    def __init__(self, critic: LengthCritic, mode: str, target_tokens: int | None = None, beta: float | None = None,
+                 eos_token_id: int | None = None, pad_token_id: int | None = None, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float = 1.0, min_p: float | None = None, rule: str = "soft",
+                 scorer=None):
+        check_request(mode, target_tokens, beta, None, rule)
+        if temperature <= 0:
+            raise ValueError("temperature must be > 0 (use do_sample=False for greedy decoding)")
+        self.gamma = check_gamma(critic.gamma)
+        self.mode, self.target, self.beta, self.rule = mode, target_tokens, beta, rule
+        tok = critic.tokenizer
+        self.eos = eos_token_id if eos_token_id is not None else tok.eos_token_id
+        self.pad = pad_token_id if pad_token_id is not None else (tok.pad_token_id if tok.pad_token_id is not None
+                                                                    else self.eos)
+        self.temperature, self.top_k = temperature, top_k or DEFAULT_TOP_K[mode]
+        self.top_p, self.min_p = top_p, min_p
+        self.scorer = scorer if scorer is not None else TreeScorer(critic.model)
+        self.prompt_length = None
+
+    # -------------------------------------------------------------------- candidate set
+    def candidates(self, scores: torch.Tensor, generated: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Top-k candidate ids (B, K), their log-probs, and which survive top-p / min-p, highest first."""
+        logp = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        if self.mode in ("equal", "at_least") and generated < self.target:
+            logp[:, self.eos] = -math.inf  # never end before the target
+        top_logp, top_ids = logp.topk(min(self.top_k, logp.shape[-1]), dim=-1)
+        probs = top_logp.exp()
+        keep = torch.isfinite(top_logp)
+        if self.top_p < 1.0:
+            keep &= (probs.cumsum(-1) - probs) < self.top_p  # the nucleus of the full distribution
+        if self.min_p is not None:
+            keep &= probs >= self.min_p * probs[:, :1]
+        keep[:, 0] = True
+        return top_ids, top_logp, keep
+
+    # -------------------------------------------------------------------- one step
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.prompt_length is None:
+            self.prompt_length = input_ids.shape[1]
+            mask = ((input_ids != self.pad).cumsum(-1) > 0).long()  # left padding: leading pad tokens only
+            self.scorer.start(input_ids[:, :-1], mask[:, :-1])
+        generated = input_ids.shape[1] - self.prompt_length
+        out = torch.full_like(scores, -math.inf)
+        if self.mode == "at_most" and generated >= self.target:
+            out[:, self.eos] = 0.0  # the hard stop: every row is at the limit at the same step
+            return out
+        ids, logp, keep = self.candidates(scores, generated)
+        _, values = self.scorer.step(input_ids[:, -1], ids)
+        values = values.to(logp.device).float().masked_fill(ids == self.eos, 0.0)  # EOS: terminal, V = 0
+        return out.scatter(1, ids, self.rule_logp(ids, logp, keep, values, generated).to(scores.dtype))
+
+    def goal_value(self, generated: int) -> float:
+        """``v* = -(1 - gamma ** (T - g))``: the value of a state with exactly the right number of tokens to come."""
+        return -(1.0 - self.gamma ** max(self.target - generated, 0))
+
+    def rule_logp(self, ids, logp, keep, values, generated: int) -> torch.Tensor:
+        """New log-probs over the candidates (``-inf`` = excluded). ``-values`` ranks shortest-predicted first
+        (EOS, V = 0, is the shortest of all)."""
+        if self.mode == "tilt":
+            return torch.where(keep, logp + self.beta * values, torch.full_like(logp, -math.inf))
+        v_star = self.goal_value(generated)
+        if self.mode == "equal":  # past the target v* = 0, so EOS (a candidate by then) or the shortest wins
+            return self._one_hot((values - v_star).abs(), keep, logp)
+        if self.mode == "at_most":
+            if self.rule == "extreme":
+                return self._one_hot(-values, keep, logp)
+            return self._allowed_or_fallback(keep & (values >= v_star), keep, logp, -values)
+        if generated >= self.target:  # at_least, target reached
+            return self._one_hot(-values, keep, logp) if self.rule == "extreme" else \
+                torch.where(keep, logp, torch.full_like(logp, -math.inf))
+        if self.rule == "extreme":
+            return self._one_hot(values, keep, logp)  # the longest-predicted candidate
+        return self._allowed_or_fallback(keep & (values <= v_star), keep, logp, values)
+
+    @staticmethod
+    def _one_hot(cost: torch.Tensor, keep: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+        """Keep only the lowest-cost candidate per row; candidates are sorted by probability, so ties go to
+        the more probable one (``argmin`` returns the first minimum)."""
+        choice = cost.masked_fill(~keep, math.inf).argmin(-1, keepdim=True)
+        return torch.full_like(logp, -math.inf).scatter(1, choice, 0.0)
+
+    def _allowed_or_fallback(self, allowed, keep, logp, cost) -> torch.Tensor:
+        """Base log-probs restricted to ``allowed``; rows with nothing allowed take the lowest-cost candidate."""
+        restricted = torch.where(allowed, logp, torch.full_like(logp, -math.inf))
+        return torch.where(allowed.any(-1, keepdim=True), restricted, self._one_hot(cost, keep, logp))
+
+
+def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, mode: str = "equal",
+                         target_tokens: int | None = None, beta: float | None = None, max_new_tokens: int = 512,
+                         do_sample: bool = True, temperature: float = 1.0, top_k: int | None = None,
+                         top_p: float = 1.0, min_p: float | None = None, rule: str = "soft",
+                         use_chat_template: bool = True, seed: int | None = None) -> list[dict]:
+    """Generate for a batch of prompts (strings or chat messages) under a length rule.
+
+    Returns one dict per prompt: ``text``, ``token_ids`` (without EOS), ``num_tokens`` (without EOS),
+    ``finished`` (ended with EOS). The critic may be smaller than the generator; their vocabularies must match.
+    """
+    from .critic import left_pad
+    from .data import encode_prompt
+
+    check_request(mode, target_tokens, beta, max_new_tokens, rule)
+    tokenizer = tokenizer or critic.tokenizer
+    critic.check_tokenizer(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids, mask = left_pad([encode_prompt(tokenizer, p, use_chat_template) for p in prompts], pad)
+    device = next(model.parameters()).device
+    processor = LengthGuidedLogitsProcessor(critic, mode, target_tokens, beta, tokenizer.eos_token_id, pad,
+                                            temperature, top_k, top_p, min_p, rule)
+    if seed is not None:
+        torch.manual_seed(seed)
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), logits_processor=[processor],
+                         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=1.0, top_k=0, top_p=1.0,
+                         pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+    results = []
+    for row in out[:, ids.shape[1]:].tolist():
+        end = row.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in row else None
+        body = row[:end] if end is not None else row
+        results.append({"text": tokenizer.decode(body, skip_special_tokens=True), "token_ids": body,
+                        "num_tokens": len(body), "finished": end is not None})
+    return results

@@ -1,0 +1,82 @@
+"""Scoring K candidate next tokens with the critic in one forward per decoding step (DESIGN section 5).
+
+The critic keeps a KV cache of the prefix. At each step it runs one forward over
+
+    [previous chosen token, candidate_1, ..., candidate_K]
+
+with a 4-D attention mask in which the previous token sees the prefix, and each candidate sees the prefix,
+the previous token and itself only; all candidates share one position id. Afterwards the K candidate slots
+are cropped from the cache, so the cache always holds exactly the chosen prefix. The KV cache is never
+copied K times. Rows are left-padded; rows that finished early keep being fed (their values are ignored).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .modeling import LengthValueModel, position_ids_from_mask
+
+
+class TreeScorer:
+    """Incremental, batched candidate scoring for one generation call."""
+
+    def __init__(self, model: LengthValueModel):
+        self.model = model
+        self.cache = None
+        self.key_mask = None  # (B, cache_len): which cached positions are real tokens (left padding is not)
+        self.next_position = None  # (B,): position id of the next token appended to each row
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Cache the (left-padded) prompts; returns ``V(s_0)`` at the last prompt token, (B,)."""
+        prompt_ids, attention_mask = prompt_ids.to(self.device), attention_mask.to(self.device).long()
+        self.key_mask = attention_mask.bool()
+        self.next_position = attention_mask.sum(-1)
+        if prompt_ids.shape[1] == 0:  # nothing to cache yet: the first step() starts the cache
+            self.cache = None
+            return torch.zeros(prompt_ids.shape[0], device=self.device)
+        out = self.model(input_ids=prompt_ids, attention_mask=attention_mask,
+                         position_ids=position_ids_from_mask(attention_mask), use_cache=True)
+        self.cache = out.cache
+        return out.value[:, -1]
+
+    @torch.no_grad()
+    def step(self, previous: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``previous`` (B,) to the prefix and score ``candidates`` (B, K) after it.
+
+        Returns ``(v_previous, v_candidates)``: the value of the state ending at ``previous`` (B,) and of each
+        state ``prefix + previous + candidate`` (B, K). EOS candidates are not special here (callers set 0).
+        """
+        previous, candidates = previous.to(self.device), candidates.to(self.device)
+        batch, k = candidates.shape
+        past = self.key_mask.shape[1]
+        tokens = torch.cat([previous[:, None], candidates], dim=1)  # (B, 1 + K)
+        positions = torch.cat([self.next_position[:, None], (self.next_position + 1)[:, None].expand(batch, k)], 1)
+        # Query i attends to: the real prefix tokens, the previous token, and (for a candidate) itself.
+        new = torch.eye(1 + k, dtype=torch.bool, device=self.device)
+        new[:, 0] = True
+        mask = torch.cat([self.key_mask[:, None, :].expand(batch, 1 + k, past),
+                          new[None].expand(batch, 1 + k, 1 + k)], dim=-1)[:, None]  # (B, 1, 1+K, past+1+K)
+        out = self.model(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=self.cache,
+                         use_cache=True)
+        self.cache = out.cache
+        self.cache.crop(-k)  # drop the candidates, keep the chosen previous token
+        self.key_mask = torch.cat([self.key_mask, torch.ones(batch, 1, dtype=torch.bool, device=self.device)], 1)
+        self.next_position = self.next_position + 1
+        return out.value[:, 0], out.value[:, 1:]
+
+
+@torch.no_grad()
+def naive_candidate_values(model: LengthValueModel, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor,
+                           candidates: torch.Tensor) -> torch.Tensor:
+    """Reference: one full forward per candidate over ``prefix + candidate`` (left-padded prefix). (B, K)."""
+    out = []
+    for j in range(candidates.shape[1]):
+        ids = torch.cat([prefix_ids, candidates[:, j:j + 1]], 1)
+        mask = torch.cat([prefix_mask, torch.ones_like(candidates[:, :1])], 1)
+        out.append(model(input_ids=ids, attention_mask=mask).value[:, -1])
+    return torch.stack(out, 1)

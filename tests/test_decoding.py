@@ -1,0 +1,157 @@
+"""Length-guided decoding: tree scoring against naive scoring, an oracle critic, and the hard guarantees."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from lenvm_rl.critic import LengthCritic, TokenizerMismatchError, left_pad
+from lenvm_rl.decoding import LengthGuidedLogitsProcessor, generate_with_length
+from lenvm_rl.modeling import LengthValueModel
+from lenvm_rl.scoring import TreeScorer, naive_candidate_values
+
+
+@pytest.mark.parametrize("k", [1, 5, 15])
+def test_tree_scoring_equals_naive_per_candidate_forwards(tiny_backbone, k):
+    model = LengthValueModel(tiny_backbone, gamma=0.99).eval()
+    g = torch.Generator().manual_seed(k)
+    rows = [torch.randint(5, 900, (n,), generator=g).tolist() for n in (7, 3, 5, 1)]
+    prefix, mask = left_pad(rows, 2)
+    scorer = TreeScorer(model)
+    scorer.start(prefix[:, :-1], mask[:, :-1])
+    previous = prefix[:, -1]
+    prefix, mask = prefix[:, :-1], mask[:, :-1]
+    for _ in range(12):
+        cands = torch.randint(5, 900, (4, k), generator=g)
+        _, tree = scorer.step(previous, cands)
+        prefix = torch.cat([prefix, previous[:, None]], 1)
+        mask = torch.cat([mask, torch.ones(4, 1, dtype=torch.long)], 1)
+        assert torch.allclose(tree, naive_candidate_values(model, prefix, mask, cands), atol=1e-4)
+        previous = cands[torch.arange(4), torch.randint(0, k, (4,), generator=g)]
+    assert scorer.cache.get_seq_length() == prefix.shape[1]  # the candidates never stay in the cache
+
+
+# ---- an oracle critic on a known length process -----------------------------------------------------------
+EOS, PAD, GAMMA = 0, 1, 0.9
+VOCAB = 20  # token 10 + d promises "d more tokens, then EOS"
+
+
+def promise(token: int) -> int:
+    return token - 10
+
+
+def toy_logits(ids: torch.Tensor) -> torch.Tensor:
+    """The base process keeps the last promise: 10 + (d - 1) next, EOS once it is 0; other tokens less likely."""
+    logits = torch.full((ids.shape[0], VOCAB), -float("inf"))
+    for b, last in enumerate(ids[:, -1].tolist()):
+        logits[b, 10:20] = 0.0
+        d = promise(last)
+        if d > 0:
+            logits[b, 10 + d - 1] = 3.0
+        else:
+            logits[b, EOS] = 3.0
+    return logits
+
+
+class OracleScorer:
+    """Exact values of the toy process: after token 10 + d, d + 1 tokens remain (EOS included)."""
+
+    def start(self, prompt_ids, mask):
+        return torch.zeros(prompt_ids.shape[0])
+
+    def step(self, previous, candidates):
+        d = (candidates - 10).clamp(min=0).double()
+        return None, -(1 - GAMMA ** (d + 1))
+
+
+def run_toy(mode, target, rule="soft", start_token=15, steps=40):
+    critic = SimpleNamespace(gamma=GAMMA, tokenizer=SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD))
+    proc = LengthGuidedLogitsProcessor(critic, mode, target, top_k=11, rule=rule, scorer=OracleScorer())
+    ids = torch.tensor([[PAD, 3, 4, start_token]])
+    for _ in range(steps):
+        nxt = proc(ids, toy_logits(ids)).argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], 1)
+        if nxt.item() == EOS:
+            return ids.shape[1] - 4 - 1  # generated tokens without EOS
+    return None
+
+
+@pytest.mark.parametrize("target", [1, 3, 7, 9, 12])
+def test_equal_with_an_oracle_critic_hits_the_target_exactly(target):
+    assert run_toy("equal", target) == target
+
+
+def test_the_toy_process_alone_would_miss():
+    critic = SimpleNamespace(gamma=GAMMA, tokenizer=SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD))
+    ids = torch.tensor([[PAD, 3, 4, 15]])
+    for _ in range(20):
+        ids = torch.cat([ids, toy_logits(ids).argmax(-1, keepdim=True)], 1)
+        if ids[0, -1] == EOS:
+            break
+    assert ids.shape[1] - 5 == 5  # the base answer keeps the prompt's promise of 5 tokens
+
+
+def test_at_most_and_at_least_with_an_oracle():
+    assert run_toy("at_most", 9) == 5  # the base answer (5 tokens) fits: left alone
+    assert run_toy("at_most", 3) <= 3
+    assert run_toy("at_least", 3) == 5  # long enough already: left alone
+    assert run_toy("at_least", 8) >= 8
+    assert run_toy("at_most", 9, rule="extreme") == 1  # the reference rule: shortest token (10), then EOS
+    assert run_toy("at_least", 8, rule="extreme") >= 8
+
+
+# ---- on a tiny random generator through model.generate ------------------------------------------------------
+@pytest.fixture
+def setup(tiny_causal_dir, tiny_backbone, tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_dir).eval()
+    critic = LengthCritic(LengthValueModel(tiny_backbone, gamma=0.97).eval(), tokenizer)
+    return model, critic
+
+
+PROMPTS = ["Hello there.", [{"role": "user", "content": "Write a long story about a cat."}], "Hi"]
+
+
+def test_hard_guarantees_of_at_most_and_at_least(setup):
+    model, critic = setup
+    for out in generate_with_length(model, critic, PROMPTS, mode="at_most", target_tokens=6, max_new_tokens=20,
+                                    seed=0):
+        assert out["num_tokens"] <= 6 and out["finished"]
+    for out in generate_with_length(model, critic, PROMPTS, mode="at_least", target_tokens=10, max_new_tokens=20,
+                                    seed=0):
+        assert out["num_tokens"] >= 10
+    for out in generate_with_length(model, critic, PROMPTS, mode="equal", target_tokens=8, max_new_tokens=20,
+                                    seed=0):
+        assert out["num_tokens"] >= 8  # never ends early
+
+
+def test_greedy_is_deterministic_and_tilt_runs(setup):
+    model, critic = setup
+    a = generate_with_length(model, critic, PROMPTS, mode="tilt", beta=5.0, max_new_tokens=12, do_sample=False)
+    b = generate_with_length(model, critic, PROMPTS, mode="tilt", beta=5.0, max_new_tokens=12, do_sample=False)
+    assert [x["token_ids"] for x in a] == [x["token_ids"] for x in b]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(mode="equal", target_tokens=0), "positive whole number"),
+    (dict(mode="equal", target_tokens=50, max_new_tokens=20), "exceeds max_new_tokens"),
+    (dict(mode="fastest", target_tokens=5), "unknown mode"),
+    (dict(mode="tilt", beta=float("nan")), "finite beta"),
+    (dict(mode="tilt"), "finite beta"),
+    (dict(mode="at_most", target_tokens=5, rule="wild"), "unknown rule"),
+])
+def test_bad_requests(setup, kwargs, match):
+    model, critic = setup
+    with pytest.raises(ValueError, match=match):
+        generate_with_length(model, critic, ["hi"], **{"max_new_tokens": 20, **kwargs})
+
+
+def test_vocabulary_mismatch_is_refused(setup, tokenizer):
+    import copy
+
+    model, critic = setup
+    other = copy.deepcopy(tokenizer)
+    other.add_tokens(["<zzz_new>"])
+    with pytest.raises(TokenizerMismatchError):
+        generate_with_length(model, critic, ["hi"], tokenizer=other, mode="at_most", target_tokens=4,
+                             max_new_tokens=8)
