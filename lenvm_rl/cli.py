@@ -1,4 +1,4 @@
-"""The `lenvm` command: quickstart | rollouts | train | predict | merge (each with --help)."""
+"""The `lenvm` command: quickstart | rollouts | train | predict | generate | merge (each with --help)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ COMMANDS = {
     "rollouts": "sample completions to pretrain a LenVM on (JSONL, resumable)",
     "train": "train a LenVM from rollouts (--config recipe.yaml; YAML keys are config fields)",
     "predict": "predict the answer length of prompts with a trained LenVM",
+    "generate": "generate with a length target (equal / at_most / at_least) or length tilting",
     "merge": "merge a LoRA LenVM checkpoint into a full checkpoint",
 }
 
@@ -152,6 +153,51 @@ def predict(argv: list[str]) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ generate
+def generate(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="lenvm generate", description=COMMANDS["generate"])
+    p.add_argument("--critic", required=True, help="LenVM checkpoint dir")
+    p.add_argument("--model", default=None, help="generator (default: the embedded SmolLM2-135M-Instruct); "
+                                                 "its vocabulary must match the critic's")
+    p.add_argument("--prompt", action="append", required=True, help="a user prompt (repeatable)")
+    p.add_argument("--mode", choices=["equal", "at_most", "at_least", "tilt"], default="equal")
+    p.add_argument("--target-tokens", type=int, default=None, help="generator tokens, EOS not counted")
+    p.add_argument("--beta", type=float, default=None, help="tilt strength; > 0 shortens, < 0 lengthens")
+    p.add_argument("--rule", choices=["soft", "extreme"], default="soft",
+                   help="at_most / at_least rules: ours (soft) or the reference code's (extreme)")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="the last-resort hard stop")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=None, help="candidates per step (default 15; 50 for tilt)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--min-p", type=float, default=None)
+    p.add_argument("--greedy", action="store_true", help="most probable allowed candidate instead of sampling")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gamma", type=float, default=None, help="only for checkpoints without lenvm_config.json")
+    a = p.parse_args(argv)
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .critic import LengthCritic
+    from .decoding import check_request, generate_with_length
+    from .defaults import resolve_model
+
+    check_request(a.mode, a.target_tokens, a.beta, a.max_new_tokens, a.rule)  # before loading anything
+    name = resolve_model(a.model)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(name).to(device).eval()
+    critic = LengthCritic.from_pretrained(a.critic, gamma=a.gamma, device=device)
+    results = generate_with_length(model, critic, a.prompt, tokenizer=AutoTokenizer.from_pretrained(name),
+                                   mode=a.mode, target_tokens=a.target_tokens, beta=a.beta,
+                                   max_new_tokens=a.max_new_tokens, do_sample=not a.greedy,
+                                   temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p,
+                                   rule=a.rule, seed=a.seed)
+    for prompt, r in zip(a.prompt, results):
+        end = "" if r["finished"] else ", stopped at --max-new-tokens"
+        print(f"### {prompt}\n{r['text']}\n[{r['num_tokens']} tokens{end}]\n")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ merge
 def merge(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="lenvm merge", description=COMMANDS["merge"])
@@ -166,7 +212,8 @@ def merge(argv: list[str]) -> int:
     return 0
 
 
-HANDLERS = {"quickstart": quickstart, "rollouts": rollouts, "train": train, "predict": predict, "merge": merge}
+HANDLERS = {"quickstart": quickstart, "rollouts": rollouts, "train": train, "predict": predict,
+            "generate": generate, "merge": merge}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ A second run reuses the cached rollouts (and the trained model when the settings
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -191,7 +192,8 @@ def _summary_markdown(report: dict) -> str:
              "(ground truth: return-consistent length of the sampled completions):", "",
              "| predictor | MRE | MAE (tokens) | Kendall tau | within 50 tok |", "|---|---|---|---|---|"]
     for name, m in report["length_prediction"].items():
-        lines.append(f"| {name} | {100 * m['mre']:.1f} % | {m['mae']:.1f} | {m['kendall_tau']:.2f} | "
+        tau = "-" if math.isnan(m["kendall_tau"]) else f"{m['kendall_tau']:.2f}"  # undefined for a constant
+        lines.append(f"| {name} | {100 * m['mre']:.1f} % | {m['mae']:.1f} | {tau} | "
                      f"{100 * m['within_50']:.0f} % |")
     o = report["online_eval"]
     lines += ["", "Online relative error of the predicted remaining length, by position in each held-out completion:",

@@ -66,3 +66,17 @@ def test_bad_gamma_in_a_recipe(tiny_causal_dir, tmp_path, rollouts_file):
     recipe = _recipe(tmp_path, tiny_causal_dir, rollouts_file, gamma=1.5)
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         main(["train", "--config", str(recipe)])
+
+
+def test_generate_command(tiny_causal_dir, tmp_path, rollouts_file, capsys):
+    recipe = _recipe(tmp_path, tiny_causal_dir, rollouts_file, eval_share=0.0)
+    assert main(["train", "--config", str(recipe)]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--critic", str(tmp_path / "ckpt"), "--model", str(tiny_causal_dir), "--prompt", "Hi",
+                 "--mode", "at_most", "--target-tokens", "5", "--max-new-tokens", "16"]) == 0
+    out = capsys.readouterr().out
+    n = int(out.strip().splitlines()[-1].strip("[]").split()[0])
+    assert n <= 5
+    with pytest.raises(ValueError, match="exceeds max_new_tokens"):
+        main(["generate", "--critic", str(tmp_path / "ckpt"), "--prompt", "Hi", "--target-tokens", "99",
+              "--max-new-tokens", "16"])
