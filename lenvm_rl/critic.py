@@ -17,7 +17,7 @@ import torch
 
 from .data import encode_prompt
 from .modeling import LengthValueModel
-from .returns import td_residuals, value_to_remaining
+from .returns import length_advantages, potential_shaping, td_residuals, value_to_remaining
 
 
 class TokenizerMismatchError(ValueError):
@@ -113,6 +113,38 @@ class LengthCritic:
         shift = torch.zeros_like(values)
         shift[:, 1:] = -deltas
         return (shift * ((positions >= p) & attention_mask.bool())).float()
+
+    # ------------------------------------------------------------------ RL
+    @torch.no_grad()
+    def completion_values(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                          completion_mask: torch.Tensor) -> torch.Tensor:
+        """``V(s_0 .. s_T)`` for left-padded prompts and right-padded completions (the GRPO layout), (B, T + 1)."""
+        ids = torch.cat([prompt_ids, completion_ids], 1)
+        mask = torch.cat([prompt_mask, completion_mask], 1)
+        values = self.values(ids, mask).double()
+        return values[:, prompt_ids.shape[1] - 1:]
+
+    def length_advantages(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                          completion_mask: torch.Tensor, terminated: torch.Tensor | None = None,
+                          lam: float = 1.0) -> torch.Tensor:
+        """Per-token length advantages ``GAE_lambda(delta_len)``, (B, T): add ``s *`` them to a task advantage
+        (``s > 0`` favours shorter). ``terminated`` (B,) defaults to "the last real token is EOS"."""
+        values = self.completion_values(prompt_ids, prompt_mask, completion_ids, completion_mask)
+        terminated = self._terminated(completion_ids, completion_mask) if terminated is None else terminated
+        return length_advantages(values, completion_mask, terminated.to(values.device), self.gamma, lam).float()
+
+    def shaping_rewards(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                        completion_mask: torch.Tensor, terminated: torch.Tensor | None = None) -> torch.Tensor:
+        """Potential-based per-token shaping rewards ``gamma * V(s_{j+1}) - V(s_j)`` (terminal V = 0), (B, T)."""
+        values = self.completion_values(prompt_ids, prompt_mask, completion_ids, completion_mask)
+        terminated = self._terminated(completion_ids, completion_mask) if terminated is None else terminated
+        return potential_shaping(values, completion_mask, terminated.to(values.device), self.gamma).float()
+
+    def _terminated(self, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+        if self.tokenizer is None:
+            raise ValueError("This critic has no tokenizer to find EOS; pass terminated= explicitly.")
+        last = (completion_mask.long().sum(-1) - 1).clamp(min=0)
+        return completion_ids.gather(1, last[:, None])[:, 0] == self._eos_id()
 
     # ------------------------------------------------------------------ checks
     def check_tokenizer(self, tokenizer) -> None:

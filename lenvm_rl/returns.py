@@ -127,3 +127,39 @@ def gae(deltas: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"GAE lambda must lie in [0, 1], got {lam}")
     return discounted_cumsum(deltas, gamma * lam)
+
+
+def length_residuals(values: torch.Tensor, completion_mask: torch.Tensor, terminated: torch.Tensor,
+                     gamma: float) -> torch.Tensor:
+    """Per-token TD residuals of the length return for right-padded completions, (B, T).
+
+    ``values`` is (B, T + 1): ``V(s_0)`` at the last prompt token, then ``V(s_j)`` after completion token j.
+    Residual j belongs to token ``y_{j+1}`` (the move ``s_j -> s_{j+1}``): ``r + gamma * V(s_{j+1}) - V(s_j)``,
+    where the state after a terminated row's EOS is terminal (``V = 0``) and a truncated row bootstraps with
+    the critic's value of its last state. Padding holds 0.
+    """
+    mask = completion_mask.to(values.dtype)
+    lengths = completion_mask.long().sum(-1)
+    next_values = values[:, 1:] * mask
+    last = (lengths - 1).clamp(min=0)
+    rows = torch.arange(values.shape[0], device=values.device)
+    ends = terminated.bool() & (lengths > 0)
+    next_values[rows[ends], last[ends]] = 0.0  # after EOS: terminal
+    return td_residuals(values[:, :-1], gamma, next_values=next_values) * mask
+
+
+def length_advantages(values: torch.Tensor, completion_mask: torch.Tensor, terminated: torch.Tensor,
+                      gamma: float, lam: float = 1.0) -> torch.Tensor:
+    """GAE(lambda) of the length residuals, (B, T); lambda = 1 gives ``G_j - V(s_j)`` on terminated rows."""
+    return gae(length_residuals(values, completion_mask, terminated, gamma), gamma, lam)
+
+
+def potential_shaping(values: torch.Tensor, completion_mask: torch.Tensor, terminated: torch.Tensor,
+                      gamma: float) -> torch.Tensor:
+    """Potential-based shaping rewards ``F_j = gamma * Phi(s_{j+1}) - Phi(s_j)`` with ``Phi = V``, (B, T).
+
+    ``Phi`` is 0 after a terminated row's EOS; truncated rows keep the critic's value of their last state.
+    Their discounted sum from token j telescopes to ``gamma ** (L - j) * Phi(s_L) - Phi(s_j)``.
+    """
+    residuals = length_residuals(values, completion_mask, terminated, gamma)
+    return (residuals - step_reward(gamma)) * completion_mask.to(values.dtype)

@@ -1,0 +1,66 @@
+"""Per-token length advantages and shaping rewards (the RL side of DESIGN section 5) against hand computations."""
+
+import pytest
+import torch
+
+from lenvm_rl import returns as R
+from lenvm_rl.critic import LengthCritic, left_pad
+from lenvm_rl.modeling import LengthValueModel
+
+G = 0.9
+
+
+def _setup():
+    # row 0: 3 tokens, terminated (EOS last); row 1: 4 tokens, truncated; padded to T = 4
+    values = torch.tensor([[-0.5, -0.4, -0.3, -0.2, -0.9], [-0.6, -0.5, -0.45, -0.3, -0.25]], dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    return values, mask, torch.tensor([True, False])
+
+
+def test_residuals_by_hand():
+    values, mask, term = _setup()
+    d = R.length_residuals(values, mask, term, G)
+    r = -(1 - G)
+    expected = torch.tensor([[r + G * -0.4 + 0.5, r + G * -0.3 + 0.4, r + 0.0 + 0.3, 0.0],  # EOS -> terminal 0
+                             [r + G * -0.5 + 0.6, r + G * -0.45 + 0.5, r + G * -0.3 + 0.45,
+                              r + G * -0.25 + 0.3]], dtype=torch.float64)  # truncated: bootstrap V(s_4)
+    assert torch.allclose(d, expected)
+
+
+def test_lambda_one_gives_return_minus_value_on_terminated_rows():
+    values, mask, term = _setup()
+    adv = R.length_advantages(values, mask, term, G, lam=1.0)
+    returns = R.remaining_to_value(torch.tensor([3, 2, 1]), G)  # G_j = -(1 - gamma ** (L - j)), L = 3
+    assert torch.allclose(adv[0, :3], returns - values[0, :3])
+    assert adv[0, 3] == 0
+    # the truncated row bootstraps: A_0 = sum_k gamma^k r + gamma^4 V(s_4) - V(s_0)
+    boot = sum(G ** k * -(1 - G) for k in range(4)) + G ** 4 * -0.25 - (-0.6)
+    assert adv[1, 0].item() == pytest.approx(boot)
+    assert torch.allclose(R.length_advantages(values, mask, term, G, lam=0.0), R.length_residuals(values, mask, term, G))
+
+
+def test_potential_shaping_telescopes():
+    values, mask, term = _setup()
+    f = R.potential_shaping(values, mask, term, G)
+    disc = R.discounted_cumsum(f, G)
+    assert torch.allclose(disc[0, :3], -values[0, :3])  # Phi(terminal) = 0
+    assert disc[1, 0].item() == pytest.approx(G ** 4 * -0.25 + 0.6)
+
+
+def test_critic_rl_api_on_left_padded_prompts(tiny_backbone, tokenizer):
+    critic = LengthCritic(LengthValueModel(tiny_backbone, gamma=G).eval(), tokenizer)
+    eos = tokenizer.eos_token_id
+    prompt_ids, prompt_mask = left_pad([[5, 6, 7], [8, 9]], tokenizer.pad_token_id)
+    completion_ids = torch.tensor([[11, 12, eos, eos], [13, 14, 15, 16]])
+    completion_mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    adv = critic.length_advantages(prompt_ids, prompt_mask, completion_ids, completion_mask)
+    assert adv.shape == (2, 4) and adv[0, 3] == 0
+    # by hand for the left-padded row 1: values of its unpadded sequence
+    v1 = critic.values(torch.tensor([[8, 9, 13, 14, 15, 16]]))[0, 1:].double()
+    expected = R.length_advantages(v1[None], completion_mask[1:], torch.tensor([False]), G)
+    assert torch.allclose(adv[1:], expected.float(), atol=1e-5)
+    v0 = critic.values(torch.tensor([[5, 6, 7, 11, 12, eos]]))[0, 2:].double()
+    returns = R.remaining_to_value(torch.tensor([3, 2, 1]), G)
+    assert torch.allclose(adv[0, :3], (returns - v0[:3]).float(), atol=1e-5)  # terminated: EOS auto-detected
+    f = critic.shaping_rewards(prompt_ids, prompt_mask, completion_ids, completion_mask)
+    assert torch.allclose(R.discounted_cumsum(f.double(), G)[0, :3], -v0[:3], atol=1e-5)
