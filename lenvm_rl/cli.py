@@ -1,4 +1,4 @@
-"""The `lenvm` command: quickstart | rollouts | train | predict | generate | merge (each with --help)."""
+"""The `lenvm` command: quickstart | rollouts | train | predict | generate | merge | grpo (each with --help)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ COMMANDS = {
     "predict": "predict the answer length of prompts with a trained LenVM",
     "generate": "generate with a length target (equal / at_most / at_least) or length tilting",
     "merge": "merge a LoRA LenVM checkpoint into a full checkpoint",
+    "grpo": "GRPO with LenVM length shaping (--config recipe.yaml; TRL's GRPO keys plus the length fields)",
 }
 
 
@@ -198,6 +199,86 @@ def generate(argv: list[str]) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ grpo
+def grpo(argv: list[str]) -> int:
+    from trl import DatasetMixtureConfig, ModelConfig, TrlParser
+    from trl.scripts.grpo import GRPOScriptArguments
+
+    from .launch import already_launched, relaunch, split_launch_args
+    from .rl.config import LengthShapedGRPOConfig
+
+    parser = TrlParser([GRPOScriptArguments, LengthShapedGRPOConfig, ModelConfig, DatasetMixtureConfig],
+                       prog="lenvm grpo")
+    *parsed, remaining = parser.parse_args_and_config(argv, return_remaining_strings=True)
+    launch, unknown = split_launch_args(remaining)
+    if unknown:
+        parser.error(f"unknown arguments: {unknown}")
+    if launch and not already_launched():
+        return relaunch("grpo", argv, launch)
+    run_grpo(*parsed)
+    return 0
+
+
+def resolve_reward(name: str):
+    """A reward function by dotted path (as `trl grpo` does) or by the short name of one of ours."""
+    import importlib
+
+    from .rl import rewards, tasks
+
+    import trl.rewards
+
+    ours = {"critic_length_return": rewards.critic_length_return, "group_length_reward": rewards.group_length_reward,
+            "addition_reward": tasks.addition_reward, "gsm8k_reward": tasks.gsm8k_reward}
+    if name in ours:
+        return ours[name]
+    if "." not in name and hasattr(trl.rewards, name):
+        return getattr(trl.rewards, name)  # TRL's own, e.g. accuracy_reward
+    if "." not in name:
+        raise ValueError(f"unknown reward {name!r}: give a dotted import path or one of {sorted(ours)}")
+    module, attr = name.rsplit(".", 1)
+    return getattr(importlib.import_module(module), attr)
+
+
+def run_grpo(script_args, training_args, model_args, dataset_args) -> None:
+    from pathlib import Path
+
+    from datasets import load_dataset
+    from trl import GRPOTrainer, get_dataset, get_peft_config
+
+    from .defaults import resolve_model
+    from .rl import LengthShapedGRPOTrainer
+    from .rl.tasks import ADDITION, addition_dataset, as_prompts
+
+    if not script_args.reward_funcs:
+        raise SystemExit("lenvm grpo needs reward_funcs (dotted paths or: addition_reward, group_length_reward, "
+                         "critic_length_return).")
+    reward_funcs = [resolve_reward(name) for name in script_args.reward_funcs]
+    name = script_args.dataset_name
+    if dataset_args.datasets:
+        dataset = get_dataset(dataset_args)
+    elif name == ADDITION:
+        dataset = {script_args.dataset_train_split: addition_dataset(seed=training_args.seed)}
+    elif name and Path(name).is_file():
+        dataset = load_dataset("json", data_files={script_args.dataset_train_split: name})
+    elif name:
+        dataset = load_dataset(name, name=script_args.dataset_config)
+    else:
+        raise SystemExit(f"lenvm grpo needs dataset_name (a dataset id, a JSONL file, or {ADDITION}).")
+    training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}),
+                                       "dtype": model_args.dtype or "auto"}
+    shaped = bool(training_args.critic_model_path) and training_args.length_coef != 0
+    trainer_cls = LengthShapedGRPOTrainer if shaped else GRPOTrainer
+    trainer = trainer_cls(model=resolve_model(model_args.model_name_or_path), reward_funcs=reward_funcs,
+                          args=training_args, train_dataset=as_prompts(dataset[script_args.dataset_train_split]),
+                          peft_config=get_peft_config(model_args))
+    print(f"[lenvm] {trainer_cls.__name__}" + (f" with LenVM {training_args.critic_model_path} "
+                                               f"({training_args.length_shaping}, coef {training_args.length_coef})"
+                                               if shaped else " (no length shaping)"))
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    print(f"[lenvm] policy saved to {training_args.output_dir}")
+
+
 # ------------------------------------------------------------------------------------------ merge
 def merge(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="lenvm merge", description=COMMANDS["merge"])
@@ -213,7 +294,7 @@ def merge(argv: list[str]) -> int:
 
 
 HANDLERS = {"quickstart": quickstart, "rollouts": rollouts, "train": train, "predict": predict,
-            "generate": generate, "merge": merge}
+            "generate": generate, "merge": merge, "grpo": grpo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,3 +60,28 @@ def test_gamma_mismatch_and_vocab_mismatch_are_refused(tiny_causal_dir, tiny_bac
 def test_bad_mode():
     with pytest.raises(ValueError, match="length_shaping"):
         LengthShapedGRPOConfig(output_dir="x", length_shaping="sideways", use_cpu=True)
+
+
+def test_lenvm_grpo_command_on_the_addition_task(tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):
+    import yaml
+
+    from lenvm_rl.cli import main
+
+    ckpt = tmp_path / "critic"
+    LengthValueModel(tiny_backbone, gamma=0.95).save_pretrained(ckpt)
+    tokenizer.save_pretrained(ckpt)
+    recipe = yaml.safe_load((__import__("tests.conftest", fromlist=["REPO"]).REPO /
+                             "recipes/SmolLM2-135M-Instruct/grpo/config_demo.yaml").read_text())
+    recipe.update(model_name_or_path=str(tiny_causal_dir), critic_model_path=str(ckpt), max_steps=1,
+                  per_device_train_batch_size=4, max_completion_length=8, bf16=False,
+                  output_dir=str(tmp_path / "policy"))
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["grpo", "--config", str(tmp_path / "r.yaml")]) == 0
+    assert (tmp_path / "policy" / "model.safetensors").is_file()
+
+
+def test_task_rewards():
+    from lenvm_rl.rl.tasks import addition_reward, gsm8k_reward
+
+    assert addition_reward(["12", "The answer is 13.", "no"], answer=["12", "12", "3"]) == [1.0, 0.0, 0.0]
+    assert gsm8k_reward(["so 1,234 apples", "it is 5"], answer=["... #### 1234", "#### 6"]) == [1.0, 0.0]

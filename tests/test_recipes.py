@@ -41,3 +41,25 @@ def test_paper_recipe_uses_zero3_and_paper_lr(monkeypatch):
 def test_quickstart_recipe_matches_the_built_in_defaults():
     (cfg,) = TrlParser([QuickstartConfig]).parse_args_and_config(["--config", str(REPO / "recipes/quickstart.yaml")])
     assert cfg == QuickstartConfig()
+
+
+GRPO_RECIPES = sorted((REPO / "recipes").glob("*/grpo/*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", GRPO_RECIPES, ids=lambda p: str(p.relative_to(REPO)))
+def test_grpo_recipes_parse_and_name_known_rewards(recipe, monkeypatch):
+    from trl import DatasetMixtureConfig
+    from trl.scripts.grpo import GRPOScriptArguments
+
+    from lenvm_rl.cli import resolve_reward
+    from lenvm_rl.rl import LengthShapedGRPOConfig
+
+    monkeypatch.chdir(REPO)
+    parser = TrlParser([GRPOScriptArguments, LengthShapedGRPOConfig, ModelConfig, DatasetMixtureConfig])
+    script, cfg, *_, remaining = parser.parse_args_and_config(["--config", str(recipe), "--use_cpu", "true"],
+                                                              return_remaining_strings=True)
+    launch, unknown = split_launch_args(remaining)
+    assert not unknown and cfg.critic_model_path and cfg.length_shaping in ("advantage", "potential")
+    assert all(callable(resolve_reward(name)) for name in script.reward_funcs)
+    if "accelerate_config" in launch:
+        assert Path(resolve_accelerate_config(launch["accelerate_config"])).is_file()
