@@ -1,0 +1,10 @@
+import math
+
+
+def test_tiny_grpo_benchmark_writes_both_arms(tiny_causal_dir, tmp_path):
+    from evals.bench_grpo import main
+
+    result = main(["--tiny", "--policy", str(tiny_causal_dir), "--output", str(tmp_path / "b.json")])
+    assert set(result["median_step_seconds"]) == {"plain", "shaped"}
+    assert all(t > 0 for t in result["median_step_seconds"].values())
+    assert math.isfinite(result["shaped_over_plain"]) and (tmp_path / "b.json").is_file()
