@@ -38,7 +38,8 @@ def test_tiny_benchmark_writes_every_arm(tmp_path):
         # every measured run of every arm is there, with the configured number of steps
         assert all(len(r["runs"]["generate"][arm]) == cfg["repeats"] for arm in ("plain", "guided"))
         assert len(r["runs"]["scoring"]) == cfg["repeats"]
-        assert all(len(steps) == cfg["score_steps"] for run in r["runs"]["scoring"] for steps in run["step_ms"].values())
+        assert all(len(steps) == cfg["score_steps"]
+                   for run in r["runs"]["scoring"] for steps in run["step_ms"].values())
         # all scorers agree on the values (fp32): the arms compute the same thing
         assert set(r["max_abs_diff"]) == {"naive_cached_vs_tree", "naive_crop_vs_tree", "naive_full_vs_tree"}
         assert all(d < 1e-4 for d in r["max_abs_diff"].values()), r["max_abs_diff"]
