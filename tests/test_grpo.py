@@ -85,3 +85,22 @@ def test_task_rewards():
 
     assert addition_reward(["12", "The answer is 13.", "no"], answer=["12", "12", "3"]) == [1.0, 0.0, 0.0]
     assert gsm8k_reward(["so 1,234 apples", "it is 5"], answer=["... #### 1234", "#### 6"]) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("extra", [dict(num_iterations=2, beta=0.1, loss_type="grpo"),
+                                   dict(loss_type="dr_grpo", mask_truncated_completions=True),
+                                   dict(peft=True)], ids=["iterations-beta", "dr_grpo-mask", "peft"])
+def test_works_with_grpo_options(extra, tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):
+    critic = LengthCritic(LengthValueModel(tiny_backbone, gamma=0.95), tokenizer)
+    data = Dataset.from_list([{"prompt": f"Say {i} words."} for i in range(8)])
+    peft_config = None
+    if extra.pop("peft", False):
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    Recording.seen = []
+    trainer = Recording(model=str(tiny_causal_dir), reward_funcs=short_reward, args=_config(tmp_path, **extra),
+                        train_dataset=data, processing_class=tokenizer, critic=critic, peft_config=peft_config)
+    trainer.train()
+    assert Recording.seen and all(a == c for a, c in Recording.seen)
+    assert all(torch.isfinite(torch.tensor(h.get("loss", 0.0))) for h in trainer.state.log_history)
