@@ -104,3 +104,26 @@ def test_works_with_grpo_options(extra, tiny_causal_dir, tiny_backbone, tokenize
     trainer.train()
     assert Recording.seen and all(a == c for a, c in Recording.seen)
     assert all(torch.isfinite(torch.tensor(h.get("loss", 0.0))) for h in trainer.state.log_history)
+
+
+def test_two_process_run(tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    ckpt = tmp_path / "critic"
+    LengthValueModel(tiny_backbone, gamma=0.95).save_pretrained(ckpt)
+    tokenizer.save_pretrained(ckpt)
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = tmp_path / "r.json"
+    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29541",
+                           str(REPO / "tests" / "grpo_dist_helper.py"), str(tiny_causal_dir), str(ckpt),
+                           str(tmp_path / "out"), str(result)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(result.read_text())
+    assert data["shapes"] and all(a == c for a, c in data["shapes"])
+    assert data["term_abs_mean"] and all(x > 0 for x in data["term_abs_mean"])

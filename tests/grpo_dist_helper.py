@@ -1,0 +1,43 @@
+"""Two shaped GRPO steps under torchrun (2 processes, gloo); rank 0 writes the observed advantage shapes."""
+
+import json
+import os
+import sys
+
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer, LlamaModel
+
+from lenvm_rl.critic import LengthCritic
+from lenvm_rl.modeling import LengthValueModel
+from lenvm_rl.rl import LengthShapedGRPOConfig, LengthShapedGRPOTrainer
+
+
+def reward(completions, **kwargs):
+    return [float(len(c) % 3) for c in completions]
+
+
+class Recording(LengthShapedGRPOTrainer):
+    shapes = []
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        Recording.shapes.append([list(out["advantages"].shape), list(out["completion_ids"].shape)])
+        return out
+
+
+if __name__ == "__main__":
+    policy_dir, critic_dir, out_dir, result = sys.argv[1:5]
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    critic = LengthCritic.from_pretrained(critic_dir, device="cpu")
+    args = LengthShapedGRPOConfig(output_dir=out_dir, per_device_train_batch_size=2, num_generations=4,
+                                  max_completion_length=6, max_steps=2, use_cpu=True, report_to=[],
+                                  save_strategy="no", logging_steps=1, learning_rate=1e-4)
+    data = Dataset.from_list([{"prompt": f"Say {i} words."} for i in range(8)])
+    trainer = Recording(model=policy_dir, reward_funcs=reward, args=args, train_dataset=data,
+                        processing_class=tokenizer, critic=critic)
+    trainer.train()
+    assert trainer.accelerator.num_processes == 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        logged = [h["length/term_abs_mean"] for h in trainer.state.log_history if "length/term_abs_mean" in h]
+        json.dump({"shapes": Recording.shapes, "term_abs_mean": logged}, open(result, "w"))
