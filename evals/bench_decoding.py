@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import shlex
 import statistics
@@ -60,7 +59,7 @@ if str(REPO_ROOT) not in sys.path:  # so `python evals/bench_decoding.py` finds 
     sys.path.insert(0, str(REPO_ROOT))
 
 from evals.bench_train import (SHAPES, _config_from_dict, _cpu_snapshot, foreign_cpu_share,  # noqa: E402
-                               machine_info, wait_for_idle)
+                               machine_info, wait_for_idle, write_result)
 
 DEFAULT_OUTPUT = "evals/results/bench_decoding.json"
 GAMMA = 0.99
@@ -747,12 +746,7 @@ def main(argv: list[str] | None = None) -> dict:
               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     result["markdown"] = markdown_table(result)
 
-    out = REPO_ROOT / DEFAULT_OUTPUT if args.output == DEFAULT_OUTPUT else Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(result["markdown"])
-    print(f"\nwritten to {out}")
-    return result
+    return write_result(result, args.output, DEFAULT_OUTPUT)
 
 
 if __name__ == "__main__":

@@ -735,6 +735,16 @@ def _maybe_wait_idle(args: argparse.Namespace) -> dict | None:
     return info
 
 
+def write_result(result: dict, output: str, default_output: str) -> dict:
+    """Write the JSON (the default path is relative to the repository root), print the table and the path."""
+    out = REPO_ROOT / default_output if output == default_output else Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(result["markdown"])
+    print(f"\nwritten to {out}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; returns the result dict (also written to ``--output``) and prints a markdown table."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -798,12 +808,7 @@ def main(argv: list[str] | None = None) -> dict:
               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     result["markdown"] = markdown_table(result)
 
-    out = REPO_ROOT / DEFAULT_OUTPUT if args.output == DEFAULT_OUTPUT else Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(result["markdown"])
-    print(f"\nwritten to {out}")
-    return result
+    return write_result(result, args.output, DEFAULT_OUTPUT)
 
 
 if __name__ == "__main__":

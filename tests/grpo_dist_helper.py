@@ -4,12 +4,10 @@ import json
 import os
 import sys
 
-import torch
 from datasets import Dataset
-from transformers import AutoTokenizer, LlamaModel
+from transformers import AutoTokenizer
 
 from lenvm_rl.critic import LengthCritic
-from lenvm_rl.modeling import LengthValueModel
 from lenvm_rl.rl import LengthShapedGRPOConfig, LengthShapedGRPOTrainer
 
 

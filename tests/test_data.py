@@ -1,7 +1,5 @@
-import json
 
 import pytest
-import torch
 
 from lenvm_rl.data import (IGNORE_INDEX, ChatTemplateError, LengthValueCollator, build_example, build_examples,
                            encode_prompt, load_rollouts, split_by_prompt)

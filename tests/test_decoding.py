@@ -83,7 +83,6 @@ def test_equal_with_an_oracle_critic_hits_the_target_exactly(target):
 
 
 def test_the_toy_process_alone_would_miss():
-    critic = SimpleNamespace(gamma=GAMMA, tokenizer=SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD))
     ids = torch.tensor([[PAD, 3, 4, 15]])
     for _ in range(20):
         ids = torch.cat([ids, toy_logits(ids).argmax(-1, keepdim=True)], 1)

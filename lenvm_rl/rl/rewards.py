@@ -40,7 +40,6 @@ def critic_length_return(prompts, completion_ids, **kwargs) -> list[float]:
 
     In (-1, 0]: shorter is higher. gamma is the critic's. Prompts are rendered with the critic's chat template.
     """
-    import torch
 
     from ..critic import left_pad
     from ..data import encode_prompt
