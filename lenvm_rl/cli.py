@@ -166,7 +166,9 @@ def generate(argv: list[str]) -> int:
     p.add_argument("--beta", type=float, default=None, help="tilt strength; > 0 shortens, < 0 lengthens")
     p.add_argument("--rule", choices=["soft", "extreme"], default="soft",
                    help="at_most / at_least rules: ours (soft) or the reference code's (extreme)")
-    p.add_argument("--max-new-tokens", type=int, default=512, help="the last-resort hard stop")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="the generation cap")
+    p.add_argument("--overshoot", type=int, default=None,
+                   help="equal mode: hard stop at target + overshoot tokens (default max(4, 10%% of the target))")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None, help="candidates per step (default 15; 50 for tilt)")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -192,7 +194,7 @@ def generate(argv: list[str]) -> int:
                                    mode=a.mode, target_tokens=a.target_tokens, beta=a.beta,
                                    max_new_tokens=a.max_new_tokens, do_sample=not a.greedy,
                                    temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p,
-                                   rule=a.rule, seed=a.seed)
+                                   rule=a.rule, overshoot=a.overshoot, seed=a.seed)
     for prompt, r in zip(a.prompt, results):
         end = "" if r["finished"] else ", stopped at --max-new-tokens"
         print(f"### {prompt}\n{r['text']}\n[{r['num_tokens']} tokens{end}]\n")

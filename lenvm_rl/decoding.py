@@ -7,8 +7,9 @@ a non-EOS candidate x fits when the tokens it predicts still to come, ``n(V(s+x)
 ``T - g``; in value space the goal is ``v* = -(1 - gamma ** (T - g))``.
 
     equal     the candidate whose value is nearest v* (ties: higher base probability); EOS is masked before
-              the target and chosen when the target is reached and EOS is a candidate; max_new_tokens is the
-              last-resort hard stop
+              the target and chosen when the target is reached and EOS is a candidate; past the target the
+              shortest-predicted candidate wins until EOS is one; a hard stop ends the answer at
+              ``target + overshoot`` tokens as the last resort (default overshoot: max(4, 10 % of the target))
     at_most   sample as usual among candidates that still fit (V >= v*); steer to the shortest-predicted one
               only when none fits; EOS forced at the target
     at_least  EOS masked before the target; sample among candidates predicted long enough (V <= v*); the
@@ -69,8 +70,10 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
     def __init__(self, critic: LengthCritic, mode: str, target_tokens: int | None = None, beta: float | None = None,
                  eos_token_id: int | None = None, pad_token_id: int | None = None, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float = 1.0, min_p: float | None = None, rule: str = "soft",
-                 scorer=None):
+                 overshoot: int | None = None, scorer=None):
         check_request(mode, target_tokens, beta, None, rule)
+        if overshoot is not None and overshoot < 0:
+            raise ValueError(f"overshoot must be >= 0 tokens, got {overshoot}")
         if temperature <= 0:
             raise ValueError("temperature must be > 0 (use do_sample=False for greedy decoding)")
         self.gamma = check_gamma(critic.gamma)
@@ -83,6 +86,8 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         self.top_p, self.min_p = top_p, min_p
         self.scorer = scorer if scorer is not None else TreeScorer(critic.model)
         self.prompt_length = None
+        if mode == "equal":
+            self.overshoot = overshoot if overshoot is not None else max(4, math.ceil(0.1 * target_tokens))
 
     # -------------------------------------------------------------------- candidate set
     def candidates(self, scores: torch.Tensor, generated: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -108,7 +113,8 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
             self.scorer.start(input_ids[:, :-1], mask[:, :-1])
         generated = input_ids.shape[1] - self.prompt_length
         out = torch.full_like(scores, -math.inf)
-        if self.mode == "at_most" and generated >= self.target:
+        if (self.mode == "at_most" and generated >= self.target) or \
+                (self.mode == "equal" and generated >= self.target + self.overshoot):
             out[:, self.eos] = 0.0  # the hard stop: every row is at the limit at the same step
             return out
         ids, logp, keep = self.candidates(scores, generated)
@@ -156,7 +162,8 @@ def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, m
                          target_tokens: int | None = None, beta: float | None = None, max_new_tokens: int = 512,
                          do_sample: bool = True, temperature: float = 1.0, top_k: int | None = None,
                          top_p: float = 1.0, min_p: float | None = None, rule: str = "soft",
-                         use_chat_template: bool = True, seed: int | None = None) -> list[dict]:
+                         overshoot: int | None = None, use_chat_template: bool = True,
+                         seed: int | None = None) -> list[dict]:
     """Generate for a batch of prompts (strings or chat messages) under a length rule.
 
     Returns one dict per prompt: ``text``, ``token_ids`` (without EOS), ``num_tokens`` (without EOS),
@@ -172,7 +179,7 @@ def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, m
     ids, mask = left_pad([encode_prompt(tokenizer, p, use_chat_template) for p in prompts], pad)
     device = next(model.parameters()).device
     processor = LengthGuidedLogitsProcessor(critic, mode, target_tokens, beta, tokenizer.eos_token_id, pad,
-                                            temperature, top_k, top_p, min_p, rule)
+                                            temperature, top_k, top_p, min_p, rule, overshoot)
     if seed is not None:
         torch.manual_seed(seed)
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), logits_processor=[processor],

@@ -65,12 +65,12 @@ class OracleScorer:
         return None, -(1 - GAMMA ** (d + 1))
 
 
-def run_toy(mode, target, rule="soft", start_token=15, steps=40):
+def run_toy(mode, target, rule="soft", start_token=15, steps=40, logits=None, **kw):
     critic = SimpleNamespace(gamma=GAMMA, tokenizer=SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD))
-    proc = LengthGuidedLogitsProcessor(critic, mode, target, top_k=11, rule=rule, scorer=OracleScorer())
+    proc = LengthGuidedLogitsProcessor(critic, mode, target, top_k=11, rule=rule, scorer=OracleScorer(), **kw)
     ids = torch.tensor([[PAD, 3, 4, start_token]])
     for _ in range(steps):
-        nxt = proc(ids, toy_logits(ids)).argmax(-1, keepdim=True)
+        nxt = proc(ids, (logits or toy_logits)(ids)).argmax(-1, keepdim=True)
         ids = torch.cat([ids, nxt], 1)
         if nxt.item() == EOS:
             return ids.shape[1] - 4 - 1  # generated tokens without EOS
@@ -80,6 +80,19 @@ def run_toy(mode, target, rule="soft", start_token=15, steps=40):
 @pytest.mark.parametrize("target", [1, 3, 7, 9, 12])
 def test_equal_with_an_oracle_critic_hits_the_target_exactly(target):
     assert run_toy("equal", target) == target
+
+
+def test_equal_stops_at_target_plus_overshoot_when_eos_never_becomes_a_candidate():
+    def never_eos(ids):
+        logits = toy_logits(ids)
+        logits[:, EOS] = -float("inf")
+        return logits
+
+    assert run_toy("equal", 6, logits=never_eos, overshoot=3) == 9
+    assert run_toy("equal", 6, logits=never_eos, overshoot=0) == 6
+    assert run_toy("equal", 40, logits=never_eos, steps=60) == 44  # default: max(4, 10 % of the target)
+    with pytest.raises(ValueError, match="overshoot"):
+        run_toy("equal", 6, overshoot=-1)
 
 
 def test_the_toy_process_alone_would_miss():
