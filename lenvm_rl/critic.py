@@ -143,8 +143,7 @@ class LengthCritic:
     def _terminated(self, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
         if self.tokenizer is None:
             raise ValueError("This critic has no tokenizer to find EOS; pass terminated= explicitly.")
-        last = (completion_mask.long().sum(-1) - 1).clamp(min=0)
-        return completion_ids.gather(1, last[:, None])[:, 0] == self._eos_id()
+        return terminated_rows(completion_ids, completion_mask, [self._eos_id()])
 
     # ------------------------------------------------------------------ checks
     def check_tokenizer(self, tokenizer) -> None:
@@ -182,6 +181,13 @@ def check_same_vocab(reference, other, what: str = "policy") -> None:
     if reference.eos_token_id != other.eos_token_id:
         raise TokenizerMismatchError(f"EOS differs: critic {reference.eos_token!r} vs {what} {other.eos_token!r}; "
                                      "the critic's terminal state is its EOS token.")
+
+
+def terminated_rows(completion_ids: torch.Tensor, completion_mask: torch.Tensor, eos_ids) -> torch.Tensor:
+    """(B,) True where a right-padded completion's last real token is one of ``eos_ids``."""
+    lengths = completion_mask.long().sum(-1)
+    last_token = completion_ids.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0]
+    return (lengths > 0) & torch.isin(last_token, torch.as_tensor(list(eos_ids), device=last_token.device))
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

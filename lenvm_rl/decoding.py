@@ -32,7 +32,7 @@ import torch
 from transformers import LogitsProcessor
 
 from .critic import LengthCritic
-from .returns import check_gamma
+from .returns import check_gamma, remaining_to_value
 from .scoring import TreeScorer
 
 MODES = ("equal", "at_most", "at_least", "tilt")
@@ -124,7 +124,7 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
 
     def goal_value(self, generated: int) -> float:
         """``v* = -(1 - gamma ** (T - g))``: the value of a state with exactly the right number of tokens to come."""
-        return -(1.0 - self.gamma ** max(self.target - generated, 0))
+        return float(remaining_to_value(max(self.target - generated, 0), self.gamma))
 
     def rule_logp(self, ids, logp, keep, values, generated: int) -> torch.Tensor:
         """New log-probs over the candidates (``-inf`` = excluded). ``-values`` ranks shortest-predicted first

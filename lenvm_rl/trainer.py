@@ -13,7 +13,6 @@ split. A sequence mean would reweight tokens by 1 / L, which depends on the futu
 from __future__ import annotations
 
 import copy
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from transformers import EvalPrediction, Trainer, TrainingArguments
 
 from .data import IGNORE_INDEX, LengthValueCollator, completion_lengths
 from .modeling import (ADAPTER_CONFIG_FILE, VALUE_HEAD_FILE, LengthValueModel, ensure_writable_output)
-from .returns import check_gamma, gamma_from_lengths, remaining_to_value
+from .returns import check_gamma, gamma_from_lengths, remaining_to_value, value_to_remaining
 
 ONLINE_FRACTIONS = (0.0, 0.25, 0.5, 0.75)
 
@@ -240,8 +239,8 @@ def value_metrics(pred: EvalPrediction, gamma: float) -> dict[str, float]:
     values = pred.predictions[0] if isinstance(pred.predictions, (tuple, list)) else pred.predictions
     values, labels = np.asarray(values, dtype=np.float64), np.asarray(pred.label_ids)
     mask = labels != IGNORE_INDEX
-    targets = -(1.0 - np.power(gamma, np.where(mask, labels, 0)))
-    n_hat = np.log1p(np.clip(np.where(mask, values, 0.0), -1 + 1e-12, 0.0)) / math.log(gamma)
+    targets = remaining_to_value(torch.from_numpy(np.where(mask, labels, 0)), gamma).numpy()
+    n_hat = value_to_remaining(torch.from_numpy(np.where(mask, values, 0.0)), gamma).numpy()
     metrics = {"value_mse": float(((values - targets) ** 2)[mask].mean()),
                "length_mae": float(np.abs(n_hat - labels)[mask].mean())}
     first = mask.argmax(axis=1)

@@ -43,10 +43,11 @@ def critic_length_return(prompts, completion_ids, **kwargs) -> list[float]:
 
     from ..critic import left_pad
     from ..data import encode_prompt
+    from ..returns import remaining_to_value
 
     critic = critic_from_env()
     gamma, eos = critic.gamma, critic.tokenizer.eos_token_id
-    rewards = [-(1.0 - gamma ** len(ids)) for ids in completion_ids]
+    rewards = remaining_to_value([len(ids) for ids in completion_ids], gamma).tolist()
     cut = [i for i, ids in enumerate(completion_ids) if len(ids) == 0 or ids[-1] != eos]
     if cut:
         rows = [encode_prompt(critic.tokenizer, prompts[i]) + list(completion_ids[i]) for i in cut]

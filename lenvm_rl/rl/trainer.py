@@ -8,11 +8,10 @@ loss broadcasts either shape for every ``loss_type``; the output is buffered, so
 
 from __future__ import annotations
 
-import torch
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp
 
-from ..critic import LengthCritic
+from ..critic import LengthCritic, terminated_rows
 from ..returns import discounted_cumsum, length_advantages, potential_shaping, value_to_remaining
 from .config import LengthShapedGRPOConfig
 
@@ -56,11 +55,7 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
         mask = completion_mask.float()
         if "tool_mask" in output:  # tool outputs are not policy actions
             mask = mask * output["tool_mask"].float()
-        lengths = completion_mask.sum(-1)
-        last = (lengths - 1).clamp(min=0)
-        last_token = completion_ids.gather(1, last[:, None])[:, 0]
-        eos_ids = torch.as_tensor(self.eos_token_ids, device=last_token.device)
-        terminated = (lengths > 0) & torch.isin(last_token, eos_ids)
+        terminated = terminated_rows(completion_ids, completion_mask, self.eos_token_ids)
 
         values = self.critic.completion_values(prompt_ids, prompt_mask, completion_ids, completion_mask)
         if self.args.length_shaping == "advantage":
