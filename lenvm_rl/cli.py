@@ -1,4 +1,4 @@
-"""The `lenvm` command: quickstart | rollouts | train | predict | generate | merge | grpo (each with --help)."""
+"""The `lenvm` command: quickstart | rollouts | train | predict | generate | merge | grpo | eval (each with --help)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ COMMANDS = {
     "generate": "generate with a length target (equal / at_most / at_least) or length tilting",
     "merge": "merge a LoRA LenVM checkpoint into a full checkpoint",
     "grpo": "GRPO with LenVM length shaping (--config recipe.yaml; TRL's GRPO keys plus the length fields)",
+    "eval": "evaluations: length_prediction | lifebench | tradeoff | length_tokens | visualize (JSON, PNG, markdown)",
 }
 
 
@@ -225,9 +226,9 @@ def resolve_reward(name: str):
     """A reward function by dotted path (as `trl grpo` does) or by the short name of one of ours."""
     import importlib
 
-    from .rl import rewards, tasks
-
     import trl.rewards
+
+    from .rl import rewards, tasks
 
     ours = {"critic_length_return": rewards.critic_length_return, "group_length_reward": rewards.group_length_reward,
             "addition_reward": tasks.addition_reward, "gsm8k_reward": tasks.gsm8k_reward}
@@ -295,8 +296,26 @@ def merge(argv: list[str]) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ eval
+def evaluate(argv: list[str]) -> int:
+    import importlib
+
+    from .evaluation import EVALS
+
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in EVALS:
+        print("usage: lenvm eval NAME [--help] ...\n")
+        for name, what in EVALS.items():
+            print(f"  {name:18s} {what}")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nunknown evaluation {argv[0]!r}")
+            return 2
+        return 0
+    importlib.import_module(f".evaluation.{argv[0]}", __package__).main(argv[1:])
+    return 0
+
+
 HANDLERS = {"quickstart": quickstart, "rollouts": rollouts, "train": train, "predict": predict,
-            "generate": generate, "merge": merge, "grpo": grpo}
+            "generate": generate, "merge": merge, "grpo": grpo, "eval": evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

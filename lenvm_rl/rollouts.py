@@ -87,8 +87,8 @@ def load_prompts(source: str = BUILTIN_PROMPTS, prompt_field: str | None = None,
         if field is None or field not in row:
             looked = prompt_field or "prompt, messages, question, instruction"
             raise ValueError(f"{source} row {i} has no prompt column (looked for {looked}); name it with --prompt-field.")
-        pid = str(row.get("id", f"{stem}-{i}"))
-        extra = {k: v for k, v in row.items() if k not in (field, "id")}
+        pid = str(row.get("id", row.get("prompt_id", f"{stem}-{i}")))
+        extra = {k: v for k, v in row.items() if k not in (field, "id", "prompt_id")}
         prompts.append({**extra, "prompt_id": pid, "prompt": prompt_messages(row[field])})
     if not prompts:
         raise ValueError(f"{source} holds no prompts")

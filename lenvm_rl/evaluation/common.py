@@ -1,0 +1,176 @@
+"""What every evaluation shares: its command-line basics, model loading, plain sampling and its outputs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+DEFAULT_CRITIC = "lenvm_runs/quickstart/model"
+
+
+def base_parser(name: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"lenvm eval {name}", description=description)
+    p.add_argument("--critic", default=DEFAULT_CRITIC,
+                   help=f"LenVM checkpoint (default: the quickstart's, {DEFAULT_CRITIC}; run `lenvm quickstart`)")
+    p.add_argument("--generator", default=None, help="generator (hub id or path; default: the embedded SmolLM2-135M)")
+    p.add_argument("--output-dir", default=f"lenvm_runs/eval/{name}", help="where NAME.json / .png / .md go")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16, help="rows per generate call")
+    p.add_argument("--tiny", action="store_true", help="a seconds-long run with CI-sized settings")
+    return p
+
+
+def command_line(name: str, argv) -> str:
+    return " ".join(["lenvm eval", name, *(argv if argv is not None else sys.argv[1:])])
+
+
+def setup_threads() -> None:
+    if not torch.cuda.is_available():
+        torch.set_num_threads(os.cpu_count() or 1)
+
+
+def load_critic(path: str):
+    from ..critic import LengthCritic
+    from ..modeling import is_checkpoint_dir
+
+    if not Path(path).exists() and not is_checkpoint_dir(path):
+        hint = " Run `lenvm quickstart` first, or pass --critic DIR." if path == DEFAULT_CRITIC else ""
+        raise FileNotFoundError(f"No LenVM checkpoint at {path}.{hint}")
+    critic = LengthCritic.from_pretrained(path)
+    if critic.tokenizer is None:
+        raise ValueError(f"{path} has no tokenizer files; evaluations decode text, so save the tokenizer with it.")
+    return critic
+
+
+def load_generator(name: str | None, critic=None):
+    """The generator (causal LM, eval mode) and its tokenizer; checked against the critic's vocabulary."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..defaults import resolve_model
+
+    path = resolve_model(name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    if critic is not None:
+        critic.check_tokenizer(tokenizer)
+    return model, tokenizer
+
+
+def critic_training_prompts(critic_path: str) -> set[str]:
+    """Prompt texts the critic was trained on, when its rollouts sit beside it (the quickstart layout)."""
+    from ..data import prompt_messages
+
+    texts = set()
+    rollouts = Path(critic_path).parent / "rollouts_train.jsonl"
+    if rollouts.is_file():
+        with open(rollouts) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                texts.add(prompt_messages(rec["prompt"])[-1]["content"])
+    return texts
+
+
+@torch.no_grad()
+def sample_plain(model, tokenizer, prompts, max_new_tokens: int, batch_size: int = 16, do_sample: bool = True,
+                 temperature: float = 0.7, top_p: float = 0.9, seed: int = 0, desc: str = "generating") -> list[dict]:
+    """Plain generation, one dict per prompt like ``generate_with_length``: text, token_ids, num_tokens, finished."""
+    from tqdm.auto import tqdm
+
+    from ..critic import left_pad
+    from ..data import encode_prompt
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    out = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
+        ids, mask = left_pad([encode_prompt(tokenizer, p) for p in prompts[start:start + batch_size]], pad)
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                             do_sample=do_sample, temperature=temperature if do_sample else None,
+                             top_p=top_p if do_sample else None, top_k=0 if do_sample else None,
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        for row in gen[:, ids.shape[1]:].tolist():
+            out.append(finish_row(row, tokenizer))
+    return out
+
+
+def finish_row(row: list[int], tokenizer) -> dict:
+    end = row.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in row else None
+    body = row[:end] if end is not None else row
+    return {"text": tokenizer.decode(body, skip_special_tokens=True), "token_ids": body, "num_tokens": len(body),
+            "finished": end is not None}
+
+
+def guided(model, critic, tokenizer, prompts, batch_size: int, desc: str, **kwargs) -> list[dict]:
+    """``generate_with_length`` over batches, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    from ..decoding import generate_with_length
+
+    out = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
+        out += generate_with_length(model, critic, prompts[start:start + batch_size], tokenizer=tokenizer, **kwargs)
+    return out
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores (CPU)"
+
+
+def write_outputs(out_dir: str | os.PathLike, name: str, result: dict, markdown: str) -> dict:
+    """``NAME.json`` (with the command and machine) and ``NAME.md``; the figure is written by the caller."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"eval": name, "machine": machine(), "torch": torch.__version__, **result}
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
+    header = f"<!-- {result.get('command', '')} | {result['machine']} -->\n"
+    (out / f"{name}.md").write_text(header + markdown)
+    print("\n" + markdown + f"\n[lenvm eval] wrote {out / name}.json / .md / .png")
+    return result
+
+
+def heldout_examples(critic_path: str, rollouts: str | None, tokenizer, limit: int | None = None) -> tuple[list, str]:
+    """Finished completions as examples (``input_ids``, ``labels`` = tokens to come, ``prompt_len``).
+
+    Default source: the quickstart's held-out rollouts beside the critic (prompts it never trained on).
+    """
+    from ..data import build_examples, load_rollouts
+
+    path = Path(rollouts) if rollouts else Path(critic_path).parent / "rollouts_heldout.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: pass --rollouts FILE (a `lenvm rollouts` JSONL of prompts the "
+                                "critic never trained on).")
+    records = load_rollouts(path)[:limit] if limit else load_rollouts(path)
+    examples, _ = build_examples(records, tokenizer)
+    for ex in examples:
+        ex["prompt_len"] = next(i for i, label in enumerate(ex["labels"]) if label >= 0) + 1
+    return examples, str(path)
+
+
+def right_pad(examples: list[dict], pad_id: int):
+    import torch
+
+    from ..data import LengthValueCollator
+
+    batch = LengthValueCollator(pad_id)([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
+    return batch["input_ids"], batch["attention_mask"], batch["labels"], torch.tensor([e["prompt_len"] for e in examples])

@@ -1,0 +1,240 @@
+"""`lenvm eval length_prediction`: how well the LenVM predicts answer length, against prompt-only baselines.
+
+Held-out prompts (never trained on) are sampled ``--samples`` times each; the ground truth per prompt is the
+return-consistent length of its finished samples (DESIGN section 6). Predictors, all judged on those prompts:
+
+    LenVM                        ln(1 + V(s_0)) / ln(gamma) at the last prompt token
+    train mean / (return-cons.)  one constant: the mean training length
+    prompt-length regression     least squares of completion length on prompt length (training rollouts)
+    bucket classifier (S3-style) a prompt-only classifier of the length bucket (quantiles of the training
+                                 lengths) on mean-pooled hidden states of the frozen, untuned backbone; it
+                                 predicts the return-consistent length of the chosen bucket
+
+Also the LenVM's online error at 0 / 25 / 50 / 75 % of each held-out completion.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import common
+
+NAME = "length_prediction"
+
+
+def held_out_prompts(critic_path: str, source: str | None) -> tuple[list[dict], dict]:
+    """Prompts to evaluate on: ``source`` (file / dataset id), or the quickstart's held-out split of the critic."""
+    from ..quickstart import QuickstartConfig, split_prompts
+    from ..rollouts import load_prompts
+
+    stamp = Path(critic_path) / "quickstart_config.json"
+    qs = QuickstartConfig(**{k: v for k, v in json.loads(stamp.read_text()).items()
+                             if k in QuickstartConfig.__dataclass_fields__}) if stamp.is_file() else None
+    if source:
+        return load_prompts(source), {} if qs is None else vars(qs)
+    if qs is None:
+        raise ValueError(f"{critic_path} was not made by `lenvm quickstart`, so its held-out split is unknown: pass "
+                         "--prompts FILE with prompts the critic never saw.")
+    return split_prompts(load_prompts(qs.prompts), qs)[1], vars(qs)
+
+
+def fit_prompt_length_regression(prompt_lengths, completion_lengths):
+    """Least-squares line ``L = a + b * prompt_tokens``; returns a predictor clipped at 1 token."""
+    x, y = np.asarray(prompt_lengths, float), np.asarray(completion_lengths, float)
+    b = float(np.cov(x, y, bias=True)[0, 1] / x.var()) if x.var() > 0 else 0.0
+    a = float(y.mean() - b * x.mean())
+    return lambda n: max(1.0, a + b * n), {"intercept": a, "slope": b}
+
+
+@torch.no_grad()
+def prompt_features(model, prompt_ids: list[list[int]], batch_size: int = 16) -> torch.Tensor:
+    """Mean-pooled last hidden states over each prompt's tokens (frozen backbone)."""
+    from ..critic import left_pad
+
+    feats = []
+    device = next(model.parameters()).device
+    for start in range(0, len(prompt_ids), batch_size):
+        ids, mask = left_pad(prompt_ids[start:start + batch_size], 0)
+        h = model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state.float()
+        m = mask.to(device)[..., None].float()
+        feats.append(((h * m).sum(1) / m.sum(1)).cpu())
+    return torch.cat(feats)
+
+
+def fit_bucket_classifier(features: torch.Tensor, lengths, gamma: float, n_buckets: int = 4,
+                          weight_decay: float = 1e-2, seed: int = 0):
+    """S3-style: quantile buckets of the training lengths, a multinomial logistic regression on prompt features.
+
+    Returns ``predict(features) -> lengths`` (the return-consistent length of each row's most likely bucket).
+    """
+    from ..returns import return_consistent_length
+
+    lengths = np.asarray(lengths)
+    edges = np.unique(np.quantile(lengths, np.linspace(0, 1, n_buckets + 1)[1:-1]))
+    bucket = np.searchsorted(edges, lengths, side="right")
+    reps = [return_consistent_length(lengths[bucket == k].tolist(), gamma) if (bucket == k).any() else float("nan")
+            for k in range(len(edges) + 1)]
+    mu, sd = features.mean(0), features.std(0) + 1e-6
+    x, y = (features - mu) / sd, torch.as_tensor(bucket)
+    torch.manual_seed(seed)
+    linear = torch.nn.Linear(x.shape[1], len(reps))
+    opt = torch.optim.LBFGS(linear.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(linear(x), y) + weight_decay * linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+    def predict(f: torch.Tensor) -> list[float]:
+        with torch.no_grad():
+            k = linear((f - mu) / sd).argmax(-1).tolist()
+        return [reps[i] for i in k]
+
+    return predict, {"bucket_edges": edges.tolist(), "bucket_lengths": reps,
+                     "train_accuracy": float((linear(x).argmax(-1) == y).float().mean())}
+
+
+@torch.no_grad()
+def online_errors(critic, dataset) -> dict:
+    """The LenVM's value MSE and relative error at 0 / 25 / 50 / 75 % of each completion (trainer metrics)."""
+    from transformers import EvalPrediction
+
+    from ..data import LengthValueCollator
+    from ..trainer import value_metrics
+
+    collate = LengthValueCollator(critic._pad_id())
+    rows = [dataset[i] for i in range(len(dataset))]
+    batch = collate([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+    values = critic.values(batch["input_ids"], batch["attention_mask"]).float().numpy()
+    return value_metrics(EvalPrediction(predictions=values, label_ids=batch["labels"].numpy()), critic.gamma)
+
+
+def plot(results: dict, truth: dict, predictions: dict, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = list(results)
+    ax1.barh(names, [100 * results[n]["mre"] for n in names], color=["tab:orange"] + ["tab:gray"] * (len(names) - 1))
+    ax1.invert_yaxis()
+    ax1.set_xlabel("MRE at the prompt boundary (%)")
+    ax1.set_title("length prediction on held-out prompts (lower is better)")
+    ids = sorted(truth)
+    hi = 1.05 * max([truth[i] for i in ids] + [p[i] for p in predictions.values() for i in ids])
+    for name, pred in predictions.items():
+        ax2.scatter([truth[i] for i in ids], [pred[i] for i in ids], s=16, alpha=0.7, label=name)
+    ax2.plot([0, hi], [0, hi], color="gray", ls="--", lw=1)
+    ax2.set(xlabel="return-consistent sampled length L_GT", ylabel="predicted length", title="per prompt")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def markdown(result: dict) -> str:
+    lines = [f"### Length prediction ({result['prompts']} held-out prompts x {result['samples']} samples, "
+             f"gamma = {result['gamma']:.4f})", "",
+             "| predictor | MRE | MAE (tokens) | Kendall tau | within 50 tok | within 100 tok |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, m in result["predictors"].items():
+        tau = "-" if math.isnan(m["kendall_tau"]) else f"{m['kendall_tau']:.2f}"
+        lines.append(f"| {name} | {100 * m['mre']:.1f} % | {m['mae']:.1f} | {tau} | {100 * m['within_50']:.0f} % | "
+                     f"{100 * m['within_100']:.0f} % |")
+    o = result["online"]
+    lines += ["", "LenVM online relative error of the remaining length, by position in each held-out completion:", "",
+              "| 0 % | 25 % | 50 % | 75 % | value MSE |", "|---:|---:|---:|---:|---:|",
+              f"| {100 * o['online_re_0']:.1f} % | {100 * o['online_re_25']:.1f} % | {100 * o['online_re_50']:.1f} % | "
+              f"{100 * o['online_re_75']:.1f} % | {o['value_mse']:.4f} |", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    p = common.base_parser(NAME, __doc__.split("\n")[0])
+    p.add_argument("--prompts", default=None,
+                   help="held-out prompts (file or dataset id); default: the quickstart's held-out split")
+    p.add_argument("--train-rollouts", default=None,
+                   help="the critic's training rollouts, for the baselines (default: rollouts_train.jsonl beside it)")
+    p.add_argument("--samples", type=int, default=16, help="samples per held-out prompt")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the quickstart's")
+    p.add_argument("--buckets", type=int, default=4, help="length buckets of the S3-style classifier")
+    a = p.parse_args(argv)
+    if a.tiny:
+        a.samples, a.max_new_tokens = 3, a.max_new_tokens or 16
+    common.setup_threads()
+
+    from transformers import AutoModel
+
+    from ..data import build_dataset, encode_prompt, load_rollouts
+    from ..defaults import resolve_model
+    from ..metrics import per_prompt_truth, prediction_errors, train_mean_baselines
+    from ..rollouts import SamplingConfig, generate_rollouts
+
+    critic = common.load_critic(a.critic)
+    gamma, tokenizer = critic.gamma, critic.tokenizer
+    prompts, qs = held_out_prompts(a.critic, a.prompts)
+    if a.tiny:
+        prompts = prompts[:4]
+    train_file = Path(a.train_rollouts or Path(a.critic).parent / "rollouts_train.jsonl")
+    if not train_file.is_file():
+        raise FileNotFoundError(f"{train_file} not found: the baselines learn from the critic's training rollouts; "
+                                "pass --train-rollouts FILE.")
+    train_records = [r for r in load_rollouts(train_file) if r["finish_reason"] == "stop"]
+    seen = {json.dumps(r["prompt"], sort_keys=True) for r in train_records}
+    leaked = [p["prompt_id"] for p in prompts if json.dumps(p["prompt"], sort_keys=True) in seen]
+    if leaked:
+        raise ValueError(f"{len(leaked)} evaluation prompts are in the critic's training rollouts (e.g. {leaked[0]}); "
+                         "evaluate on prompts it never saw.")
+
+    # Held-out samples (appended and resumable, like any rollouts file).
+    out = Path(a.output_dir)
+    sampling = SamplingConfig(num_samples=a.samples, max_new_tokens=a.max_new_tokens or qs.get("max_new_tokens", 256),
+                              temperature=qs.get("temperature", 0.7), top_p=qs.get("top_p", 0.9), seed=a.seed)
+    heldout_file = generate_rollouts(prompts, out / f"rollouts_heldout_{a.samples}.jsonl",
+                                     model=a.generator or qs.get("model"), sampling=sampling, batch_size=a.batch_size)
+    records = load_rollouts(heldout_file)
+    lengths = defaultdict(list)
+    for r in records:
+        if r["finish_reason"] == "stop":
+            lengths[r["prompt_id"]].append(r["num_tokens"])
+    lengths = {pid: ls for pid, ls in lengths.items() if len(ls) >= 2}  # L_GT needs a few samples
+    if not lengths:
+        raise ValueError("no held-out prompt has two finished samples; raise --max-new-tokens or --samples")
+    truth = per_prompt_truth(lengths, gamma)
+    ids = sorted(truth)
+    prompt_of = {r["prompt_id"]: r["prompt"] for r in records}
+    heldout_ids = [encode_prompt(tokenizer, prompt_of[i]) for i in ids]
+
+    # Predictors.
+    preds = {"LenVM": dict(zip(ids, critic.predict_length(prompt_ids=heldout_ids).tolist()))}
+    train_lengths = [r["num_tokens"] for r in train_records]
+    for name, const in train_mean_baselines(train_lengths, gamma).items():
+        preds[f"{name} ({const:.0f} tok)"] = {i: const for i in ids}
+    train_prompt_ids = [encode_prompt(tokenizer, r["prompt"]) for r in train_records]
+    regress, reg_info = fit_prompt_length_regression([len(x) for x in train_prompt_ids], train_lengths)
+    preds["prompt-length regression"] = {i: regress(len(x)) for i, x in zip(ids, heldout_ids)}
+    # The critic's backbone is tuned for length; S3 uses an off-the-shelf encoder, so load the untuned one.
+    base = AutoModel.from_pretrained(resolve_model(a.generator or qs.get("model")), dtype=torch.float32).eval()
+    classify, clf_info = fit_bucket_classifier(prompt_features(base, train_prompt_ids), train_lengths, gamma,
+                                               a.buckets, seed=a.seed)
+    preds["bucket classifier (S3-style)"] = dict(zip(ids, classify(prompt_features(base, heldout_ids))))
+    del base
+
+    heldout_ds, stats = build_dataset(records, tokenizer)
+    result = {"command": common.command_line(NAME, argv), "critic": a.critic, "gamma": gamma, "prompts": len(ids),
+              "samples": a.samples, "heldout_rollouts": str(heldout_file), "heldout": stats.summary(),
+              "train_rollouts": str(train_file), "train_completions": len(train_records),
+              "predictors": {n: prediction_errors(p, truth) for n, p in preds.items()},
+              "online": online_errors(critic, heldout_ds), "regression": reg_info, "bucket_classifier": clf_info}
+    out.mkdir(parents=True, exist_ok=True)
+    plot(result["predictors"], truth, {k: v for k, v in preds.items() if "train mean length" not in k},
+         out / f"{NAME}.png")
+    return common.write_outputs(out, NAME, result, markdown(result))

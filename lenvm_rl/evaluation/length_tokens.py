@@ -1,0 +1,110 @@
+"""`lenvm eval length_tokens`: which tokens make a generation longer or shorter, by the critic's length shift.
+
+The length shift of token x_t is ``-delta_t = V(s_{t-1}) - r - gamma V(s_t)`` (DESIGN section 1): positive when
+choosing that token moved the expected continuation longer. Over held-out completions, each token counts how
+often its shift exceeds +threshold (lengthening) or falls below -threshold (shortening); the chart ranks the
+tokens by those counts. EOS (always shortening: it ends the answer) is reported apart.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import torch
+
+from . import common
+
+NAME = "length_tokens"
+
+
+def count_shifts(critic, examples: list[dict], threshold: float, batch_size: int = 8) -> dict:
+    """Per token id: occurrences, times above +threshold, times below -threshold, summed shift."""
+    total, up, down, summed = Counter(), Counter(), Counter(), defaultdict(float)
+    for start in range(0, len(examples), batch_size):
+        ids, mask, _, prompt_len = common.right_pad(examples[start:start + batch_size], critic._pad_id())
+        shift = critic.length_shift(ids, mask, prompt_len)
+        for row in range(ids.shape[0]):
+            end = int(mask[row].sum())
+            for j in range(int(prompt_len[row]), end):
+                tok, s = int(ids[row, j]), float(shift[row, j])
+                total[tok] += 1
+                summed[tok] += s
+                up[tok] += s > threshold
+                down[tok] += s < -threshold
+    return {"total": total, "up": up, "down": down, "summed": summed}
+
+
+def ranking(counts: dict, key: str, tokenizer, top: int, min_count: int, skip: set[int]) -> list[dict]:
+    ids = [t for t in counts[key] if counts["total"][t] >= min_count and t not in skip and counts[key][t] > 0]
+    ids.sort(key=lambda t: (-counts[key][t], -counts[key][t] / counts["total"][t]))
+    return [{"token": tokenizer.decode([t]), "id": t, "count": counts[key][t], "occurrences": counts["total"][t],
+             "share": counts[key][t] / counts["total"][t], "mean_shift": counts["summed"][t] / counts["total"][t]}
+            for t in ids[:top]]
+
+
+def plot(result: dict, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.32 * max(len(result["longer"]), len(result["shorter"]), 5) + 1.5))
+    for ax, key, color, title in ((axes[0], "longer", "tab:red", f"shift > +{result['threshold']}: lengthening"),
+                                  (axes[1], "shorter", "tab:blue", f"shift < -{result['threshold']}: shortening")):
+        rows = result[key]
+        ax.barh([repr(r["token"]) for r in rows], [r["count"] for r in rows], color=color)
+        ax.invert_yaxis()
+        ax.set(xlabel="times (over held-out completions)", title=title)
+        for i, r in enumerate(rows):
+            ax.text(r["count"], i, f" {100 * r['share']:.0f} % of {r['occurrences']}", va="center", fontsize=7)
+    fig.suptitle(f"length tokens ({result['completions']} completions, {result['tokens']} tokens)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def markdown(result: dict) -> str:
+    lines = [f"### Length tokens ({result['completions']} held-out completions, {result['tokens']} tokens, "
+             f"threshold {result['threshold']})", "", "| lengthening token | times | share | | shortening token | "
+             "times | share |", "|---|---:|---:|---|---|---:|---:|"]
+    for i in range(max(len(result["longer"]), len(result["shorter"]))):
+        cells = []
+        for key in ("longer", "shorter"):
+            r = result[key][i] if i < len(result[key]) else None
+            cells.append(f"`{r['token']!r}` | {r['count']} | {100 * r['share']:.0f} %" if r else " | | ")
+        lines.append(f"| {cells[0]} | | {cells[1]} |")
+    eos = result["eos"]
+    if eos["occurrences"]:
+        lines += ["", f"EOS: mean shift {eos['mean_shift']:+.3f} over {eos['occurrences']} completions "
+                      f"({100 * eos['share_below']:.0f} % below -{result['threshold']})."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    p = common.base_parser(NAME, __doc__.split("\n")[0])
+    p.add_argument("--rollouts", default=None, help="completions to read (default: the quickstart's held-out ones)")
+    p.add_argument("--threshold", type=float, default=0.01, help="|length shift| that counts (value units)")
+    p.add_argument("--top", type=int, default=15)
+    p.add_argument("--min-count", type=int, default=3, help="tokens seen fewer times are not ranked")
+    p.add_argument("--limit", type=int, default=None, help="first N rollouts only")
+    a = p.parse_args(argv)
+    if a.tiny:
+        a.limit, a.min_count = a.limit or 8, 1
+    common.setup_threads()
+    critic = common.load_critic(a.critic)
+    tok = critic.tokenizer
+    examples, source = common.heldout_examples(a.critic, a.rollouts, tok, a.limit)
+    with torch.no_grad():
+        counts = count_shifts(critic, examples, a.threshold)
+    eos = tok.eos_token_id
+    skip = {eos} | set(tok.all_special_ids)
+    n_eos = counts["total"][eos]
+    result = {"command": common.command_line(NAME, argv), "critic": a.critic, "rollouts": source,
+              "completions": len(examples), "tokens": sum(counts["total"].values()), "threshold": a.threshold,
+              "longer": ranking(counts, "up", tok, a.top, a.min_count, skip),
+              "shorter": ranking(counts, "down", tok, a.top, a.min_count, skip),
+              "eos": {"occurrences": n_eos, "mean_shift": counts["summed"][eos] / max(n_eos, 1),
+                      "share_below": counts["down"][eos] / max(n_eos, 1)}}
+    out = Path(a.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot(result, out / f"{NAME}.png")
+    return common.write_outputs(out, NAME, result, markdown(result))

@@ -1,0 +1,178 @@
+"""The evaluations of `lenvm eval`: their metrics by hand, and each one end to end in its --tiny mode."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import SHARED_DATA, make_records, write_jsonl
+from lenvm_rl.evaluation import lifebench, tradeoff
+from lenvm_rl.evaluation.length_prediction import fit_bucket_classifier, fit_prompt_length_regression
+
+
+# ------------------------------------------------------------------------------------------ metrics by hand
+def test_lifebench_length_score_follows_the_benchmark():
+    assert lifebench.length_deviation(48, 64) == -0.25
+    assert lifebench.length_score(-0.25, "equal") == pytest.approx(100 * math.exp(-1.25))
+    assert lifebench.length_score(0.5, "equal") == pytest.approx(100 * math.exp(-1.0))
+    assert lifebench.length_score(-0.25, "at_most") == 100.0  # shorter is fine under a maximum
+    assert lifebench.length_score(0.5, "at_least") == 100.0  # longer is fine above a minimum
+    assert lifebench.length_score(0.5, "at_most") == pytest.approx(100 * math.exp(-1.0))
+    assert lifebench.length_score(-0.5, "at_least") == pytest.approx(100 * math.exp(-2.5))
+    assert lifebench.length_score(0.0, "equal") == 100.0
+
+
+def test_lifebench_averages_per_target_first():
+    rows = [{"target": 32, "ls": 100.0, "ld": 0.0, "num_tokens": 32, "finished": True},
+            {"target": 32, "ls": 0.0, "ld": -1.0, "num_tokens": 0, "finished": True},
+            {"target": 64, "ls": 100.0, "ld": 0.0, "num_tokens": 64, "finished": True}]
+    agg = lifebench.aggregate(rows)
+    assert agg["by_target"][32]["ls"] == 50.0 and agg["ls"] == 75.0  # not the row mean 66.7
+    assert agg["abs_ld"] == 0.25
+
+
+def test_lifebench_token_prompt_and_local_file():
+    tasks = lifebench.load_tasks(str(SHARED_DATA / "lifebench" / "data_lite_no_summary.jsonl"), {"en"})
+    assert tasks and all(t["lang"] == "en" for t in tasks)
+    text = lifebench.token_prompt(tasks[0]["task"], "en", "at_most", 64)
+    assert "at most 64 tokens" in text and "{word_count" not in text and "64 words" not in text
+    cn = lifebench.token_prompt("[要求]你的回答字数必须{word_count_type} {word_count}字。", "cn", "at_least", 32)
+    assert cn.endswith("至少 32个token。")
+
+
+def test_lifebench_refuses_a_critic_trained_on_its_prompts(tmp_path):
+    tasks = lifebench.load_tasks(str(SHARED_DATA / "lifebench" / "data_lite_no_summary.jsonl"), {"en"})
+    (tmp_path / "model").mkdir()
+    leaked = {"prompt_id": "x", "prompt": lifebench.token_prompt(tasks[3]["task"], "en", "equal", 128)}
+    write_jsonl(tmp_path / "rollouts_train.jsonl", [leaked])
+    with pytest.raises(ValueError, match="trained on LIFEBench"):
+        lifebench.check_not_trained_on(str(tmp_path / "model"), tasks)
+
+
+def test_prompt_length_regression_recovers_a_line():
+    predict, info = fit_prompt_length_regression([10, 20, 30, 40], [25, 45, 65, 85])
+    assert info["slope"] == pytest.approx(2.0) and info["intercept"] == pytest.approx(5.0)
+    assert predict(50) == pytest.approx(105.0) and predict(-100) == 1.0
+
+
+def test_bucket_classifier_learns_separable_prompts():
+    torch.manual_seed(0)
+    lengths = [5] * 20 + [200] * 20
+    feats = torch.cat([torch.randn(20, 8) - 3, torch.randn(20, 8) + 3])
+    predict, info = fit_bucket_classifier(feats, lengths, gamma=0.99, n_buckets=2)
+    assert info["train_accuracy"] == 1.0
+    assert predict(torch.full((1, 8), -3.0)) == [pytest.approx(5.0)]
+    assert predict(torch.full((1, 8), 3.0)) == [pytest.approx(200.0)]
+
+
+def test_tradeoff_counts_answers_over_the_budget_as_wrong():
+    rows = [{"answer": "7"}, {"answer": "9"}, {"answer": "3"}]
+    outs = [{"text": "7", "num_tokens": 2, "finished": True},
+            {"text": "9 is the sum, because", "num_tokens": 12, "finished": True},
+            {"text": "3 and on and on", "num_tokens": 16, "finished": False}]
+    from lenvm_rl.rl.tasks import addition_reward
+
+    s = tradeoff.score(outs, rows, addition_reward, budget=8)
+    assert s["accuracy"] == pytest.approx(1 / 3) and s["mean_tokens"] == pytest.approx((2 + 8 + 8) / 3)
+    assert s["over_budget"] == pytest.approx(2 / 3)
+    s = tradeoff.score(outs, rows, addition_reward, budget=16)
+    assert s["accuracy"] == pytest.approx(2 / 3)  # the unfinished one is cut, so wrong
+    curve = [{"mean_tokens": 10.0, "accuracy": 0.2}, {"mean_tokens": 30.0, "accuracy": 0.6}]
+    assert tradeoff.accuracy_at(curve, 20.0) == pytest.approx(0.4)
+
+
+def test_eval_cli_lists_and_rejects_names(capsys):
+    from lenvm_rl.cli import main
+
+    assert main(["eval"]) == 0 and "lifebench" in capsys.readouterr().out
+    assert main(["eval", "nope"]) == 2
+
+
+# ------------------------------------------------------------------------------------------ end to end, --tiny
+@pytest.fixture(scope="module")
+def quickstart_layout(tmp_path_factory, tiny_causal_dir, tokenizer):
+    """A tiny critic in the quickstart layout: model/ beside rollouts_train.jsonl and rollouts_heldout.jsonl."""
+    from lenvm_rl.modeling import LengthValueModel
+
+    root = tmp_path_factory.mktemp("qs")
+    torch.manual_seed(0)
+    LengthValueModel.from_backbone(str(tiny_causal_dir), gamma=0.95).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    write_jsonl(root / "rollouts_train.jsonl", make_records(tokenizer, n=24, seed=1))
+    write_jsonl(root / "rollouts_heldout.jsonl", make_records(tokenizer, n=12, seed=2))
+    prompts = [{"prompt_id": f"q{i}", "prompt": f"Tell me about thing {i}."} for i in range(4)]
+    write_jsonl(root / "heldout_prompts.jsonl", prompts)
+    return root
+
+
+def _run(name, layout, tiny_causal_dir, tmp_path, *extra):
+    import importlib
+
+    out = tmp_path / name
+    argv = ["--tiny", "--critic", str(layout / "model"), "--generator", str(tiny_causal_dir), "--output-dir",
+            str(out), *extra]
+    result = importlib.import_module(f"lenvm_rl.evaluation.{name}").main(argv)
+    for suffix in ("json", "md", "png"):
+        assert (out / f"{name}.{suffix}").stat().st_size > 0, suffix
+    assert json.loads((out / f"{name}.json").read_text())["command"].startswith(f"lenvm eval {name}")
+    return result, out
+
+
+def test_length_prediction_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
+    result, _ = _run("length_prediction", quickstart_layout, tiny_causal_dir, tmp_path, "--prompts",
+                     str(quickstart_layout / "heldout_prompts.jsonl"), "--max-new-tokens", "48", "--buckets", "2")
+    names = list(result["predictors"])
+    assert names[0] == "LenVM" and "prompt-length regression" in names and "bucket classifier (S3-style)" in names
+    for m in result["predictors"].values():
+        assert m["prompts"] == result["prompts"] > 0 and m["mre"] >= 0 and m["mae"] >= 0
+    assert set(result["online"]) >= {"online_re_0", "online_re_25", "online_re_50", "online_re_75", "value_mse"}
+
+
+def test_length_prediction_refuses_trained_prompts(quickstart_layout, tiny_causal_dir, tmp_path):
+    leaked = tmp_path / "leaked.jsonl"
+    write_jsonl(leaked, [{"prompt_id": "p0", "prompt": "Question number 0?"}])
+    with pytest.raises(ValueError, match="training rollouts"):
+        _run("length_prediction", quickstart_layout, tiny_causal_dir, tmp_path, "--prompts", str(leaked))
+
+
+def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
+    result, _ = _run("lifebench", quickstart_layout, tiny_causal_dir, tmp_path, "--data",
+                     str(SHARED_DATA / "lifebench" / "data_lite_no_summary.jsonl"))
+    assert set(result["summary"]) == {"plain", "lenvm", "lenvm_extreme"}
+    assert "equal" not in result["summary"]["lenvm_extreme"]  # one rule for Equal To
+    assert len(result["rows"]) == 2 * (3 + 3 + 2)  # 2 tasks x (3 modes plain, 3 guided, 2 extreme)
+    for r in result["rows"]:
+        assert 0.0 <= r["ls"] <= 100.0 and r["ls"] == pytest.approx(lifebench.length_score(r["ld"], r["mode"]))
+        assert r["num_tokens"] <= 2 * r["target"] + 64
+    guided = [r for r in result["rows"] if r["arm"] == "lenvm" and r["mode"] == "at_least"]
+    assert all(r["num_tokens"] >= r["target"] for r in guided)  # EOS is masked before the target
+
+
+def test_tradeoff_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
+    result, _ = _run("tradeoff", quickstart_layout, tiny_causal_dir, tmp_path)
+    assert [q["budget"] for q in result["budget"]] == [4, 8] and [q["beta"] for q in result["tilt"]] == [0.0, 2.0]
+    for q in result["budget"] + result["tilt"]:
+        assert 0.0 <= q["accuracy"] <= 1.0 and 0 <= q["mean_tokens"] <= 8
+    # Means of min(length, B) can only grow with B.
+    assert result["budget"][0]["mean_tokens"] <= result["budget"][1]["mean_tokens"]
+
+
+def test_length_tokens_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
+    result, _ = _run("length_tokens", quickstart_layout, tiny_causal_dir, tmp_path)
+    assert result["completions"] == 8 and result["tokens"] > 0
+    for r in result["longer"]:
+        assert r["count"] >= 1 and r["mean_shift"] > -1
+    assert result["eos"]["occurrences"] == sum(1 for _ in range(8))  # every finished completion ends with EOS
+
+
+def test_visualize_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
+    result, out = _run("visualize", quickstart_layout, tiny_causal_dir, tmp_path, "--index", "0")
+    rows = result["tokens"]
+    assert [r["true_remaining"] for r in rows] == list(range(len(rows) - 1, -1, -1))  # counts down to 0 at EOS
+    page = (out / "visualize.html").read_text()
+    assert page.startswith("<!doctype html>") and page.count(" data-i=") == len(rows) and "title=" in page
+    with pytest.raises(ValueError, match="out of range"):
+        _run("visualize", quickstart_layout, tiny_causal_dir, tmp_path, "--index", "999")
