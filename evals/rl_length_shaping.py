@@ -57,13 +57,13 @@ def write_prompt_file(path: Path, n: int, seed: int) -> Path:
     return path
 
 
-def train_critic(out: Path, policy: str, max_new: int, tiny: bool) -> str:
+def train_critic(out: Path, policy: str, max_new: int, temperature: float, tiny: bool) -> str:
     from lenvm_rl.quickstart import QuickstartConfig, run_quickstart
 
     prompts = write_prompt_file(out / "critic_prompts.jsonl", 16 if tiny else 64, seed=1234)
     cfg = QuickstartConfig(output_dir=str(out / "critic"), model=policy, prompts=str(prompts), categories="",
                            eval_prompts_per_category=4, train_samples=2 if tiny else 4, eval_samples=2 if tiny else 8,
-                           max_new_tokens=max_new, temperature=1.0, top_p=1.0, num_train_epochs=1 if tiny else 3,
+                           max_new_tokens=max_new, temperature=temperature, top_p=1.0, num_train_epochs=1 if tiny else 3,
                            max_length=256, bf16=not tiny)
     report = run_quickstart(cfg)
     (out / "critic_report.json").write_text(json.dumps(report["length_prediction"], indent=2))
@@ -80,7 +80,7 @@ def run_arm(arm: str, a, policy: str, critic_path: str) -> list[dict]:
 
     common = dict(output_dir=str(Path(a.output_dir) / "runs" / arm), per_device_train_batch_size=a.batch,
                   num_generations=a.num_generations, max_completion_length=a.max_new_tokens, max_steps=a.steps,
-                  learning_rate=a.learning_rate, temperature=1.0, beta=0.0, use_cpu=not torch.cuda.is_available(),
+                  learning_rate=a.learning_rate, temperature=a.temperature, beta=0.0, use_cpu=not torch.cuda.is_available(),
                   bf16=not a.tiny, report_to=[], save_strategy="no", logging_steps=1, seed=a.seed, disable_tqdm=False)
     rewards = [addition_reward]
     if arm == "soft_overlong":
@@ -152,6 +152,8 @@ def main(argv=None) -> dict:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=2e-5)
     p.add_argument("--length-coef", type=float, default=0.3)
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of GRPO and of the critic's "
+                                                                     "rollouts (the critic models the policy's sampling)")
     p.add_argument("--window", type=int, default=10, help="steps averaged for the table")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help="a tiny random policy and 2 steps per arm (CI)")
@@ -167,7 +169,7 @@ def main(argv=None) -> dict:
     if a.tiny:
         a.steps, a.batch, a.max_new_tokens, a.window = 2, 4, 8, 1
     policy = a.policy or resolve_model(None)
-    critic_path = train_critic(out, policy, 128 if not a.tiny else 16, a.tiny)
+    critic_path = train_critic(out, policy, 128 if not a.tiny else 16, a.temperature, a.tiny)
 
     results_file = out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {"arms": {}}

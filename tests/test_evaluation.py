@@ -7,10 +7,13 @@ import math
 
 import pytest
 import torch
-
 from conftest import SHARED_DATA, make_records, write_jsonl
+
 from lenvm_rl.evaluation import lifebench, tradeoff
-from lenvm_rl.evaluation.length_prediction import fit_bucket_classifier, fit_prompt_length_regression
+from lenvm_rl.evaluation.length_prediction import (
+    fit_bucket_classifier,
+    fit_prompt_length_regression,
+)
 
 
 # ------------------------------------------------------------------------------------------ metrics by hand
@@ -37,6 +40,8 @@ def test_lifebench_averages_per_target_first():
 def test_lifebench_token_prompt_and_local_file():
     tasks = lifebench.load_tasks(str(SHARED_DATA / "lifebench" / "data_lite_no_summary.jsonl"), {"en"})
     assert tasks and all(t["lang"] == "en" for t in tasks)
+    few = lifebench.load_tasks(str(SHARED_DATA / "lifebench" / "data_lite_no_summary.jsonl"), {"en"}, per_category=2)
+    assert sorted(t["category"] for t in few) == ["create", "create", "qa", "qa", "reasoning", "reasoning"]
     text = lifebench.token_prompt(tasks[0]["task"], "en", "at_most", 64)
     assert "at most 64 tokens" in text and "{word_count" not in text and "64 words" not in text
     cn = lifebench.token_prompt("[要求]你的回答字数必须{word_count_type} {word_count}字。", "cn", "at_least", 32)

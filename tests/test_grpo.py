@@ -84,6 +84,9 @@ def test_task_rewards():
     from lenvm_rl.rl.tasks import addition_reward, gsm8k_reward
 
     assert addition_reward(["12", "The answer is 13.", "no"], answer=["12", "12", "3"]) == [1.0, 0.0, 0.0]
+    # The operands restated first do not count; the first stated result does, and only it.
+    assert addition_reward(["7 + 5 = 12", "7 + 5 = 11, no wait = 12", "The sum of 7 and 5 is 12."],
+                           answer=["12", "12", "12"]) == [1.0, 0.0, 1.0]
     assert gsm8k_reward(["so 1,234 apples", "it is 5"], answer=["... #### 1234", "#### 6"]) == [1.0, 0.0]
 
 

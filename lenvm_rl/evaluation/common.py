@@ -31,7 +31,8 @@ def command_line(name: str, argv) -> str:
 
 
 def setup_threads() -> None:
-    if not torch.cuda.is_available():
+    """All cores on CPU, unless OMP_NUM_THREADS says otherwise (e.g. to share the machine)."""
+    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(os.cpu_count() or 1)
 
 

@@ -2,8 +2,10 @@
 
 The length shift of token x_t is ``-delta_t = V(s_{t-1}) - r - gamma V(s_t)`` (DESIGN section 1): positive when
 choosing that token moved the expected continuation longer. Over held-out completions, each token counts how
-often its shift exceeds +threshold (lengthening) or falls below -threshold (shortening); the chart ranks the
-tokens by those counts. EOS (always shortening: it ends the answer) is reported apart.
+often its shift exceeds +threshold (lengthening) or falls below -threshold (shortening). Raw counts are led by
+the most frequent tokens ('.', ',' and ' the' land in both lists), so by default the chart ranks tokens seen at
+least ``--min-count`` times by the share of their occurrences beyond the threshold (``--rank count`` for the raw
+counts). EOS (always shortening: it ends the answer) is reported apart.
 """
 
 from __future__ import annotations
@@ -35,9 +37,13 @@ def count_shifts(critic, examples: list[dict], threshold: float, batch_size: int
     return {"total": total, "up": up, "down": down, "summed": summed}
 
 
-def ranking(counts: dict, key: str, tokenizer, top: int, min_count: int, skip: set[int]) -> list[dict]:
+def ranking(counts: dict, key: str, tokenizer, top: int, min_count: int, skip: set[int],
+            by: str = "share") -> list[dict]:
+    """Tokens seen at least ``min_count`` times, by the share of their occurrences beyond the threshold in that
+    direction (``by="share"``) or by the raw number of such occurrences (``by="count"``)."""
     ids = [t for t in counts[key] if counts["total"][t] >= min_count and t not in skip and counts[key][t] > 0]
-    ids.sort(key=lambda t: (-counts[key][t], -counts[key][t] / counts["total"][t]))
+    share = {t: counts[key][t] / counts["total"][t] for t in ids}
+    ids.sort(key=lambda t: (-share[t], -counts[key][t]) if by == "share" else (-counts[key][t], -share[t]))
     return [{"token": tokenizer.decode([t]), "id": t, "count": counts[key][t], "occurrences": counts["total"][t],
              "share": counts[key][t] / counts["total"][t], "mean_shift": counts["summed"][t] / counts["total"][t]}
             for t in ids[:top]]
@@ -49,12 +55,13 @@ def plot(result: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.32 * max(len(result["longer"]), len(result["shorter"]), 5) + 1.5))
     for ax, key, color, title in ((axes[0], "longer", "tab:red", f"shift > +{result['threshold']}: lengthening"),
                                   (axes[1], "shorter", "tab:blue", f"shift < -{result['threshold']}: shortening")):
-        rows = result[key]
-        ax.barh([repr(r["token"]) for r in rows], [r["count"] for r in rows], color=color)
+        rows, by_share = result[key], result["rank"] == "share"
+        width = [100 * r["share"] if by_share else r["count"] for r in rows]
+        ax.barh([repr(r["token"]) for r in rows], width, color=color)
         ax.invert_yaxis()
-        ax.set(xlabel="times (over held-out completions)", title=title)
+        ax.set(xlabel="% of the token's occurrences" if by_share else "times", title=title)
         for i, r in enumerate(rows):
-            ax.text(r["count"], i, f" {100 * r['share']:.0f} % of {r['occurrences']}", va="center", fontsize=7)
+            ax.text(width[i], i, f" {r['count']} of {r['occurrences']}", va="center", fontsize=7)
     fig.suptitle(f"length tokens ({result['completions']} completions, {result['tokens']} tokens)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -64,7 +71,8 @@ def plot(result: dict, path: Path) -> Path:
 
 def markdown(result: dict) -> str:
     lines = [f"### Length tokens ({result['completions']} held-out completions, {result['tokens']} tokens, "
-             f"threshold {result['threshold']})", "", "| lengthening token | times | share | | shortening token | "
+             f"threshold {result['threshold']}; ranked by {result['rank']}, tokens seen >= {result['min_count']} times)",
+             "", "| lengthening token | times | share | | shortening token | "
              "times | share |", "|---|---:|---:|---|---|---:|---:|"]
     for i in range(max(len(result["longer"]), len(result["shorter"]))):
         cells = []
@@ -84,7 +92,9 @@ def main(argv=None) -> dict:
     p.add_argument("--rollouts", default=None, help="completions to read (default: the quickstart's held-out ones)")
     p.add_argument("--threshold", type=float, default=0.01, help="|length shift| that counts (value units)")
     p.add_argument("--top", type=int, default=15)
-    p.add_argument("--min-count", type=int, default=3, help="tokens seen fewer times are not ranked")
+    p.add_argument("--min-count", type=int, default=10, help="tokens seen fewer times are not ranked")
+    p.add_argument("--rank", choices=["share", "count"], default="share",
+                   help="order by the share of a token's occurrences beyond the threshold, or by their number")
     p.add_argument("--limit", type=int, default=None, help="first N rollouts only")
     a = p.parse_args(argv)
     if a.tiny:
@@ -100,8 +110,9 @@ def main(argv=None) -> dict:
     n_eos = counts["total"][eos]
     result = {"command": common.command_line(NAME, argv), "critic": a.critic, "rollouts": source,
               "completions": len(examples), "tokens": sum(counts["total"].values()), "threshold": a.threshold,
-              "longer": ranking(counts, "up", tok, a.top, a.min_count, skip),
-              "shorter": ranking(counts, "down", tok, a.top, a.min_count, skip),
+              "rank": a.rank, "min_count": a.min_count,
+              "longer": ranking(counts, "up", tok, a.top, a.min_count, skip, a.rank),
+              "shorter": ranking(counts, "down", tok, a.top, a.min_count, skip, a.rank),
               "eos": {"occurrences": n_eos, "mean_shift": counts["summed"][eos] / max(n_eos, 1),
                       "share_below": counts["down"][eos] / max(n_eos, 1)}}
     out = Path(a.output_dir)

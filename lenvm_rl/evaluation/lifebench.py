@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def length_score(ld: float, mode: str) -> float:
     return 100.0
 
 
-def load_tasks(source: str, langs: set[str], limit: int | None = None) -> list[dict]:
+def load_tasks(source: str, langs: set[str], limit: int | None = None, per_category: int | None = None) -> list[dict]:
     """LIFEBench rows from a local ``.jsonl`` or the hub id; Summarization rows are skipped (as in the local file)."""
     if Path(source).is_file():
         rows = [json.loads(line) for line in Path(source).read_text().splitlines() if line.strip()]
@@ -57,6 +58,14 @@ def load_tasks(source: str, langs: set[str], limit: int | None = None) -> list[d
     for r in rows:
         if "{word_count_type}" not in r["task"] or "{word_count}" not in r["task"]:
             raise ValueError(f"LIFEBench row {r.get('id')} lacks the {{word_count_type}} / {{word_count}} placeholders")
+    if per_category:  # the first N of each (lang, category), in file order
+        seen = Counter()
+        kept = []
+        for r in rows:
+            seen[r["lang"], r.get("category")] += 1
+            if seen[r["lang"], r.get("category")] <= per_category:
+                kept.append(r)
+        rows = kept
     return rows[:limit] if limit else rows
 
 
@@ -130,6 +139,7 @@ def main(argv=None) -> dict:
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--limit", type=int, default=None, help="first N tasks only")
+    p.add_argument("--per-category", type=int, default=None, help="first N tasks of each language and category")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=0.9)
     a = p.parse_args(argv)
@@ -145,7 +155,7 @@ def main(argv=None) -> dict:
         if arm not in ARMS:
             raise ValueError(f"unknown arm {arm!r}; choose from {ARMS}")
 
-    tasks = load_tasks(a.data, set(a.langs.split(",")), a.limit)
+    tasks = load_tasks(a.data, set(a.langs.split(",")), a.limit, a.per_category)
     critic = common.load_critic(a.critic)
     check_not_trained_on(a.critic, tasks)
     model, tokenizer = common.load_generator(a.generator, critic)

@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
     p.add_argument("--data", default=None, help="gsm8k: a local test.jsonl or a dataset id (default openai/gsm8k)")
     p.add_argument("--prompts", type=int, default=64, help="how many prompts")
     p.add_argument("--budgets", default="8,16,24,32,48,64,96", help="hard token budgets; the largest is the cap")
-    p.add_argument("--betas", default="0,1,2,4,8", help="tilting strengths (> 0 shortens)")
+    p.add_argument("--betas", default="0,5,10,20,40", help="tilting strengths (> 0 shortens)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=0.9)
     a = p.parse_args(argv)

@@ -106,8 +106,9 @@ def main(argv=None) -> dict:
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     title = f"LenVM count-down over a {len(rows)}-token completion"
-    plot_remaining_length([r["true_remaining"] for r in rows],
-                          [r["predicted_remaining"] for r in rows], out / f"{NAME}.png", title=title)
+    # The first point is the prompt boundary s_0, then the state after each completion token.
+    plot_remaining_length([len(rows)] + [r["true_remaining"] for r in rows],
+                          [boundary] + [r["predicted_remaining"] for r in rows], out / f"{NAME}.png", title=title)
     (out / f"{NAME}.html").write_text(html_page(rows, title, prompt, boundary))
     err = sum(abs(r["predicted_remaining"] - r["true_remaining"]) for r in rows) / len(rows)
     result = {"command": common.command_line(NAME, argv), "critic": a.critic, "rollouts": source,

@@ -21,12 +21,17 @@ def addition_dataset(n: int = 512, seed: int = 0, max_operand: int = 20):
 
 
 def addition_reward(completions, answer, **kwargs) -> list[float]:
-    """1.0 when the first number in the completion equals the answer, else 0.0."""
+    """1.0 when the completion's first stated result equals the answer, else 0.0.
+
+    The stated result is the number right after the first ``=`` or ``is`` ("7 + 5 = 12", "The sum is 12"), else
+    the first number: small chat models restate the sum before answering, so the first number is often an
+    operand. Anything after the first result is not read, so a wrong first claim cannot be fixed later.
+    """
     out = []
     for completion, target in zip(completions, answer):
         text = completion[-1]["content"] if isinstance(completion, list) else completion
-        match = re.search(r"-?\d+", text)
-        out.append(1.0 if match and match.group() == str(target) else 0.0)
+        match = re.search(r"(?:=|\bis)\s*(-?\d+)", text) or re.search(r"(-?\d+)", text)
+        out.append(1.0 if match and match.group(1) == str(target) else 0.0)
     return out
 
 
