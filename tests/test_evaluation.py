@@ -151,7 +151,7 @@ def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
     assert len(result["rows"]) == 2 * (3 + 3 + 2)  # 2 tasks x (3 modes plain, 3 guided, 2 extreme)
     for r in result["rows"]:
         assert 0.0 <= r["ls"] <= 100.0 and r["ls"] == pytest.approx(lifebench.length_score(r["ld"], r["mode"]))
-        assert r["num_tokens"] <= 2 * r["target"] + 64
+        assert r["num_tokens"] <= 2 * r["target"]  # the default cap
     guided = [r for r in result["rows"] if r["arm"] == "lenvm" and r["mode"] == "at_least"]
     assert all(r["num_tokens"] >= r["target"] for r in guided)  # EOS is masked before the target
 
@@ -169,7 +169,7 @@ def test_length_tokens_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
     result, _ = _run("length_tokens", quickstart_layout, tiny_causal_dir, tmp_path)
     assert result["completions"] == 8 and result["tokens"] > 0
     for r in result["longer"]:
-        assert r["count"] >= 1 and r["mean_shift"] > -1
+        assert r["count"] >= 1 and r["net"] > 0 and r["mean_shift"] > -1  # net: more often up than down
     assert result["eos"]["occurrences"] == sum(1 for _ in range(8))  # every finished completion ends with EOS
 
 

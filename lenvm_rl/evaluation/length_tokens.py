@@ -4,8 +4,8 @@ The length shift of token x_t is ``-delta_t = V(s_{t-1}) - r - gamma V(s_t)`` (D
 choosing that token moved the expected continuation longer. Over held-out completions, each token counts how
 often its shift exceeds +threshold (lengthening) or falls below -threshold (shortening). Raw counts are led by
 the most frequent tokens ('.', ',' and ' the' land in both lists), so by default the chart ranks tokens seen at
-least ``--min-count`` times by the share of their occurrences beyond the threshold (``--rank count`` for the raw
-counts). EOS (always shortening: it ends the answer) is reported apart.
+least ``--min-count`` times by net count: times beyond the threshold in one direction minus times in the other
+(``--rank count`` / ``share`` for the alternatives). EOS (always shortening: it ends the answer) is apart.
 """
 
 from __future__ import annotations
@@ -38,15 +38,24 @@ def count_shifts(critic, examples: list[dict], threshold: float, batch_size: int
 
 
 def ranking(counts: dict, key: str, tokenizer, top: int, min_count: int, skip: set[int],
-            by: str = "share") -> list[dict]:
-    """Tokens seen at least ``min_count`` times, by the share of their occurrences beyond the threshold in that
-    direction (``by="share"``) or by the raw number of such occurrences (``by="count"``)."""
+            by: str = "net") -> list[dict]:
+    """Tokens seen at least ``min_count`` times, ordered by ``by``:
+
+    net    times beyond the threshold in this direction minus times in the other (frequent tokens such as '.'
+           shift both ways and cancel; a token that reliably lengthens across many answers ranks high)
+    count  times beyond the threshold in this direction
+    share  those times over all its occurrences (favours tokens tied to one prompt's answers)
+    """
+    other = "down" if key == "up" else "up"
     ids = [t for t in counts[key] if counts["total"][t] >= min_count and t not in skip and counts[key][t] > 0]
     share = {t: counts[key][t] / counts["total"][t] for t in ids}
-    ids.sort(key=lambda t: (-share[t], -counts[key][t]) if by == "share" else (-counts[key][t], -share[t]))
-    return [{"token": tokenizer.decode([t]), "id": t, "count": counts[key][t], "occurrences": counts["total"][t],
-             "share": counts[key][t] / counts["total"][t], "mean_shift": counts["summed"][t] / counts["total"][t]}
-            for t in ids[:top]]
+    net = {t: counts[key][t] - counts[other][t] for t in ids}
+    order = {"net": lambda t: (-net[t], -share[t]), "count": lambda t: (-counts[key][t], -share[t]),
+             "share": lambda t: (-share[t], -counts[key][t])}[by]
+    ids = [t for t in sorted(ids, key=order) if by != "net" or net[t] > 0]
+    return [{"token": tokenizer.decode([t]), "id": t, "count": counts[key][t], "net": net[t],
+             "occurrences": counts["total"][t], "share": share[t],
+             "mean_shift": counts["summed"][t] / counts["total"][t]} for t in ids[:top]]
 
 
 def plot(result: dict, path: Path) -> Path:
@@ -55,11 +64,12 @@ def plot(result: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.32 * max(len(result["longer"]), len(result["shorter"]), 5) + 1.5))
     for ax, key, color, title in ((axes[0], "longer", "tab:red", f"shift > +{result['threshold']}: lengthening"),
                                   (axes[1], "shorter", "tab:blue", f"shift < -{result['threshold']}: shortening")):
-        rows, by_share = result[key], result["rank"] == "share"
-        width = [100 * r["share"] if by_share else r["count"] for r in rows]
+        rows, rank = result[key], result["rank"]
+        width = [100 * r["share"] if rank == "share" else r[rank] for r in rows]
         ax.barh([repr(r["token"]) for r in rows], width, color=color)
         ax.invert_yaxis()
-        ax.set(xlabel="% of the token's occurrences" if by_share else "times", title=title)
+        ax.set(xlabel={"share": "% of the token's occurrences", "count": "times",
+                       "net": "times this way minus times the other way"}[rank], title=title)
         for i, r in enumerate(rows):
             ax.text(width[i], i, f" {r['count']} of {r['occurrences']}", va="center", fontsize=7)
     fig.suptitle(f"length tokens ({result['completions']} completions, {result['tokens']} tokens)")
@@ -72,13 +82,13 @@ def plot(result: dict, path: Path) -> Path:
 def markdown(result: dict) -> str:
     lines = [f"### Length tokens ({result['completions']} held-out completions, {result['tokens']} tokens, "
              f"threshold {result['threshold']}; ranked by {result['rank']}, tokens seen >= {result['min_count']} times)",
-             "", "| lengthening token | times | share | | shortening token | "
-             "times | share |", "|---|---:|---:|---|---|---:|---:|"]
+             "", "| lengthening token | times (net) | of | | shortening token | "
+             "times (net) | of |", "|---|---:|---:|---|---|---:|---:|"]
     for i in range(max(len(result["longer"]), len(result["shorter"]))):
         cells = []
         for key in ("longer", "shorter"):
             r = result[key][i] if i < len(result[key]) else None
-            cells.append(f"`{r['token']!r}` | {r['count']} | {100 * r['share']:.0f} %" if r else " | | ")
+            cells.append(f"`{r['token']!r}` | {r['count']} ({r['net']:+d}) | {r['occurrences']}" if r else " | | ")
         lines.append(f"| {cells[0]} | | {cells[1]} |")
     eos = result["eos"]
     if eos["occurrences"]:
@@ -93,8 +103,9 @@ def main(argv=None) -> dict:
     p.add_argument("--threshold", type=float, default=0.01, help="|length shift| that counts (value units)")
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--min-count", type=int, default=10, help="tokens seen fewer times are not ranked")
-    p.add_argument("--rank", choices=["share", "count"], default="share",
-                   help="order by the share of a token's occurrences beyond the threshold, or by their number")
+    p.add_argument("--rank", choices=["net", "count", "share"], default="net",
+                   help="order by times beyond the threshold minus times the other way (net), by those times "
+                        "(count), or by their share of the token's occurrences (share)")
     p.add_argument("--limit", type=int, default=None, help="first N rollouts only")
     a = p.parse_args(argv)
     if a.tiny:

@@ -9,7 +9,8 @@ for "<equal to | at most | at least> T tokens" and counts the generator's tokens
 
 Metrics (``../shared/data/README.md``): ``LD = (L_out - T) / T``; ``LS = 100 exp(5 LD)`` below the target for
 Equal To / At Least, ``100 exp(-2 LD)`` above it for Equal To / At Most, else 100; averaged per target, then
-over targets. Every arm stops at ``2 T + 64`` tokens, so a plain answer's LD is at most ``1 + 64 / T``.
+over targets. Every arm stops at ``--max-new-factor`` x T tokens (default 2), so LD is at most +1 and an
+Equal To / At Most answer scores at least 100 exp(-2) = 13.5: the cap can only flatter the plain arm.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def main(argv=None) -> dict:
     p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--limit", type=int, default=None, help="first N tasks only")
     p.add_argument("--per-category", type=int, default=None, help="first N tasks of each language and category")
+    p.add_argument("--max-new-factor", type=float, default=2.0, help="generation cap, in multiples of the target")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=0.9)
     a = p.parse_args(argv)
@@ -164,7 +166,7 @@ def main(argv=None) -> dict:
     for mode in modes:
         for target in targets:
             prompts = [[{"role": "user", "content": token_prompt(t["task"], t["lang"], mode, target)}] for t in tasks]
-            cap = 2 * target + 64
+            cap = math.ceil(a.max_new_factor * target)
             for arm in arms:
                 if arm == "lenvm_extreme" and mode == "equal":
                     continue  # one rule for Equal To
