@@ -8,6 +8,7 @@ the same seed, data, learning rate and step budget:
     kimi            + a token-counting group length reward in the Kimi k1.5 style (sequence level)
     lenvm_adv       + LenVM advantage shaping (per token: GAE of the length residuals)
     lenvm_pot       + LenVM potential-based shaping (per token)
+    lenvm_adv_centered  lenvm_adv with the length term centred (``center_length_advantages``)
 
 The critic is a LenVM trained first on the starting policy's own completions of *other* addition prompts
 (the quickstart pipeline with a prompts file). Each arm writes its log after it ends; a rerun skips finished
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-ARMS = ("task", "soft_overlong", "kimi", "lenvm_adv", "lenvm_pot")
+ARMS = ("task", "soft_overlong", "kimi", "lenvm_adv", "lenvm_pot", "lenvm_adv_centered")
 TASK_KEY = "rewards/addition_reward/mean"
 
 
@@ -93,7 +94,8 @@ def run_arm(arm: str, a, policy: str, critic_path: str) -> list[dict]:
                   train_dataset=addition_dataset(n=a.steps * a.batch // a.num_generations * 2, seed=a.seed))
     if arm.startswith("lenvm"):
         args = LengthShapedGRPOConfig(**common, critic_model_path=critic_path, length_coef=a.length_coef,
-                                      length_shaping="advantage" if arm == "lenvm_adv" else "potential")
+                                      length_shaping="potential" if arm == "lenvm_pot" else "advantage",
+                                      center_length_advantages=arm == "lenvm_adv_centered")
         trainer = LengthShapedGRPOTrainer(args=args, **kwargs)
     else:
         trainer = GRPOTrainer(args=GRPOConfig(**common), **kwargs)

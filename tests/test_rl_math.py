@@ -64,3 +64,24 @@ def test_critic_rl_api_on_left_padded_prompts(tiny_backbone, tokenizer):
     assert torch.allclose(adv[0, :3], (returns - v0[:3]).float(), atol=1e-5)  # terminated: EOS auto-detected
     f = critic.shaping_rewards(prompt_ids, prompt_mask, completion_ids, completion_mask)
     assert torch.allclose(R.discounted_cumsum(f.double(), G)[0, :3], -v0[:3], atol=1e-5)
+
+
+def test_length_term_normalisation_keeps_or_removes_the_mean():
+    import torch
+
+    from lenvm_rl.rl.trainer import normalize_length_term
+
+    term = torch.tensor([[1.0, 2.0, 3.0, 99.0], [3.0, 5.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+
+    def total(x):
+        return x  # one process
+
+    kept = normalize_length_term(term * mask, mask, total)
+    vals = kept[mask.bool()]
+    assert torch.allclose(vals / vals[0], torch.tensor([1.0, 2.0, 3.0, 3.0, 5.0]))  # a pure rescale
+    assert vals.std(unbiased=False) == pytest.approx(1.0, abs=1e-5)
+    centred = normalize_length_term(term * mask, mask, total, center=True)
+    vals = centred[mask.bool()]
+    assert vals.mean() == pytest.approx(0.0, abs=1e-6) and vals.std(unbiased=False) == pytest.approx(1.0, abs=1e-5)
+    assert (centred[~mask.bool()] == 0).all()

@@ -39,6 +39,10 @@ class LengthShapedGRPOConfig(GRPOConfig):
         whiten_length_advantages (`bool`, *optional*, defaults to `True`):
             Scale the length term to unit standard deviation over the completion tokens of all processes
             (its mean is kept: a shift would favour or penalise every token alike).
+        center_length_advantages (`bool`, *optional*, defaults to `False`):
+            Subtract the length term's mean over the completion tokens of all processes (before scaling). Once the
+            policy is shorter than the frozen critic expects, every residual is positive; centring keeps only the
+            token-to-token differences. See the GRPO experiment in the README.
         bootstrap_truncated (`bool`, *optional*, defaults to `True`):
             Bootstrap truncated completions with the critic's value of their last state; if False their
             length term is zero.
@@ -53,6 +57,7 @@ class LengthShapedGRPOConfig(GRPOConfig):
     force_length_gamma: bool = field(default=False, metadata={"help": "Allow a gamma other than the critic's."})
     length_gae_lambda: float = field(default=1.0, metadata={"help": "GAE lambda of the 'advantage' mode."})
     whiten_length_advantages: bool = field(default=True, metadata={"help": "Unit-std length term (all processes)."})
+    center_length_advantages: bool = field(default=False, metadata={"help": "Zero-mean length term (all processes)."})
     bootstrap_truncated: bool = field(default=True, metadata={"help": "Bootstrap truncated rows with the critic."})
     critic_batch_size: int = field(default=8, metadata={"help": "Rows per critic forward."})
 

@@ -8,6 +8,7 @@ loss broadcasts either shape for every ``loss_type``; the output is buffered, so
 
 from __future__ import annotations
 
+import torch
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp
 
@@ -67,11 +68,10 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
         term = term.float() * mask
         if not self.args.bootstrap_truncated:
             term = term * terminated[:, None]
-        if self.args.whiten_length_advantages:
-            count = self.accelerator.reduce(mask.sum(), reduction="sum").clamp(min=1)
-            mean = self.accelerator.reduce((term * mask).sum(), reduction="sum") / count
-            var = self.accelerator.reduce((((term - mean) * mask) ** 2).sum(), reduction="sum") / count
-            term = term / (var.sqrt() + 1e-6)
+        if self.args.whiten_length_advantages or self.args.center_length_advantages:
+            term = normalize_length_term(term, mask, lambda x: self.accelerator.reduce(x, reduction="sum"),
+                                         scale=self.args.whiten_length_advantages,
+                                         center=self.args.center_length_advantages)
 
         advantages = output["advantages"]
         if advantages.dim() == 1:
@@ -86,3 +86,18 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["length/predicted_remaining_at_prompt"].append(boundary.mean().item())
         self._metrics[mode]["length/terminated_share"].append(terminated.float().mean().item())
         return output
+
+
+def normalize_length_term(term, mask, global_sum, scale: bool = True, center: bool = False):
+    """Centre (optional) and scale to unit std the length term over the completion tokens of all processes.
+
+    ``global_sum`` sums a tensor over processes. Without ``center`` the mean is kept (see the config).
+    """
+    count = global_sum(mask.sum()).clamp(min=1)
+    mean = global_sum((term * mask).sum()) / count
+    if center:
+        term, mean = (term - mean) * mask, torch.zeros_like(mean)
+    if scale:
+        var = global_sum((((term - mean) * mask) ** 2).sum()) / count
+        term = term / (var.sqrt() + 1e-6)
+    return term
