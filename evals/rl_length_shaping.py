@@ -111,10 +111,7 @@ def tokens_at_equal_reward(rows: list[dict], window: int) -> dict:
 
 
 def plot(results: dict, path: Path, smooth: int) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lenvm_rl.plots import plt, save_figure
 
     def running(xs):
         return [sum(xs[max(0, i - smooth + 1):i + 1]) / len(xs[max(0, i - smooth + 1):i + 1]) for i in range(len(xs))]
@@ -128,10 +125,7 @@ def plot(results: dict, path: Path, smooth: int) -> Path:
     ax2.set(xlabel="GRPO step", ylabel=f"completion tokens (running mean of {smooth})", title="mean completion length")
     ax2.legend()
     fig.suptitle("SmolLM2-135M-Instruct, addition task, GRPO arms with the same seed and budget")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def summary_markdown(results: dict, window: int) -> str:

@@ -302,15 +302,21 @@ def evaluate(argv: list[str]) -> int:
 
     from .evaluation import EVALS
 
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in EVALS:
-        print("usage: lenvm eval NAME [--help] ...\n")
-        for name, what in EVALS.items():
-            print(f"  {name:18s} {what}")
-        if argv and argv[0] not in ("-h", "--help"):
-            print(f"\nunknown evaluation {argv[0]!r}")
-            return 2
-        return 0
+    if not argv or argv[0] not in EVALS:
+        return menu(argv, "usage: lenvm eval NAME [--help] ...", EVALS, "evaluation")
     importlib.import_module(f".evaluation.{argv[0]}", __package__).main(argv[1:])
+    return 0
+
+
+def menu(argv: list[str], usage: str, choices: dict[str, str], kind: str) -> int:
+    """Print the usage line and the choices; exit status 2 when ``argv[0]`` names an unknown one."""
+    print(usage + "\n")
+    width = max(map(len, choices)) + 2
+    for name, what in choices.items():
+        print(f"  {name:{width}s} {what}")
+    if argv and argv[0] not in ("-h", "--help"):
+        print(f"\nunknown {kind} {argv[0]!r}")
+        return 2
     return 0
 
 
@@ -320,14 +326,8 @@ HANDLERS = {"quickstart": quickstart, "rollouts": rollouts, "train": train, "pre
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in HANDLERS:
-        print("usage: lenvm {" + ",".join(HANDLERS) + "} ...\n")
-        for name, what in COMMANDS.items():
-            print(f"  {name:11s} {what}")
-        if argv and argv[0] not in ("-h", "--help"):
-            print(f"\nunknown command {argv[0]!r}")
-            return 2
-        return 0
+    if not argv or argv[0] not in HANDLERS:
+        return menu(argv, "usage: lenvm {" + ",".join(HANDLERS) + "} ...", COMMANDS, "command")
     return HANDLERS[argv[0]](argv[1:])
 
 

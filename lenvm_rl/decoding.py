@@ -185,10 +185,13 @@ def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, m
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), logits_processor=[processor],
                          max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=1.0, top_k=0, top_p=1.0,
                          pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-    results = []
-    for row in out[:, ids.shape[1]:].tolist():
-        end = row.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in row else None
-        body = row[:end] if end is not None else row
-        results.append({"text": tokenizer.decode(body, skip_special_tokens=True), "token_ids": body,
-                        "num_tokens": len(body), "finished": end is not None})
-    return results
+    return [completion_record(row, tokenizer) for row in out[:, ids.shape[1]:].tolist()]
+
+
+def completion_record(row: list[int], tokenizer) -> dict:
+    """One generated row (ids after the prompt) as ``text``, ``token_ids`` and ``num_tokens`` (up to, without,
+    the first EOS) and ``finished`` (an EOS was generated)."""
+    end = row.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in row else None
+    body = row[:end] if end is not None else row
+    return {"text": tokenizer.decode(body, skip_special_tokens=True), "token_ids": body, "num_tokens": len(body),
+            "finished": end is not None}

@@ -36,6 +36,11 @@ def plot_remaining_length(true_remaining: Sequence[float], predicted: Sequence[f
         ax2.set_title("held-out prompts")
         ax2.legend()
         ax2.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a figure; returns the path."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -90,6 +90,7 @@ def sample_plain(model, tokenizer, prompts, max_new_tokens: int, batch_size: int
 
     from ..critic import left_pad
     from ..data import encode_prompt
+    from ..decoding import completion_record
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
@@ -101,16 +102,8 @@ def sample_plain(model, tokenizer, prompts, max_new_tokens: int, batch_size: int
                              do_sample=do_sample, temperature=temperature if do_sample else None,
                              top_p=top_p if do_sample else None, top_k=0 if do_sample else None,
                              pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-        for row in gen[:, ids.shape[1]:].tolist():
-            out.append(finish_row(row, tokenizer))
+        out += [completion_record(row, tokenizer) for row in gen[:, ids.shape[1]:].tolist()]
     return out
-
-
-def finish_row(row: list[int], tokenizer) -> dict:
-    end = row.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in row else None
-    body = row[:end] if end is not None else row
-    return {"text": tokenizer.decode(body, skip_special_tokens=True), "token_ids": body, "num_tokens": len(body),
-            "finished": end is not None}
 
 
 def guided(model, critic, tokenizer, prompts, batch_size: int, desc: str, **kwargs) -> list[dict]:
@@ -169,8 +162,6 @@ def heldout_examples(critic_path: str, rollouts: str | None, tokenizer, limit: i
 
 
 def right_pad(examples: list[dict], pad_id: int):
-    import torch
-
     from ..data import LengthValueCollator
 
     batch = LengthValueCollator(pad_id)([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])

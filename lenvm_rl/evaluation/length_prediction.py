@@ -119,7 +119,7 @@ def online_errors(critic, dataset) -> dict:
 
 
 def plot(results: dict, truth: dict, predictions: dict, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from ..plots import plt, save_figure
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     names = list(results)
@@ -134,10 +134,7 @@ def plot(results: dict, truth: dict, predictions: dict, path: Path) -> Path:
     ax2.plot([0, hi], [0, hi], color="gray", ls="--", lw=1)
     ax2.set(xlabel="return-consistent sampled length L_GT", ylabel="predicted length", title="per prompt")
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def markdown(result: dict) -> str:
@@ -234,7 +231,6 @@ def main(argv=None) -> dict:
               "train_rollouts": str(train_file), "train_completions": len(train_records),
               "predictors": {n: prediction_errors(p, truth) for n, p in preds.items()},
               "online": online_errors(critic, heldout_ds), "regression": reg_info, "bucket_classifier": clf_info}
-    out.mkdir(parents=True, exist_ok=True)
     plot(result["predictors"], truth, {k: v for k, v in preds.items() if "train mean length" not in k},
          out / f"{NAME}.png")
     return common.write_outputs(out, NAME, result, markdown(result))

@@ -59,7 +59,7 @@ def ranking(counts: dict, key: str, tokenizer, top: int, min_count: int, skip: s
 
 
 def plot(result: dict, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from ..plots import plt, save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.32 * max(len(result["longer"]), len(result["shorter"]), 5) + 1.5))
     for ax, key, color, title in ((axes[0], "longer", "tab:red", f"shift > +{result['threshold']}: lengthening"),
@@ -73,10 +73,7 @@ def plot(result: dict, path: Path) -> Path:
         for i, r in enumerate(rows):
             ax.text(width[i], i, f" {r['count']} of {r['occurrences']}", va="center", fontsize=7)
     fig.suptitle(f"length tokens ({result['completions']} completions, {result['tokens']} tokens)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def markdown(result: dict) -> str:
@@ -127,6 +124,5 @@ def main(argv=None) -> dict:
               "eos": {"occurrences": n_eos, "mean_shift": counts["summed"][eos] / max(n_eos, 1),
                       "share_below": counts["down"][eos] / max(n_eos, 1)}}
     out = Path(a.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     plot(result, out / f"{NAME}.png")
     return common.write_outputs(out, NAME, result, markdown(result))

@@ -98,7 +98,7 @@ def aggregate(rows: list[dict]) -> dict:
 
 
 def plot(summary: dict, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from ..plots import plt, save_figure
 
     fig, axes = plt.subplots(1, len(MODES), figsize=(5 * len(MODES), 4), sharey=True)
     for ax, mode in zip(axes, MODES):
@@ -112,10 +112,7 @@ def plot(summary: dict, path: Path) -> Path:
     axes[0].set_ylabel("Length Score (100 = met)")
     axes[-1].legend()
     fig.suptitle("token-level LIFEBench: Length Score by target")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def markdown(result: dict) -> str:
@@ -192,6 +189,5 @@ def main(argv=None) -> dict:
               "data": a.data, "langs": a.langs, "tasks": len(tasks), "targets": targets, "summary": summary,
               "rows": rows}
     out = Path(a.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     plot(summary, out / f"{NAME}.png")
     return common.write_outputs(out, NAME, result, markdown(result))

@@ -50,7 +50,7 @@ def accuracy_at(points: list[dict], tokens: float) -> float:
 
 
 def plot(result: dict, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from ..plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     b, t = result["budget"], result["tilt"]
@@ -65,10 +65,7 @@ def plot(result: dict, path: Path) -> Path:
     ax.set(xlabel="mean generated tokens", ylabel="accuracy (%)", title=f"{result['task']}: accuracy vs. tokens")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def markdown(result: dict) -> str:
@@ -122,6 +119,5 @@ def main(argv=None) -> dict:
               "cap": cap, "budget": budget, "tilt": tilt, "sampling": sampling,
               "plain_lengths": [o["num_tokens"] for o in plain]}
     out = Path(a.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     plot(result, out / f"{NAME}.png")
     return common.write_outputs(out, NAME, result, markdown(result))

@@ -104,7 +104,6 @@ def main(argv=None) -> dict:
     prompt = critic.tokenizer.decode(example["input_ids"][:example["prompt_len"]], skip_special_tokens=True)
     boundary = float(critic.predict_length(prompt_ids=[example["input_ids"][:example["prompt_len"]]])[0])
     out = Path(a.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     title = f"LenVM count-down over a {len(rows)}-token completion"
     # The first point is the prompt boundary s_0, then the state after each completion token.
     plot_remaining_length([len(rows)] + [r["true_remaining"] for r in rows],
