@@ -5,9 +5,12 @@ The critic keeps a KV cache of the prefix. At each step it runs one forward over
     [previous chosen token, candidate_1, ..., candidate_K]
 
 with a 4-D attention mask in which the previous token sees the prefix, and each candidate sees the prefix,
-the previous token and itself only; all candidates share one position id. Afterwards the K candidate slots
-are cropped from the cache, so the cache always holds exactly the chosen prefix. The KV cache is never
-copied K times. Rows are left-padded; rows that finished early keep being fed (their values are ignored).
+the previous token and itself only; all candidates share one position id. The mask is additive (0 where a
+query may attend, the dtype's minimum where not, in the backbone's dtype): ``eager`` attention adds a 4-D
+mask to the scores and ``sdpa`` accepts that form too; other attention implementations (flash, flex) do
+not take such a mask and are refused. Afterwards the K candidate slots are cropped from the cache, so the
+cache always holds exactly the chosen prefix. The KV cache is never copied K times. Rows are left-padded;
+rows that finished early keep being fed (their values are ignored).
 """
 
 from __future__ import annotations
@@ -20,7 +23,14 @@ from .modeling import LengthValueModel, position_ids_from_mask
 class TreeScorer:
     """Incremental, batched candidate scoring for one generation call."""
 
+    SUPPORTED_ATTENTION = ("eager", "sdpa")
+
     def __init__(self, model: LengthValueModel):
+        attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        if attn is not None and attn not in self.SUPPORTED_ATTENTION:
+            raise ValueError(
+                f"Tree scoring needs a custom 4-D attention mask, which attn_implementation={attn!r} does not take; "
+                f"load the critic with attn_implementation='sdpa' or 'eager' (supported: {self.SUPPORTED_ATTENTION}).")
         self.model = model
         self.cache = None
         self.key_mask = None  # (B, cache_len): which cached positions are real tokens (left padding is not)
@@ -59,15 +69,25 @@ class TreeScorer:
         # Query i attends to: the real prefix tokens, the previous token, and (for a candidate) itself.
         new = torch.eye(1 + k, dtype=torch.bool, device=self.device)
         new[:, 0] = True
-        mask = torch.cat([self.key_mask[:, None, :].expand(batch, 1 + k, past),
-                          new[None].expand(batch, 1 + k, 1 + k)], dim=-1)[:, None]  # (B, 1, 1+K, past+1+K)
-        out = self.model(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=self.cache,
-                         use_cache=True)
+        allowed = torch.cat([self.key_mask[:, None, :].expand(batch, 1 + k, past),
+                             new[None].expand(batch, 1 + k, 1 + k)], dim=-1)[:, None]  # (B, 1, 1+K, past+1+K)
+        out = self.model(input_ids=tokens, attention_mask=self._additive(allowed), position_ids=positions,
+                         cache=self.cache, use_cache=True)
         self.cache = out.cache
         self.cache.crop(-k)  # drop the candidates, keep the chosen previous token
         self.key_mask = torch.cat([self.key_mask, torch.ones(batch, 1, dtype=torch.bool, device=self.device)], 1)
         self.next_position = self.next_position + 1
         return out.value[:, 0], out.value[:, 1:]
+
+    def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
+        """A boolean mask (True = may attend) as the float mask attention adds to its scores: 0 or dtype min.
+
+        A boolean 4-D mask would be added as 0 / 1 by eager attention, letting candidates see each other."""
+        dtype = self.model._backbone_dtype()
+        if not dtype.is_floating_point:  # a quantized backbone: its compute dtype is not the weights' dtype
+            dtype = torch.float32
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min)
 
 
 @torch.no_grad()

@@ -4,17 +4,24 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, LlamaModel
 
 from lenvm_rl.critic import LengthCritic, TokenizerMismatchError, left_pad
 from lenvm_rl.decoding import LengthGuidedLogitsProcessor, generate_with_length
 from lenvm_rl.modeling import LengthValueModel
 from lenvm_rl.scoring import TreeScorer, naive_candidate_values
+from tests.conftest import tiny_config
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("k", [1, 5, 15])
-def test_tree_scoring_equals_naive_per_candidate_forwards(tiny_backbone, k):
-    model = LengthValueModel(tiny_backbone, gamma=0.99).eval()
+def test_tree_scoring_equals_naive_per_candidate_forwards(tokenizer, k, attn):
+    # eager attention adds a 4-D mask to its scores: a boolean one (added as 0 / 1) let candidates see each other
+    torch.manual_seed(0)
+    config = tiny_config(len(tokenizer))
+    config._attn_implementation = attn
+    model = LengthValueModel(LlamaModel(config), gamma=0.99).eval()
+    assert model.config._attn_implementation == attn
     g = torch.Generator().manual_seed(k)
     rows = [torch.randint(5, 900, (n,), generator=g).tolist() for n in (7, 3, 5, 1)]
     prefix, mask = left_pad(rows, 2)
@@ -30,6 +37,13 @@ def test_tree_scoring_equals_naive_per_candidate_forwards(tiny_backbone, k):
         assert torch.allclose(tree, naive_candidate_values(model, prefix, mask, cands), atol=1e-4)
         previous = cands[torch.arange(4), torch.randint(0, k, (4,), generator=g)]
     assert scorer.cache.get_seq_length() == prefix.shape[1]  # the candidates never stay in the cache
+
+
+def test_tree_scoring_refuses_attention_without_4d_masks(tiny_backbone):
+    model = LengthValueModel(tiny_backbone, gamma=0.99)
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="attn_implementation='sdpa' or 'eager'"):
+        TreeScorer(model)
 
 
 # ---- an oracle critic on a known length process -----------------------------------------------------------
