@@ -1,3 +1,63 @@
-"""lenvm-rl: Length Value Models for the Hugging Face / TRL stack."""
+"""lenvm-rl: Length Value Models for the Hugging Face / TRL stack.
+
+The public names below load lazily, as in transformers and TRL: ``import lenvm_rl`` imports neither torch,
+transformers nor trl (so ``lenvm --help`` stays fast); ``lenvm_rl.LengthCritic`` imports :mod:`lenvm_rl.critic`
+on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# Submodule -> the public names it provides. To export another name, add it here and to the TYPE_CHECKING block
+# (tests/test_public_api.py checks that every public reward function of lenvm_rl.rl.rewards is listed).
+_IMPORT_STRUCTURE: dict[str, list[str]] = {
+    "modeling": ["LengthValueModel"],
+    "trainer": ["LengthValueConfig", "LengthValueTrainer"],
+    "critic": ["LengthCritic", "TokenizerMismatchError"],
+    "rl": ["LengthShapedGRPOConfig", "LengthShapedGRPOTrainer"],
+    "rl.rewards": ["critic_length_return", "group_length_reward"],
+    "decoding": ["LengthGuidedLogitsProcessor", "generate_with_length"],
+    "scoring": ["TreeScorer"],
+    "returns": ["remaining_to_value", "value_to_remaining", "completion_targets", "gamma_from_lengths",
+                "return_consistent_length", "td_residuals", "gae", "length_advantages"],
+}
+_NAME_TO_MODULE = {name: module for module, names in _IMPORT_STRUCTURE.items() for name in names}
+
+__all__ = list(_NAME_TO_MODULE)
+
+
+def __getattr__(name: str):
+    module = _NAME_TO_MODULE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from .critic import LengthCritic, TokenizerMismatchError
+    from .decoding import LengthGuidedLogitsProcessor, generate_with_length
+    from .modeling import LengthValueModel
+    from .returns import (
+        completion_targets,
+        gae,
+        gamma_from_lengths,
+        length_advantages,
+        remaining_to_value,
+        return_consistent_length,
+        td_residuals,
+        value_to_remaining,
+    )
+    from .rl import LengthShapedGRPOConfig, LengthShapedGRPOTrainer
+    from .rl.rewards import critic_length_return, group_length_reward
+    from .scoring import TreeScorer
+    from .trainer import LengthValueConfig, LengthValueTrainer
