@@ -23,6 +23,7 @@ import os
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterable
 
 import torch
@@ -232,9 +233,10 @@ def _generate_vllm(todo, output, generator, sampling, dtype, use_chat_template) 
     except ImportError:
         raise ImportError("--backend vllm needs vLLM on a CUDA machine: pip install 'lenvm-rl[vllm]'. "
                           "Use --backend hf (the default) on CPU.") from None
-    llm = LLM(model=resolve_model(generator), dtype=dtype, seed=sampling.seed)
+    path = resolve_model(generator)
+    llm = LLM(model=path, dtype=dtype, seed=sampling.seed)
     tokenizer = llm.get_tokenizer()
-    eos = tokenizer.eos_token_id
+    eos_ids = _eos_ids(tokenizer, SimpleNamespace(generation_config=_generation_config(path)))
     by_index: dict[int, list[dict]] = {}
     for prompt, k in todo:
         by_index.setdefault(k, []).append(prompt)
@@ -245,12 +247,38 @@ def _generate_vllm(todo, output, generator, sampling, dtype, use_chat_template) 
         records = []
         for prompt, result in zip(prompts, llm.generate(inputs, params)):
             o = result.outputs[0]
-            finished = o.finish_reason == "stop"
-            ids = list(o.token_ids)
-            if finished and (not ids or ids[-1] != eos):
-                ids.append(eos)  # our records always end a finished completion with its EOS
+            ids, finished = _vllm_completion_ids(o, eos_ids, tokenizer.eos_token_id)
             records.append(_make_record(prompt, k, ids, finished, o.text, generator, sampling))
         _append(output, records)
+
+
+def _generation_config(path: str):
+    """The generator's generation config (its EOS ids may differ from the tokenizer's), or None."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _vllm_completion_ids(output, eos_ids: set[int], eos: int) -> tuple[list[int], bool]:
+    """``(completion_ids, finished)`` of a vLLM ``CompletionOutput``; a finished one ends in exactly one EOS.
+
+    vLLM says ``finish_reason="stop"`` both for the tokenizer's EOS (``stop_reason=None``) and for a
+    generation-config EOS that differs from it (``stop_reason=<that token id>``), and keeps the stop token at
+    the end of ``token_ids``. That token stays the terminal one (``data.completion_ids_for`` maps it to the
+    LenVM tokenizer's EOS); only a finished completion without one gets one appended.
+    """
+    ids = list(output.token_ids)
+    finished = output.finish_reason == "stop"
+    if finished:
+        stop = getattr(output, "stop_reason", None)  # a stop token id, a stop string, or None (EOS)
+        stop = stop if isinstance(stop, int) and not isinstance(stop, bool) else None
+        terminal = eos_ids | ({stop} if stop is not None else set())
+        if not ids or ids[-1] not in terminal:
+            ids.append(stop if stop is not None else eos)
+    return ids, finished
 
 
 def rollout_summary(path: str | os.PathLike) -> dict:

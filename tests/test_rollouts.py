@@ -89,3 +89,50 @@ def test_vllm_backend_without_vllm_says_how_to_install(tmp_path):
         pass
     with pytest.raises(ImportError, match="lenvm-rl\\[vllm\\]"):
         generate_rollouts(_prompts(1), tmp_path / "v.jsonl", model="x", backend="vllm", progress=False)
+
+
+def test_vllm_stop_on_a_generation_config_eos_keeps_one_terminal_eos(tmp_path, monkeypatch, tokenizer):
+    """vLLM ends on an EOS of the generation config that is not the tokenizer's (a chat model's end of turn)."""
+    import sys
+    from types import ModuleType, SimpleNamespace
+
+    from transformers import GenerationConfig
+
+    from lenvm_rl.data import completion_ids_for
+
+    eos, gen_eos = tokenizer.eos_token_id, 0
+    assert gen_eos != eos
+    model_dir = tmp_path / "generator"
+    GenerationConfig(eos_token_id=[eos, gen_eos]).save_pretrained(model_dir)
+    # (token_ids, finish_reason, stop_reason) as vLLM's CompletionOutput reports them
+    outputs = [([1000, 1001, gen_eos], "stop", gen_eos),  # stopped on the generation-config EOS
+               ([1000, 1001], "stop", gen_eos),  # the same, with the stop token left out of token_ids
+               ([1000, eos], "stop", None),  # the tokenizer's EOS
+               ([1000, gen_eos], "stop", None),  # a generation-config EOS reported as plain EOS
+               ([1000, 1001, 1002], "length", None)]  # cut at max_tokens
+
+    class FakeLLM:  # vllm.LLM: get_tokenizer() and generate(inputs, params) -> [RequestOutput]
+        def __init__(self, model, dtype, seed):
+            assert model == str(model_dir)
+
+        def get_tokenizer(self):
+            return tokenizer
+
+        def generate(self, inputs, params):
+            return [SimpleNamespace(outputs=[SimpleNamespace(
+                token_ids=tuple(ids), finish_reason=reason, stop_reason=stop,
+                text=tokenizer.decode(ids, skip_special_tokens=True))])
+                for (ids, reason, stop), _ in zip(outputs, inputs)]
+
+    fake = ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = FakeLLM, lambda **kw: SimpleNamespace(**kw)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    out = generate_rollouts(_prompts(len(outputs)), tmp_path / "v.jsonl", model=str(model_dir), backend="vllm",
+                            sampling=SamplingConfig(num_samples=1, max_new_tokens=3), progress=False)
+    recs = sorted(_records(out), key=lambda r: r["prompt_id"])
+    assert [r["completion_ids"] for r in recs] == [[1000, 1001, gen_eos], [1000, 1001, gen_eos], [1000, eos],
+                                                   [1000, gen_eos], [1000, 1001, 1002]]
+    assert [r["finish_reason"] for r in recs] == ["stop"] * 4 + ["length"]
+    assert all(r["num_tokens"] == len(r["completion_ids"]) for r in recs)
+    # the value-training example ends in exactly one EOS (the LenVM tokenizer's)
+    assert completion_ids_for(tokenizer, recs[0]) == [1000, 1001, eos]
