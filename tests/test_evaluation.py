@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import SHARED_DATA, make_records, write_jsonl
+from conftest import make_records, shared_data_file, write_jsonl
 
 from lenvm_rl.evaluation import lifebench, tradeoff
 from lenvm_rl.evaluation.length_prediction import (
@@ -37,10 +37,11 @@ def test_lifebench_averages_per_target_first():
     assert agg["abs_ld"] == 0.25
 
 
-def test_lifebench_token_prompt_and_local_file():
-    tasks = lifebench.load_tasks(str(SHARED_DATA / "lifebench" / "data_lite_no_summary.jsonl"), {"en"})
+def test_lifebench_token_prompt_and_local_file(lifebench_file):
+    tasks = lifebench.load_tasks(str(lifebench_file), {"en"})
     assert tasks and all(t["lang"] == "en" for t in tasks)
-    few = lifebench.load_tasks(str(SHARED_DATA / "lifebench" / "data_lite_no_summary.jsonl"), {"en"}, per_category=2)
+    assert "summarization" not in {t["category"] for t in tasks}
+    few = lifebench.load_tasks(str(lifebench_file), {"en"}, per_category=2)
     assert sorted(t["category"] for t in few) == ["create", "create", "qa", "qa", "reasoning", "reasoning"]
     text = lifebench.token_prompt(tasks[0]["task"], "en", "at_most", 64)
     assert "at most 64 tokens" in text and "{word_count" not in text and "64 words" not in text
@@ -48,8 +49,22 @@ def test_lifebench_token_prompt_and_local_file():
     assert cn.endswith("至少 32个token。")
 
 
-def test_lifebench_refuses_a_critic_trained_on_its_prompts(tmp_path):
-    tasks = lifebench.load_tasks(str(SHARED_DATA / "lifebench" / "data_lite_no_summary.jsonl"), {"en"})
+def test_lifebench_real_files_load():
+    """The real LIFEBench files (CI has them beside the repo): both languages, all three categories."""
+    for name, per_lang in (("data_lite_no_summary.jsonl", None), ("data_no_summary.jsonl", 160)):
+        path = shared_data_file("lifebench", name)
+        for lang in ("en", "cn"):
+            tasks = lifebench.load_tasks(str(path), {lang})
+            assert {t["category"] for t in tasks} == {"create", "qa", "reasoning"}
+            assert per_lang is None or len(tasks) == per_lang
+            few = lifebench.load_tasks(str(path), {lang}, per_category=2)
+            assert sorted(t["category"] for t in few) == ["create", "create", "qa", "qa", "reasoning", "reasoning"]
+            text = lifebench.token_prompt(tasks[0]["task"], lang, "equal", 128)
+            assert "{word_count" not in text and "128" in text
+
+
+def test_lifebench_refuses_a_critic_trained_on_its_prompts(tmp_path, lifebench_file):
+    tasks = lifebench.load_tasks(str(lifebench_file), {"en"})
     (tmp_path / "model").mkdir()
     leaked = {"prompt_id": "x", "prompt": lifebench.token_prompt(tasks[3]["task"], "en", "equal", 128)}
     write_jsonl(tmp_path / "rollouts_train.jsonl", [leaked])
@@ -143,9 +158,8 @@ def test_length_prediction_refuses_trained_prompts(quickstart_layout, tiny_causa
         _run("length_prediction", quickstart_layout, tiny_causal_dir, tmp_path, "--prompts", str(leaked))
 
 
-def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
-    result, _ = _run("lifebench", quickstart_layout, tiny_causal_dir, tmp_path, "--data",
-                     str(SHARED_DATA / "lifebench" / "data_lite_no_summary.jsonl"))
+def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_file):
+    result, _ = _run("lifebench", quickstart_layout, tiny_causal_dir, tmp_path, "--data", str(lifebench_file))
     assert set(result["summary"]) == {"plain", "lenvm", "lenvm_extreme"}
     assert "equal" not in result["summary"]["lenvm_extreme"]  # one rule for Equal To
     assert len(result["rows"]) == 2 * (3 + 3 + 2)  # 2 tasks x (3 modes plain, 3 guided, 2 extreme)

@@ -62,15 +62,19 @@ def test_prompt_sources(tmp_path):
     assert [p["prompt"][0]["content"] for p in load_prompts(str(tmp_path / "p.txt"))] == ["first", "second"]
 
 
-def test_gsm8k_questions_from_a_path():
-    from tests.conftest import SHARED_DATA
-
-    path = SHARED_DATA / "gsm8k" / "test.jsonl"
-    if not path.is_file():
-        pytest.skip("../shared/data is not beside the repo")
-    prompts = load_prompts(str(path), limit=5)
+def test_gsm8k_questions_from_a_path(gsm8k_file):
+    prompts = load_prompts(str(gsm8k_file), limit=5)
     assert len(prompts) == 5 and prompts[0]["prompt_id"] == "test-0"
     assert prompts[0]["prompt"][0]["role"] == "user" and "answer" in prompts[0]
+    assert prompts[0]["prompt"][0]["content"].startswith("A baker") and prompts[0]["answer"].endswith("#### 79")
+
+
+def test_gsm8k_real_file_loads():
+    from conftest import shared_data_file
+
+    prompts = load_prompts(str(shared_data_file("gsm8k", "test.jsonl")), limit=5)
+    assert len(prompts) == 5 and prompts[0]["prompt_id"] == "test-0"
+    assert prompts[0]["prompt"][0]["role"] == "user" and "#### " in prompts[0]["answer"]
 
 
 def test_bad_sampling_settings():
