@@ -33,6 +33,7 @@ class LengthCritic:
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.path = None
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, gamma: float | None = None, device: str | None = None,
@@ -49,7 +50,9 @@ class LengthCritic:
             tokenizer = AutoTokenizer.from_pretrained(str(path))
         except (OSError, ValueError):
             tokenizer = None  # a head + backbone without tokenizer files: token ids still work
-        return cls(model, tokenizer, **kwargs)
+        critic = cls(model, tokenizer, **kwargs)
+        critic.path = str(path)  # where it was loaded from (its generation config, for EOS ids)
+        return critic
 
     @property
     def gamma(self) -> float:

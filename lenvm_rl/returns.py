@@ -163,3 +163,36 @@ def potential_shaping(values: torch.Tensor, completion_mask: torch.Tensor, termi
     """
     residuals = length_residuals(values, completion_mask, terminated, gamma)
     return (residuals - step_reward(gamma)) * completion_mask.to(values.dtype)
+
+
+def correct_group_means(row_credit: torch.Tensor, row_lengths: torch.Tensor, correct: torch.Tensor,
+                        group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row group statistics of the ``relative`` length term over a whole batch of prompt groups, (N,) each.
+
+    Rows come in consecutive groups of ``group_size`` completions of one prompt. For group g with correct set
+    ``C_g``: ``mu_g = sum_{i in C_g} row_credit_i / sum_{i in C_g} row_lengths_i`` (the mean credit per token of
+    its correct answers), and the gate ``1[c_i] * 1[|C_g| >= 2]`` (a lone correct answer has nothing to be
+    compared with). Returns ``(mu, gate)`` repeated to rows.
+    """
+    n = row_credit.shape[0]
+    if group_size < 2 or n % group_size:
+        raise ValueError(f"{n} rows do not split into prompt groups of {group_size} (need at least 2 per group)")
+    c = correct.to(row_credit.dtype).view(-1, group_size)
+    total = (row_credit.view(-1, group_size) * c).sum(1)
+    tokens = (row_lengths.to(row_credit.dtype).view(-1, group_size) * c).sum(1)
+    mu = (total / tokens.clamp(min=1)).repeat_interleave(group_size)
+    enough = (c.sum(1) >= 2).repeat_interleave(group_size)
+    return mu, correct.bool() & enough
+
+
+def relative_length_term(credit: torch.Tensor, completion_mask: torch.Tensor, mu: torch.Tensor, gate: torch.Tensor,
+                         alpha: float = 1.0, clip: float = 0.5) -> torch.Tensor:
+    """``l_ij = gate_i * clip(alpha * (a_ij - mu_i), -clip, clip)`` on completion tokens, (B, T).
+
+    ``credit`` holds ``a = GAE_lambda(delta)`` of the length residuals; ``mu`` and ``gate`` come from
+    :func:`correct_group_means` (rows of this process). Before clipping, the term sums to zero over the correct
+    rows of every gated group, so it moves probability between tokens of correct answers and never pays for
+    being wrong or for answering at all.
+    """
+    term = (alpha * (credit - mu[:, None])).clamp(-clip, clip)
+    return term * gate[:, None].to(term.dtype) * completion_mask.to(term.dtype)

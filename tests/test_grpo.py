@@ -25,10 +25,11 @@ class Recording(LengthShapedGRPOTrainer):
 def _config(tmp_path, **kw):
     return LengthShapedGRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=4, num_generations=4,
                                   max_completion_length=8, max_steps=2, use_cpu=True, report_to=[], logging_steps=1,
-                                  save_strategy="no", learning_rate=1e-4, temperature=1.0, **kw)
+                                  save_strategy="no", learning_rate=1e-4, temperature=1.0,
+                                  **{"length_gate_reward": "short_reward", **kw})
 
 
-@pytest.mark.parametrize("mode", ["advantage", "potential"])
+@pytest.mark.parametrize("mode", ["relative", "advantage"])
 def test_two_steps_with_per_token_advantages(mode, tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):
     critic = LengthCritic(LengthValueModel(tiny_backbone, gamma=0.95), tokenizer)
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": f"Say {i} words."}]} for i in range(8)])
@@ -38,7 +39,10 @@ def test_two_steps_with_per_token_advantages(mode, tiny_causal_dir, tiny_backbon
     trainer.train()
     assert Recording.seen and all(a == c for a, c in Recording.seen)  # (B, T) advantages
     logged = [h for h in trainer.state.log_history if "length/term_abs_mean" in h]
-    assert logged and all(h["length/term_abs_mean"] > 0 for h in logged)
+    assert logged and all(h["length/term_abs_mean"] >= 0 for h in logged)
+    assert all("length/actual_length" in h for h in logged)
+    if mode == "advantage":
+        assert all(h["length/term_abs_mean"] > 0 for h in logged)
 
 
 def test_gamma_mismatch_and_vocab_mismatch_are_refused(tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):

@@ -1,9 +1,11 @@
 """LengthShapedGRPOTrainer: GRPO with a dense, per-token length term from a frozen LenVM.
 
-The only change w.r.t. ``trl.GRPOTrainer`` is ``_generate_and_score_completions``: it calls the parent, runs
+The change w.r.t. ``trl.GRPOTrainer`` is ``_generate_and_score_completions``: it calls the parent, runs
 the frozen critic on prompt + completion and returns ``advantages`` of shape (B, T) instead of (B,). GRPO's
 loss broadcasts either shape for every ``loss_type``; the output is buffered, so with
-``num_iterations > 1`` the critic runs once per generation. Everything else is inherited unchanged.
+``num_iterations > 1`` the critic runs once per generation. ``_calculate_rewards`` is extended only to keep
+the rewards TRL gathered across processes (the ``relative`` mode's correctness gate needs whole prompt
+groups). Everything else is inherited unchanged. The formulas are in :class:`LengthShapedGRPOConfig`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp
 
 from ..critic import LengthCritic, terminated_rows
-from ..returns import discounted_cumsum, length_advantages, potential_shaping, value_to_remaining
+from ..returns import correct_group_means, length_advantages, relative_length_term, value_to_remaining
 from .config import LengthShapedGRPOConfig
 
 
@@ -48,6 +50,18 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
         else:
             critic.model = self.accelerator.prepare_model(critic.model, evaluation_mode=True)
         self.critic = critic
+        self._gate_index = None
+        if self.args.length_shaping == "relative":
+            if self.args.length_gate_reward not in self.reward_func_names:
+                raise ValueError(f"length_gate_reward={self.args.length_gate_reward!r} is not among the reward "
+                                 f"functions {self.reward_func_names}; name the one that says an answer is correct.")
+            self._gate_index = self.reward_func_names.index(self.args.length_gate_reward)
+        self._gathered_rewards = None
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # TRL returns the rewards of all processes (groups may span them); keep them for the gate.
+        self._gathered_rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        return self._gathered_rewards
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
@@ -59,24 +73,24 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
         terminated = terminated_rows(completion_ids, completion_mask, self.eos_token_ids)
 
         values = self.critic.completion_values(prompt_ids, prompt_mask, completion_ids, completion_mask)
-        if self.args.length_shaping == "advantage":
-            term = length_advantages(values, completion_mask, terminated, self.length_gamma,
-                                     self.args.length_gae_lambda)
-        else:
-            term = discounted_cumsum(potential_shaping(values, completion_mask, terminated, self.length_gamma),
-                                     self.length_gamma)
-        term = term.float() * mask
+        credit = length_advantages(values, completion_mask, terminated, self.length_gamma,
+                                   self.args.length_gae_lambda).float() * mask
         if not self.args.bootstrap_truncated:
-            term = term * terminated[:, None]
-        if self.args.whiten_length_advantages or self.args.center_length_advantages:
-            term = normalize_length_term(term, mask, lambda x: self.accelerator.reduce(x, reduction="sum"),
-                                         scale=self.args.whiten_length_advantages,
-                                         center=self.args.center_length_advantages)
+            credit = credit * terminated[:, None]
+        if self.args.length_shaping == "relative":
+            term, gate = self._relative_term(credit, mask)
+        else:
+            term, gate = credit, None
+            if self.args.whiten_length_advantages or self.args.center_length_advantages:
+                term = normalize_length_term(term, mask, lambda x: self.accelerator.reduce(x, reduction="sum"),
+                                             scale=self.args.whiten_length_advantages,
+                                             center=self.args.center_length_advantages)
+            term = self.args.length_coef * term
 
         advantages = output["advantages"]
         if advantages.dim() == 1:
             advantages = advantages[:, None]
-        output["advantages"] = advantages + self.args.length_coef * term
+        output["advantages"] = advantages + term
 
         mode = "train" if self.model.training else "eval"
         tokens = mask.sum().clamp(min=1)
@@ -85,7 +99,23 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
         boundary = value_to_remaining(values[:, 0], self.length_gamma)
         self._metrics[mode]["length/predicted_remaining_at_prompt"].append(boundary.mean().item())
         self._metrics[mode]["length/terminated_share"].append(terminated.float().mean().item())
+        self._metrics[mode]["length/actual_length"].append(mask.sum(-1).mean().item())
+        if gate is not None:
+            self._metrics[mode]["length/gated_share"].append(gate.float().mean().item())
         return output
+
+    def _relative_term(self, credit, mask):
+        """The ``relative`` term for this process's rows, with group statistics over all processes."""
+        rewards = self._gathered_rewards[:, self._gate_index]
+        correct = torch.nan_to_num(rewards, nan=-float("inf")) >= self.args.length_gate_threshold
+        row_credit = self.accelerator.gather((credit * mask).sum(-1))
+        row_lengths = self.accelerator.gather(mask.sum(-1))
+        mu, gate = correct_group_means(row_credit.double(), row_lengths, correct.to(row_credit.device),
+                                       self.num_generations if self.model.training else self.num_generations_eval)
+        rows = slice(self.accelerator.process_index * len(credit), (self.accelerator.process_index + 1) * len(credit))
+        mu, gate = mu[rows].to(credit), gate[rows]
+        term = relative_length_term(credit, mask, mu, gate, self.args.length_coef, self.args.length_clip)
+        return term, gate
 
 
 def normalize_length_term(term, mask, global_sum, scale: bool = True, center: bool = False):
