@@ -196,9 +196,8 @@ def generate(argv: list[str]) -> int:
                                    max_new_tokens=a.max_new_tokens, do_sample=not a.greedy,
                                    temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p,
                                    rule=a.rule, overshoot=a.overshoot, seed=a.seed)
-    for prompt, r in zip(a.prompt, results):
-        end = "" if r["finished"] else ", stopped at --max-new-tokens"
-        print(f"### {prompt}\n{r['text']}\n[{r['num_tokens']} tokens{end}]\n")
+    for prompt, r in zip(a.prompt, results):  # end: natural (EOS sampled) | forced (by the rule) | cap (max tokens)
+        print(f"### {prompt}\n{r['text']}\n[{r['num_tokens']} tokens, end: {r['end']}]\n")
     return 0
 
 

@@ -22,6 +22,11 @@ candidate; at least = the longest until the target, then end as soon as possible
 Sampling vs greedy: with ``do_sample=True`` at_most / at_least / tilt sample from the (restricted or
 tilted) candidate distribution; with ``do_sample=False`` they take its most probable entry. ``equal`` and
 the extreme rules pick one candidate deterministically given the candidate set, in both cases.
+
+How each row ended (``end`` in every record): ``"natural"`` when EOS was picked while it was in the
+generator's own candidate set and no rule forced it; ``"forced"`` when a rule put EOS there (at_most's
+EOS at the target, equal's hard stop, or any rule choosing EOS from outside the candidate set); ``"cap"``
+when ``max_new_tokens`` ran out without EOS. ``finished`` is True for natural ends only.
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         self.top_p, self.min_p = top_p, min_p
         self.scorer = scorer if scorer is not None else TreeScorer(critic.model)
         self.prompt_length = None
+        self.eos_natural_steps = []  # per step, (B,): EOS is in the row's candidate set and no rule forces it
         if mode == "equal":
             self.overshoot = overshoot if overshoot is not None else max(4, math.ceil(0.1 * target_tokens))
 
@@ -116,11 +122,20 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         if (self.mode == "at_most" and generated >= self.target) or \
                 (self.mode == "equal" and generated >= self.target + self.overshoot):
             out[:, self.eos] = 0.0  # the hard stop: every row is at the limit at the same step
+            self.eos_natural_steps.append(torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device))
             return out
         ids, logp, keep = self.candidates(scores, generated)
+        self.eos_natural_steps.append(((ids == self.eos) & keep).any(-1))
         _, values = self.scorer.step(input_ids[:, -1], ids)
         values = values.to(logp.device).float().masked_fill(ids == self.eos, 0.0)  # EOS: terminal, V = 0
         return out.scatter(1, ids, self.rule_logp(ids, logp, keep, values, generated).to(scores.dtype))
+
+    def eos_natural(self) -> torch.Tensor:
+        """(B, steps) bool: entry ``[b, j]`` says an EOS picked at step j (generated token j) of row b came from
+        the generator's candidate set and was not forced by a rule; rule outputs never leave that set otherwise."""
+        if not self.eos_natural_steps:
+            return torch.zeros(0, 0, dtype=torch.bool)
+        return torch.stack(self.eos_natural_steps, 1).cpu()
 
     def goal_value(self, generated: int) -> float:
         """``v* = -(1 - gamma ** (T - g))``: the value of a state with exactly the right number of tokens to come."""
@@ -166,8 +181,9 @@ def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, m
                          seed: int | None = None) -> list[dict]:
     """Generate for a batch of prompts (strings or chat messages) under a length rule.
 
-    Returns one dict per prompt: ``text``, ``token_ids`` (without EOS), ``num_tokens`` (without EOS),
-    ``finished`` (ended with EOS). The critic may be smaller than the generator; their vocabularies must match.
+    Returns one dict per prompt: ``text``, ``token_ids`` (without EOS), ``num_tokens`` (without EOS), ``end``
+    (``"natural"``, ``"forced"`` or ``"cap"``, see the module docstring) and ``finished`` (a natural end).
+    The critic may be smaller than the generator; their vocabularies must match.
     """
     from .critic import left_pad
     from .data import encode_prompt
@@ -185,13 +201,25 @@ def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, m
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), logits_processor=[processor],
                          max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=1.0, top_k=0, top_p=1.0,
                          pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-    return [completion_record(row, tokenizer) for row in out[:, ids.shape[1]:].tolist()]
+    natural = processor.eos_natural().tolist()
+    return [completion_record(row, tokenizer, eos_natural)
+            for row, eos_natural in zip(out[:, ids.shape[1]:].tolist(), natural)]
 
 
-def completion_record(row: list[int], tokenizer) -> dict:
+def completion_record(row: list[int], tokenizer, eos_natural: list[bool] | None = None) -> dict:
     """One generated row (ids after the prompt) as ``text``, ``token_ids`` and ``num_tokens`` (up to, without,
-    the first EOS) and ``finished`` (an EOS was generated)."""
+    the first EOS), ``end`` and ``finished`` (``end == "natural"``).
+
+    ``eos_natural[j]``: an EOS at step j would be natural (:meth:`LengthGuidedLogitsProcessor.eos_natural`);
+    None for plain generation, where every EOS is sampled from the generator's own candidates.
+    """
     end = row.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in row else None
     body = row[:end] if end is not None else row
+    if end is None:
+        how = "cap"
+    elif eos_natural is None or (end < len(eos_natural) and eos_natural[end]):
+        how = "natural"
+    else:
+        how = "forced"
     return {"text": tokenizer.decode(body, skip_special_tokens=True), "token_ids": body, "num_tokens": len(body),
-            "finished": end is not None}
+            "end": how, "finished": how == "natural"}

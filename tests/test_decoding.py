@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaModel
 
 from lenvm_rl.critic import LengthCritic, TokenizerMismatchError, left_pad
-from lenvm_rl.decoding import LengthGuidedLogitsProcessor, generate_with_length
+from lenvm_rl.decoding import LengthGuidedLogitsProcessor, completion_record, generate_with_length
 from lenvm_rl.modeling import LengthValueModel
 from lenvm_rl.scoring import TreeScorer, naive_candidate_values
 from tests.conftest import tiny_config
@@ -79,7 +79,8 @@ class OracleScorer:
         return None, -(1 - GAMMA ** (d + 1))
 
 
-def run_toy(mode, target, rule="soft", start_token=15, steps=40, logits=None, **kw):
+def toy_generate(mode, target, rule="soft", start_token=15, steps=40, logits=None, **kw):
+    """Greedy toy generation under a rule; returns the processor and the generated ids (up to EOS)."""
     critic = SimpleNamespace(gamma=GAMMA, tokenizer=SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD))
     proc = LengthGuidedLogitsProcessor(critic, mode, target, top_k=11, rule=rule, scorer=OracleScorer(), **kw)
     ids = torch.tensor([[PAD, 3, 4, start_token]])
@@ -87,8 +88,22 @@ def run_toy(mode, target, rule="soft", start_token=15, steps=40, logits=None, **
         nxt = proc(ids, (logits or toy_logits)(ids)).argmax(-1, keepdim=True)
         ids = torch.cat([ids, nxt], 1)
         if nxt.item() == EOS:
-            return ids.shape[1] - 4 - 1  # generated tokens without EOS
-    return None
+            break
+    return proc, ids[0, 4:].tolist()
+
+
+def run_toy(mode, target, **kw):
+    """Generated tokens without EOS, or None when no EOS came within the steps."""
+    _, row = toy_generate(mode, target, **kw)
+    return len(row) - 1 if row[-1] == EOS else None
+
+
+def toy_end(mode, target, **kw):
+    proc, row = toy_generate(mode, target, **kw)
+    tok = SimpleNamespace(eos_token_id=EOS, decode=lambda ids, **_: " ".join(map(str, ids)))
+    rec = completion_record(row, tok, proc.eos_natural()[0].tolist())
+    assert rec["finished"] == (rec["end"] == "natural")
+    return rec["end"], rec["num_tokens"]
 
 
 @pytest.mark.parametrize("target", [1, 3, 7, 9, 12])
@@ -96,17 +111,27 @@ def test_equal_with_an_oracle_critic_hits_the_target_exactly(target):
     assert run_toy("equal", target) == target
 
 
-def test_equal_stops_at_target_plus_overshoot_when_eos_never_becomes_a_candidate():
-    def never_eos(ids):
-        logits = toy_logits(ids)
-        logits[:, EOS] = -float("inf")
-        return logits
+def never_eos(ids):
+    """The toy process with EOS never a candidate."""
+    logits = toy_logits(ids)
+    logits[:, EOS] = -float("inf")
+    return logits
 
+
+def test_equal_stops_at_target_plus_overshoot_when_eos_never_becomes_a_candidate():
     assert run_toy("equal", 6, logits=never_eos, overshoot=3) == 9
     assert run_toy("equal", 6, logits=never_eos, overshoot=0) == 6
     assert run_toy("equal", 40, logits=never_eos, steps=60) == 44  # default: max(4, 10 % of the target)
     with pytest.raises(ValueError, match="overshoot"):
         run_toy("equal", 6, overshoot=-1)
+
+
+def test_how_rows_end_with_an_oracle():
+    assert toy_end("at_most", 9) == ("natural", 5)  # the base answer fits: EOS is the generator's own choice
+    assert toy_end("at_most", 3, logits=never_eos) == ("forced", 3)  # EOS at the target, put there by the rule
+    assert toy_end("equal", 5) == ("natural", 5)  # EOS is a candidate when the target is reached
+    assert toy_end("equal", 6, logits=never_eos, overshoot=2) == ("forced", 8)  # the hard stop
+    assert toy_end("tilt", None, beta=0.0, logits=never_eos, steps=6) == ("cap", 6)  # no EOS before the cap
 
 
 def test_the_toy_process_alone_would_miss():
@@ -142,13 +167,32 @@ def test_hard_guarantees_of_at_most_and_at_least(setup):
     model, critic = setup
     for out in generate_with_length(model, critic, PROMPTS, mode="at_most", target_tokens=6, max_new_tokens=20,
                                     seed=0):
-        assert out["num_tokens"] <= 6 and out["finished"]
+        assert out["num_tokens"] <= 6 and out["end"] in ("natural", "forced")
     for out in generate_with_length(model, critic, PROMPTS, mode="at_least", target_tokens=10, max_new_tokens=20,
                                     seed=0):
         assert out["num_tokens"] >= 10
     for out in generate_with_length(model, critic, PROMPTS, mode="equal", target_tokens=8, max_new_tokens=20,
                                     seed=0):
         assert out["num_tokens"] >= 8  # never ends early
+
+
+def test_end_reasons_on_a_tiny_generator(setup, tokenizer):
+    from lenvm_rl.evaluation.common import sample_plain
+
+    model, critic = setup
+    # one candidate per step (rarely EOS): at_most reaches the target and forces EOS there
+    forced = generate_with_length(model, critic, PROMPTS, mode="at_most", target_tokens=2, top_k=1,
+                                  max_new_tokens=8, seed=0)
+    assert any(o["end"] == "forced" for o in forced)
+    assert all(o["num_tokens"] == 2 for o in forced if o["end"] == "forced")
+    capped = generate_with_length(model, critic, PROMPTS, mode="tilt", beta=0.0, max_new_tokens=2, seed=1)
+    plain = sample_plain(model, tokenizer, PROMPTS * 4, max_new_tokens=24, seed=0)
+    assert all(o["end"] in ("natural", "cap") for o in capped) and any(o["end"] == "cap" for o in capped)
+    assert all(o["num_tokens"] == 2 for o in capped if o["end"] == "cap")
+    assert {o["end"] for o in plain} == {"natural", "cap"}  # plain rows end on their own or at the cap
+    assert all(o["num_tokens"] == 24 for o in plain if o["end"] == "cap")
+    for o in forced + capped + plain:
+        assert o["finished"] == (o["end"] == "natural")
 
 
 def test_greedy_is_deterministic_and_tilt_runs(setup):

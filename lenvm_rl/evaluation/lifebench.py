@@ -178,7 +178,7 @@ def main(argv=None) -> dict:
                     ld = length_deviation(o["num_tokens"], target)
                     rows.append({"id": t.get("id"), "lang": t["lang"], "category": t.get("category"), "mode": mode,
                                  "target": target, "arm": arm, "num_tokens": o["num_tokens"],
-                                 "finished": o["finished"], "ld": ld, "ls": length_score(ld, mode)})
+                                 "finished": o["finished"], "end": o["end"], "ld": ld, "ls": length_score(ld, mode)})
                 done = [r for r in rows if r["arm"] == arm and r["mode"] == mode and r["target"] == target]
                 print(f"[lifebench] {desc}: mean tokens {np.mean([r['num_tokens'] for r in done]):.1f}, "
                       f"LS {np.mean([r['ls'] for r in done]):.1f}")
