@@ -59,6 +59,11 @@ class LengthCritic:
         return self.model.gamma
 
     @property
+    def use_chat_template(self) -> bool:
+        """The prompt format the LenVM was trained on (saved in its ``lenvm_config.json``)."""
+        return getattr(self.model, "use_chat_template", True)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -76,18 +81,20 @@ class LengthCritic:
         return torch.cat(out).to(input_ids.device)
 
     def _encode_prompts(self, prompts) -> list[list[int]]:
+        """Prompt ids in the format the LenVM was trained on (chat template or plain text)."""
         if self.tokenizer is None:
             raise ValueError("This critic has no tokenizer; pass token ids instead of text.")
-        return [encode_prompt(self.tokenizer, p) for p in prompts]
+        return [encode_prompt(self.tokenizer, p, self.use_chat_template) for p in prompts]
 
     @torch.no_grad()
     def predict_length(self, prompts: Sequence[str] | Sequence[list[dict]] | None = None,
                        prompt_ids: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
         """Predicted tokens to come (EOS included) from the end of each prompt: ``ln(1 + V(s_0)) / ln(gamma)``.
 
-        Prompts are strings or chat messages (rendered with the critic's chat template and generation prompt),
-        or already-tokenized ``prompt_ids``. The inversion of a mean value underestimates the mean length of a
-        random-length answer (Jensen); it is the return-consistent length.
+        Prompts are strings or chat messages (encoded as the critic was trained: with its chat template and
+        generation prompt, or as plain text when ``use_chat_template`` is False), or already-tokenized
+        ``prompt_ids``. The inversion of a mean value underestimates the mean length of a random-length answer
+        (Jensen); it is the return-consistent length.
         """
         if (prompts is None) == (prompt_ids is None):
             raise ValueError("pass exactly one of prompts or prompt_ids")

@@ -177,13 +177,14 @@ def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, m
                          target_tokens: int | None = None, beta: float | None = None, max_new_tokens: int = 512,
                          do_sample: bool = True, temperature: float = 1.0, top_k: int | None = None,
                          top_p: float = 1.0, min_p: float | None = None, rule: str = "soft",
-                         overshoot: int | None = None, use_chat_template: bool = True,
+                         overshoot: int | None = None, use_chat_template: bool | None = None,
                          seed: int | None = None) -> list[dict]:
     """Generate for a batch of prompts (strings or chat messages) under a length rule.
 
     Returns one dict per prompt: ``text``, ``token_ids`` (without EOS), ``num_tokens`` (without EOS), ``end``
     (``"natural"``, ``"forced"`` or ``"cap"``, see the module docstring) and ``finished`` (a natural end).
-    The critic may be smaller than the generator; their vocabularies must match.
+    The critic may be smaller than the generator; their vocabularies must match. Prompts are encoded in the
+    critic's training format (``critic.use_chat_template``) unless ``use_chat_template`` says otherwise.
     """
     from .critic import left_pad
     from .data import encode_prompt
@@ -191,6 +192,8 @@ def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, m
     check_request(mode, target_tokens, beta, max_new_tokens, rule)
     tokenizer = tokenizer or critic.tokenizer
     critic.check_tokenizer(tokenizer)
+    if use_chat_template is None:
+        use_chat_template = critic.use_chat_template
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids, mask = left_pad([encode_prompt(tokenizer, p, use_chat_template) for p in prompts], pad)
     device = next(model.parameters()).device

@@ -9,7 +9,8 @@ Checkpoint layout (compatible with the published LenVM checkpoints):
     ckpt/config.json, model.safetensors        the backbone, a standard HF model dir (AutoModel loads it)
     ckpt/tokenizer files                       incl. the chat template
     ckpt/value_head.safetensors                v_head.fc.{weight,bias}, v_head.summary.{weight,bias}
-    ckpt/lenvm_config.json                     gamma, base model, head type, max_length, format version
+    ckpt/lenvm_config.json                     gamma, base model, head type, max_length, format version,
+                                               use_chat_template (the prompt format it was trained on)
 
 A LoRA checkpoint holds the peft adapter (adapter_config.json, adapter_model.safetensors) in place of the
 backbone weights; ``merge_lora`` turns it into the full layout.
@@ -22,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,12 +96,14 @@ class LengthValueModel(nn.Module):
 
     Build a fresh one with :meth:`from_backbone`, load a trained one with :meth:`from_pretrained`.
     ``gamma`` is part of the model: targets, inversion and RL shaping must all use the same value.
+    ``use_chat_template`` is the prompt format it was trained on (chat template, or plain text); every prompt
+    it scores must be encoded the same way.
     """
 
     supports_gradient_checkpointing = True
 
     def __init__(self, backbone: nn.Module, gamma: float | None = None, head: LengthValueHead | None = None,
-                 base_model_name: str | None = None, max_length: int | None = None):
+                 base_model_name: str | None = None, max_length: int | None = None, use_chat_template: bool = True):
         super().__init__()
         self.backbone = backbone
         self.config = backbone.config  # the backbone's HF config (Trainer and peft look for `.config`)
@@ -107,6 +111,7 @@ class LengthValueModel(nn.Module):
         self.gamma = None if gamma is None else check_gamma(gamma)
         self.base_model_name = base_model_name or getattr(self.config, "_name_or_path", None)
         self.max_length = max_length
+        self.use_chat_template = use_chat_template
         self.v_head.to(dtype=self._backbone_dtype())
 
     # ------------------------------------------------------------------ construction
@@ -146,7 +151,8 @@ class LengthValueModel(nn.Module):
         else:
             backbone = _base_model(AutoModel.from_pretrained(str(path), **hf_kwargs))
         base = DEFAULT_MODEL if meta.get("base_model_embedded") else meta.get("base_model")
-        model = cls(backbone, gamma=gamma, base_model_name=base, max_length=meta.get("max_length"))
+        model = cls(backbone, gamma=gamma, base_model_name=base, max_length=meta.get("max_length"),
+                    use_chat_template=saved_use_chat_template(meta, path))
         model.load_head(head_file)
         return model
 
@@ -213,7 +219,7 @@ class LengthValueModel(nn.Module):
                 "base_model": portable_model_name(self.base_model_name),
                 "base_model_embedded": is_default_model(self.base_model_name),
                 "head_type": HEAD_TYPE, "hidden_size": self.config.hidden_size, "max_length": self.max_length,
-                "adapter": self.is_peft}
+                "use_chat_template": bool(self.use_chat_template), "adapter": self.is_peft}
 
     def save_pretrained(self, save_directory: str | os.PathLike, state_dict: dict | None = None,
                         safe_serialization: bool = True, **kwargs) -> None:
@@ -245,6 +251,25 @@ def read_lenvm_config(path: str | os.PathLike) -> dict:
         raise ValueError(f"{f} has format version {meta['format_version']}, newer than this lenvm-rl understands "
                          f"({FORMAT_VERSION}); upgrade lenvm-rl.")
     return meta
+
+
+_warned_no_prompt_format = False
+
+
+def saved_use_chat_template(meta: dict, where: Any = "the checkpoint") -> bool:
+    """The saved prompt format; a checkpoint without one (older, or the reference layout) keeps the chat
+    template, as lenvm-rl always used then, and says so once per process."""
+    global _warned_no_prompt_format
+    saved = meta.get("use_chat_template")
+    if saved is None:
+        if not _warned_no_prompt_format:
+            _warned_no_prompt_format = True
+            warnings.warn(f"{where} does not record its prompt format (use_chat_template in {LENVM_CONFIG_FILE}); "
+                          "assuming prompts rendered with the chat template. If it was trained on plain-text "
+                          "prompts, set model.use_chat_template = False (and re-save it to record that).",
+                          stacklevel=3)
+        return True
+    return bool(saved)
 
 
 def resolve_gamma(saved: float | None, given: float | None, where: Any = "the checkpoint") -> float:

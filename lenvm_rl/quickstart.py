@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .critic import LengthCritic
-from .data import build_dataset, encode_prompt, load_rollouts
+from .data import build_dataset, load_rollouts
 from .defaults import DEFAULT_MODEL, resolve_model
 from .metrics import per_prompt_truth, prediction_errors, train_mean_baselines
 from .modeling import LengthValueModel, is_checkpoint_dir
@@ -152,7 +152,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     truth = per_prompt_truth(lengths, gamma)
     prompt_of = {r["prompt_id"]: r["prompt"] for r in eval_records}
     ids = sorted(truth)
-    predicted = critic.predict_length(prompt_ids=[encode_prompt(tokenizer, prompt_of[i]) for i in ids]).tolist()
+    predicted = critic.predict_length([prompt_of[i] for i in ids]).tolist()
     results = {"LenVM": prediction_errors(dict(zip(ids, predicted)), truth)}
     train_lengths = [int(x) for x in train_ds["completion_length"]]
     for name, const in train_mean_baselines(train_lengths, gamma).items():

@@ -53,7 +53,8 @@ class LengthValueConfig(TrainingArguments):
             Longest tokenized prompt + completion. Longer examples lose prompt tokens from the left, then
             completion tokens from the right; targets stay exact either way (they count true remaining tokens).
         use_chat_template (`bool`, *optional*, defaults to `True`):
-            Render prompts with the LenVM tokenizer's chat template (the generator's prompt format).
+            Render prompts with the LenVM tokenizer's chat template (the generator's prompt format). Saved
+            with the checkpoint: prediction, guided decoding and the evaluations encode prompts the same way.
 
         > Output
 
@@ -117,6 +118,7 @@ class LengthValueTrainer(Trainer):
             model = LengthValueModel.from_backbone(model)
         model.gamma = _resolve_training_gamma(model.gamma, args, train_dataset)
         model.max_length = args.max_length
+        model.use_chat_template = args.use_chat_template  # the prompt format of the training data, saved with it
         if peft_config is not None:
             _wrap_lora(model, peft_config)
         if data_collator is None:

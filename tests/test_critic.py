@@ -58,3 +58,47 @@ def test_check_tokenizer(critic, tokenizer):
 def test_critic_needs_a_gamma(tiny_backbone):
     with pytest.raises(ValueError, match="gamma"):
         LengthCritic(LengthValueModel(tiny_backbone))
+
+
+def test_the_training_prompt_format_is_saved_and_honoured(tiny_backbone, tokenizer, tiny_causal_dir, tmp_path,
+                                                          monkeypatch):
+    """A critic trained on plain-text prompts is fed plain-text prompts after loading, never chat-rendered ones."""
+    import json
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+
+    from lenvm_rl import modeling
+    from lenvm_rl.decoding import generate_with_length
+    from lenvm_rl.trainer import LengthValueConfig, LengthValueTrainer
+
+    ckpt = tmp_path / "plain"
+    args = LengthValueConfig(output_dir=str(ckpt), gamma=0.99, use_chat_template=False, report_to=[], use_cpu=True)
+    LengthValueTrainer(LengthValueModel(tiny_backbone), args, processing_class=tokenizer).save_model()
+    config_file = ckpt / "lenvm_config.json"
+    assert json.loads(config_file.read_text())["use_chat_template"] is False
+
+    critic = LengthCritic.from_pretrained(ckpt, device="cpu")
+    msgs = [{"role": "user", "content": "Write a haiku."}]
+    plain = encode_prompt(tokenizer, msgs, use_chat_template=False)
+    assert plain != encode_prompt(tokenizer, msgs)
+    assert not critic.use_chat_template and critic._encode_prompts([msgs, "Write a haiku."]) == [plain, plain]
+    torch.testing.assert_close(critic.predict_length([msgs]), critic.predict_length(prompt_ids=[plain]))
+    # guided generation feeds the generator (and so the critic) the same plain prompt
+    generator = AutoModelForCausalLM.from_pretrained(tiny_causal_dir).eval()
+    seen, generate = [], generator.generate
+    monkeypatch.setattr(generator, "generate", lambda **kw: seen.append(kw["input_ids"][0].tolist()) or generate(**kw))
+    generate_with_length(generator, critic, [msgs], mode="tilt", beta=1.0, max_new_tokens=2)
+    assert seen == [plain]
+
+    # A checkpoint from before the format was saved keeps the chat template, and says so once.
+    meta = json.loads(config_file.read_text())
+    del meta["use_chat_template"]
+    config_file.write_text(json.dumps(meta))
+    monkeypatch.setattr(modeling, "_warned_no_prompt_format", False)
+    with pytest.warns(UserWarning, match="use_chat_template"):
+        old = LengthCritic.from_pretrained(ckpt, device="cpu")
+    assert old.use_chat_template and old._encode_prompts([msgs]) == [encode_prompt(tokenizer, msgs)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LengthValueModel.from_pretrained(ckpt)  # not again

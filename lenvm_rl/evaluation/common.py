@@ -84,8 +84,10 @@ def critic_training_prompts(critic_path: str) -> set[str]:
 
 @torch.no_grad()
 def sample_plain(model, tokenizer, prompts, max_new_tokens: int, batch_size: int = 16, do_sample: bool = True,
-                 temperature: float = 0.7, top_p: float = 0.9, seed: int = 0, desc: str = "generating") -> list[dict]:
-    """Plain generation, one dict per prompt like ``generate_with_length``: text, token_ids, num_tokens, finished."""
+                 temperature: float = 0.7, top_p: float = 0.9, seed: int = 0, desc: str = "generating",
+                 use_chat_template: bool = True) -> list[dict]:
+    """Plain generation, one dict per prompt like ``generate_with_length``: text, token_ids, num_tokens, end,
+    finished. Pass the critic's ``use_chat_template`` so both arms see the same prompts."""
     from tqdm.auto import tqdm
 
     from ..critic import left_pad
@@ -97,7 +99,8 @@ def sample_plain(model, tokenizer, prompts, max_new_tokens: int, batch_size: int
     torch.manual_seed(seed)
     out = []
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
-        ids, mask = left_pad([encode_prompt(tokenizer, p) for p in prompts[start:start + batch_size]], pad)
+        batch = prompts[start:start + batch_size]
+        ids, mask = left_pad([encode_prompt(tokenizer, p, use_chat_template) for p in batch], pad)
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                              do_sample=do_sample, temperature=temperature if do_sample else None,
                              top_p=top_p if do_sample else None, top_k=0 if do_sample else None,
@@ -143,8 +146,10 @@ def write_outputs(out_dir: str | os.PathLike, name: str, result: dict, markdown:
     return result
 
 
-def heldout_examples(critic_path: str, rollouts: str | None, tokenizer, limit: int | None = None) -> tuple[list, str]:
-    """Finished completions as examples (``input_ids``, ``labels`` = tokens to come, ``prompt_len``).
+def heldout_examples(critic_path: str, rollouts: str | None, tokenizer, limit: int | None = None,
+                     use_chat_template: bool = True) -> tuple[list, str]:
+    """Finished completions as examples (``input_ids``, ``labels`` = tokens to come, ``prompt_len``), prompts
+    encoded as the critic was trained (pass its ``use_chat_template``).
 
     Default source: the quickstart's held-out rollouts beside the critic (prompts it never trained on).
     """
@@ -155,7 +160,7 @@ def heldout_examples(critic_path: str, rollouts: str | None, tokenizer, limit: i
         raise FileNotFoundError(f"{path} not found: pass --rollouts FILE (a `lenvm rollouts` JSONL of prompts the "
                                 "critic never trained on).")
     records = load_rollouts(path)[:limit] if limit else load_rollouts(path)
-    examples, _ = build_examples(records, tokenizer)
+    examples, _ = build_examples(records, tokenizer, use_chat_template=use_chat_template)
     for ex in examples:
         ex["prompt_len"] = next(i for i, label in enumerate(ex["labels"]) if label >= 0) + 1
     return examples, str(path)

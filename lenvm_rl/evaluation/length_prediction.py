@@ -170,7 +170,7 @@ def main(argv=None) -> dict:
 
     from transformers import AutoModel
 
-    from ..data import build_dataset, encode_prompt, load_rollouts
+    from ..data import build_dataset, load_rollouts
     from ..defaults import resolve_model
     from ..metrics import per_prompt_truth, prediction_errors, train_mean_baselines
     from ..rollouts import SamplingConfig, generate_rollouts
@@ -196,7 +196,8 @@ def main(argv=None) -> dict:
     sampling = SamplingConfig(num_samples=a.samples, max_new_tokens=a.max_new_tokens or qs.get("max_new_tokens", 256),
                               temperature=qs.get("temperature", 0.7), top_p=qs.get("top_p", 0.9), seed=a.seed)
     heldout_file = generate_rollouts(prompts, out / f"rollouts_heldout_{a.samples}.jsonl",
-                                     model=a.generator or qs.get("model"), sampling=sampling, batch_size=a.batch_size)
+                                     model=a.generator or qs.get("model"), sampling=sampling, batch_size=a.batch_size,
+                                     use_chat_template=critic.use_chat_template)  # the critic's prompt format
     records = load_rollouts(heldout_file)
     lengths = defaultdict(list)
     for r in records:
@@ -208,14 +209,14 @@ def main(argv=None) -> dict:
     truth = per_prompt_truth(lengths, gamma)
     ids = sorted(truth)
     prompt_of = {r["prompt_id"]: r["prompt"] for r in records}
-    heldout_ids = [encode_prompt(tokenizer, prompt_of[i]) for i in ids]
+    heldout_ids = critic._encode_prompts([prompt_of[i] for i in ids])
 
     # Predictors.
     preds = {"LenVM": dict(zip(ids, critic.predict_length(prompt_ids=heldout_ids).tolist()))}
     train_lengths = [r["num_tokens"] for r in train_records]
     for name, const in train_mean_baselines(train_lengths, gamma).items():
         preds[f"{name} ({const:.0f} tok)"] = {i: const for i in ids}
-    train_prompt_ids = [encode_prompt(tokenizer, r["prompt"]) for r in train_records]
+    train_prompt_ids = critic._encode_prompts([r["prompt"] for r in train_records])
     regress, reg_info = fit_prompt_length_regression([len(x) for x in train_prompt_ids], train_lengths)
     preds["prompt-length regression"] = {i: regress(len(x)) for i, x in zip(ids, heldout_ids)}
     # The critic's backbone is tuned for length; S3 uses an off-the-shelf encoder, so load the untuned one.
@@ -225,7 +226,7 @@ def main(argv=None) -> dict:
     preds["bucket classifier (S3-style)"] = dict(zip(ids, classify(prompt_features(base, heldout_ids))))
     del base
 
-    heldout_ds, stats = build_dataset(records, tokenizer)
+    heldout_ds, stats = build_dataset(records, tokenizer, use_chat_template=critic.use_chat_template)
     result = {"command": common.command_line(NAME, argv), "critic": a.critic, "gamma": gamma, "prompts": len(ids),
               "samples": a.samples, "heldout_rollouts": str(heldout_file), "heldout": stats.summary(),
               "train_rollouts": str(train_file), "train_completions": len(train_records),

@@ -110,7 +110,7 @@ def main(argv=None) -> dict:
     common.setup_threads()
     critic = common.load_critic(a.critic)
     tok = critic.tokenizer
-    examples, source = common.heldout_examples(a.critic, a.rollouts, tok, a.limit)
+    examples, source = common.heldout_examples(a.critic, a.rollouts, tok, a.limit, critic.use_chat_template)
     with torch.no_grad():
         counts = count_shifts(critic, examples, a.threshold)
     eos = tok.eos_token_id

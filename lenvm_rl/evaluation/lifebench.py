@@ -158,7 +158,8 @@ def main(argv=None) -> dict:
     critic = common.load_critic(a.critic)
     check_not_trained_on(a.critic, tasks)
     model, tokenizer = common.load_generator(a.generator, critic)
-    sampling = dict(temperature=a.temperature, top_p=a.top_p, seed=a.seed)
+    sampling = dict(temperature=a.temperature, top_p=a.top_p, seed=a.seed,
+                    use_chat_template=critic.use_chat_template)  # the critic's prompt format, for both arms
     rows = []
     for mode in modes:
         for target in targets:

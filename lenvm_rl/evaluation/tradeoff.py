@@ -102,7 +102,8 @@ def main(argv=None) -> dict:
     seen = common.critic_training_prompts(a.critic)
     rows = [r for r in rows if r["prompt"][-1]["content"] not in seen][:a.prompts]
     prompts = [r["prompt"] for r in rows]
-    sampling = dict(temperature=a.temperature, top_p=a.top_p, seed=a.seed)
+    sampling = dict(temperature=a.temperature, top_p=a.top_p, seed=a.seed,
+                    use_chat_template=critic.use_chat_template)  # the critic's prompt format, for both arms
 
     plain = common.sample_plain(model, tokenizer, prompts, cap, a.batch_size, desc="plain", **sampling)
     budget = [{"budget": b, **score(plain, rows, reward, b)} for b in budgets]

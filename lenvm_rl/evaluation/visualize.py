@@ -98,7 +98,8 @@ def main(argv=None) -> dict:
     from ..plots import plot_remaining_length
 
     critic = common.load_critic(a.critic)
-    examples, source = common.heldout_examples(a.critic, a.rollouts, critic.tokenizer, 16 if a.tiny else None)
+    examples, source = common.heldout_examples(a.critic, a.rollouts, critic.tokenizer, 16 if a.tiny else None,
+                                               critic.use_chat_template)
     example = pick(examples, a.index)
     rows = token_table(critic, example)
     prompt = critic.tokenizer.decode(example["input_ids"][:example["prompt_len"]], skip_special_tokens=True)
