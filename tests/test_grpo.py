@@ -133,4 +133,43 @@ def test_two_process_run(tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(result.read_text())
     assert data["shapes"] and all(a == c for a, c in data["shapes"])
-    assert data["term_abs_mean"] and all(x > 0 for x in data["term_abs_mean"])
+    assert data["term_abs_mean"] and all(x >= 0 for x in data["term_abs_mean"])
+    # Groups of 4 span the two processes (2 rows each): the `relative` term of each process equals the term
+    # computed on the whole batch in one process.
+    from lenvm_rl.returns import correct_group_means, relative_length_term
+
+    assert data["terms"]
+    for step in data["terms"]:
+        ranks = sorted(step, key=lambda r: r["rank"])
+        width = max(len(r["mask"][0]) for r in ranks)  # each process pads its completions to its own longest
+
+        def cat(key, dtype=torch.float32):
+            return torch.cat([torch.nn.functional.pad(torch.tensor(r[key], dtype=dtype),
+                                                      (0, width - len(r[key][0]))) for r in ranks])
+
+        credit, mask = cat("credit", torch.float64), cat("mask")
+        correct = torch.tensor(ranks[0]["rewards"]) >= 0.5
+        assert len(correct) == len(credit) == 4
+        mu, gate = correct_group_means(credit.sum(-1), mask.sum(-1), correct, 4)
+        whole = relative_length_term(credit, mask, mu, gate, 1.0, 0.05)
+        split = cat("term", torch.float64)
+        assert torch.allclose(whole, split, atol=1e-6)
+    assert any(torch.tensor(r["term"]).abs().sum() > 0 for step in data["terms"] for r in step)
+
+
+def test_opposites_task():
+    from lenvm_rl.rl.tasks import (OPPOSITES, answer_sentence_end, opposites_dataset, opposites_reward,
+                                   opposites_split)
+
+    assert len(OPPOSITES) >= 120
+    train, held_out = opposites_split()
+    assert len(held_out) == 48 and not set(train) & set(held_out) and len(train) + 48 == len(OPPOSITES)
+    texts = ["The opposite of 'hot' is 'cold'. Cold is...", "Cold.", "Hot: a cold feeling", "Warm, or cold.",
+             "The opposite of hot would be cold.", "The word hot means... Its opposite is chilly!"]
+    assert opposites_reward(texts, word=["hot"] * 6, answer=[OPPOSITES["hot"].split()] * 6) == [1, 1, 1, 0, 0, 1]
+    # The first stated answer counts, and only it; aliases are accepted ("light" -> "darkness").
+    assert opposites_reward(["The opposite of light is darkness, not heavy"], word=["light"],
+                            answer=[OPPOSITES["light"].split()]) == [1.0]
+    assert answer_sentence_end(texts[0], "hot") == len("The opposite of 'hot' is 'cold'.")
+    row = opposites_dataset(["hot"])[0]
+    assert row["word"] == "hot" and "'hot'" in row["prompt"][0]["content"] and "cold" in row["answer"]

@@ -116,6 +116,4 @@ class LengthShapedGRPOConfig(GRPOConfig):
                 raise ValueError("length_shaping='relative' needs length_gate_reward: the name of the reward "
                                  "function that says an answer is correct (e.g. 'opposites_reward'); only correct "
                                  "answers get the length term.")
-            if self.num_generations is not None and self.num_generations < 2:
-                raise ValueError("length_shaping='relative' compares completions of the same prompt: set "
-                                 f"num_generations >= 2 (got {self.num_generations}).")
+        # A group size of 1 is refused by GRPOConfig itself ("at least 2 generations per prompt").

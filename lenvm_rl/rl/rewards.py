@@ -57,12 +57,11 @@ def _eos_ids(path: str, tokenizer_eos: int) -> frozenset[int]:
 
 
 def _prompt_ids(critic, prompt) -> list[int]:
-    """The prompt as TRL renders it: the chat template for conversational prompts, plain text as it is."""
-    from ..data import encode_prompt
-
+    """The prompt as TRL renders it: plain text as it is; conversational prompts as the critic was trained
+    (its chat template unless its checkpoint says ``use_chat_template: false``)."""
     if isinstance(prompt, str):
         return critic.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return encode_prompt(critic.tokenizer, prompt)
+    return critic._encode_prompts([prompt])[0]  # honours the critic's use_chat_template
 
 
 def critic_length_return(prompts, completion_ids, critic=None, **kwargs) -> list[float]:
