@@ -89,6 +89,7 @@ def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, 
     from trl import GRPOConfig, GRPOTrainer
 
     from lenvm_rl.critic import LengthCritic
+    from lenvm_rl.defaults import native_bf16
     from lenvm_rl.rl import LengthShapedGRPOConfig, LengthShapedGRPOTrainer
     from lenvm_rl.rl.rewards import kimi_length_reward, l1_max_length_reward, lenvm_seq_reward, soft_overlong_reward
     from lenvm_rl.rl.tasks import opposites_dataset, opposites_reward
@@ -113,7 +114,7 @@ def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, 
     common = dict(output_dir=str(Path(a.output_dir) / "runs" / job_name(arm, coef, seed)),
                   per_device_train_batch_size=a.batch, num_generations=a.num_generations,
                   max_completion_length=a.max_new_tokens, max_steps=a.steps, learning_rate=a.learning_rate,
-                  temperature=a.temperature, beta=0.0, use_cpu=True, bf16=not a.tiny, report_to=[],
+                  temperature=a.temperature, beta=0.0, use_cpu=True, bf16=native_bf16() and not a.tiny, report_to=[],
                   save_strategy="no", logging_steps=1, seed=seed, disable_tqdm=True)
     rewards = [opposites_reward]
     if arm == "soft_overlong":
@@ -151,7 +152,7 @@ def train_critic(out: Path, policy: str, words: list[str], a) -> tuple[str, dict
                            eval_prompts_per_category=4 if a.tiny else 10, train_samples=2 if a.tiny else 4,
                            eval_samples=4 if a.tiny else 8, max_new_tokens=24 if a.tiny else a.max_new_tokens,
                            temperature=a.temperature, top_p=1.0, num_train_epochs=1 if a.tiny else 3,
-                           max_length=256, bf16=not a.tiny)
+                           max_length=256, bf16=None if not a.tiny else False)
     report = run_quickstart(cfg)
     return str(out / "critic" / "model"), report["length_prediction"]
 

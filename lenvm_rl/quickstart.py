@@ -25,7 +25,7 @@ import torch
 
 from .critic import LengthCritic
 from .data import build_dataset, load_rollouts
-from .defaults import DEFAULT_MODEL, resolve_model
+from .defaults import DEFAULT_MODEL, native_bf16, resolve_model
 from .metrics import per_prompt_truth, prediction_errors, train_mean_baselines
 from .modeling import LengthValueModel, is_checkpoint_dir
 from .plots import plot_remaining_length
@@ -56,7 +56,8 @@ class QuickstartConfig:
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Sequences per step."})
     max_length: int = field(default=512, metadata={"help": "Longest prompt + completion."})
-    bf16: bool = field(default=True, metadata={"help": "bf16 autocast (CPU and GPU)."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast; default: on where the machine computes "
+                                                              "bf16 natively (CUDA, AVX512-BF16 / AMX CPUs)."})
     seed: int = field(default=0, metadata={"help": "Seed for the prompt split, sampling and training."})
     overwrite: bool = field(default=False, metadata={"help": "Retrain even if a model with other settings exists."})
 
@@ -118,7 +119,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         output_dir=str(model_dir), gamma=cfg.gamma, max_length=cfg.max_length, num_train_epochs=cfg.num_train_epochs,
         learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_train_batch_size, warmup_steps=0.05, weight_decay=0.0,
-        bf16=cfg.bf16, use_cpu=not torch.cuda.is_available(), seed=cfg.seed, save_strategy="no", eval_strategy="no", report_to=[], logging_steps=5,
+        bf16=native_bf16() if cfg.bf16 is None else cfg.bf16, use_cpu=not torch.cuda.is_available(), seed=cfg.seed, save_strategy="no", eval_strategy="no", report_to=[], logging_steps=5,
         overwrite_output_dir=True, disable_tqdm=False, dataloader_num_workers=0)
     stamp = model_dir / "quickstart_config.json"
     if is_checkpoint_dir(model_dir) and stamp.is_file() and json.loads(stamp.read_text()) == cfg.training_key() \

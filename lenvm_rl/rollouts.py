@@ -139,7 +139,7 @@ def read_done(output: Path, generator: str, sampling: SamplingConfig) -> set[tup
 # ---------------------------------------------------------------------------------------------- sampling
 def generate_rollouts(prompts: list[dict], output: str | os.PathLike, model: str | None = None,
                       sampling: SamplingConfig | None = None, batch_size: int = 16, backend: str = "hf",
-                      dtype: str = "bfloat16", use_chat_template: bool = True, progress: bool = True) -> Path:
+                      dtype: str = "auto", use_chat_template: bool = True, progress: bool = True) -> Path:
     """Sample ``sampling.num_samples`` completions per prompt and append them to ``output`` (resumable)."""
     sampling = sampling or SamplingConfig()
     output = Path(output)
@@ -192,6 +192,10 @@ def _generate_hf(todo, output, generator, sampling, batch_size, dtype, use_chat_
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if dtype == "auto":
+        from .defaults import fast_dtype
+
+        dtype = fast_dtype()
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -234,7 +238,7 @@ def _generate_vllm(todo, output, generator, sampling, dtype, use_chat_template) 
         raise ImportError("--backend vllm needs vLLM on a CUDA machine: pip install 'lenvm-rl[vllm]'. "
                           "Use --backend hf (the default) on CPU.") from None
     path = resolve_model(generator)
-    llm = LLM(model=path, dtype=dtype, seed=sampling.seed)
+    llm = LLM(model=path, dtype="bfloat16" if dtype == "auto" else dtype, seed=sampling.seed)
     tokenizer = llm.get_tokenizer()
     eos_ids = _eos_ids(tokenizer, SimpleNamespace(generation_config=_generation_config(path)))
     by_index: dict[int, list[dict]] = {}
