@@ -8,6 +8,7 @@ completion. A length reward here is an *addition* to the task reward (list both 
     kimi_length_reward(...)   the same with Kimi's correctness gate: wrong answers get min(0, lambda)
     l1_max_length_reward(...) L1-Max: c * clip(0.5 + (budget - L) / (2 budget), 0, 1)
     lenvm_seq_reward(...)     c * beta * critic_length_return: the sequence-level, gated use of the LenVM
+    gated_critic_length_return  the same, configured by environment variables (for dotted-path recipes)
     soft_overlong_reward(...) DAPO's soft overlong punishment (TRL's)
 
 The gated ones take the task reward ``c`` as a function (``gate``) and count a completion correct when
@@ -183,6 +184,28 @@ def lenvm_seq_reward(gate, beta: float, critic=None, threshold: float = 0.5, nam
         return [float(c) * beta * r for c, r in zip(correct, returns)]
 
     return _named(reward, name)
+
+
+GATE_ENV, BETA_ENV = "LENVM_GATE_REWARD", "LENVM_SEQ_BETA"
+
+
+def gated_critic_length_return(prompts, completions, completion_ids, **kwargs) -> list[float]:
+    """:func:`lenvm_seq_reward` for recipes that name rewards by dotted path (``trl rloo`` / ``trl grpo``):
+    ``c * beta * critic_length_return`` with the critic from ``$LENVM_CRITIC_PATH``, the gate from
+    ``$LENVM_GATE_REWARD`` (a task name such as ``opposites``, or a dotted path) and beta from
+    ``$LENVM_SEQ_BETA`` (default 1). Set them in the recipe's ``env:`` mapping."""
+    import importlib
+
+    name = os.environ.get(GATE_ENV)
+    if not name:
+        raise RuntimeError(f"gated_critic_length_return needs {GATE_ENV}: a task reward name ({sorted(_task_rewards())}) "
+                           "or a dotted path, e.g. in the recipe's `env:` mapping.")
+    gate = _task_rewards().get(name)
+    if gate is None:
+        module, _, attr = name.rpartition(".")
+        gate = getattr(importlib.import_module(module), attr)
+    beta = float(os.environ.get(BETA_ENV, "1.0"))
+    return lenvm_seq_reward(gate, beta)(prompts, completions, completion_ids, **kwargs)
 
 
 def soft_overlong_reward(max_completion_len: int, soft_punish_cache: int):
