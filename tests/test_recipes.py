@@ -59,7 +59,9 @@ def test_grpo_recipes_parse_and_name_known_rewards(recipe, monkeypatch):
     script, cfg, *_, remaining = parser.parse_args_and_config(["--config", str(recipe), "--use_cpu", "true"],
                                                               return_remaining_strings=True)
     launch, unknown = split_launch_args(remaining)
-    assert not unknown and cfg.critic_model_path and cfg.length_shaping in ("advantage", "potential")
+    assert not unknown and cfg.critic_model_path and cfg.length_shaping in ("relative", "advantage")
+    if cfg.length_shaping == "relative":  # the gate must be one of the recipe's rewards
+        assert cfg.length_gate_reward in script.reward_funcs
     assert all(callable(resolve_reward(name)) for name in script.reward_funcs)
     if "accelerate_config" in launch:
         assert Path(resolve_accelerate_config(launch["accelerate_config"])).is_file()
