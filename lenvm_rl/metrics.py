@@ -1,4 +1,4 @@
-"""Length-prediction metrics at the prompt boundary (DESIGN section 6), on plain lists of lengths.
+"""Length-prediction metrics at the prompt boundary (docs/method.md), on plain lists of lengths.
 
 Ground truth per prompt is return-consistent: ``L_GT = ln(1 - mean_i(1 - gamma ** L_i)) / ln(gamma)``,
 the length whose value equals the mean sampled value, so a perfect critic scores 0 error.

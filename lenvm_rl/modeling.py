@@ -1,4 +1,4 @@
-"""The Length Value Model: a transformer backbone plus a small value head (DESIGN sections 1, 2, 5).
+"""The Length Value Model: a transformer backbone plus a small value head.
 
     h_t = backbone(prompt + y_1..y_t)[-1]      final-layer (normed) hidden state, no LM head
     z_t = summary(SiLU(fc(h_t)))               LengthValueHead

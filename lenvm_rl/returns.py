@@ -1,4 +1,4 @@
-"""The math of the Length Value Model on plain tensors (DESIGN section 1). No models here.
+"""The math of the Length Value Model on plain tensors (docs/method.md). No models here.
 
 Convention. A completion is ``y_1 .. y_L`` with ``y_L`` the EOS token. State ``s_t`` is the prompt plus
 ``y_1 .. y_t``; ``s_0`` ends at the last prompt token. ``n_t = L - t`` tokens (EOS included) remain.

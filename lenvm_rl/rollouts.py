@@ -1,4 +1,4 @@
-"""Sampling completions to pretrain a LenVM on (DESIGN section 5).
+"""Sampling completions to pretrain a LenVM on.
 
 A rollout record is one JSON line per completion:
 

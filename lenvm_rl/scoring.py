@@ -1,4 +1,4 @@
-"""Scoring K candidate next tokens with the critic in one forward per decoding step (DESIGN section 5).
+"""Scoring K candidate next tokens with the critic in one forward per decoding step.
 
 The critic keeps a KV cache of the prefix. At each step it runs one forward over
 

@@ -1,4 +1,4 @@
-"""LengthValueConfig / LengthValueTrainer: value pretraining as a ``transformers.Trainer`` (DESIGN sections 1, 4).
+"""LengthValueConfig / LengthValueTrainer: value pretraining as a ``transformers.Trainer``.
 
 The only thing that differs from a plain ``Trainer`` is the loss (and the checkpoint layout it saves):
 

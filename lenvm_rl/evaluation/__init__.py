@@ -1,4 +1,4 @@
-"""Evaluations behind `lenvm eval NAME` (DESIGN section 6). Each module has ``main(argv) -> dict`` that writes
+"""Evaluations behind `lenvm eval NAME` (docs/method.md). Each module has ``main(argv) -> dict`` that writes
 ``NAME.json``, ``NAME.png`` and ``NAME.md`` to its output dir, and a ``--tiny`` mode sized for CI.
 
     length_prediction   LenVM vs. prompt-only baselines at predicting how long an answer will be

@@ -1,7 +1,7 @@
 """`lenvm eval length_prediction`: how well the LenVM predicts answer length, against prompt-only baselines.
 
 Held-out prompts (never trained on) are sampled ``--samples`` times each; the ground truth per prompt is the
-return-consistent length of its finished samples (DESIGN section 6). Predictors, all judged on those prompts:
+return-consistent length of its finished samples (docs/method.md). Predictors, all judged on those prompts:
 
     LenVM                        ln(1 + V(s_0)) / ln(gamma) at the last prompt token
     train mean / (return-cons.)  one constant: the mean training length

@@ -1,6 +1,6 @@
 """`lenvm eval length_tokens`: which tokens make a generation longer or shorter, by the critic's length shift.
 
-The length shift of token x_t is ``-delta_t = V(s_{t-1}) - r - gamma V(s_t)`` (DESIGN section 1): positive when
+The length shift of token x_t is ``-delta_t = V(s_{t-1}) - r - gamma V(s_t)`` (docs/method.md): positive when
 choosing that token moved the expected continuation longer. Over held-out completions, each token counts how
 often its shift exceeds +threshold (lengthening) or falls below -threshold (shortening). Raw counts are led by
 the most frequent tokens ('.', ',' and ' the' land in both lists), so by default the chart ranks tokens seen at

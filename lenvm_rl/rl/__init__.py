@@ -1,4 +1,4 @@
-"""LenVM inside RL training: length-shaped GRPO (DESIGN section 5)."""
+"""LenVM inside RL training: length-shaped GRPO."""
 
 from .config import LengthShapedGRPOConfig
 from .trainer import LengthShapedGRPOTrainer
