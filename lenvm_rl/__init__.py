@@ -19,11 +19,14 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
     "trainer": ["LengthValueConfig", "LengthValueTrainer"],
     "critic": ["LengthCritic", "TokenizerMismatchError"],
     "rl": ["LengthShapedGRPOConfig", "LengthShapedGRPOTrainer"],
-    "rl.rewards": ["critic_length_return", "group_length_reward"],
+    "rl.rewards": ["critic_length_return", "group_length_reward", "kimi_length_reward", "l1_max_length_reward",
+                   "lenvm_seq_reward", "gated_critic_length_return", "soft_overlong_reward", "get_reward_funcs"],
+    "rl.tasks": ["opposites_reward", "addition_reward", "gsm8k_reward"],
     "decoding": ["LengthGuidedLogitsProcessor", "generate_with_length"],
     "scoring": ["TreeScorer"],
     "returns": ["remaining_to_value", "value_to_remaining", "completion_targets", "gamma_from_lengths",
-                "return_consistent_length", "td_residuals", "gae", "length_advantages"],
+                "return_consistent_length", "td_residuals", "gae", "length_advantages", "correct_group_means",
+                "relative_length_term"],
 }
 _NAME_TO_MODULE = {name: module for module, names in _IMPORT_STRUCTURE.items() for name in names}
 
@@ -49,15 +52,27 @@ if TYPE_CHECKING:
     from .modeling import LengthValueModel
     from .returns import (
         completion_targets,
+        correct_group_means,
         gae,
         gamma_from_lengths,
         length_advantages,
+        relative_length_term,
         remaining_to_value,
         return_consistent_length,
         td_residuals,
         value_to_remaining,
     )
     from .rl import LengthShapedGRPOConfig, LengthShapedGRPOTrainer
-    from .rl.rewards import critic_length_return, group_length_reward
+    from .rl.rewards import (
+        critic_length_return,
+        gated_critic_length_return,
+        get_reward_funcs,
+        group_length_reward,
+        kimi_length_reward,
+        l1_max_length_reward,
+        lenvm_seq_reward,
+        soft_overlong_reward,
+    )
+    from .rl.tasks import addition_reward, gsm8k_reward, opposites_reward
     from .scoring import TreeScorer
     from .trainer import LengthValueConfig, LengthValueTrainer
