@@ -15,6 +15,7 @@ COMMANDS = {
     "merge": "merge a LoRA LenVM checkpoint into a full checkpoint",
     "grpo": "GRPO with LenVM length shaping (--config recipe.yaml; TRL's GRPO keys plus the length fields)",
     "eval": "evaluations: length_prediction | lifebench | tradeoff | length_tokens | visualize (JSON, PNG, markdown)",
+    "demo": "a local web page: predicted length, tokens tinted by length shift, length controls (extra: demo)",
 }
 
 
@@ -320,7 +321,8 @@ def menu(argv: list[str], usage: str, choices: dict[str, str], kind: str) -> int
 
 
 HANDLERS = {"quickstart": quickstart, "rollouts": rollouts, "train": train, "predict": predict,
-            "generate": generate, "merge": merge, "grpo": grpo, "eval": evaluate}
+            "generate": generate, "merge": merge, "grpo": grpo, "eval": evaluate,
+            "demo": lambda argv: __import__("lenvm_rl.demo", fromlist=["main"]).main(argv)}
 
 
 def main(argv: list[str] | None = None) -> int:

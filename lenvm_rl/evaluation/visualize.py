@@ -8,6 +8,7 @@ continuation longer, blue: shorter) and hovering shows its numbers. The page has
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -45,16 +46,26 @@ def pick(examples: list[dict], index: int | None) -> dict:
     return examples[order[len(order) * 3 // 4]]
 
 
-def html_page(rows: list[dict], title: str, prompt: str, boundary: float) -> str:
+def token_spans(rows: list[dict]) -> str:
+    """Completion tokens as HTML spans tinted by length shift (red: longer, blue: shorter, strongest = 0.6
+    opacity), their numbers in the ``title`` (hover). Rows as :func:`token_table` gives them; a row without
+    ``true_remaining`` (an answer still being written, as in `lenvm demo`) shows the prediction only."""
+    if not rows:
+        return ""
     scale = max(max(abs(r["shift"]) for r in rows), 1e-6)
     spans = []
     for r in rows:
         a = min(abs(r["shift"]) / scale, 1.0) * 0.6
         color = f"rgba(214,39,40,{a:.2f})" if r["shift"] > 0 else f"rgba(31,119,180,{a:.2f})"
-        tip = (f"token {r['position']}: {r['token']!r}\ntrue tokens to come: {r['true_remaining']}\n"
-               f"predicted: {r['predicted_remaining']:.1f}\nV = {r['value']:.4f}\nlength shift = {r['shift']:+.4f}")
-        spans.append(f'<span style="background:{color}" title="{html.escape(tip)}" data-i="{r["position"]}">'
-                     f"{html.escape(r['token'])}</span>")
+        true = f"true tokens to come: {r['true_remaining']}\n" if r.get("true_remaining") is not None else ""
+        tip = (f"token {r['position']}: {r['token']!r}\n{true}predicted tokens to come: {r['predicted_remaining']:.1f}"
+               f"\nV = {r['value']:.4f}\nlength shift = {r['shift']:+.4f}")
+        spans.append(f'<span style="background:{color}" title="{html.escape(tip)}" data-i="{r["position"]}" '
+                     f'data-shift="{r["shift"]:+.4f}">{html.escape(r["token"])}</span>')
+    return "".join(spans)
+
+
+def html_page(rows: list[dict], title: str, prompt: str, boundary: float) -> str:
     w, h, n = 760, 220, len(rows)
     top = max(max(r["true_remaining"] for r in rows), max(r["predicted_remaining"] for r in rows), 1)
 
@@ -84,15 +95,22 @@ Hover a token for its numbers. Tint: <span style="background:rgba(214,39,40,.5)"
 <polyline points="{pred_line}" fill="none" stroke="#ff7f0e" stroke-width="1.5"/>{dots}
 <text x="40" y="{h - 8}" font-size="11">token 0</text><text x="{w - 70}" y="{h - 8}" font-size="11">token {n - 1}</text>
 <text x="2" y="25" font-size="11">{top:.0f}</text></svg>
-<div class="text">{"".join(spans)}</div></body></html>
+<div class="text">{token_spans(rows)}</div></body></html>
 """
 
 
+@dataclass
+class VisualizeArguments(common.EvalArguments):
+    """Arguments of `lenvm eval visualize`."""
+
+    rollouts: str | None = field(default=None, metadata={"help": "Completions to pick from (default: the "
+                                                                  "quickstart's held-out ones)."})
+    index: int | None = field(default=None, metadata={"help": "Which finished completion (default: the one at the "
+                                                              "75th length percentile)."})
+
+
 def main(argv=None) -> dict:
-    p = common.base_parser(NAME, __doc__.split("\n")[0])
-    p.add_argument("--rollouts", default=None, help="completions to pick from (default: the quickstart's held-out)")
-    p.add_argument("--index", type=int, default=None, help="which finished completion (default: 75th length pct.)")
-    a = p.parse_args(argv)
+    a = common.parse_args(VisualizeArguments, NAME, __doc__.split("\n")[0], argv)
     common.setup_threads()
 
     from ..plots import plot_remaining_length
