@@ -33,10 +33,11 @@ import sys
 from pathlib import Path
 
 # (arm, coef, seeds): the core arms run 3 seeds, the sweep points one.
-JOBS = [(arm, coef, seed) for seed in (0, 1, 2)
-        for arm, coef in (("task", 0.0), ("kimi", 1.0), ("l1_max", 16.0), ("lenvm_relative", 1.0))]
-JOBS += [("lenvm_seq", 1.0, 0), ("lenvm_seq", 2.0, 0), ("soft_overlong", 48.0, 0), ("kimi", 0.5, 0),
-         ("l1_max", 32.0, 0), ("lenvm_relative", 0.5, 0)]
+# Order = priority: every arm at seed 0 first, then the other seeds, then the rest of the sweep.
+CORE = (("task", 0.0), ("kimi", 1.0), ("l1_max", 16.0), ("lenvm_relative", 1.0))
+JOBS = [(arm, coef, 0) for arm, coef in CORE] + [("lenvm_seq", 1.0, 0), ("soft_overlong", 48.0, 0)]
+JOBS += [(arm, coef, seed) for seed in (1, 2) for arm, coef in CORE]
+JOBS += [("lenvm_seq", 2.0, 0), ("kimi", 0.5, 0), ("l1_max", 32.0, 0), ("lenvm_relative", 0.5, 0)]
 ARMS = ("task", "soft_overlong", "kimi", "l1_max", "lenvm_seq", "lenvm_relative")
 
 
@@ -217,7 +218,7 @@ def last_step_table(rows: list[dict], steps: int) -> dict:
 
 def verdict(table: dict) -> list[str]:
     """The success criterion fixed before running (the issue's), checked on the 3-seed means."""
-    main = {arm: table.get((arm, coef)) for arm, coef, _ in JOBS[:4]}
+    main = {arm: table.get((arm, coef)) for arm, coef in CORE}
     rel = main.get("lenvm_relative")
     if not rel or any(v is None for v in main.values()):
         return ["criterion: not all core arms have finished"]
