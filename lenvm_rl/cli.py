@@ -1,10 +1,17 @@
-"""The `lenvm` command: quickstart | rollouts | train | predict | generate | merge | grpo | eval (each with --help)."""
+"""The `lenvm` command: quickstart | rollouts | train | predict | generate | merge | grpo | eval (each with --help).
+
+Every subcommand parses documented dataclasses with TRL's ``TrlParser``, as ``trl/scripts/*.py`` do: each field is
+a flag (``--max_new_tokens``; the dashed ``--max-new-tokens`` is accepted too) and a key of a YAML file given with
+``--config``, and its ``metadata={"help": ...}`` is its ``--help`` text. ``lenvm --help`` imports nothing heavy;
+``lenvm SUB --help`` imports only TRL's parser (torch-free).
+"""
 
 from __future__ import annotations
 
-import argparse
+import re
 import sys
 from dataclasses import dataclass, field
+from typing import Literal
 
 COMMANDS = {
     "quickstart": "sample, train and evaluate a LenVM on the embedded default model, offline",
@@ -19,44 +26,114 @@ COMMANDS = {
 }
 
 
+# ------------------------------------------------------------------------------------------ parsing
+CONFIG_HELP = ("Every option is also a key of a YAML file given with --config FILE.yaml (options given as well "
+               "override it; an `env:` mapping sets environment variables). Dashed spellings such as "
+               "--max-new-tokens are accepted too.")
+LEGACY_FLAGS = {"--no-chat-template": "--no_use_chat_template", "--no_chat_template": "--no_use_chat_template"}
+_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+def make_parser(dataclass_types, prog: str, description: str | None = None):
+    """``TrlParser(dataclass_types)`` with our program name, description and a note on ``--config``."""
+    from trl import TrlParser  # torch-free: TRL ships its own HfArgumentParser
+
+    return TrlParser(list(dataclass_types), prog=prog, description=description, epilog=CONFIG_HELP)
+
+
+def parse(parser, argv: list[str] | None, **kwargs):
+    """``parser.parse_args_and_config(argv)`` after :func:`compat_argv` (TRL's keyword arguments pass through)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return parser.parse_args_and_config(compat_argv(argv, parser), **kwargs)
+
+
+def _option_like(arg: str) -> bool:
+    """Whether argparse reads ``arg`` as an option rather than a value (our parsers have no numeric options)."""
+    return arg.startswith("-") and len(arg) > 1 and " " not in arg and not _NUMBER.match(arg)
+
+
+def compat_argv(argv: list[str], parser) -> list[str]:
+    """Earlier command lines on TRL's parser: the legacy flags in :data:`LEGACY_FLAGS` renamed, and a repeated list
+    option merged, ``--prompt A --prompt B`` -> ``--prompt A B`` (argparse's ``nargs="+"`` would keep only the last
+    one). Dashed spellings of fields (``--max-new-tokens``) need nothing: HfArgumentParser registers both."""
+    known = parser._option_string_actions
+    argv = [LEGACY_FLAGS[a] if a in LEGACY_FLAGS and LEGACY_FLAGS[a] in known else a for a in argv]
+    lists = {s: action.dest for s, action in known.items() if action.nargs == "+" and s.startswith("--")}
+    occurrences = [lists.get(a.split("=", 1)[0]) for a in argv[:argv.index("--") if "--" in argv else None]]
+    if all(occurrences.count(dest) < 2 for dest in set(occurrences) - {None}):
+        return argv  # nothing repeated: as given
+    out, values, i = [], {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out += argv[i:]
+            break
+        option, eq, value = arg.partition("=")
+        dest = lists.get(option)
+        i += 1
+        if dest is None:
+            out.append(arg)
+            continue
+        given = [value] if eq else []
+        while not eq and i < len(argv) and not _option_like(argv[i]) and argv[i] != "--":
+            given.append(argv[i])
+            i += 1
+        if dest not in values:
+            values[dest] = []
+            out.append((option, values[dest]))
+        values[dest].extend(given)
+    return [a for item in out for a in ([item[0], *item[1]] if isinstance(item, tuple) else [item])]
+
+
 # ------------------------------------------------------------------------------------------ quickstart
 def quickstart(argv: list[str]) -> int:
-    from trl import TrlParser
-
     from .quickstart import QuickstartConfig, main
 
-    (cfg,) = TrlParser([QuickstartConfig], prog="lenvm quickstart").parse_args_and_config(argv)
+    (cfg,) = parse(make_parser([QuickstartConfig], "lenvm quickstart", COMMANDS["quickstart"]), argv)
     main(cfg)
     return 0
 
 
 # ------------------------------------------------------------------------------------------ rollouts
+@dataclass
+class RolloutsArguments:
+    """Arguments of `lenvm rollouts`."""
+
+    output: str = field(metadata={"help": "JSONL file to write; appended to and resumed."})
+    model: str | None = field(default=None, metadata={"help": "Generator: hub id or path (default: the embedded "
+                                                              "SmolLM2-135M)."})
+    prompts: str = field(default="builtin", metadata={"help": "'builtin', a .jsonl/.json/.txt file, or a dataset "
+                                                              "id."})
+    prompt_field: str | None = field(default=None, metadata={"help": "Prompt column (default: prompt / messages / "
+                                                                     "question)."})
+    split: str = field(default="train", metadata={"help": "Dataset split, for a dataset id."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset config name, for a dataset id."})
+    limit: int | None = field(default=None, metadata={"help": "Use only the first N prompts."})
+    num_samples: int = field(default=4, metadata={"help": "Completions per prompt."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Generation cap in tokens; longer completions are "
+                                                               "recorded as truncated."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    batch_size: int = field(default=16, metadata={"help": "Rows per generate call (hf backend)."})
+    backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "Sampling backend."})
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
+        default="auto", metadata={"help": "Generator dtype; auto: bfloat16 where the machine computes it natively "
+                                          "(CUDA, AVX512-BF16 / AMX CPUs), else float32."})
+    use_chat_template: bool = field(default=True, metadata={"help": "Render prompts with the chat template; "
+                                                                    "--no_use_chat_template (or --no-chat-template) "
+                                                                    "encodes them as plain text (base models)."})
+
+
 def rollouts(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lenvm rollouts", description=COMMANDS["rollouts"])
-    p.add_argument("--model", default=None, help="generator: hub id or path (default: the embedded SmolLM2-135M)")
-    p.add_argument("--prompts", default="builtin", help="'builtin', a .jsonl/.json/.txt file, or a dataset id")
-    p.add_argument("--prompt-field", default=None, help="prompt column (default: prompt / messages / question)")
-    p.add_argument("--split", default="train", help="dataset split, for a dataset id")
-    p.add_argument("--dataset-config", default=None, help="dataset config name, for a dataset id")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
-    p.add_argument("--num-samples", type=int, default=4, help="completions per prompt")
-    p.add_argument("--max-new-tokens", type=int, default=512)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16, help="rows per generate call (hf backend)")
-    p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    p.add_argument("--no-chat-template", action="store_true", help="encode prompts as plain text (base models)")
-    p.add_argument("--output", required=True, help="JSONL file; appended to and resumed")
-    a = p.parse_args(argv)
+    (a,) = parse(make_parser([RolloutsArguments], "lenvm rollouts", COMMANDS["rollouts"]), argv)
 
     from .rollouts import SamplingConfig, generate_rollouts, load_prompts, rollout_summary
 
     prompts = load_prompts(a.prompts, a.prompt_field, a.split, a.dataset_config, a.limit)
     sampling = SamplingConfig(a.num_samples, a.max_new_tokens, a.temperature, a.top_p, a.seed)
     out = generate_rollouts(prompts, a.output, a.model, sampling, a.batch_size, a.backend, a.dtype,
-                            use_chat_template=not a.no_chat_template)
+                            use_chat_template=a.use_chat_template)
     s = rollout_summary(out)
     print(f"[lenvm] {out}: {s['records']} rollouts over {s['prompts']} prompts; {s['truncated']} truncated; "
           f"finished lengths {s['min_length']}-{s['max_length']} tokens (mean {s['mean_length']:.1f})")
@@ -75,14 +152,13 @@ class TrainScriptArguments:
 
 
 def train(argv: list[str]) -> int:
-    from trl import ModelConfig, TrlParser
+    from trl import ModelConfig
 
     from .launch import already_launched, relaunch, split_launch_args
     from .trainer import LengthValueConfig
 
-    parser = TrlParser([TrainScriptArguments, LengthValueConfig, ModelConfig], prog="lenvm train")
-    script_args, training_args, model_args, remaining = parser.parse_args_and_config(
-        argv, return_remaining_strings=True)
+    parser = make_parser([TrainScriptArguments, LengthValueConfig, ModelConfig], "lenvm train", COMMANDS["train"])
+    script_args, training_args, model_args, remaining = parse(parser, argv, return_remaining_strings=True)
     launch, unknown = split_launch_args(remaining)
     if unknown:
         parser.error(f"unknown arguments: {unknown}")
@@ -133,14 +209,22 @@ def run_train(script_args: TrainScriptArguments, training_args, model_args) -> N
 
 
 # ------------------------------------------------------------------------------------------ predict
+@dataclass
+class PredictArguments:
+    """Arguments of `lenvm predict`."""
+
+    critic: str = field(metadata={"help": "LenVM checkpoint dir."})
+    prompt: list[str] = field(default_factory=list, metadata={"help": "User prompts: --prompt A B, or --prompt A "
+                                                                      "--prompt B."})
+    prompts_file: str | None = field(default=None, metadata={"help": "One prompt per line, or a prompts JSONL."})
+    gamma: float | None = field(default=None, metadata={"help": "Only for checkpoints without lenvm_config.json."})
+    dtype: Literal["bfloat16", "float16", "float32"] | None = field(
+        default=None, metadata={"help": "Critic dtype (default: the checkpoint's)."})
+
+
 def predict(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lenvm predict", description=COMMANDS["predict"])
-    p.add_argument("--critic", required=True, help="LenVM checkpoint dir")
-    p.add_argument("--prompt", action="append", default=[], help="a user prompt (repeatable)")
-    p.add_argument("--prompts-file", default=None, help="one prompt per line, or a prompts JSONL")
-    p.add_argument("--gamma", type=float, default=None, help="only for checkpoints without lenvm_config.json")
-    p.add_argument("--dtype", default=None, choices=[None, "bfloat16", "float16", "float32"])
-    a = p.parse_args(argv)
+    parser = make_parser([PredictArguments], "lenvm predict", COMMANDS["predict"])
+    (a,) = parse(parser, argv)
 
     from .critic import LengthCritic
     from .rollouts import load_prompts
@@ -149,7 +233,7 @@ def predict(argv: list[str]) -> int:
     if a.prompts_file:
         prompts += [r["prompt"] for r in load_prompts(a.prompts_file)]
     if not prompts:
-        p.error("give at least one --prompt or a --prompts-file")
+        parser.error("give at least one --prompt or a --prompts_file")
     critic = LengthCritic.from_pretrained(a.critic, gamma=a.gamma, dtype=a.dtype)
     for msgs, n in zip(prompts, critic.predict_length(prompts).tolist()):
         print(f"{n:8.1f} tokens  {msgs[-1]['content'][:100]!r}")
@@ -157,28 +241,37 @@ def predict(argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------------ generate
+@dataclass
+class GenerateArguments:
+    """Arguments of `lenvm generate`."""
+
+    critic: str = field(metadata={"help": "LenVM checkpoint dir."})
+    prompt: list[str] = field(metadata={"help": "User prompts: --prompt A B, or --prompt A --prompt B."})
+    model: str | None = field(default=None, metadata={"help": "Generator (default: the embedded "
+                                                              "SmolLM2-135M-Instruct); its vocabulary must match "
+                                                              "the critic's."})
+    mode: Literal["equal", "at_most", "at_least", "tilt"] = field(
+        default="equal", metadata={"help": "Length target kind, or tilt (length tilting with --beta)."})
+    target_tokens: int | None = field(default=None, metadata={"help": "Target in generator tokens, EOS not "
+                                                                      "counted."})
+    beta: float | None = field(default=None, metadata={"help": "Tilt strength; > 0 shortens, < 0 lengthens."})
+    rule: Literal["soft", "extreme"] = field(default="soft", metadata={"help": "at_most / at_least rules: ours "
+                                                                               "(soft) or the reference code's "
+                                                                               "(extreme)."})
+    max_new_tokens: int = field(default=512, metadata={"help": "The generation cap."})
+    overshoot: int | None = field(default=None, metadata={"help": "Equal mode: hard stop at target + overshoot "
+                                                                  "tokens (default max(4, 10%% of the target))."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    top_k: int | None = field(default=None, metadata={"help": "Candidates per step (default 15; 50 for tilt)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling over the candidates."})
+    min_p: float | None = field(default=None, metadata={"help": "Min-p filtering over the candidates."})
+    greedy: bool = field(default=False, metadata={"help": "Most probable allowed candidate instead of sampling."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    gamma: float | None = field(default=None, metadata={"help": "Only for checkpoints without lenvm_config.json."})
+
+
 def generate(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lenvm generate", description=COMMANDS["generate"])
-    p.add_argument("--critic", required=True, help="LenVM checkpoint dir")
-    p.add_argument("--model", default=None, help="generator (default: the embedded SmolLM2-135M-Instruct); "
-                                                 "its vocabulary must match the critic's")
-    p.add_argument("--prompt", action="append", required=True, help="a user prompt (repeatable)")
-    p.add_argument("--mode", choices=["equal", "at_most", "at_least", "tilt"], default="equal")
-    p.add_argument("--target-tokens", type=int, default=None, help="generator tokens, EOS not counted")
-    p.add_argument("--beta", type=float, default=None, help="tilt strength; > 0 shortens, < 0 lengthens")
-    p.add_argument("--rule", choices=["soft", "extreme"], default="soft",
-                   help="at_most / at_least rules: ours (soft) or the reference code's (extreme)")
-    p.add_argument("--max-new-tokens", type=int, default=512, help="the generation cap")
-    p.add_argument("--overshoot", type=int, default=None,
-                   help="equal mode: hard stop at target + overshoot tokens (default max(4, 10%% of the target))")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None, help="candidates per step (default 15; 50 for tilt)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--min-p", type=float, default=None)
-    p.add_argument("--greedy", action="store_true", help="most probable allowed candidate instead of sampling")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--gamma", type=float, default=None, help="only for checkpoints without lenvm_config.json")
-    a = p.parse_args(argv)
+    (a,) = parse(make_parser([GenerateArguments], "lenvm generate", COMMANDS["generate"]), argv)
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -203,16 +296,21 @@ def generate(argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------------ grpo
+OPPOSITES_DATASET = "lenvm:opposites"  # beside tasks.ADDITION ("lenvm:addition")
+LEGACY_REWARDS = {"addition_reward": "addition", "gsm8k_reward": "gsm8k", "opposites_reward": "opposites",
+                  "group_length_reward": "group_length"}
+
+
 def grpo(argv: list[str]) -> int:
-    from trl import DatasetMixtureConfig, ModelConfig, TrlParser
+    from trl import DatasetMixtureConfig, ModelConfig
     from trl.scripts.grpo import GRPOScriptArguments
 
     from .launch import already_launched, relaunch, split_launch_args
     from .rl.config import LengthShapedGRPOConfig
 
-    parser = TrlParser([GRPOScriptArguments, LengthShapedGRPOConfig, ModelConfig, DatasetMixtureConfig],
-                       prog="lenvm grpo")
-    *parsed, remaining = parser.parse_args_and_config(argv, return_remaining_strings=True)
+    parser = make_parser([GRPOScriptArguments, LengthShapedGRPOConfig, ModelConfig, DatasetMixtureConfig],
+                         "lenvm grpo", COMMANDS["grpo"])
+    *parsed, remaining = parse(parser, argv, return_remaining_strings=True)
     launch, unknown = split_launch_args(remaining)
     if unknown:
         parser.error(f"unknown arguments: {unknown}")
@@ -222,24 +320,52 @@ def grpo(argv: list[str]) -> int:
     return 0
 
 
-def resolve_reward(name: str):
-    """A reward function by dotted path (as `trl grpo` does) or by the short name of one of ours."""
+def builtin_task(dataset_name: str | None) -> str | None:
+    """The task of a built-in dataset name (``lenvm:addition`` -> ``addition``), else None."""
+    from .rl.tasks import ADDITION
+
+    return {ADDITION: "addition", OPPOSITES_DATASET: "opposites"}.get(dataset_name)
+
+
+def resolve_reward(name: str, task: str | None = None):
+    """A reward function by name:
+
+    * a short name of :func:`lenvm_rl.rl.rewards.get_reward_funcs` (``opposites``, ``group_length``, ``kimi``, ...;
+      the ``*_reward`` spellings ``addition_reward``, ``gsm8k_reward``, ``opposites_reward``,
+      ``group_length_reward`` too); gated ones (``kimi``) use ``task``'s reward as the gate;
+    * one of TRL's own (``accuracy_reward``, ...);
+    * a dotted import path, as ``trl grpo`` takes.
+    """
     import importlib
 
+    if "." in name:
+        module, attr = name.rsplit(".", 1)
+        return getattr(importlib.import_module(module), attr)
+    from .rl.rewards import get_reward_funcs
+
+    short = LEGACY_REWARDS.get(name, name)
+    try:
+        return get_reward_funcs([short], task=task)[0]
+    except ValueError as e:
+        if not str(e).startswith("unknown reward"):
+            raise  # a known reward that needs a task or parameters
+        known = str(e)
     import trl.rewards
 
-    from .rl import rewards, tasks
-
-    ours = {"critic_length_return": rewards.critic_length_return, "group_length_reward": rewards.group_length_reward,
-            "addition_reward": tasks.addition_reward, "gsm8k_reward": tasks.gsm8k_reward}
-    if name in ours:
-        return ours[name]
-    if "." not in name and hasattr(trl.rewards, name):
+    if hasattr(trl.rewards, name):
         return getattr(trl.rewards, name)  # TRL's own, e.g. accuracy_reward
-    if "." not in name:
-        raise ValueError(f"unknown reward {name!r}: give a dotted import path or one of {sorted(ours)}")
-    module, attr = name.rsplit(".", 1)
-    return getattr(importlib.import_module(module), attr)
+    raise ValueError(f"{known}, {sorted(LEGACY_REWARDS)}, one of TRL's rewards, or a dotted import path")
+
+
+def builtin_dataset(name: str, split: str, seed: int):
+    """``lenvm:addition`` / ``lenvm:opposites`` (its training words only) as ``{split: Dataset}``, else None."""
+    from .rl.tasks import ADDITION, addition_dataset, opposites_dataset, opposites_split
+
+    if name == ADDITION:
+        return {split: addition_dataset(seed=seed)}
+    if name == OPPOSITES_DATASET:
+        return {split: opposites_dataset(opposites_split()[0], seed=seed)}  # the evaluation words stay unseen
+    return None
 
 
 def run_grpo(script_args, training_args, model_args, dataset_args) -> None:
@@ -250,23 +376,24 @@ def run_grpo(script_args, training_args, model_args, dataset_args) -> None:
 
     from .defaults import resolve_model
     from .rl import LengthShapedGRPOTrainer
-    from .rl.tasks import ADDITION, addition_dataset, as_prompts
+    from .rl.tasks import ADDITION, as_prompts
 
     if not script_args.reward_funcs:
-        raise SystemExit("lenvm grpo needs reward_funcs (dotted paths or: addition_reward, group_length_reward, "
-                         "critic_length_return).")
-    reward_funcs = [resolve_reward(name) for name in script_args.reward_funcs]
+        raise SystemExit("lenvm grpo needs reward_funcs (short names such as addition_reward, opposites_reward, "
+                         "group_length_reward, critic_length_return, or dotted paths).")
     name = script_args.dataset_name
+    reward_funcs = [resolve_reward(r, task=builtin_task(name)) for r in script_args.reward_funcs]
     if dataset_args.datasets:
         dataset = get_dataset(dataset_args)
-    elif name == ADDITION:
-        dataset = {script_args.dataset_train_split: addition_dataset(seed=training_args.seed)}
+    elif name and (builtin := builtin_dataset(name, script_args.dataset_train_split, training_args.seed)):
+        dataset = builtin
     elif name and Path(name).is_file():
         dataset = load_dataset("json", data_files={script_args.dataset_train_split: name})
     elif name:
         dataset = load_dataset(name, name=script_args.dataset_config)
     else:
-        raise SystemExit(f"lenvm grpo needs dataset_name (a dataset id, a JSONL file, or {ADDITION}).")
+        raise SystemExit(f"lenvm grpo needs dataset_name (a dataset id, a JSONL file, {ADDITION} or "
+                         f"{OPPOSITES_DATASET}).")
     training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}),
                                        "dtype": model_args.dtype or "auto"}
     shaped = bool(training_args.critic_model_path) and training_args.length_coef != 0
@@ -283,12 +410,17 @@ def run_grpo(script_args, training_args, model_args, dataset_args) -> None:
 
 
 # ------------------------------------------------------------------------------------------ merge
+@dataclass
+class MergeArguments:
+    """Arguments of `lenvm merge`."""
+
+    checkpoint: str = field(metadata={"help": "LoRA LenVM checkpoint (adapter + value head)."})
+    output: str = field(metadata={"help": "Where to write the merged full checkpoint."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing checkpoint at --output."})
+
+
 def merge(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lenvm merge", description=COMMANDS["merge"])
-    p.add_argument("--checkpoint", required=True, help="LoRA LenVM checkpoint (adapter + value head)")
-    p.add_argument("--output", required=True, help="where to write the merged full checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --output")
-    a = p.parse_args(argv)
+    (a,) = parse(make_parser([MergeArguments], "lenvm merge", COMMANDS["merge"]), argv)
 
     from .modeling import merge_lora
 

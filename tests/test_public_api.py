@@ -78,13 +78,25 @@ def test_cli_help_imports_no_heavy_package():
 from lenvm_rl.cli import main
 assert main(["--help"]) == 0
 assert main(["eval", "--help"]) == 0
+"""
+    assert _heavy_loaded(code) == []
+
+
+def test_subcommand_help_imports_only_trls_parser():
+    """`lenvm SUB --help` builds SUB's TrlParser: TRL's own HfArgumentParser, without torch or transformers."""
+    code = """
+import json, sys
+from lenvm_rl.cli import main
 for cmd in ("rollouts", "predict", "generate", "merge"):
     try:
         main([cmd, "--help"])
     except SystemExit as e:
         assert e.code == 0, (cmd, e.code)
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("trl."))))
 """
-    assert _heavy_loaded(code) == []
+    assert _heavy_loaded(code) == ["trl"]
+    trl_modules = json.loads(_python(code).strip().splitlines()[-1])
+    assert all(m.startswith(("trl.scripts", "trl._", "trl.import_utils")) for m in trl_modules), trl_modules
 
 
 def test_lenvm_script_help_runs_without_torch():

@@ -7,11 +7,36 @@ import json
 import os
 import platform
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 DEFAULT_CRITIC = "lenvm_runs/quickstart/model"
+
+
+@dataclass
+class EvalArguments:
+    """The options every `lenvm eval NAME` takes; each evaluation's dataclass adds its own fields."""
+
+    critic: str = field(default=DEFAULT_CRITIC, metadata={"help": "LenVM checkpoint (default: the quickstart's; run "
+                                                                  "`lenvm quickstart`)."})
+    generator: str | None = field(default=None, metadata={"help": "Generator: hub id or path (default: the embedded "
+                                                                  "SmolLM2-135M)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Where NAME.json / .png / .md go (default: "
+                                                                   "lenvm_runs/eval/NAME)."})
+    seed: int = field(default=0, metadata={"help": "Seed for sampling and fitting."})
+    batch_size: int = field(default=16, metadata={"help": "Rows per generate call."})
+    tiny: bool = field(default=False, metadata={"help": "A seconds-long run with CI-sized settings."})
+
+
+def parse_args(args_type: type, name: str, description: str, argv=None):
+    """``args_type`` (an :class:`EvalArguments` subclass) from ``argv`` with TRL's parser (``--config`` YAML too)."""
+    from ..cli import make_parser, parse
+
+    (args,) = parse(make_parser([args_type], f"lenvm eval {name}", description), argv)
+    args.output_dir = args.output_dir or f"lenvm_runs/eval/{name}"
+    return args
 
 
 def base_parser(name: str, description: str) -> argparse.ArgumentParser:

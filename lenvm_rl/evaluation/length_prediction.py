@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -154,16 +155,22 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class LengthPredictionArguments(common.EvalArguments):
+    """Arguments of `lenvm eval length_prediction`."""
+
+    prompts: str | None = field(default=None, metadata={"help": "Held-out prompts (file or dataset id); default: "
+                                                                 "the quickstart's held-out split."})
+    train_rollouts: str | None = field(default=None, metadata={"help": "The critic's training rollouts, for the "
+                                                                       "baselines (default: rollouts_train.jsonl "
+                                                                       "beside it)."})
+    samples: int = field(default=16, metadata={"help": "Samples per held-out prompt."})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "Generation cap (default: the quickstart's)."})
+    buckets: int = field(default=4, metadata={"help": "Length buckets of the S3-style classifier."})
+
+
 def main(argv=None) -> dict:
-    p = common.base_parser(NAME, __doc__.split("\n")[0])
-    p.add_argument("--prompts", default=None,
-                   help="held-out prompts (file or dataset id); default: the quickstart's held-out split")
-    p.add_argument("--train-rollouts", default=None,
-                   help="the critic's training rollouts, for the baselines (default: rollouts_train.jsonl beside it)")
-    p.add_argument("--samples", type=int, default=16, help="samples per held-out prompt")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the quickstart's")
-    p.add_argument("--buckets", type=int, default=4, help="length buckets of the S3-style classifier")
-    a = p.parse_args(argv)
+    a = common.parse_args(LengthPredictionArguments, NAME, __doc__.split("\n")[0], argv)
     if a.tiny:
         a.samples, a.max_new_tokens = 3, a.max_new_tokens or 16
     common.setup_threads()

@@ -11,7 +11,9 @@ least ``--min-count`` times by net count: times beyond the threshold in one dire
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -94,17 +96,24 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class LengthTokensArguments(common.EvalArguments):
+    """Arguments of `lenvm eval length_tokens`."""
+
+    rollouts: str | None = field(default=None, metadata={"help": "Completions to read (default: the quickstart's "
+                                                                  "held-out ones)."})
+    threshold: float = field(default=0.01, metadata={"help": "|length shift| that counts (value units)."})
+    top: int = field(default=15, metadata={"help": "Tokens listed per direction."})
+    min_count: int = field(default=10, metadata={"help": "Tokens seen fewer times are not ranked."})
+    rank: Literal["net", "count", "share"] = field(
+        default="net", metadata={"help": "Order by times beyond the threshold minus times the other way (net), by "
+                                         "those times (count), or by their share of the token's occurrences "
+                                         "(share)."})
+    limit: int | None = field(default=None, metadata={"help": "First N rollouts only."})
+
+
 def main(argv=None) -> dict:
-    p = common.base_parser(NAME, __doc__.split("\n")[0])
-    p.add_argument("--rollouts", default=None, help="completions to read (default: the quickstart's held-out ones)")
-    p.add_argument("--threshold", type=float, default=0.01, help="|length shift| that counts (value units)")
-    p.add_argument("--top", type=int, default=15)
-    p.add_argument("--min-count", type=int, default=10, help="tokens seen fewer times are not ranked")
-    p.add_argument("--rank", choices=["net", "count", "share"], default="net",
-                   help="order by times beyond the threshold minus times the other way (net), by those times "
-                        "(count), or by their share of the token's occurrences (share)")
-    p.add_argument("--limit", type=int, default=None, help="first N rollouts only")
-    a = p.parse_args(argv)
+    a = common.parse_args(LengthTokensArguments, NAME, __doc__.split("\n")[0], argv)
     if a.tiny:
         a.limit, a.min_count = a.limit or 8, 1
     common.setup_threads()

@@ -12,7 +12,9 @@ Prompts the critic was trained on (the rollouts beside it) are left out.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -79,16 +81,24 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class TradeoffArguments(common.EvalArguments):
+    """Arguments of `lenvm eval tradeoff`."""
+
+    task: Literal["addition", "gsm8k"] = field(default="addition", metadata={"help": "Task to score."})
+    data: str | None = field(default=None, metadata={"help": "gsm8k: a local test.jsonl or a dataset id (default "
+                                                             "openai/gsm8k)."})
+    prompts: int = field(default=64, metadata={"help": "How many prompts."})
+    budgets: str = field(default="8,16,24,32,48,64,96", metadata={"help": "Hard token budgets, comma-separated; "
+                                                                          "the largest is the cap."})
+    betas: str = field(default="0,5,10,20,40", metadata={"help": "Tilting strengths, comma-separated (> 0 "
+                                                                 "shortens)."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (both arms)."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (both arms)."})
+
+
 def main(argv=None) -> dict:
-    p = common.base_parser(NAME, __doc__.split("\n")[0])
-    p.add_argument("--task", default="addition", choices=["addition", "gsm8k"])
-    p.add_argument("--data", default=None, help="gsm8k: a local test.jsonl or a dataset id (default openai/gsm8k)")
-    p.add_argument("--prompts", type=int, default=64, help="how many prompts")
-    p.add_argument("--budgets", default="8,16,24,32,48,64,96", help="hard token budgets; the largest is the cap")
-    p.add_argument("--betas", default="0,5,10,20,40", help="tilting strengths (> 0 shortens)")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=0.9)
-    a = p.parse_args(argv)
+    a = common.parse_args(TradeoffArguments, NAME, __doc__.split("\n")[0], argv)
     if a.tiny:
         a.prompts, a.budgets, a.betas = 4, "4,8", "0,2"
     common.setup_threads()
