@@ -7,9 +7,17 @@ values, so examples do not depend on gamma; the trainer turns them into targets 
 Using ``labels`` with -100 also lets ``Trainer`` count trained tokens across accumulation steps and
 processes for the token-mean loss.
 
-Truncated completions (no EOS) are not terminal: they are dropped and counted. Sequences longer than
-``max_length`` lose prompt tokens from the left first, then completion tokens from the right; either way
-each kept position keeps its true remaining count, so no target is ever corrupted.
+Truncated completions (cut at ``max_new_tokens``, no EOS) are not terminal, but they say something: at a
+state with ``k`` generated tokens after it, at least ``k + 1`` tokens were still to come (those ``k`` and the
+EOS that had not come yet). With ``truncated="censor"`` (the default) such a completion is kept as a
+*censored* example: its ``labels`` are all -100 (it has no exact target, so every consumer of ``labels``,
+evaluation metrics included, skips it) and ``lower_bounds`` holds ``k + 1`` at its trained positions; the
+trainer turns these into the one-sided constraint ``V_t <= -(1 - gamma ** (k + 1))``. Dropping them
+(``truncated="drop"``) censors the long tail away and biases every target toward shorter lengths. Examples
+built with ``"censor"`` carry ``lower_bounds`` (-100 where there is none) and ``censored``.
+
+Sequences longer than ``max_length`` lose prompt tokens from the left first, then completion tokens from the
+right; either way each kept position keeps its true remaining count (or bound), so no target is corrupted.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import torch
 IGNORE_INDEX = -100
 REQUIRED_FIELDS = ("prompt_id", "prompt", "completion", "completion_ids", "finish_reason")
 TRUNCATION_WARN_SHARE = 0.05
+TRUNCATED_MODES = ("censor", "drop")
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +50,23 @@ class BuildStats:
     records: int = 0
     examples: int = 0
     dropped_truncated: int = 0
+    censored: int = 0  # truncated completions kept as censored examples (lower bounds)
     prompts_cut: int = 0
     completions_cut: int = 0
     retokenized: int = 0
 
     @property
     def truncated_share(self) -> float:
-        return self.dropped_truncated / max(self.records, 1)
+        """Share of the rollouts that were truncated, whether dropped or kept as censored."""
+        return (self.dropped_truncated + self.censored) / max(self.records, 1)
 
     def summary(self) -> str:
-        s = (f"{self.examples} examples from {self.records} rollouts; dropped {self.dropped_truncated} truncated "
-             f"({100 * self.truncated_share:.1f}%)")
+        s = f"{self.examples} examples from {self.records} rollouts; "
+        if self.censored:
+            s += (f"kept {self.censored} truncated as censored (lower bounds, {100 * self.truncated_share:.1f}%), "
+                  f"{self.examples - self.censored} finished")
+        else:
+            s += f"dropped {self.dropped_truncated} truncated ({100 * self.truncated_share:.1f}%)"
         if self.prompts_cut or self.completions_cut:
             s += f"; cut to max_length: {self.prompts_cut} prompts (left), {self.completions_cut} completions (right)"
         return s
@@ -137,8 +152,12 @@ def completion_ids_for(tokenizer, rec: dict, stats: BuildStats | None = None) ->
 
 
 def build_example(prompt_ids: Sequence[int], completion_ids: Sequence[int], max_length: int | None,
-                  stats: BuildStats | None = None) -> dict:
-    """One example from a finished completion (its last token is EOS); see the module docstring for cuts."""
+                  stats: BuildStats | None = None, censored: bool = False) -> dict:
+    """One example from a finished completion (its last token is EOS); see the module docstring for cuts.
+
+    ``censored=True``: the completion was cut without EOS. Its ``labels`` are all -100 and ``lower_bounds``
+    holds, at state ``s_t`` (t = 0 .. k, k generated tokens), ``k - t + 1``: the tokens seen after it plus the
+    EOS still to come, a lower bound on the true remaining count."""
     p, length = len(prompt_ids), len(completion_ids)
     if p < 1:
         raise ValueError("a prompt needs at least one token: the state s_0 sits on the last prompt token")
@@ -154,53 +173,78 @@ def build_example(prompt_ids: Sequence[int], completion_ids: Sequence[int], max_
             stats.completions_cut += keep_completion < length
     input_ids = list(prompt_ids[p - keep_prompt:]) + list(completion_ids[:keep_completion])
     labels = [IGNORE_INDEX] * len(input_ids)
-    # Position keep_prompt - 1 + t holds state s_t, with L - t tokens to come (t = 0 .. keep_completion).
+    # Position keep_prompt - 1 + t holds state s_t, with L - t tokens to come (t = 0 .. keep_completion); for a
+    # censored completion at least L - t + 1 (the EOS has not come yet).
     for t in range(min(keep_completion, length) + 1):
         if keep_prompt - 1 + t < len(input_ids):
-            labels[keep_prompt - 1 + t] = length - t
+            labels[keep_prompt - 1 + t] = length - t + censored
+    if censored:
+        return {"input_ids": input_ids, "labels": [IGNORE_INDEX] * len(input_ids), "lower_bounds": labels,
+                "completion_length": length, "censored": True}
     return {"input_ids": input_ids, "labels": labels, "completion_length": length}
 
 
 def build_examples(records: Iterable[dict], tokenizer, max_length: int | None = None,
-                   use_chat_template: bool = True) -> tuple[list[dict], BuildStats]:
-    """Turn rollout records into examples; truncated completions are dropped and counted."""
+                   use_chat_template: bool = True, truncated: str = "censor") -> tuple[list[dict], BuildStats]:
+    """Turn rollout records into examples. Truncated completions are kept as censored examples
+    (``truncated="censor"``, the default) or dropped (``"drop"``); either way they are counted in the stats.
+    Ground-truth consumers (evaluation) may pass ``"drop"``; censored rows carry no ``labels`` anyway."""
+    if truncated not in TRUNCATED_MODES:
+        raise ValueError(f"truncated must be one of {TRUNCATED_MODES}, got {truncated!r}")
+    censor = truncated == "censor"
     stats = BuildStats()
     examples, prompt_cache = [], {}
     for rec in records:
         stats.records += 1
-        if rec["finish_reason"] != "stop":
+        cut = rec["finish_reason"] != "stop"
+        if cut and not censor:
             stats.dropped_truncated += 1
             continue
         key = json.dumps(rec["prompt"], sort_keys=True)
         if key not in prompt_cache:
             prompt_cache[key] = encode_prompt(tokenizer, rec["prompt"], use_chat_template)
-        ex = build_example(prompt_cache[key], completion_ids_for(tokenizer, rec, stats), max_length, stats)
+        ex = build_example(prompt_cache[key], completion_ids_for(tokenizer, rec, stats), max_length, stats,
+                           censored=cut)
+        if censor and not cut:
+            ex.update(lower_bounds=[IGNORE_INDEX] * len(ex["input_ids"]), censored=False)
+        stats.censored += cut
         ex["prompt_id"] = str(rec["prompt_id"])
         examples.append(ex)
     stats.examples = len(examples)
-    if stats.records and not examples:
+    if stats.records and stats.examples == stats.censored:
         raise ValueError(
             f"All {stats.records} completions were truncated (finish_reason='length'), so none is a terminal state "
             "to learn from. Re-sample with a larger --max-new-tokens or prompts with shorter answers."
         )
     if stats.truncated_share > TRUNCATION_WARN_SHARE:
-        logger.warning(
-            "%.1f%% of the completions were truncated and dropped. Dropping censors the long tail and biases "
-            "every target toward shorter lengths: raise --max-new-tokens or use prompts with shorter answers.",
-            100 * stats.truncated_share)
+        if censor:
+            logger.warning(
+                "%.1f%% of the completions were truncated; they are kept as censored examples (only a lower bound "
+                "on their length), so the long tail is learnt from bounds alone: raise --max-new-tokens for exact "
+                "targets.", 100 * stats.truncated_share)
+        else:
+            logger.warning(
+                "%.1f%% of the completions were truncated and dropped. Dropping censors the long tail and biases "
+                "every target toward shorter lengths: keep them (truncated='censor'), raise --max-new-tokens or use "
+                "prompts with shorter answers.", 100 * stats.truncated_share)
     return examples, stats
 
 
-def build_dataset(records: Iterable[dict], tokenizer, max_length: int | None = None, use_chat_template: bool = True):
+def build_dataset(records: Iterable[dict], tokenizer, max_length: int | None = None, use_chat_template: bool = True,
+                  truncated: str = "censor"):
     """``datasets.Dataset`` version of :func:`build_examples`; returns ``(dataset, stats)``."""
     from datasets import Dataset
 
-    examples, stats = build_examples(records, tokenizer, max_length, use_chat_template)
+    examples, stats = build_examples(records, tokenizer, max_length, use_chat_template, truncated)
     return Dataset.from_list(examples), stats
 
 
-def completion_lengths(dataset) -> list[int]:
-    return [int(x) for x in dataset["completion_length"]]
+def completion_lengths(dataset, include_censored: bool = True) -> list[int]:
+    """Completion lengths (a censored completion counts with its generated length, a lower bound)."""
+    lengths = [int(x) for x in dataset["completion_length"]]
+    if include_censored or "censored" not in dataset.column_names:
+        return lengths
+    return [n for n, c in zip(lengths, dataset["censored"]) if not c]
 
 
 def split_by_prompt(records: Sequence[dict], eval_share: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
@@ -215,7 +259,8 @@ def split_by_prompt(records: Sequence[dict], eval_share: float, seed: int = 0) -
 
 @dataclass
 class LengthValueCollator:
-    """Right-pads ``input_ids`` (pad id), ``attention_mask`` (0) and ``labels`` (-100)."""
+    """Right-pads ``input_ids`` (pad id), ``attention_mask`` (0), ``labels`` and, when the features carry them,
+    ``lower_bounds`` (-100)."""
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
@@ -228,11 +273,16 @@ class LengthValueCollator:
         batch = {"input_ids": torch.full((len(features), longest), self.pad_token_id, dtype=torch.long),
                  "attention_mask": torch.zeros((len(features), longest), dtype=torch.long),
                  "labels": torch.full((len(features), longest), IGNORE_INDEX, dtype=torch.long)}
+        bounds = "lower_bounds" in features[0]
+        if bounds:
+            batch["lower_bounds"] = torch.full((len(features), longest), IGNORE_INDEX, dtype=torch.long)
         for i, f in enumerate(features):
             n = len(f["input_ids"])
             batch["input_ids"][i, :n] = torch.as_tensor(f["input_ids"])
             batch["attention_mask"][i, :n] = 1
             batch["labels"][i, :n] = torch.as_tensor(f["labels"])
+            if bounds:
+                batch["lower_bounds"][i, :n] = torch.as_tensor(f["lower_bounds"])
         return batch
 
 

@@ -6,27 +6,59 @@ V = 0. With ``g`` tokens generated so far and a target of ``T`` tokens (generato
 a non-EOS candidate x fits when the tokens it predicts still to come, ``n(V(s+x))`` (EOS included), equal
 ``T - g``; in value space the goal is ``v* = -(1 - gamma ** (T - g))``.
 
-    equal     the candidate whose value is nearest v* (ties: higher base probability); EOS is masked before
-              the target and chosen when the target is reached and EOS is a candidate; past the target the
-              shortest-predicted candidate wins until EOS is one; a hard stop ends the answer at
-              ``target + overshoot`` tokens as the last resort (default overshoot: max(4, 10 % of the target))
-    at_most   sample as usual among candidates that still fit (V >= v*); steer to the shortest-predicted one
-              only when none fits; EOS forced at the target
-    at_least  EOS masked before the target; sample among candidates predicted long enough (V <= v*); the
-              longest-predicted when none is; no steering after the target
+    equal     sample from ``p(x) * exp(-|V(s+x) - v*| / tau)`` over the candidates (see "Trading length
+              against probability" below; ``value_tolerance=0`` gives the nearest-value candidate, ties to the
+              more probable one); EOS is masked before the target and chosen when the target is reached and
+              EOS is a candidate; past the target the shortest-predicted candidate wins until EOS is one; a
+              hard stop ends the answer at ``target + overshoot`` tokens as the last resort (default
+              overshoot: max(4, 10 % of the target))
+    at_most   sample as usual among candidates that still fit (V >= v*); when none fits, the fitting step
+              samples from ``p(x) * exp(-|V(s+x) - v*| / tau)`` (all are predicted too long, so this favours
+              the shortest-predicted, trading a token of length against probability); EOS forced at the target
+    at_least  EOS masked before the target; sample among candidates predicted long enough (V <= v*); when
+              none is, the fitting step samples from ``p(x) * exp(-|V(s+x) - v*| / tau)`` (favouring the
+              longest-predicted); no steering after the target
     tilt      sample from p'(x) ~ p(x) * exp(beta * V(s+x)) over the candidates; beta > 0 shortens
 
-``rule="extreme"`` gives the reference code's rules for comparison: at most = always the shortest
-candidate; at least = the longest until the target, then end as soon as possible.
+Trading length against probability (``value_tolerance``, written rho below). The value-picking steps use a
+temperature ``tau_t`` in value units that follows the target: with ``r = T - g`` tokens left,
 
-Sampling vs greedy: with ``do_sample=True`` at_most / at_least / tilt sample from the (restricted or
-tilted) candidate distribution; with ``do_sample=False`` they take its most probable entry. ``equal`` and
-the extreme rules pick one candidate deterministically given the candidate set, in both cases.
+    tau_t = |v*(r) - v*((1 + rho) r)| = gamma ** r - gamma ** ((1 + rho) r)
+
+the value distance of a length error of ``rho`` times the remaining length. A candidate predicted ``rho * r``
+tokens too long therefore weighs ``1/e`` of an exact fit of the same base probability. Far from the target
+(large r) the rule follows the generator's own preferences; as the target nears tau_t shrinks, and at
+``r = 0`` it is 0 (the nearest value wins). The default rho = 0.1 (10 % of what is left) keeps the final
+tokens exact while letting early tokens be the generator's likely ones; ``value_tolerance=0`` is the old
+deterministic "nearest value" rule, kept for comparison.
+
+What each stop rule guarantees by itself, whatever the critic predicts (a constant critic included):
+
+    EOS masked before the target   equal and at_least never end before ``T`` tokens (EOS is removed from
+                                   the candidates while ``g < T``)
+    forced at the target           at_most never exceeds ``T`` tokens (at ``g = T`` EOS is the only choice)
+    hard stop                      equal never exceeds ``T + overshoot`` tokens (EOS forced there)
+    max_new_tokens                 every mode stops there (``end = "cap"``); at_least and tilt have no other
+                                   upper bound
+
+The critic only decides which tokens fill the answer in between; the lengths above hold without it.
+
+``rule="extreme"`` gives the reference code's rules for comparison: at most = always the shortest
+candidate; at least = the longest until the target, then end as soon as possible; equal = the nearest value
+(``value_tolerance`` ignored, i.e. 0).
+
+Sampling vs greedy: with ``do_sample=True`` every mode samples from its (restricted, tilted or
+value-weighted) candidate distribution; with ``do_sample=False`` it takes that distribution's most probable
+entry. With ``value_tolerance=0`` (or ``rule="extreme"``) ``equal`` and the fitting steps pick one candidate
+deterministically given the candidate set, in both cases.
 
 How each row ended (``end`` in every record): ``"natural"`` when EOS was picked while it was in the
 generator's own candidate set and no rule forced it; ``"forced"`` when a rule put EOS there (at_most's
 EOS at the target, equal's hard stop, or any rule choosing EOS from outside the candidate set); ``"cap"``
 when ``max_new_tokens`` ran out without EOS. ``finished`` is True for natural ends only.
+
+:class:`ConstantScorer` stands in for the critic's scorer with one value for every candidate: the rules then
+run on the same code path with no length information (the ``rules_only`` arm of ``lenvm eval lifebench``).
 """
 
 from __future__ import annotations
@@ -43,6 +75,46 @@ from .scoring import TreeScorer
 MODES = ("equal", "at_most", "at_least", "tilt")
 RULES = ("soft", "extreme")
 DEFAULT_TOP_K = {"equal": 15, "at_most": 15, "at_least": 15, "tilt": 50}
+DEFAULT_VALUE_TOLERANCE = 0.1  # rho: a length error of 10 % of the remaining tokens costs a factor e
+
+
+def check_value_tolerance(value_tolerance: float | None) -> float:
+    """``value_tolerance`` (rho) as a float >= 0; None means the default."""
+    if value_tolerance is None:
+        return DEFAULT_VALUE_TOLERANCE
+    rho = float(value_tolerance)
+    if not math.isfinite(rho) or rho < 0:
+        raise ValueError(f"value_tolerance must be a finite number >= 0 (0 = nearest value), got {value_tolerance!r}")
+    return rho
+
+
+def value_temperature(remaining: int, gamma: float, value_tolerance: float) -> float:
+    """``tau = gamma ** r - gamma ** ((1 + rho) r)``: the value distance of a length error of ``rho * r`` tokens
+    with ``r`` tokens left (0 when ``r <= 0`` or ``rho == 0``)."""
+    r = max(int(remaining), 0)
+    return float(gamma ** r - gamma ** ((1.0 + value_tolerance) * r))
+
+
+class ConstantScorer:
+    """A scorer (the interface of :class:`~lenvm_rl.scoring.TreeScorer`) that gives every candidate the same value.
+
+    It carries no length information, so with it the rules run on their usual code path and only the stop rules
+    act: every candidate is equally near the goal, the value-weighted steps sample by base probability (greedy:
+    ties go to the more probable candidate). The default 0 is the one constant that leaves EOS (V = 0 by
+    definition) indistinguishable from the other candidates as well.
+    """
+
+    def __init__(self, value: float = 0.0):
+        if not -1.0 <= value <= 0.0:
+            raise ValueError(f"a LenVM value lies in [-1, 0], got {value}")
+        self.value = float(value)
+
+    def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.full((prompt_ids.shape[0],), self.value)
+
+    def step(self, previous: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.full((candidates.shape[0],), self.value),
+                torch.full(candidates.shape, self.value, device=candidates.device))
 
 
 def check_request(mode: str, target_tokens: int | None, beta: float | None, max_new_tokens: int | None,
@@ -70,13 +142,17 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
     log-probabilities that are ``-inf`` outside the chosen / allowed candidates. Give the sampling settings
     here and call ``generate`` with ``temperature=1.0, top_k=0, top_p=1.0`` (as :func:`generate_with_length`
     does), so they are not applied twice. One processor serves one ``generate`` call.
-    """
+
+    ``value_tolerance`` (rho, default 0.1) sets how much length the value-picking steps trade for probability
+    (module docstring; 0 = nearest value). ``scorer`` replaces the critic's tree scorer (e.g.
+    :class:`ConstantScorer`)."""
 
     def __init__(self, critic: LengthCritic, mode: str, target_tokens: int | None = None, beta: float | None = None,
                  eos_token_id: int | None = None, pad_token_id: int | None = None, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float = 1.0, min_p: float | None = None, rule: str = "soft",
-                 overshoot: int | None = None, scorer=None):
+                 overshoot: int | None = None, scorer=None, value_tolerance: float | None = None):
         check_request(mode, target_tokens, beta, None, rule)
+        self.value_tolerance = 0.0 if rule == "extreme" else check_value_tolerance(value_tolerance)
         if overshoot is not None and overshoot < 0:
             raise ValueError(f"overshoot must be >= 0 tokens, got {overshoot}")
         if temperature <= 0:
@@ -141,24 +217,36 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         """``v* = -(1 - gamma ** (T - g))``: the value of a state with exactly the right number of tokens to come."""
         return float(remaining_to_value(max(self.target - generated, 0), self.gamma))
 
+    def value_temperature(self, generated: int) -> float:
+        """``tau_t`` of the value-weighted steps (module docstring); 0 at and past the target."""
+        return value_temperature(self.target - generated, self.gamma, self.value_tolerance)
+
     def rule_logp(self, ids, logp, keep, values, generated: int) -> torch.Tensor:
         """New log-probs over the candidates (``-inf`` = excluded). ``-values`` ranks shortest-predicted first
         (EOS, V = 0, is the shortest of all)."""
         if self.mode == "tilt":
             return torch.where(keep, logp + self.beta * values, torch.full_like(logp, -math.inf))
         v_star = self.goal_value(generated)
-        if self.mode == "equal":  # past the target v* = 0, so EOS (a candidate by then) or the shortest wins
-            return self._one_hot((values - v_star).abs(), keep, logp)
+        gap = (values - v_star).abs()
+        if self.mode == "equal":  # past the target v* = 0 and tau = 0: EOS (a candidate by then) or the shortest
+            return self._value_weighted(gap, keep, logp, generated)
         if self.mode == "at_most":
             if self.rule == "extreme":
                 return self._one_hot(-values, keep, logp)
-            return self._allowed_or_fallback(keep & (values >= v_star), keep, logp, -values)
+            return self._allowed_or_fallback(keep & (values >= v_star), keep, logp, gap, generated)
         if generated >= self.target:  # at_least, target reached
             return self._one_hot(-values, keep, logp) if self.rule == "extreme" else \
                 torch.where(keep, logp, torch.full_like(logp, -math.inf))
         if self.rule == "extreme":
             return self._one_hot(values, keep, logp)  # the longest-predicted candidate
-        return self._allowed_or_fallback(keep & (values <= v_star), keep, logp, values)
+        return self._allowed_or_fallback(keep & (values <= v_star), keep, logp, gap, generated)
+
+    def _value_weighted(self, gap, keep, logp, generated: int) -> torch.Tensor:
+        """``log p(x) - |V(s+x) - v*| / tau`` over the candidates; with ``tau = 0`` the nearest value only."""
+        tau = self.value_temperature(generated)
+        if tau <= 0.0:
+            return self._one_hot(gap, keep, logp)
+        return torch.where(keep, logp - gap / tau, torch.full_like(logp, -math.inf))
 
     @staticmethod
     def _one_hot(cost: torch.Tensor, keep: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
@@ -167,10 +255,12 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         choice = cost.masked_fill(~keep, math.inf).argmin(-1, keepdim=True)
         return torch.full_like(logp, -math.inf).scatter(1, choice, 0.0)
 
-    def _allowed_or_fallback(self, allowed, keep, logp, cost) -> torch.Tensor:
-        """Base log-probs restricted to ``allowed``; rows with nothing allowed take the lowest-cost candidate."""
+    def _allowed_or_fallback(self, allowed, keep, logp, gap, generated: int) -> torch.Tensor:
+        """Base log-probs restricted to ``allowed``; rows with nothing allowed take the value-weighted fitting step
+        (every candidate is on the same side of v*, so the nearest is the shortest / longest-predicted)."""
         restricted = torch.where(allowed, logp, torch.full_like(logp, -math.inf))
-        return torch.where(allowed.any(-1, keepdim=True), restricted, self._one_hot(cost, keep, logp))
+        return torch.where(allowed.any(-1, keepdim=True), restricted,
+                           self._value_weighted(gap, keep, logp, generated))
 
 
 def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, mode: str = "equal",
@@ -178,18 +268,21 @@ def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, m
                          do_sample: bool = True, temperature: float = 1.0, top_k: int | None = None,
                          top_p: float = 1.0, min_p: float | None = None, rule: str = "soft",
                          overshoot: int | None = None, use_chat_template: bool | None = None,
-                         seed: int | None = None) -> list[dict]:
+                         seed: int | None = None, value_tolerance: float | None = None, scorer=None) -> list[dict]:
     """Generate for a batch of prompts (strings or chat messages) under a length rule.
 
     Returns one dict per prompt: ``text``, ``token_ids`` (without EOS), ``num_tokens`` (without EOS), ``end``
     (``"natural"``, ``"forced"`` or ``"cap"``, see the module docstring) and ``finished`` (a natural end).
     The critic may be smaller than the generator; their vocabularies must match. Prompts are encoded in the
     critic's training format (``critic.use_chat_template``) unless ``use_chat_template`` says otherwise.
+    ``value_tolerance`` (rho, default 0.1; 0 = nearest value) and ``scorer`` (e.g. ``ConstantScorer()`` for a
+    critic without information) go to :class:`LengthGuidedLogitsProcessor`.
     """
     from .critic import left_pad
     from .data import encode_prompt
 
     check_request(mode, target_tokens, beta, max_new_tokens, rule)
+    check_value_tolerance(value_tolerance)
     tokenizer = tokenizer or critic.tokenizer
     critic.check_tokenizer(tokenizer)
     if use_chat_template is None:
@@ -198,7 +291,8 @@ def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, m
     ids, mask = left_pad([encode_prompt(tokenizer, p, use_chat_template) for p in prompts], pad)
     device = next(model.parameters()).device
     processor = LengthGuidedLogitsProcessor(critic, mode, target_tokens, beta, tokenizer.eos_token_id, pad,
-                                            temperature, top_k, top_p, min_p, rule, overshoot)
+                                            temperature, top_k, top_p, min_p, rule, overshoot, scorer,
+                                            value_tolerance)
     if seed is not None:
         torch.manual_seed(seed)
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), logits_processor=[processor],

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .critic import LengthCritic
-from .data import build_dataset, load_rollouts
+from .data import build_dataset, completion_lengths, load_rollouts
 from .defaults import DEFAULT_MODEL, native_bf16, resolve_model
 from .metrics import per_prompt_truth, prediction_errors, train_mean_baselines
 from .modeling import LengthValueModel, is_checkpoint_dir
@@ -47,11 +47,15 @@ class QuickstartConfig:
     eval_prompts_per_category: int = field(default=4, metadata={"help": "Held-out prompts per category."})
     train_samples: int = field(default=1, metadata={"help": "Completions per training prompt."})
     eval_samples: int = field(default=4, metadata={"help": "Completions per held-out prompt (for L_GT)."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Generation cap; cut completions are dropped."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Generation cap; cut completions train as censored "
+                                                              "rows (a lower bound on their length, see truncated)."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling."})
     generation_batch_size: int = field(default=32, metadata={"help": "Rows per generate call."})
     gamma: str = field(default="auto", metadata={"help": "Discount, or 'auto' from the 99th-percentile length."})
+    truncated: str = field(default="censor", metadata={"help": "Training completions cut at max_new_tokens: 'censor' "
+                                                                "(one-sided loss, the default) or 'drop'. The held-out "
+                                                                "evaluation always uses finished completions only."})
     num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the training rollouts."})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Sequences per step."})
@@ -109,14 +113,17 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    train_ds, train_stats = build_dataset(train_records, tokenizer, max_length=cfg.max_length)
-    eval_ds, eval_stats = build_dataset(eval_records, tokenizer, max_length=cfg.max_length)
+    train_ds, train_stats = build_dataset(train_records, tokenizer, max_length=cfg.max_length,
+                                          truncated=cfg.truncated)
+    # Ground truth needs finished completions: the held-out set drops cut ones.
+    eval_ds, eval_stats = build_dataset(eval_records, tokenizer, max_length=cfg.max_length, truncated="drop")
     print(f"[lenvm] 2/5 targets: train {train_stats.summary()}; held-out {eval_stats.summary()}")
 
     # 3. train -------------------------------------------------------------------------------------
     model_dir = out / "model"
     args = LengthValueConfig(
-        output_dir=str(model_dir), gamma=cfg.gamma, max_length=cfg.max_length, num_train_epochs=cfg.num_train_epochs,
+        output_dir=str(model_dir), gamma=cfg.gamma, truncated=cfg.truncated, max_length=cfg.max_length,
+        num_train_epochs=cfg.num_train_epochs,
         learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_train_batch_size, warmup_steps=0.05, weight_decay=0.0,
         bf16=native_bf16() if cfg.bf16 is None else cfg.bf16, use_cpu=not torch.cuda.is_available(), seed=cfg.seed, save_strategy="no", eval_strategy="no", report_to=[], logging_steps=5,
@@ -155,7 +162,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     ids = sorted(truth)
     predicted = critic.predict_length([prompt_of[i] for i in ids]).tolist()
     results = {"LenVM": prediction_errors(dict(zip(ids, predicted)), truth)}
-    train_lengths = [int(x) for x in train_ds["completion_length"]]
+    train_lengths = completion_lengths(train_ds, include_censored=False)  # the baselines' means: finished ones
     for name, const in train_mean_baselines(train_lengths, gamma).items():
         results[f"baseline: {name} ({const:.0f} tok)"] = prediction_errors({i: const for i in ids}, truth)
 

@@ -4,7 +4,10 @@ The only thing that differs from a plain ``Trainer`` is the loss (and the checkp
 
     loss = sum over trained tokens of the global batch (V(s_t) - G_t)^2 / (number of those tokens)
 
-where "global batch" means every gradient-accumulation micro-batch on every process. ``Trainer`` already
+where "global batch" means every gradient-accumulation micro-batch on every process. Censored examples
+(completions cut at ``max_new_tokens``, see :mod:`lenvm_rl.data`) add a one-sided term at each of their trained
+positions: with a lower bound ``m`` on the remaining tokens, ``relu(V(s_t) - (-(1 - gamma ** m))) ** 2``, zero
+while the bound holds and pushing V only down; they count as trained tokens of the mean. ``Trainer`` already
 counts the non-ignored ``labels`` across micro-batches and processes (``num_items_in_batch``); we divide
 by that count and undo DDP's gradient averaging, so the loss is a token mean no matter how the batch is
 split. A sequence mean would reweight tokens by 1 / L, which depends on the future and biases targets.
@@ -49,6 +52,13 @@ class LengthValueConfig(TrainingArguments):
 
         > Data
 
+        truncated (`str`, *optional*, defaults to `"censor"`):
+            What completions cut at `max_new_tokens` (no EOS) contribute. `"censor"`: at a cut row's state with
+            `k` generated tokens after it, at least `k + 1` tokens were still to come, so the loss adds the hinge
+            `relu(V_t + 1 - gamma ** (k + 1)) ** 2`: zero when `V_t <= -(1 - gamma ** (k + 1))`, otherwise it
+            pushes `V_t` down only. `"drop"`: ignore them (the old behaviour; it biases targets toward short
+            answers whenever the cap cuts some). Examples come from `lenvm_rl.data.build_dataset`, whose
+            `truncated` decides whether cut rows are kept at all; with `"drop"` here, kept ones are ignored.
         max_length (`int` or `None`, *optional*, defaults to `1024`):
             Longest tokenized prompt + completion. Longer examples lose prompt tokens from the left, then
             completion tokens from the right; targets stay exact either way (they count true remaining tokens).
@@ -66,6 +76,10 @@ class LengthValueConfig(TrainingArguments):
                                                           "from the training completions."})
     gamma_quantile: float = field(default=0.99, metadata={"help": "Length quantile used by gamma='auto'."})
     loss: str = field(default="mse", metadata={"help": "Value regression loss; only 'mse' (token mean)."})
+    truncated: str = field(default="censor", metadata={
+        "help": "Completions cut at max_new_tokens: 'censor' (default) keeps them with the one-sided loss "
+                "relu(V_t - bound)^2, bound = -(1 - gamma^(k+1)) with k tokens seen after t; 'drop' ignores them.",
+        "choices": ["censor", "drop"]})
     max_length: int | None = field(default=1024, metadata={"help": "Longest prompt + completion in tokens; "
                                                                    "longer ones are cut without corrupting targets."})
     use_chat_template: bool = field(default=True, metadata={"help": "Render prompts with the chat template."})
@@ -83,6 +97,8 @@ class LengthValueConfig(TrainingArguments):
             self.gamma = check_gamma(self.gamma)
         if self.loss != "mse":
             raise ValueError(f"loss={self.loss!r} is not supported; LenVM regresses values with 'mse'.")
+        if self.truncated not in ("censor", "drop"):
+            raise ValueError(f"truncated must be 'censor' or 'drop', got {self.truncated!r}")
         if not 0.0 < self.gamma_quantile <= 1.0:
             raise ValueError(f"gamma_quantile must lie in (0, 1], got {self.gamma_quantile}")
         if self.max_length is not None and self.max_length < 2:
@@ -140,17 +156,29 @@ class LengthValueTrainer(Trainer):
     def gamma(self) -> float:
         return self.accelerator.unwrap_model(self.model).gamma
 
+    def _lower_bounds(self, inputs):
+        """The batch's censored lower bounds when they count (``truncated="censor"``), else None."""
+        bounds = inputs.get("lower_bounds")
+        return bounds if bounds is not None and self.args.truncated == "censor" else None
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        # Censored positions are trained tokens too: count them with the labels (the two never overlap).
+        merged = []
+        for b in batch_samples:
+            bounds = self._lower_bounds(b)
+            merged.append(b if bounds is None or "labels" not in b else
+                          {**b, "labels": torch.where(bounds != IGNORE_INDEX, bounds, b["labels"])})
+        return super()._get_num_items_in_batch(merged, device)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        mask = labels != IGNORE_INDEX
-        targets = remaining_to_value(labels.clamp(min=0), self.gamma).to(out.value.dtype)
-        squared = ((out.value - targets) ** 2 * mask).sum()
+        squared, count = value_loss_sums(out.value, labels, self._lower_bounds(inputs), self.gamma)
         if num_items_in_batch is not None:
             # Gradients are averaged over processes by DDP / DeepSpeed, so scale back up to a global sum.
             loss = squared / num_items_in_batch * self.accelerator.num_processes
         else:
-            loss = squared / mask.sum().clamp(min=1)
+            loss = squared / count.clamp(min=1)
             if model.training:
                 loss = loss / self.current_gradient_accumulation_steps
         return (loss, {"value": out.value}) if return_outputs else loss
@@ -176,13 +204,35 @@ class LengthValueTrainer(Trainer):
         load_weights_into(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
 
 
+def value_loss_sums(values: torch.Tensor, labels: torch.Tensor, lower_bounds: torch.Tensor | None,
+                    gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed loss and trained-token count of a batch (the loss is their ratio over the global batch).
+
+    Exact targets (``labels``, remaining counts, -100 = none): ``(V - G) ** 2``. Censored positions
+    (``lower_bounds``, at least that many tokens to come, -100 = none): ``relu(V - bound) ** 2`` with
+    ``bound = -(1 - gamma ** m)``, zero while ``V <= bound``; its gradient in V is >= 0, so a step only lowers V.
+    """
+    mask = labels != IGNORE_INDEX
+    targets = remaining_to_value(labels.clamp(min=0), gamma).to(values.dtype)
+    total = ((values - targets) ** 2 * mask).sum()
+    count = mask.sum()
+    if lower_bounds is not None:
+        censored = lower_bounds != IGNORE_INDEX
+        bound = remaining_to_value(lower_bounds.clamp(min=0), gamma).to(values.dtype)
+        total = total + (torch.relu(values - bound) ** 2 * censored).sum()
+        count = count + censored.sum()
+    return total, count
+
+
 def _resolve_training_gamma(model_gamma, args: LengthValueConfig, train_dataset) -> float:
     if args.gamma == "auto":
         if model_gamma is not None:
             return model_gamma  # continuing a trained LenVM keeps its gamma
         if train_dataset is None:
             raise ValueError("gamma='auto' needs a train_dataset to measure completion lengths; or set gamma.")
-        gamma = gamma_from_lengths(completion_lengths(train_dataset), quantile=args.gamma_quantile)
+        # Censored completions count with their generated length (a lower bound), unless they are ignored.
+        lengths = completion_lengths(train_dataset, include_censored=args.truncated == "censor")
+        gamma = gamma_from_lengths(lengths, quantile=args.gamma_quantile)
         args.gamma = gamma  # recorded in training_args.bin and the logs
         return gamma
     if model_gamma is not None and abs(model_gamma - args.gamma) > 1e-12:

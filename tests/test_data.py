@@ -30,11 +30,41 @@ def test_long_completion_keeps_its_head_with_true_remaining_counts():
 
 def test_truncated_rollouts_are_dropped_and_counted(tokenizer):
     records = make_records(tokenizer, n=30, truncated_every=3)
-    examples, stats = build_examples(records, tokenizer)
-    assert stats.dropped_truncated == 10 and stats.examples == 20 == len(examples)
+    examples, stats = build_examples(records, tokenizer, truncated="drop")
+    assert stats.dropped_truncated == 10 and stats.examples == 20 == len(examples) and stats.censored == 0
+    assert "dropped 10 truncated" in stats.summary()
     for ex, rec in zip(examples, [r for r in records if r["finish_reason"] == "stop"]):
         assert ex["input_ids"][-1] == tokenizer.eos_token_id
         assert ex["completion_length"] == len(rec["completion_ids"])
+        assert "lower_bounds" not in ex  # the old layout
+
+
+def test_truncated_rollouts_are_kept_as_censored_by_default(tokenizer):
+    records = make_records(tokenizer, n=30, truncated_every=3)
+    examples, stats = build_examples(records, tokenizer)
+    assert stats.censored == 10 and stats.dropped_truncated == 0 and stats.examples == 30 == len(examples)
+    assert "kept 10 truncated as censored" in stats.summary() and stats.truncated_share == pytest.approx(1 / 3)
+    for ex, rec in zip(examples, records):
+        k = len(rec["completion_ids"])
+        assert ex["censored"] == (rec["finish_reason"] == "length") and ex["completion_length"] == k
+        assert len(ex["lower_bounds"]) == len(ex["labels"]) == len(ex["input_ids"])
+        if ex["censored"]:  # no exact target anywhere; bounds count the k tokens seen after each state plus the EOS
+            assert set(ex["labels"]) == {IGNORE_INDEX} and ex["input_ids"][-1] != tokenizer.eos_token_id
+            assert [b for b in ex["lower_bounds"] if b != IGNORE_INDEX] == list(range(k + 1, 0, -1))
+        else:
+            assert set(ex["lower_bounds"]) == {IGNORE_INDEX}
+            assert [x for x in ex["labels"] if x != IGNORE_INDEX] == list(range(k, -1, -1))
+    batch = LengthValueCollator(tokenizer.pad_token_id)(examples[:4])
+    assert batch["lower_bounds"].shape == batch["labels"].shape
+    assert ((batch["lower_bounds"] != IGNORE_INDEX) & (batch["labels"] != IGNORE_INDEX)).sum() == 0
+    with pytest.raises(ValueError, match="truncated must be"):
+        build_examples(records, tokenizer, truncated="keep")
+
+
+def test_censored_bounds_survive_a_max_length_cut():
+    ex = build_example(list(range(100, 104)), list(range(200, 230)), max_length=12, censored=True)  # k = 30, cut
+    kept = [b for b in ex["lower_bounds"] if b != IGNORE_INDEX]
+    assert len(ex["input_ids"]) == 12 and kept[0] == 31 and kept == list(range(31, 31 - len(kept), -1))
 
 
 def test_all_truncated_is_a_clear_error(tokenizer):

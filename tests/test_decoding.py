@@ -7,7 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaModel
 
 from lenvm_rl.critic import LengthCritic, TokenizerMismatchError, left_pad
-from lenvm_rl.decoding import LengthGuidedLogitsProcessor, completion_record, generate_with_length
+from lenvm_rl.decoding import (ConstantScorer, LengthGuidedLogitsProcessor, completion_record,
+                               generate_with_length)
 from lenvm_rl.modeling import LengthValueModel
 from lenvm_rl.scoring import TreeScorer, naive_candidate_values
 from tests.conftest import tiny_config
@@ -108,7 +109,101 @@ def toy_end(mode, target, **kw):
 
 @pytest.mark.parametrize("target", [1, 3, 7, 9, 12])
 def test_equal_with_an_oracle_critic_hits_the_target_exactly(target):
-    assert run_toy("equal", target) == target
+    assert run_toy("equal", target, value_tolerance=0) == target  # the nearest-value rule
+    assert run_toy("equal", target) == target  # the default tolerance: strict as the target nears
+
+
+def base_logp(row):
+    """Summed log-probability of a greedy toy path under the toy process itself."""
+    ids, total = [PAD, 3, 4, 15], 0.0
+    for tok in row:
+        total += torch.log_softmax(toy_logits(torch.tensor([ids])), -1)[0, tok].item()
+        ids.append(tok)
+    return total
+
+
+@pytest.mark.parametrize("target", [12, 15, 20])
+def test_value_tolerance_trades_length_against_probability(target):
+    # the toy can only promise up to 9 more tokens, so the nearest-value rule takes several unlikely tokens to get
+    # there; the tolerant rule follows the base process early and makes up the length near the target
+    _, nearest = toy_generate("equal", target, value_tolerance=0)
+    _, tolerant = toy_generate("equal", target, value_tolerance=0.5)
+    assert len(nearest) - 1 == len(tolerant) - 1 == target  # both hit the target with an oracle ...
+    assert base_logp(tolerant) > base_logp(nearest) + 3.0  # ... the tolerant path with likelier tokens
+    _, tiny_tau = toy_generate("equal", target, value_tolerance=1e-6)
+    assert tiny_tau == nearest  # tau -> 0 recovers the nearest value
+    _, extreme = toy_generate("equal", target, rule="extreme", value_tolerance=0.5)
+    assert extreme == nearest  # the reference rule ignores the tolerance
+
+
+def test_value_weighted_step_is_p_times_exp_minus_gap_over_tau():
+    critic = SimpleNamespace(gamma=GAMMA, tokenizer=SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD))
+    proc = LengthGuidedLogitsProcessor(critic, "equal", 10, top_k=4, scorer=OracleScorer(), value_tolerance=0.3)
+    logp = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.5, 0.0]]), -1)
+    values = torch.tensor([[-0.5, -0.6, -0.7, -0.65]])
+    ids, keep = torch.tensor([[11, 12, 13, 14]]), torch.ones(1, 4, dtype=torch.bool)
+    out = proc.rule_logp(ids, logp, keep, values, generated=2)
+    tau = GAMMA ** 8 - GAMMA ** (1.3 * 8)  # r = 8 tokens left
+    v_star = -(1 - GAMMA ** 8)
+    expected = torch.softmax(logp - (values - v_star).abs() / tau, -1)
+    assert torch.allclose(torch.softmax(out, -1), expected, atol=1e-6)
+    assert proc.value_temperature(2) == pytest.approx(tau) and proc.value_temperature(10) == 0.0
+    with pytest.raises(ValueError, match="value_tolerance"):
+        LengthGuidedLogitsProcessor(critic, "equal", 10, scorer=OracleScorer(), value_tolerance=-1)
+
+
+def test_fitting_steps_of_at_most_and_at_least_weigh_by_value():
+    """When no candidate fits, the fitting step samples p(x) exp(-|V - v*| / tau) instead of one candidate."""
+    critic = SimpleNamespace(gamma=GAMMA, tokenizer=SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD))
+    logp = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.0]]), -1)
+    ids, keep = torch.tensor([[11, 12, 13]]), torch.ones(1, 3, dtype=torch.bool)
+    v_star = -(1 - GAMMA ** 8)
+    for mode, values in (("at_most", torch.tensor([[-0.9, -0.95, -0.99]])),  # all predicted too long
+                         ("at_least", torch.tensor([[-0.1, -0.2, -0.3]]))):  # all predicted too short
+        assert (values > v_star).all() if mode == "at_least" else (values < v_star).all()
+        soft = LengthGuidedLogitsProcessor(critic, mode, 10, top_k=3, scorer=OracleScorer(), value_tolerance=0.5)
+        out = soft.rule_logp(ids, logp, keep, values, generated=2)
+        tau = soft.value_temperature(2)
+        assert torch.allclose(torch.softmax(out, -1), torch.softmax(logp - (values - v_star).abs() / tau, -1),
+                              atol=1e-6)
+        nearest = LengthGuidedLogitsProcessor(critic, mode, 10, top_k=3, scorer=OracleScorer(), value_tolerance=0)
+        out = nearest.rule_logp(ids, logp, keep, values, generated=2)
+        best = (values - v_star).abs().argmin().item()
+        assert torch.isfinite(out).sum() == 1 and torch.isfinite(out[0, best])
+
+
+def test_a_constant_critic_leaves_only_the_stop_rules():
+    """ConstantScorer: the rules' code path with no length information; the guarantees still hold."""
+    critic = SimpleNamespace(gamma=GAMMA, tokenizer=SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD))
+    for target in (3, 8):
+        for mode in ("equal", "at_most", "at_least"):
+            proc = LengthGuidedLogitsProcessor(critic, mode, target, top_k=11, scorer=ConstantScorer())
+            ids = torch.tensor([[PAD, 3, 4, 15]])
+            for _ in range(30):
+                logits = toy_logits(ids)
+                out = proc(ids, logits)
+                allowed = torch.isfinite(out[0])
+                if mode != "at_most" or ids.shape[1] - 4 < target:  # before the hard stop
+                    base = torch.log_softmax(logits, -1)
+                    if ids.shape[1] - 4 < target and mode != "at_most":
+                        base[0, EOS] = -float("inf")
+                    kept = torch.isfinite(base[0]) & allowed
+                    # among what the rule allows, the candidates keep their base proportions
+                    assert torch.allclose(torch.softmax(out[0, kept], -1), torch.softmax(base[0, kept], -1),
+                                          atol=1e-5) or kept.sum() == 1
+                nxt = out.argmax(-1, keepdim=True)
+                ids = torch.cat([ids, nxt], 1)
+                if nxt.item() == EOS:
+                    break
+            n = ids.shape[1] - 5
+            if mode == "at_most":
+                assert n <= target
+            elif mode == "at_least":
+                assert n >= target
+            else:
+                assert target <= n <= target + proc.overshoot
+    with pytest.raises(ValueError, match=r"\[-1, 0\]"):
+        ConstantScorer(0.5)
 
 
 def never_eos(ids):
@@ -193,6 +288,25 @@ def test_end_reasons_on_a_tiny_generator(setup, tokenizer):
     assert all(o["num_tokens"] == 24 for o in plain if o["end"] == "cap")
     for o in forced + capped + plain:
         assert o["finished"] == (o["end"] == "natural")
+
+
+def test_rules_only_on_a_tiny_generator_keeps_the_guarantees(setup):
+    model, critic = setup
+    for mode, target in (("at_most", 6), ("at_least", 10), ("equal", 8)):
+        outs = generate_with_length(model, critic, PROMPTS, mode=mode, target_tokens=target, max_new_tokens=20,
+                                    seed=0, scorer=ConstantScorer())
+        for o in outs:
+            n = o["num_tokens"]
+            assert (n <= target) if mode == "at_most" else (n >= target)
+            assert o["finished"] == (o["end"] == "natural")
+    a = generate_with_length(model, critic, PROMPTS, mode="equal", target_tokens=8, max_new_tokens=20, seed=0,
+                             value_tolerance=0.0)
+    b = generate_with_length(model, critic, PROMPTS, mode="equal", target_tokens=8, max_new_tokens=20, seed=0,
+                             do_sample=False, value_tolerance=0.0)
+    assert [x["token_ids"] for x in a] == [x["token_ids"] for x in b]  # nearest value: deterministic either way
+    with pytest.raises(ValueError, match="value_tolerance"):
+        generate_with_length(model, critic, PROMPTS, mode="equal", target_tokens=8, max_new_tokens=20,
+                             value_tolerance=float("nan"))
 
 
 def test_greedy_is_deterministic_and_tilt_runs(setup):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -159,15 +160,108 @@ def test_length_prediction_refuses_trained_prompts(quickstart_layout, tiny_causa
 
 
 def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_file):
-    result, _ = _run("lifebench", quickstart_layout, tiny_causal_dir, tmp_path, "--data", str(lifebench_file))
-    assert set(result["summary"]) == {"plain", "lenvm", "lenvm_extreme"}
-    assert "equal" not in result["summary"]["lenvm_extreme"]  # one rule for Equal To
-    assert len(result["rows"]) == 2 * (3 + 3 + 2)  # 2 tasks x (3 modes plain, 3 guided, 2 extreme)
+    result, out = _run("lifebench", quickstart_layout, tiny_causal_dir, tmp_path, "--data", str(lifebench_file))
+    assert (out / "lifebench_quality.png").stat().st_size > 0
+    arms = ["plain", "truncate", "rules_only", "lenvm", "extreme"]
+    n_prompts = 2 + 3  # 2 LIFEBench tasks (--tiny) and the three everyday prompts
+    assert result["tasks"] == n_prompts and result["categories"]["user"] == 3
+    assert [(c["mode"], c["arm"]) for c in result["summary"]] == [(m, a) for m in lifebench.MODES for a in arms]
+    assert len(result["rows"]) == n_prompts * 3 * len(arms)
+    for c in result["summary"]:
+        assert set(c) == set(lifebench.SUMMARY_KEYS) and c["n"] == n_prompts and c["target"] == 6
+        assert c["natural_end_rate"] + c["forced_stop_rate"] + c["capped_rate"] == pytest.approx(1.0)
+        assert c["mean_nll"] > 0 and 0.0 <= c["degenerate_rate"] <= 1.0
+        if c["arm"] == "plain":
+            assert c["nll_gap_to_plain"] == pytest.approx(0.0)
+    rows = {(r["mode"], r["arm"], r["uid"]): r for r in result["rows"]}
     for r in result["rows"]:
         assert 0.0 <= r["ls"] <= 100.0 and r["ls"] == pytest.approx(lifebench.length_score(r["ld"], r["mode"]))
         assert r["num_tokens"] <= 2 * r["target"]  # the default cap
-    guided = [r for r in result["rows"] if r["arm"] == "lenvm" and r["mode"] == "at_least"]
-    assert all(r["num_tokens"] >= r["target"] for r in guided)  # EOS is masked before the target
+        assert r["finished"] == (r["end"] == "natural")  # forced and capped rows are never finished
+        assert r["nll"] is None or r["nll"] > 0
+        if r["arm"] in ("lenvm", "rules_only") and r["mode"] == "at_least":
+            assert r["num_tokens"] >= r["target"]  # EOS is masked before the target
+        if r["arm"] in ("lenvm", "rules_only", "extreme") and r["mode"] == "at_most":
+            assert r["num_tokens"] <= r["target"]  # EOS is forced at the target
+        if r["arm"] == "truncate":
+            plain = rows[r["mode"], "plain", r["uid"]]
+            assert r["num_tokens"] == min(plain["num_tokens"], r["target"])
+            cut = plain["num_tokens"] > r["target"] or plain["end"] == "cap"
+            assert r["end"] == ("forced" if cut else plain["end"])
+
+    # a rerun resumes: every cell comes from lifebench_cells.jsonl, nothing is generated again
+    cells = (out / "lifebench_cells.jsonl").read_text().splitlines()
+    assert len(cells) == 3 * len(arms)
+    again, _ = _run("lifebench", quickstart_layout, tiny_causal_dir, tmp_path, "--data", str(lifebench_file))
+    assert (out / "lifebench_cells.jsonl").read_text().splitlines() == cells
+    assert again["summary"] == result["summary"]
+
+
+def test_lifebench_refuses_bad_requests_before_generating(quickstart_layout, tiny_causal_dir, tmp_path,
+                                                         lifebench_file, monkeypatch):
+    from lenvm_rl.evaluation import common
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("a model was loaded before the request was checked")
+
+    monkeypatch.setattr(common, "load_critic", no_models)
+    monkeypatch.setattr(common, "load_generator", no_models)
+    base = ["--critic", str(quickstart_layout / "model"), "--output_dir", str(tmp_path / "x")]
+    with pytest.raises(ValueError, match="unknown arm 'oracle'"):
+        lifebench.main(base + ["--data", str(lifebench_file), "--arms", "plain,oracle"])
+    with pytest.raises(ValueError, match="exceeds max_new_tokens=64"):
+        lifebench.main(base + ["--data", str(lifebench_file), "--targets", "32,128", "--max_new_tokens", "64"])
+    not_lifebench = write_jsonl(tmp_path / "other.jsonl", [{"prompt_id": "p", "prompt": "Hello"}])
+    with pytest.raises(ValueError, match="lacks LIFEBench's fields"):
+        lifebench.main(base + ["--data", str(not_lifebench)])
+
+
+def test_lifebench_config_file_and_stratified_draw(tmp_path, lifebench_file):
+    from trl import TrlParser
+
+    cfg_file = tmp_path / "lb.yaml"
+    cfg_file.write_text("targets: 16,32\nrows_per_cell: 4\narms: plain,lenvm\nvalue_tolerance: 0.2\n")
+    (cfg,) = TrlParser([lifebench.LifebenchArguments]).parse_args_and_config(
+        ["--config", str(cfg_file), "--rows_per_cell", "5", "--tiny"])
+    assert cfg.rows_per_cell == 5 and cfg.value_tolerance == 0.2 and cfg.tiny and cfg.data == lifebench.HUB_ID
+    data_help = lifebench.LifebenchArguments.__dataclass_fields__["data"].metadata["help"]
+    assert "shared" not in lifebench.__doc__ + data_help
+    tasks = lifebench.load_tasks(str(lifebench_file), {"en"})  # 7 rows: create 3, qa 2, reasoning 2
+    drawn = lifebench.draw_tasks(tasks, 5, seed=0)
+    assert len(drawn) == 5 and sorted(Counter(t["category"] for t in drawn).values()) == [1, 2, 2]
+    assert drawn == lifebench.draw_tasks(tasks, 5, seed=0) and len(lifebench.draw_tasks(tasks, 99, seed=0)) == 7
+    assert any(lifebench.draw_tasks(tasks, 3, seed) != lifebench.draw_tasks(tasks, 3, 0) for seed in range(1, 6))
+
+
+def test_lifebench_cell_summary_by_hand():
+    def row(uid, nll, end="natural", ld=0.0):
+        return {"uid": uid, "nll": nll, "end": end, "ld": ld, "ls": lifebench.length_score(ld, "equal")}
+
+    plain = [row(f"u{i}", float(i)) for i in range(1, 21)]  # NLL 1 .. 20: 95th percentile 19.05
+    arm = [row("u1", 2.0, "forced", -0.5), row("u2", 4.0, "cap", 1.0), row("u3", 30.0), row("u4", None)]
+    c = lifebench.cell_summary(arm, plain, "equal", "lenvm", 16)
+    assert c["n"] == 4 and c["natural_end_rate"] == 0.5 and c["forced_stop_rate"] == 0.25 and c["capped_rate"] == 0.25
+    assert c["mean_nll"] == pytest.approx(12.0)
+    assert c["nll_gap_to_plain"] == pytest.approx((12.0 - 2.0) / 2.0)  # the same prompts u1..u3: plain mean 2
+    assert c["degenerate_rate"] == pytest.approx(1 / 3)  # only NLL 30 is above plain's 95th percentile
+    assert c["mean_abs_ld"] == pytest.approx(0.375)
+
+
+def test_answer_nll_matches_the_generators_own_log_probs(tiny_causal_dir):
+    from transformers import AutoModelForCausalLM
+
+    from lenvm_rl.evaluation.common import answer_nll
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_dir).eval()
+    prompts, completions = [[5, 6, 7, 8], [9]], [[1001, 1002, 2], [1003, 1004, 1005, 1006]]
+    batched = answer_nll(model, prompts, completions, batch_size=2)
+    for p, c, got in zip(prompts, completions, batched):  # one row at a time, by hand
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].float(), -1)
+        expected = -torch.stack([logp[len(p) - 1 + j, tok] for j, tok in enumerate(c)]).mean()
+        assert got == pytest.approx(expected.item(), rel=1e-4)
+    assert math.isnan(answer_nll(model, [[5]], [[]])[0])
 
 
 def test_tradeoff_tiny(quickstart_layout, tiny_causal_dir, tmp_path):

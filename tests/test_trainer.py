@@ -157,3 +157,85 @@ def test_value_metrics_on_a_perfect_and_an_off_prediction():
     m = value_metrics(EvalPrediction(predictions=doubled, label_ids=labels), gamma)
     assert m["mre_boundary"] == pytest.approx(1.0, abs=1e-6)  # predicts twice the length: 100 % error
     assert m["online_re_50"] == pytest.approx(1.0, abs=1e-6)
+
+
+# ---- censored (truncated) completions: a one-sided loss -------------------------------------------------------
+def test_censored_loss_is_zero_when_the_bound_holds_and_only_pushes_values_down():
+    from lenvm_rl.trainer import value_loss_sums
+
+    labels = torch.full((1, 4), IGNORE_INDEX)
+    bounds = torch.tensor([[IGNORE_INDEX, 3, 2, 1]])  # at least 3, 2, 1 tokens still to come
+    bound_v = remaining_to_value(bounds.clamp(min=0), GAMMA).float()
+    below = (bound_v - 0.05).clamp(min=-1.0).requires_grad_()  # predicted longer than the bound: fine
+    loss, count = value_loss_sums(below, labels, bounds, GAMMA)
+    assert count == 3 and loss.item() == 0.0
+    loss.backward()
+    assert torch.all(below.grad == 0)
+    above = (bound_v + 0.05).requires_grad_()  # predicted shorter than the bound allows
+    loss, _ = value_loss_sums(above, labels, bounds, GAMMA)
+    assert loss.item() == pytest.approx(3 * 0.05 ** 2, rel=1e-4)
+    loss.backward()
+    assert torch.all(above.grad[0, 1:] > 0) and above.grad[0, 0] == 0  # descent lowers V, never raises it
+    # exact targets are untouched by the bounds' presence
+    exact, n = value_loss_sums(torch.zeros(1, 2), torch.tensor([[1, 0]]), torch.full((1, 2), IGNORE_INDEX), GAMMA)
+    assert n == 2 and exact.item() == pytest.approx(remaining_to_value(1, GAMMA).item() ** 2)
+
+
+def _censored_dataset(tokenizer):
+    """lengths_dataset plus one long completion cut without EOS (kept as censored)."""
+    from datasets import Dataset
+
+    from lenvm_rl.data import build_example
+
+    rows = [dict(r, lower_bounds=[IGNORE_INDEX] * len(r["input_ids"]), censored=False)
+            for r in lengths_dataset(tokenizer)]
+    rows.append(build_example([20, 11, 12], [400 + 3 * j for j in range(80)], max_length=None, censored=True))
+    return Dataset.from_list(rows)
+
+
+def test_a_censored_row_changes_training_and_counts_as_trained_tokens(init_dir, tokenizer, tmp_path):
+    from lenvm_rl.trainer import value_loss_sums
+
+    ds = _censored_dataset(tokenizer)
+    init = LengthValueModel.from_pretrained(init_dir)
+    batch = LengthValueCollator(tokenizer.pad_token_id)(list(ds))
+    with torch.no_grad():
+        values = init(batch["input_ids"], batch["attention_mask"]).value
+    censored = batch["lower_bounds"] != IGNORE_INDEX
+    bound_v = remaining_to_value(batch["lower_bounds"].clamp(min=0), GAMMA)
+    assert (values[censored] > bound_v[censored]).any()  # the random head breaks the bound: the hinge is active
+
+    def step(truncated, bs, ga):
+        model = LengthValueModel.from_pretrained(init_dir)
+        args = LengthValueConfig(output_dir=str(tmp_path / f"{truncated}{bs}"), overwrite_output_dir=True,
+                                 per_device_train_batch_size=bs, gradient_accumulation_steps=ga, max_steps=1,
+                                 optim="sgd", learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
+                                 weight_decay=0.0, max_grad_norm=0.0, train_sampling_strategy="sequential",
+                                 save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True,
+                                 logging_strategy="no", truncated=truncated)
+        LengthValueTrainer(model, args, train_dataset=ds, processing_class=tokenizer).train()
+        return dict(model.named_parameters())
+
+    # by hand: one SGD step on (squared errors + hinges) / (exact + censored positions)
+    model = LengthValueModel.from_pretrained(init_dir)
+    out = model(batch["input_ids"], batch["attention_mask"]).value
+    total, count = value_loss_sums(out, batch["labels"], batch["lower_bounds"], GAMMA)
+    (total / count).backward()
+    expected = {k: (p - LR * p.grad).detach() for k, p in model.named_parameters()}
+    for bs, ga in [(5, 1), (1, 5)]:  # the token mean holds across accumulation with censored tokens counted
+        _assert_params_close(step("censor", bs, ga), expected)
+    dropped = step("drop", 5, 1)
+    assert not all(torch.allclose(dropped[k], expected[k], atol=1e-6) for k in expected)
+    with pytest.raises(ValueError, match="truncated must be"):
+        LengthValueConfig(output_dir=str(tmp_path / "x"), truncated="keep")
+
+
+def test_auto_gamma_counts_censored_lengths_unless_they_are_dropped(tiny_backbone, tokenizer, tmp_path):
+    ds = _censored_dataset(tokenizer)
+    kw = dict(max_steps=1, report_to=[], use_cpu=True)
+    censor = LengthValueTrainer(LengthValueModel(tiny_backbone), LengthValueConfig(
+        output_dir=str(tmp_path / "a"), **kw), train_dataset=ds, processing_class=tokenizer)
+    drop = LengthValueTrainer(LengthValueModel(tiny_backbone), LengthValueConfig(
+        output_dir=str(tmp_path / "b"), truncated="drop", **kw), train_dataset=ds, processing_class=tokenizer)
+    assert censor.gamma == pytest.approx(0.01 ** (1 / np.quantile([2, 30, 5, 60, 80], 0.99)))
+    assert drop.gamma == pytest.approx(0.01 ** (1 / np.quantile([2, 30, 5, 60], 0.99)))

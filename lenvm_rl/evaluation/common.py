@@ -146,6 +146,54 @@ def guided(model, critic, tokenizer, prompts, batch_size: int, desc: str, **kwar
     return out
 
 
+@torch.no_grad()
+def answer_nll(generator, prompt_ids: list[list[int]], completion_ids: list[list[int]], batch_size: int = 8,
+               pad_token_id: int = 0) -> list[float]:
+    """Per answer, the generator's mean negative log-probability per token of ``completion_ids`` after
+    ``prompt_ids``, under its plain distribution (temperature 1, no top-k / top-p): a quality signal beside length
+    (higher = text the generator itself finds less likely). Append EOS to a completion whose EOS counts (a natural
+    end); an empty completion gives NaN. Rows are left-padded with position ids from the mask, as ``generate``
+    does, and only the completion positions' logits are computed."""
+    device = next(generator.parameters()).device
+    out = []
+    for start in range(0, len(prompt_ids), batch_size):
+        prompts, completions = prompt_ids[start:start + batch_size], completion_ids[start:start + batch_size]
+        rows = [list(p) + list(c) for p, c in zip(prompts, completions)]
+        width, longest = max(map(len, rows)), max(map(len, completions))
+        if longest == 0:
+            out += [float("nan")] * len(rows)
+            continue
+        ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        kw = dict(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+        try:
+            logits = generator(**kw, logits_to_keep=longest + 1).logits
+        except TypeError:  # a model without logits_to_keep
+            logits = generator(**kw).logits
+        logits = logits[:, -(longest + 1):-1].float()  # the predictions of the last `longest` tokens
+        token_logp = torch.log_softmax(logits, -1).gather(-1, ids[:, -longest:, None])[..., 0]
+        for i, c in enumerate(completions):
+            out.append(float(-token_logp[i, longest - len(c):].mean()) if len(c) else float("nan"))
+    return out
+
+
+def answers_nll(generator, tokenizer, prompts, records: list[dict], use_chat_template: bool = True,
+                batch_size: int = 8) -> list[float]:
+    """:func:`answer_nll` of generated records (``token_ids``, ``end``): the prompts encoded as for generation,
+    EOS counted for natural ends only (a forced EOS was the rule's choice, a capped row has none)."""
+    from ..data import encode_prompt
+
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    prompt_ids = [encode_prompt(tokenizer, p, use_chat_template) for p in prompts]
+    completions = [list(r["token_ids"]) + ([eos] if r["end"] == "natural" else []) for r in records]
+    return answer_nll(generator, prompt_ids, completions, batch_size, pad)
+
+
 def machine() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
@@ -185,7 +233,7 @@ def heldout_examples(critic_path: str, rollouts: str | None, tokenizer, limit: i
         raise FileNotFoundError(f"{path} not found: pass --rollouts FILE (a `lenvm rollouts` JSONL of prompts the "
                                 "critic never trained on).")
     records = load_rollouts(path)[:limit] if limit else load_rollouts(path)
-    examples, _ = build_examples(records, tokenizer, use_chat_template=use_chat_template)
+    examples, _ = build_examples(records, tokenizer, use_chat_template=use_chat_template, truncated="drop")
     for ex in examples:
         ex["prompt_len"] = next(i for i, label in enumerate(ex["labels"]) if label >= 0) + 1
     return examples, str(path)

@@ -1,27 +1,55 @@
-"""`lenvm eval lifebench`: token-level LIFEBench with and without LenVM guidance, on the same generator.
+"""`lenvm eval lifebench`: token-level LIFEBench, with the critic's share separated from the stop rules'.
 
 Each LIFEBench task is a template with ``{word_count_type}`` and ``{word_count}``; the token-level variant asks
-for "<equal to | at most | at least> T tokens" and counts the generator's tokens (EOS not counted). Arms:
+for "<equal to | at most | at least> T tokens" and counts the generator's tokens (EOS not counted). Every arm
+sees the same prompt (the constraint is stated in it) and runs the same generator. Arms (``--arms``):
 
-    plain            the generator alone; the prompt states the constraint
-    lenvm            LenVM-guided decoding with our rules (lenvm_rl.decoding)
-    lenvm_extreme    the reference code's rules for At Most / At Least (always shortest / longest)
+    plain       the generator alone
+    truncate    plain's answers cut at the target (``end = "forced"`` where cut): the cheapest way to a maximum
+    rules_only  the modes and stop rules of ``lenvm`` on the same code path, with a critic that carries no
+                information (:class:`~lenvm_rl.decoding.ConstantScorer`: one value for every candidate, so
+                candidates are picked by base probability): what the stop rules achieve alone
+    lenvm       our rules (lenvm_rl.decoding, ``--value_tolerance``) with the trained critic
+    extreme     the reference code's rules with the trained critic (at most: always the shortest-predicted
+                candidate; at least: the longest until the target; equal: the nearest value)
 
-Metrics (``../shared/data/README.md``): ``LD = (L_out - T) / T``; ``LS = 100 exp(5 LD)`` below the target for
-Equal To / At Least, ``100 exp(-2 LD)`` above it for Equal To / At Most, else 100; averaged per target, then
-over targets. Every arm stops at ``--max-new-factor`` x T tokens (default 2), so LD is at most +1 and an
-Equal To / At Most answer scores at least 100 exp(-2) = 13.5: the cap can only flatter the plain arm.
+Prompts: the LIFEBench tasks of ``--langs`` (Summarization is skipped; ``--rows_per_cell N`` draws N of them,
+seeded and stratified: as evenly as possible across every (language, category)), plus three everyday prompts
+(category ``user``; ``--no_user_prompts`` leaves them out). Data: the hub id ``LIFEBench/LIFEBench`` by default,
+``--data PATH`` for a local ``.jsonl`` copy.
+
+Per (mode, arm, target) cell (the ``summary`` list of lifebench.json):
+
+    ls, mean_abs_ld     LIFEBench's Length Score: ``LD = (L_out - T) / T``; ``LS = 100 exp(5 LD)`` below the target
+                        for Equal To / At Least, ``100 exp(-2 LD)`` above it for Equal To / At Most, else 100
+    natural_end_rate    share of answers that ended with the generator's own EOS (the only ``finished`` ones)
+    forced_stop_rate    share a rule (or the truncation) ended; capped_rate: share cut by the generation cap
+    mean_nll            the generator's own mean token negative log-probability of the answer, at temperature 1
+                        (EOS counted for natural ends): a quality signal beside length
+    nll_gap_to_plain    ``(mean_nll_arm - mean_nll_plain) / mean_nll_plain`` over the same prompts
+    degenerate_rate     share of answers whose NLL exceeds the 95th percentile of the plain answers' NLL
+
+Every arm stops at ``min(max_new_tokens, max_new_factor * T)`` tokens (default factor 2), so LD is at most
++1 and an Equal To / At Most answer scores at least 100 exp(-2) = 13.5: the cap can only flatter plain.
+
+Outputs in ``--output_dir``: lifebench.json / .md, lifebench.png (LS and natural-end rate against the target,
+per arm), lifebench_quality.png (LS against the NLL gap, per arm) and lifebench_cells.jsonl: one line per
+finished cell, written as it is computed; a rerun with the same settings skips the cells already there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from collections import Counter
+import random
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..decoding import DEFAULT_VALUE_TOLERANCE
 from . import common
 
 NAME = "lifebench"
@@ -29,7 +57,46 @@ HUB_ID = "LIFEBench/LIFEBench"
 MODES = ("equal", "at_most", "at_least")
 WORDING = {"en": {"equal": "equal to", "at_most": "at most", "at_least": "at least"},
            "cn": {"equal": "等于", "at_most": "最多", "at_least": "至少"}}
-ARMS = ("plain", "lenvm", "lenvm_extreme")
+ARMS = ("plain", "truncate", "rules_only", "lenvm", "extreme")
+REQUIRED_FIELDS = ("lang", "category", "task")
+USER_PROMPTS = ("Explain how a bicycle works.", "Write a short poem about autumn.",
+                "How do I make a good cup of coffee at home?")
+USER_REQUIREMENT = "\n\n[Requirement] Your answer must be {word_count_type} {word_count} words long."
+CELLS_FILE = f"{NAME}_cells.jsonl"
+SUMMARY_KEYS = ("mode", "arm", "target", "n", "ls", "mean_abs_ld", "natural_end_rate", "forced_stop_rate",
+                "capped_rate", "mean_nll", "nll_gap_to_plain", "degenerate_rate")
+
+
+@dataclass
+class LifebenchArguments(common.EvalArguments):
+    """Arguments of `lenvm eval lifebench` (besides the shared ``critic``, ``generator``, ``output_dir``, ``seed``,
+    ``batch_size``, ``tiny``): every field is a flag (``--rows_per_cell 40``) and a key of a ``--config`` YAML
+    file; lists are comma-separated strings. ``--tiny``: target 6 and the first two LIFEBench tasks (plus the
+    everyday prompts)."""
+
+    data: str = field(default=HUB_ID, metadata={"help": f"LIFEBench: the hub id ({HUB_ID}) or a local .jsonl copy."})
+    langs: str = field(default="en", metadata={"help": "Comma-separated: en, cn (the default generator is "
+                                                        "English-only)."})
+    targets: str = field(default="16,32,64,128", metadata={"help": "Target token counts, comma-separated "
+                                                                   "(LIFEBench uses 32-1024 and more)."})
+    modes: str = field(default=",".join(MODES), metadata={"help": f"Comma-separated, of {', '.join(MODES)}."})
+    arms: str = field(default=",".join(ARMS), metadata={"help": f"Comma-separated, of {', '.join(ARMS)}."})
+    rows_per_cell: int | None = field(default=None, metadata={
+        "help": "LIFEBench tasks per cell: a seeded draw spread evenly over (language, category); default all."})
+    limit: int | None = field(default=None, metadata={"help": "First N LIFEBench tasks only (before the draw)."})
+    per_category: int | None = field(default=None, metadata={"help": "First N tasks of each language and category."})
+    user_prompts: bool = field(default=True, metadata={
+        "help": "Add three everyday prompts (category 'user') to the English tasks."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Hard generation cap of every arm; no target may "
+                                                               "exceed it."})
+    max_new_factor: float = field(default=2.0, metadata={"help": "Per-target cap, in multiples of the target "
+                                                                 "(at least 1; the lower of the two caps applies)."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of every arm."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling of every arm."})
+    value_tolerance: float = field(default=DEFAULT_VALUE_TOLERANCE, metadata={
+        "help": "lenvm / rules_only: length traded for probability, as a share of the remaining tokens "
+                "(0 = the nearest value; see lenvm_rl.decoding)."})
+    nll_batch_size: int = field(default=8, metadata={"help": "Rows per forward when scoring answers' NLL."})
 
 
 def length_deviation(n_out: int, target: int) -> float:
@@ -46,13 +113,20 @@ def length_score(ld: float, mode: str) -> float:
 
 
 def load_tasks(source: str, langs: set[str], limit: int | None = None, per_category: int | None = None) -> list[dict]:
-    """LIFEBench rows from a local ``.jsonl`` or the hub id; Summarization rows are skipped (as in the local file)."""
+    """LIFEBench rows from a local ``.jsonl`` or the hub id; Summarization rows are skipped (as in the local file).
+    Rows without LIFEBench's fields (``lang``, ``category``, ``task`` with its placeholders) are a clear error."""
     if Path(source).is_file():
         rows = [json.loads(line) for line in Path(source).read_text().splitlines() if line.strip()]
     else:
         from datasets import load_dataset
 
         rows = list(load_dataset(source, split="train"))
+    for i, r in enumerate(rows):
+        missing = [k for k in REQUIRED_FIELDS if k not in r]
+        if missing:
+            raise ValueError(f"{source} row {i} lacks LIFEBench's fields {missing}: a LIFEBench row has "
+                             f"{list(REQUIRED_FIELDS)} (the task with {{word_count_type}} / {{word_count}}); pass "
+                             f"--data a LIFEBench .jsonl or the hub id {HUB_ID}.")
     rows = [r for r in rows if r.get("lang") in langs and str(r.get("category", "")).lower() != "summarization"]
     if not rows:
         raise ValueError(f"{source} has no rows in languages {sorted(langs)}")
@@ -70,6 +144,28 @@ def load_tasks(source: str, langs: set[str], limit: int | None = None, per_categ
     return rows[:limit] if limit else rows
 
 
+def draw_tasks(tasks: list[dict], n: int, seed: int) -> list[dict]:
+    """``n`` tasks, seeded and stratified: each (language, category) is shuffled, then they are taken in turn, so
+    the categories are as evenly represented as their sizes allow. All of them when ``n`` covers every task."""
+    groups = defaultdict(list)
+    for t in tasks:
+        groups[t["lang"], str(t.get("category"))].append(t)
+    rng = random.Random(seed)
+    queues = [rng.sample(groups[k], len(groups[k])) for k in sorted(groups)]
+    picked = []
+    while len(picked) < n and any(queues):
+        for q in queues:
+            if q and len(picked) < n:
+                picked.append(q.pop(0))
+    return picked
+
+
+def user_tasks() -> list[dict]:
+    """The everyday prompts as LIFEBench-style rows (category ``user``)."""
+    return [{"id": f"user-{i}", "lang": "en", "category": "user", "task": p + USER_REQUIREMENT}
+            for i, p in enumerate(USER_PROMPTS, 1)]
+
+
 def token_prompt(task: str, lang: str, mode: str, target: int) -> str:
     """The task with a token-level requirement: '... must be at most 64 tokens long.'"""
     text = task.replace("{word_count} words", "{word_count} tokens").replace("{word_count}字", "{word_count}个token")
@@ -82,6 +178,73 @@ def check_not_trained_on(critic_path: str, tasks: list[dict]) -> None:
     seen = common.critic_training_prompts(critic_path)
     if any(text[:200] in heads or any(text.startswith(h) for h in heads) for text in seen):
         raise ValueError(f"The critic at {critic_path} was trained on LIFEBench prompts; train it on other prompts.")
+
+
+def parse_config(cfg: LifebenchArguments) -> tuple[list[int], list[str], list[str]]:
+    """Targets, modes and arms, checked before anything is loaded."""
+    if cfg.tiny:
+        cfg.targets, cfg.limit = "6", 2
+    try:
+        targets = [int(t) for t in str(cfg.targets).split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--targets must be comma-separated whole numbers, got {cfg.targets!r}") from None
+    modes = [m.strip() for m in cfg.modes.split(",") if m.strip()]
+    arms = [a.strip() for a in cfg.arms.split(",") if a.strip()]
+    for m in modes:
+        if m not in MODES:
+            raise ValueError(f"unknown mode {m!r}; choose from {MODES}")
+    for arm in arms:
+        if arm not in ARMS:
+            raise ValueError(f"unknown arm {arm!r}; choose from {ARMS}")
+    if not targets or not modes or not arms:
+        raise ValueError("give at least one target, mode and arm")
+    for t in targets:
+        if t < 1:
+            raise ValueError(f"targets must be positive token counts, got {t}")
+        if t > cfg.max_new_tokens:
+            raise ValueError(f"target {t} exceeds max_new_tokens={cfg.max_new_tokens}; raise --max_new_tokens or "
+                             "lower the target")
+    if cfg.max_new_factor < 1:
+        raise ValueError(f"max_new_factor must be >= 1 (the cap may not fall below the target), got "
+                         f"{cfg.max_new_factor}")
+    if cfg.rows_per_cell is not None and cfg.rows_per_cell < 1:
+        raise ValueError(f"rows_per_cell must be >= 1, got {cfg.rows_per_cell}")
+    if not math.isfinite(cfg.value_tolerance) or cfg.value_tolerance < 0:
+        raise ValueError(f"value_tolerance must be >= 0, got {cfg.value_tolerance}")
+    return targets, modes, arms
+
+
+def cap_for(target: int, cfg: LifebenchArguments) -> int:
+    return min(cfg.max_new_tokens, math.ceil(cfg.max_new_factor * target))
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def _mean(xs) -> float | None:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return float(np.mean(xs)) if xs else None
+
+
+def cell_summary(rows: list[dict], plain_rows: list[dict], mode: str, arm: str, target: int) -> dict:
+    """One line of the ``summary`` list; the quality terms compare with the plain answers to the same prompts."""
+    n = len(rows)
+    ends = Counter(r["end"] for r in rows)
+    plain_nll = {r["uid"]: r["nll"] for r in plain_rows if r["nll"] is not None and math.isfinite(r["nll"])}
+    pairs = [(r["nll"], plain_nll[r["uid"]]) for r in rows
+             if r["uid"] in plain_nll and r["nll"] is not None and math.isfinite(r["nll"])]
+    gap = None
+    if pairs and np.mean([p for _, p in pairs]) > 0:
+        plain_mean = float(np.mean([p for _, p in pairs]))
+        gap = (float(np.mean([a for a, _ in pairs])) - plain_mean) / plain_mean
+    nlls = [r["nll"] for r in rows if r["nll"] is not None and math.isfinite(r["nll"])]
+    degenerate = None
+    if plain_nll and nlls:
+        threshold = float(np.percentile(list(plain_nll.values()), 95))
+        degenerate = float(np.mean([x > threshold for x in nlls]))
+    return {"mode": mode, "arm": arm, "target": target, "n": n,
+            "ls": _mean(r["ls"] for r in rows), "mean_abs_ld": _mean(abs(r["ld"]) for r in rows),
+            "natural_end_rate": ends["natural"] / max(n, 1), "forced_stop_rate": ends["forced"] / max(n, 1),
+            "capped_rate": ends["cap"] / max(n, 1), "mean_nll": _mean(nlls), "nll_gap_to_plain": gap,
+            "degenerate_rate": degenerate}
 
 
 def aggregate(rows: list[dict]) -> dict:
@@ -97,98 +260,230 @@ def aggregate(rows: list[dict]) -> dict:
             "abs_ld": float(np.mean([v["abs_ld"] for v in by_target.values()])), "by_target": by_target}
 
 
-def plot(summary: dict, path: Path) -> Path:
+def answer_row(task: dict, mode: str, target: int, arm: str, out: dict, nll: float) -> dict:
+    ld = length_deviation(out["num_tokens"], target)
+    return {"uid": task["uid"], "id": task.get("id"), "lang": task["lang"], "category": task.get("category"),
+            "mode": mode, "target": target, "arm": arm, "num_tokens": out["num_tokens"], "end": out["end"],
+            "finished": out["end"] == "natural", "ld": ld, "ls": length_score(ld, mode),
+            "nll": nll if math.isfinite(nll) else None, "text": out["text"], "token_ids": out["token_ids"]}
+
+
+def truncated(outs: list[dict], target: int, tokenizer) -> list[dict]:
+    """Plain answers cut at the target: a cut one (longer, or stopped by the cap) ends ``"forced"``."""
+    cut = []
+    for o in outs:
+        if o["num_tokens"] > target or o["end"] == "cap":
+            ids = list(o["token_ids"][:target])
+            cut.append({"text": tokenizer.decode(ids, skip_special_tokens=True), "token_ids": ids,
+                        "num_tokens": len(ids), "end": "forced", "finished": False})
+        else:
+            cut.append(dict(o))
+    return cut
+
+
+# ------------------------------------------------------------------------------------------ resumable cells
+def settings_key(cfg: LifebenchArguments, tasks: list[dict], arm: str) -> str:
+    """What a cell's answers depend on; a rerun reuses a stored cell only when this matches."""
+    head = Path(cfg.critic) / "value_head.safetensors"
+    base = {"critic": cfg.critic, "critic_mtime": head.stat().st_mtime if head.is_file() else None,
+            "generator": cfg.generator, "tasks": [t["uid"] for t in tasks], "prompts": [t["task"] for t in tasks],
+            "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed,
+            "max_new_tokens": cfg.max_new_tokens, "max_new_factor": cfg.max_new_factor}
+    if arm in ("lenvm", "rules_only"):
+        base["value_tolerance"] = cfg.value_tolerance
+    return hashlib.sha1(json.dumps(base, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_cells(path: Path) -> dict:
+    """Finished cells by ``(mode, arm, target, key)``; a broken (interrupted) line is skipped with a note."""
+    cells = {}
+    if not path.is_file():
+        return cells
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            c = json.loads(line)
+        except json.JSONDecodeError:
+            print(f"[lifebench] {path}:{lineno} is not valid JSON (an interrupted write?); that cell is recomputed")
+            continue
+        cells[c["mode"], c["arm"], c["target"], c["key"]] = c
+    return cells
+
+
+def append_cell(path: Path, cell: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(cell) + "\n")
+
+
+# ------------------------------------------------------------------------------------------ figures and tables
+ARM_COLORS = {"plain": "tab:gray", "truncate": "tab:brown", "rules_only": "tab:blue", "lenvm": "tab:orange",
+              "extreme": "tab:green"}
+MODE_MARKERS = {"equal": "o", "at_most": "v", "at_least": "^"}
+
+
+def plot(summary: list[dict], path: Path) -> Path:
+    """LS (top) and natural-end rate (bottom) against the target, one line per arm, one column per mode."""
     from ..plots import plt, save_figure
 
-    fig, axes = plt.subplots(1, len(MODES), figsize=(5 * len(MODES), 4), sharey=True)
-    for ax, mode in zip(axes, MODES):
-        for arm, per_mode in summary.items():
-            if mode in per_mode:
-                bt = per_mode[mode]["by_target"]
-                ax.plot(list(bt), [v["ls"] for v in bt.values()], marker="o", label=arm)
-        ax.set_xscale("log", base=2)
-        ax.set(title=f"{mode.replace('_', ' ')}", xlabel="target tokens", ylim=(0, 105))
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("Length Score (100 = met)")
-    axes[-1].legend()
-    fig.suptitle("token-level LIFEBench: Length Score by target")
+    modes = [m for m in MODES if any(c["mode"] == m for c in summary)]
+    fig, axes = plt.subplots(2, len(modes), figsize=(5 * len(modes), 7.5), squeeze=False, sharex="col")
+    for j, mode in enumerate(modes):
+        for arm in ARMS:
+            cells = sorted((c for c in summary if c["mode"] == mode and c["arm"] == arm), key=lambda c: c["target"])
+            if not cells:
+                continue
+            targets = [c["target"] for c in cells]
+            axes[0, j].plot(targets, [c["ls"] for c in cells], marker="o", label=arm, color=ARM_COLORS[arm])
+            axes[1, j].plot(targets, [100 * c["natural_end_rate"] for c in cells], marker="o", label=arm,
+                            color=ARM_COLORS[arm])
+        axes[0, j].set(title=mode.replace("_", " "), ylim=(0, 105))
+        axes[1, j].set(xlabel="target tokens", ylim=(-3, 103))
+        for ax in axes[:, j]:
+            ax.set_xscale("log", base=2)
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("Length Score (100 = met)")
+    axes[1, 0].set_ylabel("natural ends (% of answers)")
+    axes[0, -1].legend(fontsize=8)
+    fig.suptitle("token-level LIFEBench by target")
     return save_figure(fig, path)
 
 
+def plot_quality(summary: list[dict], path: Path) -> Path:
+    """LS against the NLL gap to plain, one panel per arm; a point per (mode, target) cell."""
+    from ..plots import plt, save_figure
+
+    arms = [a for a in ARMS if any(c["arm"] == a for c in summary)]
+    fig, axes = plt.subplots(1, len(arms), figsize=(4 * len(arms), 3.8), squeeze=False, sharey=True)
+    for ax, arm in zip(axes[0], arms):
+        for c in (c for c in summary if c["arm"] == arm and c["nll_gap_to_plain"] is not None):
+            ax.scatter(100 * c["nll_gap_to_plain"], c["ls"], marker=MODE_MARKERS[c["mode"]], color=ARM_COLORS[arm],
+                       s=36, alpha=0.8)
+            ax.annotate(str(c["target"]), (100 * c["nll_gap_to_plain"], c["ls"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.axvline(0, color="gray", lw=0.8, ls="--")
+        ax.set(title=arm, xlabel="NLL gap to plain (%)", ylim=(0, 105))
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("Length Score")
+    for mode, marker in MODE_MARKERS.items():
+        axes[0, -1].scatter([], [], marker=marker, color="black", label=mode.replace("_", " "))
+    axes[0, -1].legend(fontsize=8)
+    fig.suptitle("length against quality (labels: target tokens; left of 0 = likelier text than plain)")
+    return save_figure(fig, path)
+
+
+def _fmt(x, pct: bool = False, digits: int = 1, share: bool = False) -> str:
+    """A number for the tables; None (no value, e.g. no finite NLL) as '-'."""
+    if x is None:
+        return "-"
+    if share:
+        return f"{100 * x:.0f} %"
+    return f"{100 * x:+.{digits}f} %" if pct else f"{x:.{digits}f}"
+
+
 def markdown(result: dict) -> str:
-    lines = [f"### Token-level LIFEBench ({result['tasks']} tasks, lang {result['langs']}, targets "
-             f"{result['targets']}, generator {result['generator']})", "",
-             "| mode | arm | LS | mean abs(LD) | mean tokens (per target) |", "|---|---|---:|---:|---|"]
-    for mode in MODES:
-        for arm, per_mode in result["summary"].items():
-            if mode in per_mode:
-                m = per_mode[mode]
-                toks = ", ".join(f"{t}: {v['mean_tokens']:.0f}" for t, v in m["by_target"].items())
-                lines.append(f"| {mode} | {arm} | {m['ls']:.1f} | {100 * m['abs_ld']:.0f} % | {toks} |")
+    lines = [f"### Token-level LIFEBench ({result['tasks']} prompts: {result['categories']}; lang {result['langs']}; "
+             f"targets {result['targets']}; generator {result['generator']})", "",
+             "| mode | arm | target | n | LS | mean abs(LD) | natural | forced | capped | mean NLL | NLL gap | "
+             "degenerate |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in result["summary"]:
+        lines.append(f"| {c['mode']} | {c['arm']} | {c['target']} | {c['n']} | {_fmt(c['ls'])} | "
+                     f"{100 * c['mean_abs_ld']:.0f} % | {100 * c['natural_end_rate']:.0f} % | "
+                     f"{100 * c['forced_stop_rate']:.0f} % | {100 * c['capped_rate']:.0f} % | "
+                     f"{_fmt(c['mean_nll'], digits=2)} | {_fmt(c['nll_gap_to_plain'], pct=True)} | "
+                     f"{_fmt(c['degenerate_rate'], share=True)} |")
+    lines += ["", "LS averaged over targets (the benchmark's averaging):", "", "| mode | arm | LS | mean abs(LD) |",
+              "|---|---|---:|---:|"]
+    lines += [f"| {o['mode']} | {o['arm']} | {o['ls']:.1f} | {100 * o['abs_ld']:.0f} % |" for o in result["overall"]]
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------------------ the run
 def main(argv=None) -> dict:
-    p = common.base_parser(NAME, __doc__.split("\n")[0])
-    p.add_argument("--data", default=HUB_ID, help="LIFEBench: a local .jsonl (e.g. ../shared/data/lifebench/"
-                                                  "data_lite_no_summary.jsonl) or the hub id")
-    p.add_argument("--langs", default="en", help="comma-separated: en, cn (the default generator is English-only)")
-    p.add_argument("--targets", default="32,64,128", help="target token counts (LIFEBench uses 32-1024 and more)")
-    p.add_argument("--modes", default=",".join(MODES))
-    p.add_argument("--arms", default=",".join(ARMS))
-    p.add_argument("--limit", type=int, default=None, help="first N tasks only")
-    p.add_argument("--per-category", type=int, default=None, help="first N tasks of each language and category")
-    p.add_argument("--max-new-factor", type=float, default=2.0, help="generation cap, in multiples of the target")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=0.9)
-    a = p.parse_args(argv)
-    if a.tiny:
-        a.targets, a.limit = "6", 2
-    common.setup_threads()
-    targets = [int(t) for t in a.targets.split(",")]
-    modes, arms = a.modes.split(","), a.arms.split(",")
-    for m in modes:
-        if m not in MODES:
-            raise ValueError(f"unknown mode {m!r}; choose from {MODES}")
-    for arm in arms:
-        if arm not in ARMS:
-            raise ValueError(f"unknown arm {arm!r}; choose from {ARMS}")
+    cfg = common.parse_args(LifebenchArguments, NAME, __doc__.split("\n")[0], argv)
+    return run(cfg, common.command_line(NAME, argv))
 
-    tasks = load_tasks(a.data, set(a.langs.split(",")), a.limit, a.per_category)
-    critic = common.load_critic(a.critic)
-    check_not_trained_on(a.critic, tasks)
-    model, tokenizer = common.load_generator(a.generator, critic)
-    sampling = dict(temperature=a.temperature, top_p=a.top_p, seed=a.seed,
-                    use_chat_template=critic.use_chat_template)  # the critic's prompt format, for both arms
-    rows = []
+
+def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
+    targets, modes, arms = parse_config(cfg)  # every check that needs no model comes first
+    cfg.output_dir = cfg.output_dir or f"lenvm_runs/eval/{NAME}"
+    langs = {lang.strip() for lang in cfg.langs.split(",") if lang.strip()}
+    bench = load_tasks(cfg.data, langs, cfg.limit, cfg.per_category)
+    if cfg.rows_per_cell is not None:
+        bench = draw_tasks(bench, cfg.rows_per_cell, cfg.seed)
+    tasks = [dict(t, uid=f"{t['lang']}:{t.get('id', i)}") for i, t in enumerate(bench)]
+    if cfg.user_prompts and "en" in langs:
+        tasks += [dict(t, uid=t["id"]) for t in user_tasks()]
+    if len({t["uid"] for t in tasks}) != len(tasks):
+        tasks = [dict(t, uid=f"{t['uid']}#{i}") for i, t in enumerate(tasks)]  # ids repeated in the file
+    common.setup_threads()
+    critic = common.load_critic(cfg.critic)
+    check_not_trained_on(cfg.critic, bench)
+    model, tokenizer = common.load_generator(cfg.generator, critic)
+
+    from ..decoding import ConstantScorer
+
+    out_dir = Path(cfg.output_dir)
+    cells_path = out_dir / CELLS_FILE
+    stored = load_cells(cells_path)
+    reused = 0
+    sampling = dict(temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
+                    use_chat_template=critic.use_chat_template)  # the critic's prompt format, for every arm
+    guided = {"rules_only": dict(rule="soft", scorer=ConstantScorer(), value_tolerance=cfg.value_tolerance),
+              "lenvm": dict(rule="soft", value_tolerance=cfg.value_tolerance),
+              "extreme": dict(rule="extreme")}
+    cells = {}
     for mode in modes:
         for target in targets:
             prompts = [[{"role": "user", "content": token_prompt(t["task"], t["lang"], mode, target)}] for t in tasks]
-            cap = math.ceil(a.max_new_factor * target)
-            for arm in arms:
-                if arm == "lenvm_extreme" and mode == "equal":
-                    continue  # one rule for Equal To
+            cap = cap_for(target, cfg)
+            plain_outs = None
+            for arm in ["plain"] + [a for a in arms if a != "plain"]:  # plain first: the others compare with it
+                key = settings_key(cfg, tasks, arm)
+                if (mode, arm, target, key) in stored:
+                    cells[mode, arm, target] = stored[mode, arm, target, key]["rows"]
+                    reused += 1
+                    continue
                 desc = f"{arm} {mode} {target}"
                 if arm == "plain":
-                    outs = common.sample_plain(model, tokenizer, prompts, cap, a.batch_size, desc=desc, **sampling)
+                    outs = common.sample_plain(model, tokenizer, prompts, cap, cfg.batch_size, desc=desc, **sampling)
+                elif arm == "truncate":
+                    if plain_outs is None:
+                        plain_outs = [{"text": r["text"], "token_ids": r["token_ids"], "num_tokens": r["num_tokens"],
+                                       "end": r["end"]} for r in cells[mode, "plain", target]]
+                    outs = truncated(plain_outs, target, tokenizer)
                 else:
-                    outs = common.guided(model, critic, tokenizer, prompts, a.batch_size, desc, mode=mode,
-                                         target_tokens=target, max_new_tokens=cap,
-                                         rule="extreme" if arm == "lenvm_extreme" else "soft", **sampling)
-                for t, o in zip(tasks, outs):
-                    ld = length_deviation(o["num_tokens"], target)
-                    rows.append({"id": t.get("id"), "lang": t["lang"], "category": t.get("category"), "mode": mode,
-                                 "target": target, "arm": arm, "num_tokens": o["num_tokens"],
-                                 "finished": o["finished"], "end": o["end"], "ld": ld, "ls": length_score(ld, mode)})
-                done = [r for r in rows if r["arm"] == arm and r["mode"] == mode and r["target"] == target]
-                print(f"[lifebench] {desc}: mean tokens {np.mean([r['num_tokens'] for r in done]):.1f}, "
-                      f"LS {np.mean([r['ls'] for r in done]):.1f}")
+                    outs = common.guided(model, critic, tokenizer, prompts, cfg.batch_size, desc, mode=mode,
+                                         target_tokens=target, max_new_tokens=cap, **guided[arm], **sampling)
+                if arm == "plain":
+                    plain_outs = outs
+                nll = common.answers_nll(model, tokenizer, prompts, outs, critic.use_chat_template,
+                                         cfg.nll_batch_size)
+                rows = [answer_row(t, mode, target, arm, o, x) for t, o, x in zip(tasks, outs, nll)]
+                cells[mode, arm, target] = rows
+                summary = cell_summary(rows, cells[mode, "plain", target], mode, arm, target)
+                append_cell(cells_path, {"mode": mode, "arm": arm, "target": target, "key": key,
+                                         "summary": summary, "rows": rows})
+                print(f"[lifebench] {desc}: mean tokens {np.mean([r['num_tokens'] for r in rows]):.1f}, "
+                      f"LS {summary['ls']:.1f}, natural {100 * summary['natural_end_rate']:.0f} %, "
+                      f"NLL {_fmt(summary['mean_nll'], digits=2)} ({_fmt(summary['nll_gap_to_plain'], pct=True)})")
+    if reused:
+        print(f"[lifebench] reused {reused} finished cells from {cells_path}")
 
-    summary = {arm: {mode: aggregate([r for r in rows if r["arm"] == arm and r["mode"] == mode])
-                     for mode in modes if any(r["arm"] == arm and r["mode"] == mode for r in rows)} for arm in arms}
-    result = {"command": common.command_line(NAME, argv), "critic": a.critic, "generator": a.generator or "default",
-              "data": a.data, "langs": a.langs, "tasks": len(tasks), "targets": targets, "summary": summary,
-              "rows": rows}
-    out = Path(a.output_dir)
-    plot(summary, out / f"{NAME}.png")
-    return common.write_outputs(out, NAME, result, markdown(result))
+    summary = [cell_summary(cells[m, a, t], cells[m, "plain", t], m, a, t)
+               for m in modes for a in ARMS if a in arms for t in targets]
+    overall = []
+    for m in modes:
+        for a in (a for a in ARMS if a in arms):
+            agg = aggregate([r for t in targets for r in cells[m, a, t]])
+            overall.append({"mode": m, "arm": a, "ls": agg["ls"], "abs_ld": agg["abs_ld"]})
+    light = [{k: v for k, v in r.items() if k not in ("text", "token_ids")}
+             for m in modes for a in arms for t in targets for r in cells[m, a, t]]
+    result = {"command": command, "critic": cfg.critic, "generator": cfg.generator or "default", "data": cfg.data,
+              "langs": cfg.langs, "tasks": len(tasks), "categories": dict(Counter(t["category"] for t in tasks)),
+              "targets": targets, "modes": modes, "arms": arms, "config": asdict(cfg), "cells_file": str(cells_path),
+              "summary": summary, "overall": overall, "rows": light}
+    plot(summary, out_dir / f"{NAME}.png")
+    plot_quality(summary, out_dir / f"{NAME}_quality.png")
+    return common.write_outputs(out_dir, NAME, result, markdown(result))
