@@ -188,7 +188,8 @@ def run_train(script_args: TrainScriptArguments, training_args, model_args) -> N
         eval_records = load_rollouts(script_args.eval_rollouts)
     else:
         records, eval_records = split_by_prompt(records, script_args.eval_share, training_args.seed)
-    kw = dict(max_length=training_args.max_length, use_chat_template=training_args.use_chat_template)
+    kw = dict(max_length=training_args.max_length, use_chat_template=training_args.use_chat_template,
+              truncated=training_args.truncated)
     train_ds, stats = build_dataset(records, tokenizer, **kw)
     print(f"[lenvm] train data: {stats.summary()}")
     eval_ds = None
@@ -267,6 +268,10 @@ class GenerateArguments:
     min_p: float | None = field(default=None, metadata={"help": "Min-p filtering over the candidates."})
     greedy: bool = field(default=False, metadata={"help": "Most probable allowed candidate instead of sampling."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    value_tolerance: float | None = field(default=None, metadata={"help": "rho: sample candidates by probability "
+                                                                          "times exp(-|V - v*| / tau), tau set so a "
+                                                                          "candidate rho x the remaining tokens off "
+                                                                          "weighs 1/e (default 0.1; 0 = nearest)."})
     gamma: float | None = field(default=None, metadata={"help": "Only for checkpoints without lenvm_config.json."})
 
 
@@ -279,19 +284,23 @@ def generate(argv: list[str]) -> int:
     from .critic import LengthCritic
     from .decoding import check_request, generate_with_length
     from .defaults import resolve_model
+    from .evaluation.common import answers_nll
 
     check_request(a.mode, a.target_tokens, a.beta, a.max_new_tokens, a.rule)  # before loading anything
     name = resolve_model(a.model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(name).to(device).eval()
     critic = LengthCritic.from_pretrained(a.critic, gamma=a.gamma, device=device)
-    results = generate_with_length(model, critic, a.prompt, tokenizer=AutoTokenizer.from_pretrained(name),
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    results = generate_with_length(model, critic, a.prompt, tokenizer=tokenizer,
                                    mode=a.mode, target_tokens=a.target_tokens, beta=a.beta,
                                    max_new_tokens=a.max_new_tokens, do_sample=not a.greedy,
                                    temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p,
-                                   rule=a.rule, overshoot=a.overshoot, seed=a.seed)
-    for prompt, r in zip(a.prompt, results):  # end: natural (EOS sampled) | forced (by the rule) | cap (max tokens)
-        print(f"### {prompt}\n{r['text']}\n[{r['num_tokens']} tokens, end: {r['end']}]\n")
+                                   rule=a.rule, overshoot=a.overshoot, seed=a.seed, value_tolerance=a.value_tolerance)
+    # Quality beside length: the generator's own mean NLL per token of what it wrote (higher = less likely text).
+    nll = answers_nll(model, tokenizer, a.prompt, results, use_chat_template=critic.use_chat_template)
+    for prompt, r, x in zip(a.prompt, results, nll):  # end: natural (EOS sampled) | forced (by the rule) | cap
+        print(f"### {prompt}\n{r['text']}\n[{r['num_tokens']} tokens, end: {r['end']}, mean NLL {x:.2f}]\n")
     return 0
 
 

@@ -233,7 +233,7 @@ def main(argv=None) -> dict:
     preds["bucket classifier (S3-style)"] = dict(zip(ids, classify(prompt_features(base, heldout_ids))))
     del base
 
-    heldout_ds, stats = build_dataset(records, tokenizer, use_chat_template=critic.use_chat_template)
+    heldout_ds, stats = build_dataset(records, tokenizer, use_chat_template=critic.use_chat_template, truncated="drop")
     result = {"command": common.command_line(NAME, argv), "critic": a.critic, "gamma": gamma, "prompts": len(ids),
               "samples": a.samples, "heldout_rollouts": str(heldout_file), "heldout": stats.summary(),
               "train_rollouts": str(train_file), "train_completions": len(train_records),
