@@ -153,7 +153,8 @@ def train_critic(out: Path, policy: str, words: list[str], a) -> tuple[str, dict
                            eval_prompts_per_category=4 if a.tiny else 10, train_samples=2 if a.tiny else 4,
                            eval_samples=4 if a.tiny else 8, max_new_tokens=24 if a.tiny else a.max_new_tokens,
                            temperature=a.temperature, top_p=1.0, num_train_epochs=1 if a.tiny else 3,
-                           max_length=256, bf16=None if not a.tiny else False)
+                           max_length=256, bf16=None if not a.tiny else False,
+                           truncated="drop")  # as in the recorded run (before censored targets existed)
     report = run_quickstart(cfg)
     return str(out / "critic" / "model"), report["length_prediction"]
 
