@@ -22,4 +22,4 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) -m evals.bench_train
+	$(PY) -m evals.benchmarks.train_throughput

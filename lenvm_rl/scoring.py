@@ -10,10 +10,13 @@ query may attend, the dtype's minimum where not, in the backbone's dtype): ``eag
 mask to the scores and ``sdpa`` accepts that form too; other attention implementations (flash, flex) do
 not take such a mask and are refused. Afterwards the K candidate slots are cropped from the cache, so the
 cache always holds exactly the chosen prefix. The KV cache is never copied K times. Rows are left-padded;
-rows that finished early keep being fed (their values are ignored).
+rows that finished early keep being fed (their values are ignored). ``NaiveCachedScorer`` is the sequential
+baseline with the same interface (one forward per candidate), which the decoding benchmark times against it.
 """
 
 from __future__ import annotations
+
+from copy import deepcopy
 
 import torch
 
@@ -100,3 +103,47 @@ def naive_candidate_values(model: LengthValueModel, prefix_ids: torch.Tensor, pr
         mask = torch.cat([prefix_mask, torch.ones_like(candidates[:, :1])], 1)
         out.append(model(input_ids=ids, attention_mask=mask).value[:, -1])
     return torch.stack(out, 1)
+
+
+def copy_cache(cache):
+    """A real copy of a KV cache (new tensors): a DynamicCache is rebuilt from its layers, anything else deep-copied."""
+    from transformers import DynamicCache
+
+    layers = getattr(cache, "layers", None)
+    if type(cache) is DynamicCache and layers and all(getattr(x, "keys", None) is not None for x in layers):
+        try:
+            return DynamicCache(ddp_cache_data=[(x.keys, x.values) for x in layers])  # update() concatenates: a copy
+        except TypeError:
+            pass
+    return deepcopy(cache)
+
+
+class NaiveCachedScorer(TreeScorer):
+    """TreeScorer's sequential twin (same cache of the prefix, same ``start``): per step, one 1-token forward
+    appends the chosen previous token, then K separate 1-token forwards score the candidates, each on its own
+    copy of the prefix cache (``copy=True``: what per-candidate requests amount to) or on the prefix cache
+    itself, cropped back after each (``copy=False``: the best a sequential loop can do). Plain 2-D masks, so
+    any attention implementation. The decoding benchmark times both against TreeScorer."""
+
+    def __init__(self, model: LengthValueModel, copy: bool = True):
+        self.model, self.copy = model, copy
+        self.cache = self.key_mask = self.next_position = None
+
+    @torch.no_grad()
+    def step(self, previous: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`TreeScorer.step`: ``(v_previous (B,), v_candidates (B, K))``."""
+        previous, candidates = previous.to(self.device), candidates.to(self.device)
+        ones = torch.ones(candidates.shape[0], 1, dtype=torch.bool, device=self.device)
+        self.key_mask = torch.cat([self.key_mask, ones], 1)
+        out = self.model(input_ids=previous[:, None], attention_mask=self.key_mask.long(),
+                         position_ids=self.next_position[:, None], cache=self.cache, use_cache=True)
+        self.cache, self.next_position = out.cache, self.next_position + 1
+        mask, values = torch.cat([self.key_mask, ones], 1).long(), []
+        for j in range(candidates.shape[1]):
+            cache = copy_cache(self.cache) if self.copy else self.cache
+            o = self.model(input_ids=candidates[:, j:j + 1], attention_mask=mask,
+                           position_ids=self.next_position[:, None], cache=cache, use_cache=True)
+            if not self.copy:
+                self.cache.crop(-1)
+            values.append(o.value[:, -1])
+        return out.value[:, -1], torch.stack(values, 1)

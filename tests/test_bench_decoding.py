@@ -1,13 +1,12 @@
-"""evals/bench_decoding.py: the tiny mode runs end to end and writes a well-formed result; no timing assertions."""
+"""evals/benchmarks/decoding_overhead.py: the tiny mode runs end to end and writes a well-formed result; no timing
+assertions."""
 
 from __future__ import annotations
 
 import json
 import math
 
-import torch
-
-from evals import bench_decoding
+from evals.benchmarks import decoding_overhead
 
 
 def _finite_positive(x) -> bool:
@@ -16,12 +15,12 @@ def _finite_positive(x) -> bool:
 
 def test_tiny_benchmark_writes_every_arm(tmp_path):
     out = tmp_path / "bench_decoding.json"
-    result = bench_decoding.main(["--tiny", "--quiet", "--dtype", "fp32", "--output", str(out)])
+    result = decoding_overhead.main(["--tiny", "--quiet", "--dtype", "fp32", "--output", str(out)])
 
     saved = json.loads(out.read_text())
     assert saved["results"] == json.loads(json.dumps(result["results"], default=str))
     assert saved["benchmark"] == "lenvm_decoding"
-    assert saved["command"].startswith("python -m evals.bench_decoding --tiny")
+    assert saved["command"].startswith("python -m evals.benchmarks.decoding_overhead --tiny")
     assert {"cpu", "cores", "torch", "transformers", "device"} <= set(saved["machine"])
     cfg = saved["config"]
     assert cfg["mode"] == "tiny" and cfg["shape"] == "tiny"
@@ -48,41 +47,3 @@ def test_tiny_benchmark_writes_every_arm(tmp_path):
     assert set(goals["tree_ge_3x_naive_at_k15"]["met"]) == {f"batch {b}" for b in cfg["batch_sizes"]}
     assert "naive/tree" in saved["markdown"] and "guided/plain" in saved["markdown"]
 
-
-def test_naive_scorers_match_tree_scorer():
-    """The baselines score the same states as TreeScorer, over several steps and left-padded rows."""
-    from transformers import LlamaConfig, LlamaModel
-
-    from lenvm_rl.modeling import LengthValueModel
-    from lenvm_rl.scoring import TreeScorer
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=128, pad_token_id=2, eos_token_id=2)
-    model = LengthValueModel(LlamaModel(cfg), gamma=0.99).eval()
-    ids, mask, _ = bench_decoding.make_prompts(3, 10, 300, [2], seed=0)
-    assert mask[0].all() and not mask.all()  # row 0 is the longest; others are left-padded
-    scorers = [TreeScorer(model), bench_decoding.NaiveCachedScorer(model, copy=True),
-               bench_decoding.NaiveCachedScorer(model, copy=False)]
-    for s in scorers:
-        s.start(ids[:, :-1], mask[:, :-1])
-    g = torch.Generator().manual_seed(1)
-    previous = ids[:, -1]
-    for _ in range(3):
-        cands = bench_decoding.random_ids((3, 4), 300, [2], g)
-        outs = [s.step(previous, cands) for s in scorers]
-        for v_prev, v_cand in outs[1:]:
-            torch.testing.assert_close(v_prev, outs[0][0], atol=1e-5, rtol=0)
-            torch.testing.assert_close(v_cand, outs[0][1], atol=1e-5, rtol=0)
-        previous = cands[:, 0]
-
-
-def test_copy_cache_is_a_real_copy():
-    from transformers import DynamicCache
-
-    k, v = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)
-    cache = DynamicCache(ddp_cache_data=[(k, v)])
-    dup = bench_decoding.copy_cache(cache)
-    dup.update(torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 1, 4), 0)
-    assert cache.get_seq_length() == 5 and dup.get_seq_length() == 6
-    assert dup.layers[0].keys.data_ptr() != cache.layers[0].keys.data_ptr()

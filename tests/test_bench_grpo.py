@@ -2,7 +2,7 @@ import math
 
 
 def test_tiny_grpo_benchmark_writes_both_arms(tiny_causal_dir, tmp_path):
-    from evals.bench_grpo import main
+    from evals.benchmarks.grpo_overhead import main
 
     result = main(["--tiny", "--policy", str(tiny_causal_dir), "--output", str(tmp_path / "b.json")])
     assert set(result["median_step_seconds"]) == {"plain", "shaped"}

@@ -1,17 +1,18 @@
-"""evals/bench_train.py: the tiny mode runs end to end (both arms, fresh subprocesses); no timing assertions."""
+"""evals/benchmarks/train_throughput.py: the tiny mode runs end to end (both arms, fresh subprocesses); no timing
+assertions."""
 
 from __future__ import annotations
 
 import json
 import math
 
-from evals import bench_train
+from evals.benchmarks import train_throughput
 from lenvm_rl.data import IGNORE_INDEX
 
 
 def test_tiny_benchmark_writes_both_arms(tmp_path):
-    out = tmp_path / "bench_train.json"
-    result = bench_train.main(["--tiny", "--quiet", "--output", str(out)])
+    out = tmp_path / "train_throughput.json"
+    result = train_throughput.main(["--tiny", "--quiet", "--output", str(out)])
 
     saved = json.loads(out.read_text())
     assert saved["summary"] == json.loads(json.dumps(result["summary"]))
@@ -32,10 +33,10 @@ def test_tiny_benchmark_writes_both_arms(tmp_path):
 
 
 def test_labels_of_the_two_arms():
-    seqs = bench_train.synthetic_sequences(3, seq_len=10, prompt_len=4, vocab_size=50, eos_id=2, seed=0)
+    seqs = train_throughput.synthetic_sequences(3, seq_len=10, prompt_len=4, vocab_size=50, eos_id=2, seed=0)
     assert all(c[-1] == 2 and 2 not in p + c[:-1] for p, c in seqs)
-    lenvm = bench_train.build_features("lenvm", seqs)
-    sft = bench_train.build_features("sft", seqs)
+    lenvm = train_throughput.build_features("lenvm", seqs)
+    sft = train_throughput.build_features("sft", seqs)
     for (p, c), a, b in zip(seqs, lenvm, sft):
         assert a["input_ids"] == b["input_ids"] == p + c
         # LenVM: remaining-token counts from the last prompt token (6) down to 0 at EOS.
@@ -45,4 +46,5 @@ def test_labels_of_the_two_arms():
 
 
 def test_arm_order_alternates():
-    assert bench_train.arm_order(["lenvm", "sft"], 3) == ["lenvm", "sft", "sft", "lenvm", "lenvm", "sft"]
+    order = [arm for r in range(3) for arm in train_throughput.arm_order(["lenvm", "sft"], r)]
+    assert order == ["lenvm", "sft", "sft", "lenvm", "lenvm", "sft"]

@@ -10,7 +10,7 @@ from lenvm_rl.critic import LengthCritic, TokenizerMismatchError, left_pad
 from lenvm_rl.decoding import (ConstantScorer, LengthGuidedLogitsProcessor, completion_record,
                                generate_with_length)
 from lenvm_rl.modeling import LengthValueModel
-from lenvm_rl.scoring import TreeScorer, naive_candidate_values
+from lenvm_rl.scoring import NaiveCachedScorer, TreeScorer, copy_cache, naive_candidate_values
 from tests.conftest import tiny_config
 
 
@@ -45,6 +45,33 @@ def test_tree_scoring_refuses_attention_without_4d_masks(tiny_backbone):
     model.config._attn_implementation = "flash_attention_2"
     with pytest.raises(ValueError, match="attn_implementation='sdpa' or 'eager'"):
         TreeScorer(model)
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_naive_cached_scorer_matches_tree_scorer(copy):
+    """The sequential baseline (per-candidate cache copies, or the cache cropped back) scores the same states."""
+    torch.manual_seed(0)
+    model = LengthValueModel(LlamaModel(tiny_config(300)), gamma=0.99).eval()
+    g = torch.Generator().manual_seed(1)
+    prompts, mask = left_pad([torch.randint(5, 300, (n,), generator=g).tolist() for n in (10, 7, 8)], 2)
+    tree, naive = TreeScorer(model), NaiveCachedScorer(model, copy=copy)
+    torch.testing.assert_close(naive.start(prompts[:, :-1], mask[:, :-1]), tree.start(prompts[:, :-1], mask[:, :-1]))
+    previous = prompts[:, -1]
+    for _ in range(3):
+        cands = torch.randint(5, 300, (3, 4), generator=g)
+        for got, want in zip(naive.step(previous, cands), tree.step(previous, cands)):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        previous = cands[:, 0]
+
+
+def test_naive_scorer_copy_cache_is_a_real_copy():
+    from transformers import DynamicCache
+
+    cache = DynamicCache(ddp_cache_data=[(torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4))])
+    dup = copy_cache(cache)
+    dup.update(torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 1, 4), 0)
+    assert cache.get_seq_length() == 5 and dup.get_seq_length() == 6
+    assert dup.layers[0].keys.data_ptr() != cache.layers[0].keys.data_ptr()
 
 
 # ---- an oracle critic on a known length process -----------------------------------------------------------

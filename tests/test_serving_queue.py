@@ -1,4 +1,4 @@
-from evals.serving_queue import simulate
+from evals.experiments.serving_queue import simulate
 
 
 def test_simulation_counts_padding_and_waiting():

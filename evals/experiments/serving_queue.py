@@ -9,7 +9,7 @@ and ordered by the true length (an oracle bound):
     padding    sum over batches of (batch max length - each row's length)
     wait       mean over requests of the decode steps until the request is done
 
-    python -m evals.serving_queue --critic lenvm_runs/quickstart/model \
+    python -m evals.experiments.serving_queue --critic lenvm_runs/quickstart/model \
         --rollouts lenvm_runs/quickstart/rollouts_heldout.jsonl
 """
 

@@ -1,0 +1,1 @@
+"""Experiments: questions answered once, with their results under evals/results/."""
