@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -32,23 +31,11 @@ class EvalArguments:
 
 def parse_args(args_type: type, name: str, description: str, argv=None):
     """``args_type`` (an :class:`EvalArguments` subclass) from ``argv`` with TRL's parser (``--config`` YAML too)."""
-    from ..cli import make_parser, parse
+    from ..args import make_parser, parse
 
     (args,) = parse(make_parser([args_type], f"lenvm eval {name}", description), argv)
     args.output_dir = args.output_dir or f"lenvm_runs/eval/{name}"
     return args
-
-
-def base_parser(name: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"lenvm eval {name}", description=description)
-    p.add_argument("--critic", default=DEFAULT_CRITIC,
-                   help=f"LenVM checkpoint (default: the quickstart's, {DEFAULT_CRITIC}; run `lenvm quickstart`)")
-    p.add_argument("--generator", default=None, help="generator (hub id or path; default: the embedded SmolLM2-135M)")
-    p.add_argument("--output-dir", default=f"lenvm_runs/eval/{name}", help="where NAME.json / .png / .md go")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16, help="rows per generate call")
-    p.add_argument("--tiny", action="store_true", help="a seconds-long run with CI-sized settings")
-    return p
 
 
 def command_line(name: str, argv) -> str:
