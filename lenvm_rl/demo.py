@@ -15,11 +15,11 @@ Needs the ``demo`` extra (``pip install 'lenvm-rl[demo]'``, i.e. gradio). Runs o
 
 from __future__ import annotations
 
-import argparse
 import html
 import queue
 import threading
 import traceback
+from dataclasses import dataclass, field
 
 DEFAULT_CRITIC = "lenvm_runs/quickstart/model"
 CONTROLS = ("plain", "equal", "at_most", "at_least", "tilt")
@@ -323,16 +323,22 @@ def load_models(critic_path: str, generator_name: str | None):
     return generator, tokenizer, critic, None
 
 
+@dataclass
+class DemoArguments:
+    """Options of `lenvm demo`."""
+
+    critic: str = field(default=DEFAULT_CRITIC, metadata={"help": "LenVM checkpoint (default: the quickstart's)."})
+    generator: str | None = field(default=None, metadata={"help": "Generator: hub id or path (default: the "
+                                                                    "embedded SmolLM2-135M-Instruct)."})
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to serve on (0.0.0.0 for every interface)."})
+    port: int = field(default=7860, metadata={"help": "Port to serve on."})
+    max_new_tokens: int = field(default=128, metadata={"help": "The cap the page starts with."})
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="lenvm demo", description=__doc__.split("\n")[0])
-    p.add_argument("--critic", default=DEFAULT_CRITIC,
-                   help=f"LenVM checkpoint (default: the quickstart's, {DEFAULT_CRITIC})")
-    p.add_argument("--generator", default=None, help="generator (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 for every interface)")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=128, dest="max_new_tokens",
-                   help="the cap the page starts with")
-    a = p.parse_args(argv)
+    from .args import make_parser, parse
+
+    (a,) = parse(make_parser([DemoArguments], "lenvm demo", __doc__.split("\n")[0]), argv)
     try:
         import gradio  # noqa: F401
     except ImportError:
