@@ -18,6 +18,7 @@ import torch
 from .data import encode_prompt
 from .modeling import LengthValueModel
 from .returns import length_advantages, potential_shaping, td_residuals, value_to_remaining
+from .vlm import VisionInputError, check_processor, is_processor, render_prompts, vision_inputs
 
 
 class TokenizerMismatchError(ValueError):
@@ -25,20 +26,31 @@ class TokenizerMismatchError(ValueError):
 
 
 class LengthCritic:
-    """Inference-only wrapper around a :class:`LengthValueModel` and its tokenizer."""
+    """Inference-only wrapper around a :class:`LengthValueModel` and its tokenizer.
 
-    def __init__(self, model: LengthValueModel, tokenizer=None, batch_size: int = 16):
+    A LenVM on a vision-language backbone also holds its ``processor`` (pass it as ``tokenizer`` or
+    ``processor``); it renders prompts with images (:mod:`lenvm_rl.vlm`)."""
+
+    def __init__(self, model: LengthValueModel, tokenizer=None, batch_size: int = 16, processor=None):
         if model.gamma is None:
             raise ValueError("The LenVM has no gamma; load it with LengthCritic.from_pretrained(path, gamma=...).")
         self.model = model.eval().requires_grad_(False)
+        if is_processor(tokenizer):
+            processor, tokenizer = tokenizer, None
+        if processor is not None:
+            check_processor(model, processor)
+            tokenizer = tokenizer if tokenizer is not None else processor.tokenizer
+        self.processor = processor
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.path = None
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, gamma: float | None = None, device: str | None = None,
-                        dtype: str | torch.dtype | None = None, **kwargs) -> "LengthCritic":
-        """Load a LenVM checkpoint; ``gamma`` only for the reference layout (no ``lenvm_config.json``)."""
+                        dtype: str | torch.dtype | None = None, processor=None, **kwargs) -> "LengthCritic":
+        """Load a LenVM checkpoint; ``gamma`` only for the reference layout (no ``lenvm_config.json``).
+
+        A VLM checkpoint loads the processor saved beside it unless ``processor`` is given."""
         from transformers import AutoTokenizer
 
         if isinstance(dtype, str):
@@ -50,7 +62,11 @@ class LengthCritic:
             tokenizer = AutoTokenizer.from_pretrained(str(path))
         except (OSError, ValueError):
             tokenizer = None  # a head + backbone without tokenizer files: token ids still work
-        critic = cls(model, tokenizer, **kwargs)
+        if processor is None and model.is_vision:
+            from .vlm import load_processor
+
+            processor = load_processor(path)
+        critic = cls(model, tokenizer, processor=processor, **kwargs)
         critic.path = str(path)  # where it was loaded from (its generation config, for EOS ids)
         return critic
 
@@ -69,10 +85,17 @@ class LengthCritic:
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
-    def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Values ``V(s_t)`` for every position, (B, T) in (-1, 0]; padded positions hold 0. Batched by rows."""
+    def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **vision) -> torch.Tensor:
+        """Values ``V(s_t)`` for every position, (B, T) in (-1, 0]; padded positions hold 0. Batched by rows.
+
+        ``vision``: image inputs of a VLM critic (``pixel_values``, ``image_grid_thw``, ...), scored in one forward."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        vision = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in vision.items() if v is not None}
+        if vision:
+            mask = attention_mask.to(self.device)
+            out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask, **vision).value * mask
+            return out.to(input_ids.device)
         out = []
         for start in range(0, input_ids.shape[0], self.batch_size):
             ids = input_ids[start:start + self.batch_size].to(self.device)
@@ -88,16 +111,28 @@ class LengthCritic:
 
     @torch.no_grad()
     def predict_length(self, prompts: Sequence[str] | Sequence[list[dict]] | None = None,
-                       prompt_ids: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+                       prompt_ids: Sequence[Sequence[int]] | None = None, images: Sequence | None = None
+                       ) -> torch.Tensor:
         """Predicted tokens to come (EOS included) from the end of each prompt: ``ln(1 + V(s_0)) / ln(gamma)``.
 
         Prompts are strings or chat messages (encoded as the critic was trained: with its chat template and
         generation prompt, or as plain text when ``use_chat_template`` is False), or already-tokenized
         ``prompt_ids``. The inversion of a mean value underestimates the mean length of a random-length answer
         (Jensen); it is the return-consistent length.
+
+        ``images[i]`` lists prompt i's images (paths, PIL images or ``datasets`` Image values) for a VLM critic;
+        prompts are then rendered by its processor (chat messages with ``{"type": "image"}`` parts, or strings
+        that get the image parts in front).
         """
         if (prompts is None) == (prompt_ids is None):
             raise ValueError("pass exactly one of prompts or prompt_ids")
+        if images is not None or (prompts is not None and self._has_image_parts(prompts)):
+            if prompts is None:
+                raise ValueError("images go with prompts (text or chat messages), which the processor renders; "
+                                 "prompt_ids cannot be paired with images")
+            enc = render_prompts(self._vision_processor(), prompts, images, self.use_chat_template)
+            v_last = self.values(enc["input_ids"], enc["attention_mask"], **vision_inputs(enc))[:, -1]
+            return value_to_remaining(v_last, self.gamma).float()
         ids = self._encode_prompts(prompts) if prompts is not None else [list(p) for p in prompt_ids]
         if any(len(p) == 0 for p in ids):
             raise ValueError("empty prompt: the state s_0 sits on the last prompt token, so a prompt needs one")
@@ -127,11 +162,12 @@ class LengthCritic:
     # ------------------------------------------------------------------ RL
     @torch.no_grad()
     def completion_values(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
-                          completion_mask: torch.Tensor) -> torch.Tensor:
-        """``V(s_0 .. s_T)`` for left-padded prompts and right-padded completions (the GRPO layout), (B, T + 1)."""
+                          completion_mask: torch.Tensor, **vision) -> torch.Tensor:
+        """``V(s_0 .. s_T)`` for left-padded prompts and right-padded completions (the GRPO layout), (B, T + 1).
+        ``vision``: the prompts' image inputs for a VLM critic."""
         ids = torch.cat([prompt_ids, completion_ids], 1)
         mask = torch.cat([prompt_mask, completion_mask], 1)
-        values = self.values(ids, mask).double()
+        values = self.values(ids, mask, **vision).double()
         return values[:, prompt_ids.shape[1] - 1:]
 
     def length_advantages(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
@@ -156,10 +192,33 @@ class LengthCritic:
         return terminated_rows(completion_ids, completion_mask, [self._eos_id()])
 
     # ------------------------------------------------------------------ checks
+    @staticmethod
+    def _has_image_parts(prompts) -> bool:
+        from .vlm import count_image_parts
+
+        return any(not isinstance(p, str) and count_image_parts(p) for p in prompts)
+
+    def _vision_processor(self):
+        """The processor that renders image prompts, or a clear error when this critic cannot read images."""
+        if not self.model.is_vision:
+            raise VisionInputError(
+                "This LenVM is text-only (its backbone has no vision tower), so it cannot score images. Drop the "
+                "images (and image parts), or use a LenVM trained on a vision-language backbone.")
+        if self.processor is None:
+            raise VisionInputError("This VLM critic has no processor to render image prompts; load it with "
+                                   "LengthCritic.from_pretrained(ckpt, processor=AutoProcessor.from_pretrained(...)) "
+                                   "or pass processor= to LengthCritic.")
+        return self.processor
+
     def check_tokenizer(self, tokenizer) -> None:
-        """Raise :class:`TokenizerMismatchError` when ``tokenizer`` does not share this critic's vocabulary."""
+        """Raise :class:`TokenizerMismatchError` when ``tokenizer`` does not share this critic's vocabulary
+        (a processor is checked by its tokenizer, and against this critic's image tokens)."""
+        if is_processor(tokenizer):
+            if self.model.is_vision:
+                check_processor(self.model, tokenizer)
+            tokenizer = tokenizer.tokenizer
         if self.tokenizer is None:
-            vocab = self.model.config.vocab_size
+            vocab = self.model.config.get_text_config().vocab_size
             if len(tokenizer) > vocab:
                 raise TokenizerMismatchError(f"The tokenizer has {len(tokenizer)} tokens but the critic's embedding "
                                              f"holds {vocab}; use a policy from the critic's model family.")

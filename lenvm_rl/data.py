@@ -152,12 +152,15 @@ def completion_ids_for(tokenizer, rec: dict, stats: BuildStats | None = None) ->
 
 
 def build_example(prompt_ids: Sequence[int], completion_ids: Sequence[int], max_length: int | None,
-                  stats: BuildStats | None = None, censored: bool = False) -> dict:
+                  stats: BuildStats | None = None, censored: bool = False, min_prompt_keep: int = 0) -> dict:
     """One example from a finished completion (its last token is EOS); see the module docstring for cuts.
 
     ``censored=True``: the completion was cut without EOS. Its ``labels`` are all -100 and ``lower_bounds``
     holds, at state ``s_t`` (t = 0 .. k, k generated tokens), ``k - t + 1``: the tokens seen after it plus the
-    EOS still to come, a lower bound on the true remaining count."""
+    EOS still to come, a lower bound on the true remaining count.
+
+    ``min_prompt_keep``: prompt tokens a cut from the left must keep (a VLM prompt's image tokens and all after
+    them: the images' pixels go with every image token)."""
     p, length = len(prompt_ids), len(completion_ids)
     if p < 1:
         raise ValueError("a prompt needs at least one token: the state s_0 sits on the last prompt token")
@@ -166,7 +169,11 @@ def build_example(prompt_ids: Sequence[int], completion_ids: Sequence[int], max_
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {max_length}")
         # Keep at least a quarter of the window for the prompt, so the state keeps some context.
-        keep_prompt = min(p, max(max_length - length, max_length // 4, 1))
+        if min_prompt_keep > max_length:
+            raise ValueError(f"The prompt's image tokens and the text after them take {min_prompt_keep} tokens, more "
+                             f"than max_length={max_length}; raise max_length or lower the image resolution "
+                             "(the processor's max_pixels / size).")
+        keep_prompt = min(p, max(max_length - length, max_length // 4, 1, min_prompt_keep))
         keep_completion = min(length, max_length - keep_prompt)
         if stats is not None:
             stats.prompts_cut += keep_prompt < p
@@ -192,6 +199,10 @@ def build_examples(records: Iterable[dict], tokenizer, max_length: int | None = 
     if truncated not in TRUNCATED_MODES:
         raise ValueError(f"truncated must be one of {TRUNCATED_MODES}, got {truncated!r}")
     censor = truncated == "censor"
+    from .vlm import encode_vlm_prompt, image_key, image_span_start, is_processor, record_images
+
+    processor = tokenizer if is_processor(tokenizer) else None  # a VLM's processor: records may carry images
+    tokenizer = processor.tokenizer if processor is not None else tokenizer
     stats = BuildStats()
     examples, prompt_cache = [], {}
     for rec in records:
@@ -200,11 +211,22 @@ def build_examples(records: Iterable[dict], tokenizer, max_length: int | None = 
         if cut and not censor:
             stats.dropped_truncated += 1
             continue
-        key = json.dumps(rec["prompt"], sort_keys=True)
+        images = record_images(rec)
+        if images and processor is None:
+            from .vlm import VisionInputError
+
+            raise VisionInputError(f"Record {rec['prompt_id']!r} carries images but a text tokenizer was given; pass "
+                                   "the VLM's processor (AutoProcessor) to build examples with images.")
+        key = json.dumps([rec["prompt"], [image_key(x) for x in images]], sort_keys=True)
         if key not in prompt_cache:
-            prompt_cache[key] = encode_prompt(tokenizer, rec["prompt"], use_chat_template)
-        ex = build_example(prompt_cache[key], completion_ids_for(tokenizer, rec, stats), max_length, stats,
-                           censored=cut)
+            prompt_cache[key] = (encode_prompt(tokenizer, rec["prompt"], use_chat_template) if processor is None else
+                                 encode_vlm_prompt(processor, rec["prompt"], images, use_chat_template))
+        prompt_ids = prompt_cache[key]
+        first_image = image_span_start(prompt_ids, processor) if images else None
+        ex = build_example(prompt_ids, completion_ids_for(tokenizer, rec, stats), max_length, stats,
+                           censored=cut, min_prompt_keep=0 if first_image is None else len(prompt_ids) - first_image)
+        if processor is not None:
+            ex["images"] = images
         if censor and not cut:
             ex.update(lower_bounds=[IGNORE_INDEX] * len(ex["input_ids"]), censored=False)
         stats.censored += cut

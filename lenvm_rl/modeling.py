@@ -36,6 +36,7 @@ from transformers.utils import ModelOutput
 
 from .defaults import DEFAULT_MODEL, is_default_model, portable_model_name, resolve_model
 from .returns import check_gamma
+from .vlm import VISION_KEYS, IGNORED_KEYS, load_backbone, names_vision_model, text_hidden_size
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 LENVM_CONFIG_FILE = "lenvm_config.json"
@@ -107,7 +108,7 @@ class LengthValueModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.config = backbone.config  # the backbone's HF config (Trainer and peft look for `.config`)
-        self.v_head = head if head is not None else LengthValueHead(self.config.hidden_size)
+        self.v_head = head if head is not None else LengthValueHead(text_hidden_size(self.config))
         self.gamma = None if gamma is None else check_gamma(gamma)
         self.base_model_name = base_model_name or getattr(self.config, "_name_or_path", None)
         self.max_length = max_length
@@ -123,7 +124,10 @@ class LengthValueModel(nn.Module):
             backbone, name = _base_model(model_name_or_path), getattr(model_name_or_path, "name_or_path", None)
         else:
             name = resolve_model(model_name_or_path)
-            backbone = _base_model(AutoModel.from_pretrained(name, **hf_kwargs))
+            if names_vision_model(name):  # a VLM: the multimodal body of AutoModelForImageTextToText
+                backbone = load_backbone(name, **hf_kwargs)
+            else:
+                backbone = _base_model(AutoModel.from_pretrained(name, **hf_kwargs))
         return cls(backbone, gamma=gamma, base_model_name=name)
 
     @classmethod
@@ -164,7 +168,7 @@ class LengthValueModel(nn.Module):
         if missing or unexpected:
             raise ValueError(f"{head_file} does not hold a LenVM head: missing keys {missing}, unexpected keys "
                              f"{unexpected}; expected exactly {list(HEAD_KEYS)}.")
-        hidden = self.config.hidden_size
+        hidden = text_hidden_size(self.config)
         if tuple(state["v_head.fc.weight"].shape) != (hidden, hidden):
             raise ValueError(f"{head_file} was trained on a backbone of hidden size "
                              f"{state['v_head.fc.weight'].shape[0]}, but this backbone has {hidden}.")
@@ -179,16 +183,23 @@ class LengthValueModel(nn.Module):
         """Values for every position of ``input_ids``; extra keys (labels, ...) are ignored.
 
         ``cache`` / ``use_cache`` pass a KV cache through (incremental scoring); training never uses one.
+        Vision inputs (``pixel_values``, ``image_grid_thw``, ... see :mod:`lenvm_rl.vlm`) go to a VLM backbone;
+        a text-only one refuses them.
         """
         if attention_mask is None and cache is None:
             attention_mask = torch.ones_like(input_ids)
+        vision = {k: kwargs[k] for k in VISION_KEYS + IGNORED_KEYS if kwargs.get(k) is not None}
+        if vision or self.is_vision:
+            from .vlm import prepare_vision_forward
+
+            position_ids, vision = prepare_vision_forward(self, input_ids, attention_mask, position_ids, cache, vision)
         if position_ids is None and cache is None and attention_mask.dim() == 2:
             position_ids = position_ids_from_mask(attention_mask)
         backbone_kwargs = {"use_cache": use_cache}
         if cache is not None:
             backbone_kwargs[_cache_kwarg(self.backbone)] = cache
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            **backbone_kwargs)
+                            **backbone_kwargs, **vision)
         z = self.v_head(out.last_hidden_state.to(self.v_head.fc.weight.dtype)).float()
         new_cache = (out.get("cache") or out.get("past_key_values")) if use_cache else None
         return LengthValueOutput(value=-torch.sigmoid(z), logits=z, cache=new_cache)
@@ -201,6 +212,11 @@ class LengthValueModel(nn.Module):
 
     def gradient_checkpointing_disable(self) -> None:
         self.backbone.gradient_checkpointing_disable()
+
+    @property
+    def is_vision(self) -> bool:
+        """A vision-language backbone (its config has a ``vision_config``)."""
+        return getattr(self.config, "vision_config", None) is not None
 
     @property
     def is_peft(self) -> bool:
@@ -218,7 +234,7 @@ class LengthValueModel(nn.Module):
         return {"format_version": FORMAT_VERSION, "gamma": self.gamma,
                 "base_model": portable_model_name(self.base_model_name),
                 "base_model_embedded": is_default_model(self.base_model_name),
-                "head_type": HEAD_TYPE, "hidden_size": self.config.hidden_size, "max_length": self.max_length,
+                "head_type": HEAD_TYPE, "hidden_size": text_hidden_size(self.config), "max_length": self.max_length,
                 "use_chat_template": bool(self.use_chat_template), "adapter": self.is_peft}
 
     def save_pretrained(self, save_directory: str | os.PathLike, state_dict: dict | None = None,

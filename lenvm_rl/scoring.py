@@ -44,16 +44,27 @@ class TreeScorer:
         return next(self.model.parameters()).device
 
     @torch.no_grad()
-    def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Cache the (left-padded) prompts; returns ``V(s_0)`` at the last prompt token, (B,)."""
+    def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, **vision) -> torch.Tensor:
+        """Cache the (left-padded) prompts; returns ``V(s_0)`` at the last prompt token, (B,).
+
+        ``vision``: a VLM prompt's image inputs (``pixel_values``, ``image_grid_thw``, ...); the cache then holds
+        the image tokens, and the positions after them continue from the prefix's (3-D for Qwen2.5-VL)."""
         prompt_ids, attention_mask = prompt_ids.to(self.device), attention_mask.to(self.device).long()
+        vision = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in vision.items() if v is not None}
         self.key_mask = attention_mask.bool()
         self.next_position = attention_mask.sum(-1)
         if prompt_ids.shape[1] == 0:  # nothing to cache yet: the first step() starts the cache
             self.cache = None
             return torch.zeros(prompt_ids.shape[0], device=self.device)
-        out = self.model(input_ids=prompt_ids, attention_mask=attention_mask,
-                         position_ids=position_ids_from_mask(attention_mask), use_cache=True)
+        positions = position_ids_from_mask(attention_mask)
+        if vision or getattr(self.model, "is_vision", False):
+            from .vlm import next_positions, prepare_vision_forward
+
+            positions, vision = prepare_vision_forward(self.model, prompt_ids, attention_mask, None, None, vision)
+            positions = position_ids_from_mask(attention_mask) if positions is None else positions
+            self.next_position = next_positions(positions)
+        out = self.model(input_ids=prompt_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                         **vision)
         self.cache = out.cache
         return out.value[:, -1]
 
@@ -95,13 +106,14 @@ class TreeScorer:
 
 @torch.no_grad()
 def naive_candidate_values(model: LengthValueModel, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor,
-                           candidates: torch.Tensor) -> torch.Tensor:
-    """Reference: one full forward per candidate over ``prefix + candidate`` (left-padded prefix). (B, K)."""
+                           candidates: torch.Tensor, **vision) -> torch.Tensor:
+    """Reference: one full forward per candidate over ``prefix + candidate`` (left-padded prefix). (B, K).
+    ``vision``: the prefix's image inputs for a VLM critic."""
     out = []
     for j in range(candidates.shape[1]):
         ids = torch.cat([prefix_ids, candidates[:, j:j + 1]], 1)
         mask = torch.cat([prefix_mask, torch.ones_like(candidates[:, :1])], 1)
-        out.append(model(input_ids=ids, attention_mask=mask).value[:, -1])
+        out.append(model(input_ids=ids, attention_mask=mask, **vision).value[:, -1])
     return torch.stack(out, 1)
 
 

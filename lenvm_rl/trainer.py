@@ -28,6 +28,7 @@ from transformers import EvalPrediction, Trainer, TrainingArguments
 from .data import IGNORE_INDEX, LengthValueCollator, completion_lengths
 from .modeling import (ADAPTER_CONFIG_FILE, VALUE_HEAD_FILE, LengthValueModel, ensure_writable_output)
 from .returns import check_gamma, gamma_from_lengths, remaining_to_value, value_to_remaining
+from .vlm import VisionLengthValueCollator, is_processor, language_lora_targets, vision_inputs
 
 ONLINE_FRACTIONS = (0.0, 0.25, 0.5, 0.75)
 
@@ -117,8 +118,10 @@ class LengthValueTrainer(Trainer):
             a fresh head.
         args: a [`LengthValueConfig`].
         train_dataset / eval_dataset: datasets from :func:`lenvm_rl.data.build_dataset`.
-        processing_class: the LenVM tokenizer (saved with every checkpoint; its pad id pads batches).
+        processing_class: the LenVM tokenizer (saved with every checkpoint; its pad id pads batches), or for a
+            vision-language backbone its processor (saved too; it turns each example's ``images`` into pixels).
         peft_config: a ``peft.LoraConfig`` to train LoRA adapters on the backbone; the head is always fully trained.
+            On a VLM backbone, ``target_modules=None`` adapts the language tower's projections only.
     """
 
     loss_is_scaled_for_ga = True  # compute_loss already divides by the global token count
@@ -140,10 +143,13 @@ class LengthValueTrainer(Trainer):
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("Pass processing_class (the LenVM tokenizer) or a data_collator, to pad batches.")
-            pad_id = processing_class.pad_token_id
-            if pad_id is None:
-                pad_id = processing_class.eos_token_id
-            data_collator = LengthValueCollator(pad_id)
+            if is_processor(processing_class):
+                data_collator = VisionLengthValueCollator(processing_class)
+            else:
+                pad_id = processing_class.pad_token_id
+                if pad_id is None:
+                    pad_id = processing_class.eos_token_id
+                data_collator = LengthValueCollator(pad_id)
         if compute_metrics is None:
             gamma = model.gamma
             compute_metrics = lambda p: value_metrics(p, gamma)  # noqa: E731
@@ -172,7 +178,7 @@ class LengthValueTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **vision_inputs(inputs))
         squared, count = value_loss_sums(out.value, labels, self._lower_bounds(inputs), self.gamma)
         if num_items_in_batch is not None:
             # Gradients are averaged over processes by DDP / DeepSpeed, so scale back up to a global sum.
@@ -255,6 +261,9 @@ def _wrap_lora(model: LengthValueModel, peft_config) -> None:
         # default) would expect generation hooks and labels. A plain PeftModel forwards everything unchanged.
         peft_config = copy.copy(peft_config)
         peft_config.task_type = None
+    if model.is_vision and getattr(peft_config, "target_modules", None) is None:
+        peft_config = copy.copy(peft_config)  # the language tower only, never the vision tower
+        peft_config.target_modules = language_lora_targets(model.backbone)
     model.backbone = get_peft_model(model.backbone, peft_config)
     for p in model.v_head.parameters():
         p.requires_grad_(True)
