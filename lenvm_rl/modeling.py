@@ -309,7 +309,10 @@ def _load_lora_backbone(path: Path, meta: dict, **hf_kwargs) -> nn.Module:
     adapter_cfg = json.loads((path / ADAPTER_CONFIG_FILE).read_text())
     base = meta.get("base_model") or adapter_cfg.get("base_model_name_or_path")
     base = resolve_model(DEFAULT_MODEL if meta.get("base_model_embedded") else base)  # the embedded weights
-    backbone = _base_model(AutoModel.from_pretrained(base, **hf_kwargs))
+    if names_vision_model(base):
+        backbone = load_backbone(base, **hf_kwargs)
+    else:
+        backbone = _base_model(AutoModel.from_pretrained(base, **hf_kwargs))
     return PeftModel.from_pretrained(backbone, str(path))
 
 
