@@ -109,7 +109,7 @@ class ConstantScorer:
             raise ValueError(f"a LenVM value lies in [-1, 0], got {value}")
         self.value = float(value)
 
-    def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, **vision) -> torch.Tensor:
         return torch.full((prompt_ids.shape[0],), self.value)
 
     def step(self, previous: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +150,8 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
     def __init__(self, critic: LengthCritic, mode: str, target_tokens: int | None = None, beta: float | None = None,
                  eos_token_id: int | None = None, pad_token_id: int | None = None, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float = 1.0, min_p: float | None = None, rule: str = "soft",
-                 overshoot: int | None = None, scorer=None, value_tolerance: float | None = None):
+                 overshoot: int | None = None, scorer=None, value_tolerance: float | None = None,
+                 vision_inputs: dict | None = None):
         check_request(mode, target_tokens, beta, None, rule)
         self.value_tolerance = 0.0 if rule == "extreme" else check_value_tolerance(value_tolerance)
         if overshoot is not None and overshoot < 0:
@@ -166,6 +167,7 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         self.temperature, self.top_k = temperature, top_k or DEFAULT_TOP_K[mode]
         self.top_p, self.min_p = top_p, min_p
         self.scorer = scorer if scorer is not None else TreeScorer(critic.model)
+        self.vision_inputs = dict(vision_inputs or {})  # a VLM prompt's images: the critic caches their tokens
         self.prompt_length = None
         self.eos_natural_steps = []  # per step, (B,): EOS is in the row's candidate set and no rule forces it
         if mode == "equal":
@@ -192,7 +194,7 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         if self.prompt_length is None:
             self.prompt_length = input_ids.shape[1]
             mask = ((input_ids != self.pad).cumsum(-1) > 0).long()  # left padding: leading pad tokens only
-            self.scorer.start(input_ids[:, :-1], mask[:, :-1])
+            self.scorer.start(input_ids[:, :-1], mask[:, :-1], **self.vision_inputs)
         generated = input_ids.shape[1] - self.prompt_length
         out = torch.full_like(scores, -math.inf)
         if (self.mode == "at_most" and generated >= self.target) or \
@@ -268,7 +270,8 @@ def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, m
                          do_sample: bool = True, temperature: float = 1.0, top_k: int | None = None,
                          top_p: float = 1.0, min_p: float | None = None, rule: str = "soft",
                          overshoot: int | None = None, use_chat_template: bool | None = None,
-                         seed: int | None = None, value_tolerance: float | None = None, scorer=None) -> list[dict]:
+                         seed: int | None = None, value_tolerance: float | None = None, scorer=None,
+                         images=None) -> list[dict]:
     """Generate for a batch of prompts (strings or chat messages) under a length rule.
 
     Returns one dict per prompt: ``text``, ``token_ids`` (without EOS), ``num_tokens`` (without EOS), ``end``
@@ -277,25 +280,38 @@ def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, m
     critic's training format (``critic.use_chat_template``) unless ``use_chat_template`` says otherwise.
     ``value_tolerance`` (rho, default 0.1; 0 = nearest value) and ``scorer`` (e.g. ``ConstantScorer()`` for a
     critic without information) go to :class:`LengthGuidedLogitsProcessor`.
+
+    Vision-language generator and critic: ``images[i]`` lists prompt i's images; ``tokenizer`` (or the critic's
+    own) is then the processor, which renders the prompts; the generator and the critic both read the images.
     """
     from .critic import left_pad
     from .data import encode_prompt
 
     check_request(mode, target_tokens, beta, max_new_tokens, rule)
     check_value_tolerance(value_tolerance)
-    tokenizer = tokenizer or critic.tokenizer
+    from .vlm import is_processor, render_prompts, vision_inputs
+
+    tokenizer = tokenizer or critic.processor or critic.tokenizer
     critic.check_tokenizer(tokenizer)
     if use_chat_template is None:
         use_chat_template = critic.use_chat_template
+    vision = {}
+    if images is not None or critic._has_image_parts(prompts):
+        vlm_processor = tokenizer if is_processor(tokenizer) else critic._vision_processor()
+        enc = render_prompts(vlm_processor, prompts, images, use_chat_template)
+        ids, mask, vision = enc["input_ids"], enc["attention_mask"], vision_inputs(enc)
+    tokenizer = tokenizer.tokenizer if is_processor(tokenizer) else tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids, mask = left_pad([encode_prompt(tokenizer, p, use_chat_template) for p in prompts], pad)
+    if not vision:
+        ids, mask = left_pad([encode_prompt(tokenizer, p, use_chat_template) for p in prompts], pad)
     device = next(model.parameters()).device
     processor = LengthGuidedLogitsProcessor(critic, mode, target_tokens, beta, tokenizer.eos_token_id, pad,
                                             temperature, top_k, top_p, min_p, rule, overshoot, scorer,
-                                            value_tolerance)
+                                            value_tolerance, vision_inputs=vision)
     if seed is not None:
         torch.manual_seed(seed)
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), logits_processor=[processor],
+                         **{k: v.to(device) if torch.is_tensor(v) else v for k, v in vision.items()},
                          max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=1.0, top_k=0, top_p=1.0,
                          pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
     natural = processor.eos_natural().tolist()

@@ -16,6 +16,7 @@ from trl.models import prepare_deepspeed, prepare_fsdp
 
 from ..critic import LengthCritic, terminated_rows
 from ..returns import correct_group_means, length_advantages, relative_length_term, value_to_remaining
+from ..vlm import is_processor, vision_inputs
 from .config import LengthShapedGRPOConfig
 
 
@@ -34,14 +35,16 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
             if not self.args.critic_model_path:
                 raise ValueError("Set critic_model_path (a LenVM checkpoint) or pass critic=LengthCritic(...).")
             critic = LengthCritic.from_pretrained(self.args.critic_model_path, device=str(self.accelerator.device))
-        if critic.tokenizer is not None:
-            critic.check_tokenizer(self._tokenizer)
+        if critic.tokenizer is not None:  # a VLM policy's processor is checked against a VLM critic too
+            critic.check_tokenizer(self.processing_class if is_processor(self.processing_class) and
+                                   critic.model.is_vision else self._tokenizer)
         g = self.args.length_gamma
         if g is not None and abs(g - critic.gamma) > 1e-12 and not self.args.force_length_gamma:
             raise ValueError(f"length_gamma={g} differs from the critic's training gamma {critic.gamma}; its values "
                              "only mean a length return at that gamma. Drop length_gamma or set force_length_gamma.")
         self.length_gamma = g if g is not None else critic.gamma
         critic.batch_size = self.args.critic_batch_size
+        self._critic_is_vision = critic.model.is_vision  # read before the model is wrapped
         # Prepared like TRL prepares its frozen reference model.
         if self.is_deepspeed_enabled:
             critic.model = prepare_deepspeed(critic.model, self.accelerator)
@@ -72,7 +75,9 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
             mask = mask * output["tool_mask"].float()
         terminated = terminated_rows(completion_ids, completion_mask, self.eos_token_ids)
 
-        values = self.critic.completion_values(prompt_ids, prompt_mask, completion_ids, completion_mask)
+        # A VLM policy's prompts carry images: the critic reads the same pixels (same processor family).
+        vision = vision_inputs(output) if self._critic_is_vision else {}
+        values = self.critic.completion_values(prompt_ids, prompt_mask, completion_ids, completion_mask, **vision)
         credit = length_advantages(values, completion_mask, terminated, self.length_gamma,
                                    self.args.length_gae_lambda).float() * mask
         if not self.args.bootstrap_truncated:
