@@ -125,7 +125,14 @@ def run_train(script_args: TrainScriptArguments, training_args, model_args) -> N
     if not training_args.resume_from_checkpoint:
         ensure_writable_output(training_args.output_dir, training_args.overwrite_output_dir)  # before any work
     name = resolve_model(model_args.model_name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision)
+    from .vlm import names_vision_model
+
+    if names_vision_model(name):  # a VLM backbone: its processor renders image prompts and is saved with the LenVM
+        from transformers import AutoProcessor
+
+        tokenizer = AutoProcessor.from_pretrained(name, revision=model_args.model_revision)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision)
     records = load_rollouts(script_args.rollouts)
     if script_args.eval_rollouts:
         eval_records = load_rollouts(script_args.eval_rollouts)

@@ -123,3 +123,29 @@ def test_vlm_trainer_trains_and_saves_with_processor(family, lora, images, tmp_p
     lenvm.eval()
     ref = LengthCritic(lenvm, processor).predict_length([image_message("What is in picture 0?")], images=[[images[0]]])
     assert torch.allclose(n, ref, rtol=1e-3)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_lenvm_train_command_on_a_local_vlm(lora, images, tmp_path):
+    """`lenvm train` with a VLM dir (a hub id works the same): the processor is loaded, used and saved."""
+    import json
+
+    import yaml
+
+    from lenvm_rl.cli import main
+
+    processor, model = make_family("idefics3")
+    model.save_pretrained(tmp_path / "vlm")
+    processor.save_pretrained(tmp_path / "vlm")
+    rollouts = tmp_path / "rollouts.jsonl"
+    rollouts.write_text("".join(json.dumps(r) + "\n" for r in vlm_records(processor.tokenizer, images, n=6)))
+    recipe = {"model_name_or_path": str(tmp_path / "vlm"), "rollouts": str(rollouts), "eval_share": 0.0,
+              "output_dir": str(tmp_path / "ckpt"), "max_steps": 2, "per_device_train_batch_size": 2,
+              "gamma": "auto", "max_length": 128, "report_to": "none", "use_cpu": True, "save_strategy": "no",
+              **({"use_peft": True, "lora_r": 4, "lora_alpha": 8} if lora else {})}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["train", "--config", str(tmp_path / "recipe.yaml")]) == 0
+    critic = LengthCritic.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert type(critic.processor).__name__ == "Idefics3Processor" and critic.model.is_peft == lora
+    n = critic.predict_length([image_message("What is in picture 1?")], images=[[images[1]]])
+    assert n.shape == (1,) and n[0] > 0
