@@ -2,7 +2,7 @@ import json
 
 
 def test_tiny_experiment_runs_every_arm_and_resumes(tiny_causal_dir, tmp_path):
-    from evals.rl_length_shaping import ARMS, main
+    from evals.experiments.rl_length_shaping import ARMS, main
 
     out = tmp_path / "exp"
     result = main(["--tiny", "--policy", str(tiny_causal_dir), "--output_dir", str(out)])

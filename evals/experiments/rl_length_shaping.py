@@ -18,8 +18,8 @@ Two single-thread worker processes share the 2 cores; each run writes its own fi
 resumes. Outputs: results.json (``runs``), summary.md (mean +- std over seeds, the fixed success criterion),
 pareto.png, audit_<arm>.jsonl (50 final completions per arm).
 
-    python -m evals.rl_length_shaping           # about 90 minutes on the 2-core CPU
-    python -m evals.rl_length_shaping --tiny    # CI-sized: a tiny random policy, 2 steps, in-process
+    python -m evals.experiments.rl_length_shaping           # about 90 minutes on the 2-core CPU
+    python -m evals.experiments.rl_length_shaping --tiny    # CI-sized: a tiny random policy, 2 steps, in-process
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ def report(a, start: dict) -> dict:
         for path in sorted((out / "runs").glob(f"{arm}_c*_s0.json"))[:1]:
             final = json.loads(path.read_text())["evals"][-1].get("completions", [])
             (out / f"audit_{arm}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in final))
-    results = {"command": "python -m evals.rl_length_shaping" + (" --tiny" if a.tiny else ""),
+    results = {"command": "python -m evals.experiments.rl_length_shaping" + (" --tiny" if a.tiny else ""),
                "settings": {k: v for k, v in vars(a).items() if k not in ("worker",)}, "start": start, "critic": critic,
                "runs": rows, "summary": [{"arm": k[0], "coef": k[1], **v} for k, v in table.items()],
                "verdict": verdict(table)}
@@ -348,7 +348,7 @@ def main(argv=None) -> dict:
     else:
         flags = [f for f in (argv if argv is not None else sys.argv[1:]) if f != "--worker"]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        procs = [subprocess.Popen([sys.executable, "-m", "evals.rl_length_shaping", *flags, "--worker"], env=env)
+        procs = [subprocess.Popen([sys.executable, "-m", "evals.experiments.rl_length_shaping", *flags, "--worker"], env=env)
                  for _ in range(a.workers)]
         if any(proc.wait() for proc in procs):
             raise SystemExit("a worker failed; rerun to resume the unfinished runs")
