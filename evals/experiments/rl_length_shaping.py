@@ -20,6 +20,7 @@ pareto.png, audit_<arm>.jsonl (50 final completions per arm).
 
     python -m evals.experiments.rl_length_shaping           # about 90 minutes on the 2-core CPU
     python -m evals.experiments.rl_length_shaping --tiny    # CI-sized: a tiny random policy, 2 steps, in-process
+    python -m evals.experiments.rl_length_shaping --report_only   # the report of the runs finished so far
 """
 
 from __future__ import annotations
@@ -313,6 +314,7 @@ def main(argv=None) -> dict:
     p.add_argument("--audit", type=int, default=50, help="final completions kept per run for auditing")
     p.add_argument("--workers", type=int, default=2, help="single-thread worker processes (0: in this process)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--report_only", action="store_true", help="write the report from the finished runs and stop")
     p.add_argument("--tiny", action="store_true", help="a tiny random policy, 2 steps, in-process (CI)")
     p.add_argument("--output_dir", default="evals/results/rl_length_shaping")
     a = p.parse_args(argv)
@@ -330,6 +332,8 @@ def main(argv=None) -> dict:
     train_words, eval_words = opposites_split()
     words = {"train": train_words, "eval": eval_words[:6] if a.tiny else eval_words}
     critic_path = str(out / "critic" / "model")
+    if a.report_only:
+        return report(a, json.loads((out / "start.json").read_text()))
     if a.worker:
         work(a, policy, critic_path, words)
         return {}
