@@ -45,8 +45,9 @@ class RolloutsArguments:
     output: str = field(metadata={"help": "JSONL file to write; appended to and resumed."})
     model: str | None = field(default=None, metadata={"help": "Generator: hub id or path (default: the embedded "
                                                               "SmolLM2-135M)."})
-    prompts: str = field(default="builtin", metadata={"help": "'builtin', a .jsonl/.json/.txt file, or a dataset "
-                                                              "id."})
+    prompts: str = field(default="builtin", metadata={"help": "'builtin', a .jsonl/.json/.txt/.parquet file, or a "
+                                                              "dataset id. An 'images' (or 'image') column of paths "
+                                                              "or datasets Images needs a vision-language --model."})
     prompt_field: str | None = field(default=None, metadata={"help": "Prompt column (default: prompt / messages / "
                                                                      "question)."})
     split: str = field(default="train", metadata={"help": "Dataset split, for a dataset id."})
@@ -128,9 +129,9 @@ def run_train(script_args: TrainScriptArguments, training_args, model_args) -> N
     from .vlm import names_vision_model
 
     if names_vision_model(name):  # a VLM backbone: its processor renders image prompts and is saved with the LenVM
-        from transformers import AutoProcessor
+        from .vlm import auto_processor
 
-        tokenizer = AutoProcessor.from_pretrained(name, revision=model_args.model_revision)
+        tokenizer = auto_processor(name, revision=model_args.model_revision)
     else:
         tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision)
     records = load_rollouts(script_args.rollouts)

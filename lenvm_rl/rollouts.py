@@ -3,7 +3,10 @@
 A rollout record is one JSON line per completion:
 
     prompt_id       stable id of the prompt (the resume key, with sample_index)
-    prompt          chat messages [{"role": "user", "content": ...}]
+    prompt          chat messages [{"role": "user", "content": ...}]; with images, the user content is a list of
+                    parts, {"type": "image"} (one per image, in order) and {"type": "text", "text": ...}
+    images          (prompts with images only) the image references: paths as given, or the absolute paths of
+                    PNG files under <output>.images/ for images given as pixels (PIL images, datasets Image values)
     completion      decoded text, without the EOS token
     completion_ids  generator token ids; they end with the EOS token exactly when finish_reason == "stop"
     finish_reason   "stop" (ended with EOS: a terminal state) or "length" (cut at max_new_tokens)
@@ -14,6 +17,10 @@ A rollout record is one JSON line per completion:
 
 Runs append to the output file and resume: (prompt_id, sample_index) pairs already written are skipped,
 so an interrupted run continues without duplicates.
+
+Prompts with images (an ``images`` or ``image`` column) need a vision-language generator (one that
+``AutoModelForImageTextToText`` loads) and the HF backend; its processor renders them (lenvm_rl.vlm), and
+``lenvm_rl.data.build_examples(records, processor)`` trains on the records as written.
 """
 
 from __future__ import annotations
@@ -62,8 +69,9 @@ def load_prompts(source: str = BUILTIN_PROMPTS, prompt_field: str | None = None,
     """Prompts as ``[{"prompt_id", "prompt" (messages), ...extra columns}]``.
 
     ``source`` is ``"builtin"`` (the project's prompt set with answer lengths from one word to long
-    stories), a local ``.jsonl`` / ``.json`` / ``.txt`` file, or a hub dataset id. The prompt column is
-    ``prompt_field`` or the first of ``prompt``, ``messages``, ``question`` (GSM8K), ``instruction``.
+    stories), a local ``.jsonl`` / ``.json`` / ``.txt`` / ``.parquet`` file, or a hub dataset id. The prompt column
+    is ``prompt_field`` or the first of ``prompt``, ``messages``, ``question`` (GSM8K), ``instruction``. Other
+    columns are kept, an ``images`` (or ``image``) column too: paths, or ``datasets`` Image values (PIL images).
     """
     if source == BUILTIN_PROMPTS:
         rows = _read_jsonl(resources.files("lenvm_rl").joinpath("assets/prompts.jsonl"))
@@ -75,12 +83,16 @@ def load_prompts(source: str = BUILTIN_PROMPTS, prompt_field: str | None = None,
             rows = [{"prompt": line.strip()} for line in path.read_text().splitlines() if line.strip()]
         elif path.suffix == ".json":
             rows = json.loads(path.read_text())
+        elif path.suffix == ".parquet":
+            from datasets import Dataset
+
+            rows = _dataset_rows(Dataset.from_parquet(str(path)), limit)
         else:
             rows = _read_jsonl(path)
     else:
         from datasets import load_dataset
 
-        rows = list(load_dataset(source, dataset_config, split=split))
+        rows = _dataset_rows(load_dataset(source, dataset_config, split=split), limit)
         stem = source.replace("/", "_")
     prompts = []
     for i, row in enumerate(rows[:limit] if limit else rows):
@@ -96,6 +108,11 @@ def load_prompts(source: str = BUILTIN_PROMPTS, prompt_field: str | None = None,
     if len({p["prompt_id"] for p in prompts}) != len(prompts):
         raise ValueError(f"{source} has duplicate prompt ids; ids are the resume key and must be unique.")
     return prompts
+
+
+def _dataset_rows(dataset, limit: int | None) -> list[dict]:
+    """The rows of a ``datasets.Dataset`` (only the first ``limit``: image columns decode row by row)."""
+    return list(dataset.select(range(min(limit, len(dataset)))) if limit else dataset)
 
 
 def _read_jsonl(path) -> list[dict]:
@@ -139,8 +156,14 @@ def read_done(output: Path, generator: str, sampling: SamplingConfig) -> set[tup
 # ---------------------------------------------------------------------------------------------- sampling
 def generate_rollouts(prompts: list[dict], output: str | os.PathLike, model: str | None = None,
                       sampling: SamplingConfig | None = None, batch_size: int = 16, backend: str = "hf",
-                      dtype: str = "auto", use_chat_template: bool = True, progress: bool = True) -> Path:
-    """Sample ``sampling.num_samples`` completions per prompt and append them to ``output`` (resumable)."""
+                      dtype: str = "auto", use_chat_template: bool = True, progress: bool = True,
+                      processor=None) -> Path:
+    """Sample ``sampling.num_samples`` completions per prompt and append them to ``output`` (resumable).
+
+    A vision-language generator (its config has a ``vision_config``) samples with its processor (``processor``,
+    or ``AutoProcessor`` from ``model``); prompts with images need one. Images given as pixels are saved as PNG
+    files under ``<output>.images/`` before anything is generated, and every prompt is checked against its images
+    (one per image part) first."""
     sampling = sampling or SamplingConfig()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -152,13 +175,49 @@ def generate_rollouts(prompts: list[dict], output: str | os.PathLike, model: str
         return output
     if done:
         print(f"[lenvm] {output}: resuming, {len(done)} rollouts done, {len(todo)} to go.")
+    if backend == "vllm" and any(_has_images(p) for p, _ in todo):
+        raise NotImplementedError("Prompts with images need --backend hf: the vLLM backend samples text prompts only.")
+    todo = _with_image_refs(todo, Path(f"{output}.images"))
     if backend == "hf":
-        _generate_hf(todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress)
+        _generate_hf(todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress, processor)
     elif backend == "vllm":
         _generate_vllm(todo, output, generator, sampling, dtype, use_chat_template)
     else:
         raise ValueError(f"unknown backend {backend!r}; use 'hf' or 'vllm'")
     return output
+
+
+def _has_images(prompt: dict) -> bool:
+    from .vlm import count_image_parts, record_images
+
+    return bool(record_images(prompt) or count_image_parts(prompt["prompt"]))
+
+
+def _with_image_refs(todo: list[tuple[dict, int]], images_dir: Path) -> list[tuple[dict, int]]:
+    """``todo`` with every prompt as its records will carry it: a prompt with images gets its image parts in its
+    messages and its ``images`` as references (:func:`lenvm_rl.vlm.store_image`), after a check that it has one
+    image per image part; every column must be JSON. Raises before anything is generated."""
+    from .vlm import check_prompt_images, record_images, store_image, with_image_parts
+
+    ready: dict[str, dict] = {}
+    for prompt, _ in todo:
+        pid = prompt["prompt_id"]
+        if pid in ready:
+            continue
+        if _has_images(prompt):
+            images = record_images(prompt)
+            messages = with_image_parts(prompt["prompt"], len(images))
+            check_prompt_images(messages, images, f"prompt {pid!r}")
+            extra = {key: v for key, v in prompt.items() if key not in ("image", "images", "prompt")}
+            prompt = {**extra, "prompt": messages, "images": [store_image(x, images_dir) for x in images]}
+        for key, value in prompt.items():
+            try:
+                json.dumps(value, ensure_ascii=False)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"prompt {pid!r}: column {key!r} cannot be written to a JSON record ({e}). Images go "
+                                 "in an 'images' (or 'image') column; drop other columns that hold objects.") from None
+        ready[pid] = prompt
+    return [(ready[p["prompt_id"]], k) for p, k in todo]
 
 
 def _make_record(prompt: dict, k: int, ids: list[int], finished: bool, text: str, generator: str,
@@ -184,12 +243,26 @@ def _eos_ids(tokenizer, model) -> set[int]:
     return {i for i in ids if i is not None}
 
 
-def _generate_hf(todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _generate_hf(todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress,
+                 processor=None) -> None:
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+    from .vlm import (ProcessorMismatchError, VisionInputError, auto_processor, is_processor, names_vision_model,
+                      record_images, render_prompts, vision_inputs)
 
     path = resolve_model(generator)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.padding_side = "left"
+    if processor is None and names_vision_model(path):
+        processor = auto_processor(path)
+        if not is_processor(processor):
+            raise ProcessorMismatchError(f"{generator} is a vision-language model, but AutoProcessor loaded a "
+                                         f"{type(processor).__name__} (no image processor) from it; pass processor=.")
+    if processor is None and any(record_images(p) for p, _ in todo):
+        raise VisionInputError(f"Prompts carry images, but the generator {generator} is text-only (its config has no "
+                               "vision_config). Use a vision-language generator (e.g. Qwen/Qwen2.5-VL-3B-Instruct) "
+                               "or drop the images.")
+    tokenizer = processor.tokenizer if processor is not None else AutoTokenizer.from_pretrained(path)
+    if processor is None:
+        tokenizer.padding_side = "left"  # render_prompts left-pads a processor's batch itself
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if dtype == "auto":
@@ -197,11 +270,13 @@ def _generate_hf(todo, output, generator, sampling, batch_size, dtype, use_chat_
 
         dtype = fast_dtype()
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    auto_model = AutoModelForCausalLM if processor is None else AutoModelForImageTextToText
+    model = auto_model.from_pretrained(path, dtype=torch_dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     eos = _eos_ids(tokenizer, model)
-    encoded = {p["prompt_id"]: encode_prompt(tokenizer, p["prompt"], use_chat_template) for p, _ in todo}
+    if processor is None:
+        encoded = {p["prompt_id"]: encode_prompt(tokenizer, p["prompt"], use_chat_template) for p, _ in todo}
     # A batch runs until its longest completion ends, so batch prompts that likely have similar answer
     # lengths: ids sort by their source order (the built-in ids start with the category). Each batch is
     # written as soon as it is done.
@@ -209,12 +284,18 @@ def _generate_hf(todo, output, generator, sampling, batch_size, dtype, use_chat_
     bar = tqdm(total=len(todo), desc="rollouts", unit="completion", disable=not progress)
     for b, start in enumerate(range(0, len(todo), batch_size)):
         batch = todo[start:start + batch_size]
-        enc = tokenizer.pad({"input_ids": [encoded[p["prompt_id"]] for p, _ in batch]}, return_tensors="pt")
+        if processor is None:
+            enc = tokenizer.pad({"input_ids": [encoded[p["prompt_id"]] for p, _ in batch]}, return_tensors="pt")
+        else:  # the processor renders the batch with its images (left-padded), as build_examples(..., processor) does
+            rendered = render_prompts(processor, [p["prompt"] for p, _ in batch], [record_images(p) for p, _ in batch],
+                                      use_chat_template)
+            enc = {"input_ids": rendered["input_ids"], "attention_mask": rendered["attention_mask"],
+                   **vision_inputs(rendered)}
+        enc = {k: v.to(device) if torch.is_tensor(v) else v for k, v in enc.items()}
         torch.manual_seed(sampling.seed * 1_000_003 + start)
         with torch.no_grad():
             out = model.generate(
-                input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                do_sample=sampling.temperature > 0, temperature=sampling.temperature or None,
+                **enc, do_sample=sampling.temperature > 0, temperature=sampling.temperature or None,
                 top_p=sampling.top_p, top_k=0, max_new_tokens=sampling.max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos))
         new = out[:, enc["input_ids"].shape[1]:].tolist()

@@ -43,6 +43,13 @@ class ProcessorMismatchError(ValueError):
     """A processor whose tokenizer or image tokens do not match the LenVM's backbone."""
 
 
+class MissingVisionDependencyError(ImportError):
+    """A processor needs a package that is not installed (Qwen2.5-VL's needs torchvision: the ``vlm`` extra)."""
+
+
+VLM_EXTRA = "pip install 'lenvm-rl[vlm]'"
+
+
 # ---------------------------------------------------------------------------------------------- configs
 def is_vision_config(config) -> bool:
     return getattr(config, "vision_config", None) is not None
@@ -206,6 +213,33 @@ def load_image(image):
             return im.convert("RGB")
     raise TypeError(f"cannot read an image from {type(image).__name__}; use a path, a PIL image or a datasets "
                     "Image value")
+
+
+def store_image(image, folder: str | Path) -> str:
+    """Keep an image for a JSON record: a path (or a ``datasets`` Image value holding only one) is returned as
+    given, after checking that the file exists; a PIL image or image bytes are saved as a PNG in ``folder``, named
+    by a digest of the pixels (the same image is saved once, and a rerun finds it), and the PNG's absolute path is
+    returned. The PNG holds exactly the RGB pixels :func:`load_image` gives, so the records read the same image."""
+    import hashlib
+    import os
+
+    if isinstance(image, dict) and image.get("path") and not image.get("bytes"):
+        image = image["path"]
+    if isinstance(image, (str, Path)):
+        if not Path(image).is_file():
+            raise FileNotFoundError(f"image {image} does not exist (a path is kept as given in the records, so it "
+                                    "must be readable from here).")
+        return str(image)
+    im = load_image(image)
+    digest = hashlib.sha1(f"{im.width}x{im.height}:".encode() + im.tobytes()).hexdigest()[:20]
+    folder = Path(folder)
+    path = (folder / f"{digest}.png").resolve()
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        im.save(tmp, format="PNG")
+        os.replace(tmp, path)  # never a half-written PNG under the final name
+    return str(path)
 
 
 def record_images(rec: dict) -> list:
@@ -406,15 +440,30 @@ def _processor_class_name(config) -> str | None:
 
 def load_processor(path: str | Path):
     """The processor saved beside a VLM checkpoint (``AutoProcessor``), or None when there is none."""
-    from transformers import AutoProcessor
-
     path = Path(path)
     if not any((path / f).is_file() for f in ("processor_config.json", "preprocessor_config.json")):
         return None
     try:
-        return AutoProcessor.from_pretrained(str(path))
+        return auto_processor(path)
+    except MissingVisionDependencyError:
+        raise
     except (OSError, ValueError, ImportError, AttributeError) as e:
         raise ProcessorMismatchError(f"{path} holds a processor that could not be loaded ({e}); install what it "
-                                     "needs (a Qwen2.5-VL processor needs torchvision) or pass processor= explicitly."
-                                     ) from e
+                                     "needs or pass processor= explicitly.") from e
+
+
+def auto_processor(name: str | Path, **kwargs):
+    """``AutoProcessor.from_pretrained(name)``; a processor that needs torchvision (Qwen2.5-VL's video processor)
+    where it cannot be imported raises :class:`MissingVisionDependencyError` naming the ``vlm`` extra."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(str(name), **kwargs)
+    except ImportError as e:
+        if "torchvision" not in str(e).lower():
+            raise
+        raise MissingVisionDependencyError(
+            f"The processor of {name} needs torchvision (Qwen2.5-VL's processor holds a video processor), which "
+            f"is not installed or does not import beside this torch: {VLM_EXTRA} (or a torchvision build that "
+            "matches your torch), or pass the processor explicitly (processor=).") from e
 

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 from evals.benchmarks import harness
 from evals.benchmarks.harness import option
@@ -61,7 +59,7 @@ MODE_DEFAULTS = {
 
 
 @dataclass
-class DecodingBenchOptions:
+class DecodingBenchOptions(harness.MeasureOptions):
     """Length-guided vs plain decoding (ms per token) and tree vs naive candidate scoring (ms per step), same
     models, prompts and token counts, interleaved in one process. Unset figures take the defaults of the mode
     (default, shape or tiny; MODE_DEFAULTS)."""
@@ -79,51 +77,26 @@ class DecodingBenchOptions:
     full_forward_candidates: int | None = option("Naive full forward: candidates run per step, scaled to K (default "
                                                "2; 0 skips the arm).")
     repeats: int | None = option("Interleaved runs per arm and (batch, K) (default 3; tiny: 1).")
-    dtype: Literal["auto", "fp32", "bf16"] = option("auto: bf16 on CUDA and on CPUs with native bf16 (AMX / "
-                                                  "AVX512-BF16), else fp32 (emulated bf16 is slower).", "auto")
-    threads: int | None = option("torch.set_num_threads (default 2 on CPU).")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
     beta: float = option("Tilt strength of the guided arm (any finite value costs the same).", 1.0)
-    wait_idle: float | None = option("On CPU, first wait up to this many seconds for an idle machine (others under "
-                                   "5%% of the CPU for 10 s; default 900, 0 with tiny or shape).")
-    wait_idle_each: float | None = option("On CPU, also wait up to this long before each (batch, K) (default "
-                                        "min(60, wait_idle)).")
-    max_foreign: float = option("On CPU, measure a run again if others took more than this share of the CPU.", 0.1)
-    retries: int = option("How often one run may be measured again.", 2)
-    seed: int = option("Seed of prompts, candidates, sampling and random weights.", 0)
     output: str = option("JSON result path.", DEFAULT_OUTPUT)
-    quiet: bool = option("No progress lines.", False)
     mode: str = field(default="default", init=False)
-    dtype_requested: str = field(default="auto", init=False)
 
     def __post_init__(self):
-        import torch
-
         if self.tiny and self.model is None and self.shape is None:
             self.shape = "tiny"
         if self.model is not None and self.shape is not None:
             raise SystemExit("give --model or --shape, not both")
         self.mode = "tiny" if self.tiny or self.shape == "tiny" else ("shape" if self.shape else "default")
-        if self.device == "auto":
-            self.device = "cuda" if torch.cuda.is_available() else "cpu"
         for k, v in MODE_DEFAULTS[self.mode].items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
-        if self.device != "cpu":  # idle waits and retries are for a shared CPU machine
-            self.wait_idle = self.wait_idle_each = 0.0
-        if self.wait_idle_each is None:
-            self.wait_idle_each = min(60.0, self.wait_idle)
+        self.resolve_machine()  # wait_idle: 900 by default, 0 with tiny or shape (MODE_DEFAULTS)
         if self.new_tokens < 2 or self.prompt_len < 4:
             raise SystemExit("--new_tokens must be >= 2 (decode-only time needs two steps), --prompt_len >= 4")
         if min(self.batch_sizes + self.ks) < 1 or self.score_steps < 1 or self.repeats < 1:
             raise SystemExit("--batch_sizes, --ks, --score_steps and --repeats must be >= 1")
-        if self.full_forward_candidates < 0 or self.retries < 0 or not math.isfinite(self.beta):
-            raise SystemExit("--full_forward_candidates and --retries must be >= 0, --beta finite")
-        self.dtype_requested = self.dtype
-        if self.dtype == "auto":
-            self.dtype = "bf16" if self.device == "cuda" or harness.cpu_has_native_bf16() else "fp32"
-        if self.threads is None and self.device == "cpu":
-            self.threads = 2
+        if self.full_forward_candidates < 0 or not math.isfinite(self.beta):
+            raise SystemExit("--full_forward_candidates must be >= 0, --beta finite")
 
 
 # ---------------------------------------------------------------------------------------------- models + data
@@ -135,7 +108,7 @@ def load_models(o: DecodingBenchOptions) -> dict:
     from lenvm_rl.critic import LengthCritic
     from lenvm_rl.modeling import LengthValueModel
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[o.dtype]
+    dtype = o.torch_dtype()
     torch.manual_seed(o.seed)
     if o.shape:
         gen_shape, critic_shape = SHAPE_PAIRS[o.shape]
@@ -232,8 +205,10 @@ def run_generate(models: dict, ids, mask, new_tokens: int, k: int, guided: bool,
 
 
 def run_scoring(models: dict, ids, mask, k: int, steps: int, full_candidates: int, seed: int, rotate: int,
-                timer: harness.Timer, device) -> dict:
-    """One decoding run of ``steps`` steps on the same tokens for every scorer, interleaved step by step."""
+                timer: harness.Timer, device, vision: dict | None = None) -> dict:
+    """One decoding run of ``steps`` steps on the same tokens for every scorer, interleaved step by step.
+    ``vision``: the prompts' image inputs for a VLM critic (the scorers cache the image tokens once; the full
+    forward reads the images every time)."""
     import torch
 
     from lenvm_rl.scoring import NaiveCachedScorer, TreeScorer, naive_candidate_values
@@ -242,8 +217,9 @@ def run_scoring(models: dict, ids, mask, k: int, steps: int, full_candidates: in
     g = torch.Generator().manual_seed(seed)
     scorers = {"tree": TreeScorer(model), "naive_cached": NaiveCachedScorer(model, copy=True),
                "naive_crop": NaiveCachedScorer(model, copy=False)}
-    for s in scorers.values():
-        s.start(ids[:, :-1], mask[:, :-1])  # as the guided processor does: the last prompt token is step 0's "previous"
+    vision = {key: v.to(device) for key, v in (vision or {}).items()}
+    for s in scorers.values():  # as the guided processor does: the last prompt token is step 0's "previous"
+        s.start(ids[:, :-1], mask[:, :-1], **vision)
     prefix_ids, prefix_mask = ids.to(device), mask.to(device)  # for the full forward: prompt + chosen tokens so far
     previous = ids[:, -1]
     times = {arm: [] for arm in scorers}
@@ -262,7 +238,7 @@ def run_scoring(models: dict, ids, mask, k: int, steps: int, full_candidates: in
             if full_candidates:
                 j = min(full_candidates, k)
                 v, dt = timer("naive_full", naive_candidate_values, model, prefix_ids, prefix_mask,
-                              candidates[:, :j].to(device))
+                              candidates[:, :j].to(device), **vision)
                 full_ms = 1e3 * dt * k / j
                 diffs["naive_full_vs_tree"] = float((v.float().cpu() - values["tree"][:, :j]).abs().max())
         previous = candidates[:, 0]
@@ -324,8 +300,6 @@ def measure_config(o: DecodingBenchOptions, models: dict, batch: int, k: int) ->
 def summarize_config(batch, k, lengths, gen_runs, score_runs, order, discarded) -> dict:
     med = statistics.median
     shares = {arm: harness.share_of([g["cpu"] for g in gen_runs[arm]]) for arm in GEN_ARMS}  # over the kept runs
-    shares.update({arm: harness.share_of([s["cpu"].get(arm) for s in score_runs])
-                   for arm in SCORE_ARMS + ("naive_full",) if any(arm in s["cpu"] for s in score_runs)})
     row = {"batch": batch, "k": k, "prompt_lengths": lengths, "order": order}
     for arm in GEN_ARMS:
         for key in ("ms_per_token", "decode_ms_per_step", "first_token_ms"):
@@ -334,6 +308,17 @@ def summarize_config(batch, k, lengths, gen_runs, score_runs, order, discarded) 
     row["guided_over_plain_decode"] = row["guided_decode_ms_per_step"] / row["plain_decode_ms_per_step"]
     row["guided_over_plain_paired"] = med(g["ms_per_token"] / p["ms_per_token"]
                                           for g, p in zip(gen_runs["guided"], gen_runs["plain"]))
+    row.update(summarize_scoring(score_runs))
+    shares.update(row.pop("foreign_cpu_share"))
+    row.update(foreign_cpu_share=shares, runs={"generate": gen_runs, "scoring": score_runs}, discarded_runs=discarded)
+    return row
+
+
+def summarize_scoring(score_runs: list[dict], extra_arms: tuple[str, ...] = ()) -> dict:
+    """Medians over the scoring runs of ``run_scoring``: ms per step of each arm, naive / tree (from the medians
+    and paired per step), the largest value differences, and other processes' CPU share per arm (``extra_arms``:
+    more timer arms to report)."""
+    med, row = statistics.median, {}
     for arm in SCORE_ARMS:
         row[f"{arm}_ms_per_step"] = med(x for r in score_runs for x in r["step_ms"][arm])
     fulls = [r["naive_full_ms_per_step"] for r in score_runs if r["naive_full_ms_per_step"] is not None]
@@ -346,7 +331,9 @@ def summarize_config(batch, k, lengths, gen_runs, score_runs, order, discarded) 
                                         for n, t in zip(r["step_ms"]["naive_cached"], r["step_ms"]["tree"]))
     row["max_abs_diff"] = {key: max(r["max_abs_diff"].get(key, 0.0) for r in score_runs)
                            for key in score_runs[0]["max_abs_diff"]}
-    row.update(foreign_cpu_share=shares, runs={"generate": gen_runs, "scoring": score_runs}, discarded_runs=discarded)
+    row["foreign_cpu_share"] = {arm: harness.share_of([s["cpu"].get(arm) for s in score_runs])
+                                for arm in SCORE_ARMS + ("naive_full",) + extra_arms
+                                if any(arm in s["cpu"] for s in score_runs)}
     return row
 
 
@@ -403,45 +390,25 @@ def markdown(result: dict) -> str:
     else:
         lines.append(f"- {gpu['goal']}: n/a on {m['device']} (run with --shape qwen2.5-7b+1.5b on a CUDA machine)")
     if m["device"] == "cpu" and result.get("foreign_cpu_share") is not None:
-        per = {}
-        for r in rows:
-            for arm, v in r["foreign_cpu_share"].items():
-                if v is not None:
-                    per.setdefault(ARM_LABELS.get(arm, arm), []).append(v)
-        txt = ", ".join(f"{a} {100 * max(v):.0f}%" for a, v in per.items()) or "calls too short to tell"
-        lines += ["", f"Other processes' share of the machine's CPU during the kept timed calls (worst (batch, K)): "
-                      f"{txt}. Runs discarded as disturbed (share > {100 * cfg['max_foreign']:.0f}%) and measured "
-                      f"again: {sum(len(r.get('discarded_runs', [])) for r in rows)}. Over the whole measurement, "
-                      f"waits and discarded runs included: {100 * result['foreign_cpu_share']:.0f}%."]
-        lines += harness.busy_warning([max(v) for v in per.values()], cfg["max_foreign"], "--repeats / --retries")
+        lines += harness.foreign_share_lines(
+            result, ARM_LABELS, cfg["max_foreign"], f" Runs discarded as disturbed (share > "
+            f"{100 * cfg['max_foreign']:.0f}%) and measured again: {sum(len(r.get('discarded_runs', [])) for r in rows)}.")
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; returns the result dict (also written to ``--output``) and prints a markdown table."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    o = harness.parse_options(DecodingBenchOptions, argv, f"python -m {MODULE}")
-    import torch
+    argv, o = harness.start_run(DecodingBenchOptions, argv, MODULE)
     from transformers.utils import logging as hf_logging
 
-    if o.threads:
-        torch.set_num_threads(o.threads)
     harness.log(o.quiet, f"== loading models ({o.shape or o.model or 'embedded default'}, {o.dtype}, {o.device})")
     models = load_models(o)
     hf_logging.set_verbosity_error()  # no per-call generation warnings in the timed loop
 
-    wait = harness.wait_for_idle(o.wait_idle, "before measuring", o.quiet)
-    start_snap, start = harness.cpu_snapshot(), time.perf_counter()
-    rows, waits = [], []
-    for batch in o.batch_sizes:
-        for k in o.ks:
-            if rows:
-                waits.append(harness.wait_for_idle(o.wait_idle_each, f"batch {batch}, K {k}", o.quiet))
-            harness.log(o.quiet, f"== batch {batch}, K {k}")
-            rows.append(measure_config(o, models, batch, k))
-    elapsed = time.perf_counter() - start
-
+    grid = harness.measure_grid(o.batch_sizes, o.ks, lambda batch, k: measure_config(o, models, batch, k),
+                                o.wait_idle, o.wait_idle_each, o.quiet)
+    rows = grid.pop("rows")
     config = {k: v for k, v in asdict(o).items() if k not in ("tiny", "output", "quiet")}
     config.update(generator=models["names"]["generator"], critic=models["names"]["critic"],
                   n_params=models["n_params"], gamma=GAMMA, guided_mode="tilt",
@@ -451,9 +418,7 @@ def main(argv: list[str] | None = None) -> dict:
         config["model_configs"] = models["model_configs"]
     result = {"benchmark": "lenvm_decoding", "command": harness.command_line(MODULE, argv),
               "machine": harness.machine_info(o.device), "config": config, "results": rows,
-              "goals": evaluate_goals(rows, o.device),
-              "foreign_cpu_share": harness.foreign_cpu_share(start_snap, harness.cpu_snapshot()),
-              "measure_s": elapsed, "wait_idle": wait, "wait_idle_each": waits}
+              "goals": evaluate_goals(rows, o.device), **grid}
     return harness.write_result(result, o.output, DEFAULT_OUTPUT, markdown)
 
 

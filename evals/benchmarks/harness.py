@@ -16,8 +16,9 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,12 +53,70 @@ def option(help: str, default=None, **metadata):
     return field(default=default, metadata={"help": help, **metadata})
 
 
+@dataclass
+class MeasureOptions:
+    """The machine options of a benchmark measured in one process (the base of its options dataclass): dtype,
+    threads, device, idle waits and retries of disturbed runs, seed, quiet. Its ``__post_init__`` first fills in
+    the mode's figures (``wait_idle``, ``retries``, ...), then calls :meth:`resolve_machine`."""
+
+    dtype: Literal["auto", "fp32", "bf16"] = option("auto: bf16 on CUDA and on CPUs with native bf16 (AMX / "
+                                                    "AVX512-BF16), else fp32 (emulated bf16 is slower).", "auto")
+    threads: int | None = option("torch.set_num_threads (default 2 on CPU).")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    wait_idle: float | None = option("On CPU, first wait up to this many seconds for an idle machine (others under "
+                                     "5%% of the CPU for 10 s; default: the mode's, 900 for a full run).")
+    wait_idle_each: float | None = option("On CPU, also wait up to this long before each configuration (default "
+                                          "min(60, wait_idle)).")
+    max_foreign: float = option("On CPU, measure a run again if others took more than this share of the CPU.", 0.1)
+    retries: int | None = option("How often one run may be measured again (default 2).")
+    seed: int = option("Seed of the inputs and random weights.", 0)
+    quiet: bool = option("No progress lines.", False)
+    dtype_requested: str = field(default="auto", init=False)
+
+    def resolve_machine(self) -> None:
+        """Device, idle waits (CPU only), dtype and threads from ``auto`` / unset; checks ``retries``."""
+        import torch
+
+        if self.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device != "cpu":  # idle waits and retries are for a shared CPU machine
+            self.wait_idle = self.wait_idle_each = 0.0
+        if self.wait_idle_each is None:
+            self.wait_idle_each = min(60.0, self.wait_idle)
+        if self.retries is None:
+            self.retries = 2
+        if self.retries < 0:
+            raise SystemExit("--retries must be >= 0")
+        self.dtype_requested = self.dtype
+        if self.dtype == "auto":
+            self.dtype = "bf16" if self.device == "cuda" or cpu_has_native_bf16() else "fp32"
+        if self.threads is None and self.device == "cpu":
+            self.threads = 2
+
+    def torch_dtype(self):
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16}[self.dtype]
+
+
 def parse_options(options_class, argv: list[str], prog: str):
     """The options dataclass parsed by trl's TrlParser (``--name``, ``--name-with-dashes``, ``--config x.yaml``)."""
     from trl import TrlParser
 
     (options,) = TrlParser([options_class], prog=prog, description=options_class.__doc__).parse_args_and_config(argv)
     return options
+
+
+def start_run(options_class, argv: list[str] | None, module: str) -> tuple[list[str], MeasureOptions]:
+    """``(argv, options)`` of a benchmark run as ``python -m module`` (``argv``: sys.argv[1:] when None); torch
+    computes on ``options.threads`` threads from here on."""
+    import torch
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options = parse_options(options_class, argv, f"python -m {module}")
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    return argv, options
 
 
 def log(quiet: bool, msg: str) -> None:
@@ -171,6 +230,40 @@ def measure_with_retries(fn, what: str, retries: int, max_foreign: float | None,
         discarded.append(res)
         log(quiet, f"   {what}: other processes took {100 * share:.0f}% of the CPU; measuring it again")
         wait_for_idle(wait_s, f"retry of {what}", quiet)
+
+
+def measure_grid(batch_sizes, ks, measure, wait_idle: float, wait_idle_each: float, quiet: bool) -> dict:
+    """``measure(batch, k)`` for every (batch, K), after waiting up to ``wait_idle`` for an idle machine first and
+    up to ``wait_idle_each`` before each (batch, K) but the first. Returns ``rows`` (the results), ``measure_s``,
+    the waits and other processes' share of the CPU over the whole measurement."""
+    wait = wait_for_idle(wait_idle, "before measuring", quiet)
+    start_snap, start = cpu_snapshot(), time.perf_counter()
+    rows, waits = [], []
+    for batch in batch_sizes:
+        for k in ks:
+            if rows:
+                waits.append(wait_for_idle(wait_idle_each, f"batch {batch}, K {k}", quiet))
+            log(quiet, f"== batch {batch}, K {k}")
+            rows.append(measure(batch, k))
+    return {"rows": rows, "foreign_cpu_share": foreign_cpu_share(start_snap, cpu_snapshot()),
+            "measure_s": time.perf_counter() - start, "wait_idle": wait, "wait_idle_each": waits}
+
+
+def foreign_share_lines(result: dict, labels: dict[str, str], max_foreign: float, note: str = "") -> list[str]:
+    """Markdown lines on other processes' share of the CPU: per arm (named by ``labels``) the worst over the rows'
+    ``foreign_cpu_share`` during the kept timed calls, then ``note``, then the share over the whole measurement;
+    a warning when an arm's share passed ``max_foreign``."""
+    per: dict[str, float] = {}
+    for r in result["results"]:
+        for arm, v in r["foreign_cpu_share"].items():
+            if v is not None:
+                label = labels.get(arm, arm)
+                per[label] = max(per.get(label, v), v)
+    txt = ", ".join(f"{a} {100 * v:.0f}%" for a, v in per.items()) or "calls too short to tell"
+    return ["", f"Other processes' share of the machine's CPU during the kept timed calls (worst (batch, K)): {txt}."
+                f"{note} Over the whole measurement, waits and discarded runs included: "
+                f"{100 * (result['foreign_cpu_share'] or 0):.0f}%."] + \
+        busy_warning(per.values(), max_foreign, "--repeats / --retries")
 
 
 # ------------------------------------------------------------------------------------------------------ timers
