@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup quickstart test bench
+.PHONY: setup quickstart test lint bench
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ quickstart: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: setup
 	$(PY) -m evals.benchmarks.train_throughput

@@ -26,7 +26,7 @@ from lenvm_rl.rl.tasks import addition_dataset, addition_reward
 
 def token_logps(policy, ids, mask, n_prompt):
     """Log-probabilities of the completion tokens (positions n_prompt ..) under the policy, (B, T)."""
-    logits = policy(input_ids=ids, attention_mask=mask).logits[:, n_prompt - 1:-1].float()
+    logits = policy(input_ids=ids, attention_mask=mask).logits[:, n_prompt - 1 : -1].float()
     return torch.log_softmax(logits, -1).gather(-1, ids[:, n_prompt:, None])[..., 0]
 
 
@@ -39,8 +39,12 @@ def main(argv=None):
     p.add_argument("--group", type=int, default=4)
     p.add_argument("--max_new_tokens", type=int, default=48)
     p.add_argument("--mode", choices=("relative", "advantage"), default="relative")
-    p.add_argument("--coef", type=float, default=None, help="alpha of relative (1.0) or weight of advantage "
-                                                             "(0.1); > 0 favours shorter")
+    p.add_argument(
+        "--coef",
+        type=float,
+        default=None,
+        help="alpha of relative (1.0) or weight of advantage (0.1); > 0 favours shorter",
+    )
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--clip", type=float, default=0.2)
     a = p.parse_args(argv)
@@ -62,9 +66,15 @@ def main(argv=None):
         answers = [r["answer"] for r in rows for _ in range(a.group)]
         prompt_ids, prompt_mask = left_pad([encode_prompt(tokenizer, m) for m in prompts], pad)
         with torch.no_grad():
-            out = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True,
-                                  max_new_tokens=a.max_new_tokens, pad_token_id=pad, eos_token_id=eos)
-        completion_ids = out[:, prompt_ids.shape[1]:]
+            out = policy.generate(
+                input_ids=prompt_ids,
+                attention_mask=prompt_mask,
+                do_sample=True,
+                max_new_tokens=a.max_new_tokens,
+                pad_token_id=pad,
+                eos_token_id=eos,
+            )
+        completion_ids = out[:, prompt_ids.shape[1] :]
         is_eos = completion_ids == eos
         ended = is_eos.any(-1)
         first_eos = torch.where(ended, is_eos.float().argmax(-1), completion_ids.shape[1] - 1)
@@ -75,8 +85,14 @@ def main(argv=None):
         reward = torch.tensor(addition_reward(texts, answers)).view(-1, a.group)
         task_adv = ((reward - reward.mean(1, keepdim=True)) / (reward.std(1, keepdim=True) + 1e-4)).view(-1, 1)
         # length credit per token from the frozen critic (terminated rows end in EOS; others bootstrap)
-        credit = critic.length_advantages(prompt_ids, prompt_mask, completion_ids, completion_mask,
-                                          terminated=ended, lam=0.8 if a.mode == "relative" else 1.0)
+        credit = critic.length_advantages(
+            prompt_ids,
+            prompt_mask,
+            completion_ids,
+            completion_mask,
+            terminated=ended,
+            lam=0.8 if a.mode == "relative" else 1.0,
+        )
         credit = credit * completion_mask
         if a.mode == "relative":  # correct answers only, centred within their prompt group, clipped
             mu, gate = correct_group_means(credit.sum(-1), completion_mask.sum(-1), reward.view(-1) >= 0.5, a.group)
@@ -96,9 +112,13 @@ def main(argv=None):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        stats = {"iteration": it, "reward": reward.mean().item(), "tokens": completion_mask.sum(1).float().mean().item(),
-                 "length_adv_abs": (length_adv.abs() * completion_mask).sum().item() / completion_mask.sum().item(),
-                 "correct": int((reward > 0).sum())}
+        stats = {
+            "iteration": it,
+            "reward": reward.mean().item(),
+            "tokens": completion_mask.sum(1).float().mean().item(),
+            "length_adv_abs": (length_adv.abs() * completion_mask).sum().item() / completion_mask.sum().item(),
+            "correct": int((reward > 0).sum()),
+        }
         history.append(stats)
         print(stats)
     return history

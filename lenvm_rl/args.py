@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 import sys
 
-CONFIG_HELP = ("Every option is also a key of a YAML file given with --config FILE.yaml (options given as well "
-               "override it; an `env:` mapping sets environment variables). Dashed spellings such as "
-               "--max-new-tokens are accepted too.")
+CONFIG_HELP = (
+    "Every option is also a key of a YAML file given with --config FILE.yaml (options given as well "
+    "override it; an `env:` mapping sets environment variables). Dashed spellings such as "
+    "--max-new-tokens are accepted too."
+)
 LEGACY_FLAGS = {"--no-chat-template": "--no_use_chat_template", "--no_chat_template": "--no_use_chat_template"}
 _NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
 
@@ -37,7 +39,7 @@ def compat_argv(argv: list[str], parser) -> list[str]:
     known = parser._option_string_actions
     argv = [LEGACY_FLAGS[a] if a in LEGACY_FLAGS and LEGACY_FLAGS[a] in known else a for a in argv]
     lists = {s: action.dest for s, action in known.items() if action.nargs == "+" and s.startswith("--")}
-    occurrences = [lists.get(a.split("=", 1)[0]) for a in argv[:argv.index("--") if "--" in argv else None]]
+    occurrences = [lists.get(a.split("=", 1)[0]) for a in argv[: argv.index("--") if "--" in argv else None]]
     if all(occurrences.count(dest) < 2 for dest in set(occurrences) - {None}):
         return argv  # nothing repeated: as given
     out, values, i = [], {}, 0

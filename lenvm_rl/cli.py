@@ -43,30 +43,47 @@ class RolloutsArguments:
     """Arguments of `lenvm rollouts`."""
 
     output: str = field(metadata={"help": "JSONL file to write; appended to and resumed."})
-    model: str | None = field(default=None, metadata={"help": "Generator: hub id or path (default: the embedded "
-                                                              "SmolLM2-135M)."})
-    prompts: str = field(default="builtin", metadata={"help": "'builtin', a .jsonl/.json/.txt/.parquet file, or a "
-                                                              "dataset id. An 'images' (or 'image') column of paths "
-                                                              "or datasets Images needs a vision-language --model."})
-    prompt_field: str | None = field(default=None, metadata={"help": "Prompt column (default: prompt / messages / "
-                                                                     "question)."})
+    model: str | None = field(
+        default=None, metadata={"help": "Generator: hub id or path (default: the embedded SmolLM2-135M)."}
+    )
+    prompts: str = field(
+        default="builtin",
+        metadata={
+            "help": "'builtin', a .jsonl/.json/.txt/.parquet file, or a "
+            "dataset id. An 'images' (or 'image') column of paths "
+            "or datasets Images needs a vision-language --model."
+        },
+    )
+    prompt_field: str | None = field(
+        default=None, metadata={"help": "Prompt column (default: prompt / messages / question)."}
+    )
     split: str = field(default="train", metadata={"help": "Dataset split, for a dataset id."})
     dataset_config: str | None = field(default=None, metadata={"help": "Dataset config name, for a dataset id."})
     limit: int | None = field(default=None, metadata={"help": "Use only the first N prompts."})
     num_samples: int = field(default=4, metadata={"help": "Completions per prompt."})
-    max_new_tokens: int = field(default=512, metadata={"help": "Generation cap in tokens; longer completions are "
-                                                               "recorded as truncated."})
+    max_new_tokens: int = field(
+        default=512, metadata={"help": "Generation cap in tokens; longer completions are recorded as truncated."}
+    )
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     batch_size: int = field(default=16, metadata={"help": "Rows per generate call (hf backend)."})
     backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "Sampling backend."})
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
-        default="auto", metadata={"help": "Generator dtype; auto: bfloat16 where the machine computes it natively "
-                                          "(CUDA, AVX512-BF16 / AMX CPUs), else float32."})
-    use_chat_template: bool = field(default=True, metadata={"help": "Render prompts with the chat template; "
-                                                                    "--no_use_chat_template (or --no-chat-template) "
-                                                                    "encodes them as plain text (base models)."})
+        default="auto",
+        metadata={
+            "help": "Generator dtype; auto: bfloat16 where the machine computes it natively "
+            "(CUDA, AVX512-BF16 / AMX CPUs), else float32."
+        },
+    )
+    use_chat_template: bool = field(
+        default=True,
+        metadata={
+            "help": "Render prompts with the chat template; "
+            "--no_use_chat_template (or --no-chat-template) "
+            "encodes them as plain text (base models)."
+        },
+    )
 
 
 def rollouts(argv: list[str]) -> int:
@@ -76,11 +93,14 @@ def rollouts(argv: list[str]) -> int:
 
     prompts = load_prompts(a.prompts, a.prompt_field, a.split, a.dataset_config, a.limit)
     sampling = SamplingConfig(a.num_samples, a.max_new_tokens, a.temperature, a.top_p, a.seed)
-    out = generate_rollouts(prompts, a.output, a.model, sampling, a.batch_size, a.backend, a.dtype,
-                            use_chat_template=a.use_chat_template)
+    out = generate_rollouts(
+        prompts, a.output, a.model, sampling, a.batch_size, a.backend, a.dtype, use_chat_template=a.use_chat_template
+    )
     s = rollout_summary(out)
-    print(f"[lenvm] {out}: {s['records']} rollouts over {s['prompts']} prompts; {s['truncated']} truncated; "
-          f"finished lengths {s['min_length']}-{s['max_length']} tokens (mean {s['mean_length']:.1f})")
+    print(
+        f"[lenvm] {out}: {s['records']} rollouts over {s['prompts']} prompts; {s['truncated']} truncated; "
+        f"finished lengths {s['min_length']}-{s['max_length']} tokens (mean {s['mean_length']:.1f})"
+    )
     return 0
 
 
@@ -91,8 +111,9 @@ class TrainScriptArguments:
 
     rollouts: str = field(default=None, metadata={"help": "Rollouts JSONL file from `lenvm rollouts`."})
     eval_rollouts: str | None = field(default=None, metadata={"help": "Held-out rollouts JSONL (optional)."})
-    eval_share: float = field(default=0.0, metadata={"help": "Share of prompts held out for evaluation when "
-                                                              "no eval_rollouts are given."})
+    eval_share: float = field(
+        default=0.0, metadata={"help": "Share of prompts held out for evaluation when no eval_rollouts are given."}
+    )
 
 
 def train(argv: list[str]) -> int:
@@ -139,8 +160,11 @@ def run_train(script_args: TrainScriptArguments, training_args, model_args) -> N
         eval_records = load_rollouts(script_args.eval_rollouts)
     else:
         records, eval_records = split_by_prompt(records, script_args.eval_share, training_args.seed)
-    kw = dict(max_length=training_args.max_length, use_chat_template=training_args.use_chat_template,
-              truncated=training_args.truncated)
+    kw = dict(
+        max_length=training_args.max_length,
+        use_chat_template=training_args.use_chat_template,
+        truncated=training_args.truncated,
+    )
     train_ds, stats = build_dataset(records, tokenizer, **kw)
     print(f"[lenvm] train data: {stats.summary()}")
     eval_ds = None
@@ -148,8 +172,14 @@ def run_train(script_args: TrainScriptArguments, training_args, model_args) -> N
         eval_ds, eval_stats = build_dataset(eval_records, tokenizer, **kw)
         print(f"[lenvm] eval data: {eval_stats.summary()}")
     model = LengthValueModel.from_backbone(name, **backbone_load_kwargs(model_args))
-    trainer = LengthValueTrainer(model, training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-                                 processing_class=tokenizer, peft_config=get_peft_config(model_args))
+    trainer = LengthValueTrainer(
+        model,
+        training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
     print(f"[lenvm] gamma = {trainer.gamma:.6f}")
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
@@ -166,12 +196,14 @@ class PredictArguments:
     """Arguments of `lenvm predict`."""
 
     critic: str = field(metadata={"help": "LenVM checkpoint dir."})
-    prompt: list[str] = field(default_factory=list, metadata={"help": "User prompts: --prompt A B, or --prompt A "
-                                                                      "--prompt B."})
+    prompt: list[str] = field(
+        default_factory=list, metadata={"help": "User prompts: --prompt A B, or --prompt A --prompt B."}
+    )
     prompts_file: str | None = field(default=None, metadata={"help": "One prompt per line, or a prompts JSONL."})
     gamma: float | None = field(default=None, metadata={"help": "Only for checkpoints without lenvm_config.json."})
     dtype: Literal["bfloat16", "float16", "float32"] | None = field(
-        default=None, metadata={"help": "Critic dtype (default: the checkpoint's)."})
+        default=None, metadata={"help": "Critic dtype (default: the checkpoint's)."}
+    )
 
 
 def predict(argv: list[str]) -> int:
@@ -199,30 +231,40 @@ class GenerateArguments:
 
     critic: str = field(metadata={"help": "LenVM checkpoint dir."})
     prompt: list[str] = field(metadata={"help": "User prompts: --prompt A B, or --prompt A --prompt B."})
-    model: str | None = field(default=None, metadata={"help": "Generator (default: the embedded "
-                                                              "SmolLM2-135M-Instruct); its vocabulary must match "
-                                                              "the critic's."})
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Generator (default: the embedded SmolLM2-135M-Instruct); its vocabulary must match the critic's."
+        },
+    )
     mode: Literal["equal", "at_most", "at_least", "tilt"] = field(
-        default="equal", metadata={"help": "Length target kind, or tilt (length tilting with --beta)."})
-    target_tokens: int | None = field(default=None, metadata={"help": "Target in generator tokens, EOS not "
-                                                                      "counted."})
+        default="equal", metadata={"help": "Length target kind, or tilt (length tilting with --beta)."}
+    )
+    target_tokens: int | None = field(default=None, metadata={"help": "Target in generator tokens, EOS not counted."})
     beta: float | None = field(default=None, metadata={"help": "Tilt strength; > 0 shortens, < 0 lengthens."})
-    rule: Literal["soft", "extreme"] = field(default="soft", metadata={"help": "at_most / at_least rules: ours "
-                                                                               "(soft) or the reference code's "
-                                                                               "(extreme)."})
+    rule: Literal["soft", "extreme"] = field(
+        default="soft", metadata={"help": "at_most / at_least rules: ours (soft) or the reference code's (extreme)."}
+    )
     max_new_tokens: int = field(default=512, metadata={"help": "The generation cap."})
-    overshoot: int | None = field(default=None, metadata={"help": "Equal mode: hard stop at target + overshoot "
-                                                                  "tokens (default max(4, 10%% of the target))."})
+    overshoot: int | None = field(
+        default=None,
+        metadata={"help": "Equal mode: hard stop at target + overshoot tokens (default max(4, 10%% of the target))."},
+    )
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_k: int | None = field(default=None, metadata={"help": "Candidates per step (default 15; 50 for tilt)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling over the candidates."})
     min_p: float | None = field(default=None, metadata={"help": "Min-p filtering over the candidates."})
     greedy: bool = field(default=False, metadata={"help": "Most probable allowed candidate instead of sampling."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    value_tolerance: float | None = field(default=None, metadata={"help": "rho: sample candidates by probability "
-                                                                          "times exp(-|V - v*| / tau), tau set so a "
-                                                                          "candidate rho x the remaining tokens off "
-                                                                          "weighs 1/e (default 0.1; 0 = nearest)."})
+    value_tolerance: float | None = field(
+        default=None,
+        metadata={
+            "help": "rho: sample candidates by probability "
+            "times exp(-|V - v*| / tau), tau set so a "
+            "candidate rho x the remaining tokens off "
+            "weighs 1/e (default 0.1; 0 = nearest)."
+        },
+    )
     gamma: float | None = field(default=None, metadata={"help": "Only for checkpoints without lenvm_config.json."})
 
 
@@ -243,11 +285,25 @@ def generate(argv: list[str]) -> int:
     model = AutoModelForCausalLM.from_pretrained(name).to(device).eval()
     critic = LengthCritic.from_pretrained(a.critic, gamma=a.gamma, device=device)
     tokenizer = AutoTokenizer.from_pretrained(name)
-    results = generate_with_length(model, critic, a.prompt, tokenizer=tokenizer,
-                                   mode=a.mode, target_tokens=a.target_tokens, beta=a.beta,
-                                   max_new_tokens=a.max_new_tokens, do_sample=not a.greedy,
-                                   temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p,
-                                   rule=a.rule, overshoot=a.overshoot, seed=a.seed, value_tolerance=a.value_tolerance)
+    results = generate_with_length(
+        model,
+        critic,
+        a.prompt,
+        tokenizer=tokenizer,
+        mode=a.mode,
+        target_tokens=a.target_tokens,
+        beta=a.beta,
+        max_new_tokens=a.max_new_tokens,
+        do_sample=not a.greedy,
+        temperature=a.temperature,
+        top_k=a.top_k,
+        top_p=a.top_p,
+        min_p=a.min_p,
+        rule=a.rule,
+        overshoot=a.overshoot,
+        seed=a.seed,
+        value_tolerance=a.value_tolerance,
+    )
     # Quality beside length: the generator's own mean NLL per token of what it wrote (higher = less likely text).
     nll = answers_nll(model, tokenizer, a.prompt, results, use_chat_template=critic.use_chat_template)
     for prompt, r, x in zip(a.prompt, results, nll):  # end: natural (EOS sampled) | forced (by the rule) | cap
@@ -257,8 +313,12 @@ def generate(argv: list[str]) -> int:
 
 # ------------------------------------------------------------------------------------------ grpo
 OPPOSITES_DATASET = "lenvm:opposites"  # beside tasks.ADDITION ("lenvm:addition")
-LEGACY_REWARDS = {"addition_reward": "addition", "gsm8k_reward": "gsm8k", "opposites_reward": "opposites",
-                  "group_length_reward": "group_length"}
+LEGACY_REWARDS = {
+    "addition_reward": "addition",
+    "gsm8k_reward": "gsm8k",
+    "opposites_reward": "opposites",
+    "group_length_reward": "group_length",
+}
 
 
 def grpo(argv: list[str]) -> int:
@@ -268,8 +328,9 @@ def grpo(argv: list[str]) -> int:
     from .launch import already_launched, relaunch, split_launch_args
     from .rl.config import LengthShapedGRPOConfig
 
-    parser = make_parser([GRPOScriptArguments, LengthShapedGRPOConfig, ModelConfig, DatasetMixtureConfig],
-                         "lenvm grpo", COMMANDS["grpo"])
+    parser = make_parser(
+        [GRPOScriptArguments, LengthShapedGRPOConfig, ModelConfig, DatasetMixtureConfig], "lenvm grpo", COMMANDS["grpo"]
+    )
     *parsed, remaining = parse(parser, argv, return_remaining_strings=True)
     launch, unknown = split_launch_args(remaining)
     if unknown:
@@ -339,8 +400,10 @@ def run_grpo(script_args, training_args, model_args, dataset_args) -> None:
     from .rl.tasks import ADDITION, as_prompts
 
     if not script_args.reward_funcs:
-        raise SystemExit("lenvm grpo needs reward_funcs (short names such as addition_reward, opposites_reward, "
-                         "group_length_reward, critic_length_return, or dotted paths).")
+        raise SystemExit(
+            "lenvm grpo needs reward_funcs (short names such as addition_reward, opposites_reward, "
+            "group_length_reward, critic_length_return, or dotted paths)."
+        )
     name = script_args.dataset_name
     reward_funcs = [resolve_reward(r, task=builtin_task(name)) for r in script_args.reward_funcs]
     if dataset_args.datasets:
@@ -352,18 +415,28 @@ def run_grpo(script_args, training_args, model_args, dataset_args) -> None:
     elif name:
         dataset = load_dataset(name, name=script_args.dataset_config)
     else:
-        raise SystemExit(f"lenvm grpo needs dataset_name (a dataset id, a JSONL file, {ADDITION} or "
-                         f"{OPPOSITES_DATASET}).")
-    training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}),
-                                       "dtype": model_args.dtype or "auto"}
+        raise SystemExit(
+            f"lenvm grpo needs dataset_name (a dataset id, a JSONL file, {ADDITION} or {OPPOSITES_DATASET})."
+        )
+    training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}), "dtype": model_args.dtype or "auto"}
     shaped = bool(training_args.critic_model_path) and training_args.length_coef != 0
     trainer_cls = LengthShapedGRPOTrainer if shaped else GRPOTrainer
-    trainer = trainer_cls(model=resolve_model(model_args.model_name_or_path), reward_funcs=reward_funcs,
-                          args=training_args, train_dataset=as_prompts(dataset[script_args.dataset_train_split]),
-                          peft_config=get_peft_config(model_args))
-    print(f"[lenvm] {trainer_cls.__name__}" + (f" with LenVM {training_args.critic_model_path} "
-                                               f"({training_args.length_shaping}, coef {training_args.length_coef})"
-                                               if shaped else " (no length shaping)"))
+    trainer = trainer_cls(
+        model=resolve_model(model_args.model_name_or_path),
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=as_prompts(dataset[script_args.dataset_train_split]),
+        peft_config=get_peft_config(model_args),
+    )
+    print(
+        f"[lenvm] {trainer_cls.__name__}"
+        + (
+            f" with LenVM {training_args.critic_model_path} "
+            f"({training_args.length_shaping}, coef {training_args.length_coef})"
+            if shaped
+            else " (no length shaping)"
+        )
+    )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     print(f"[lenvm] policy saved to {training_args.output_dir}")
@@ -412,9 +485,17 @@ def menu(argv: list[str], usage: str, choices: dict[str, str], kind: str) -> int
     return 0
 
 
-HANDLERS = {"quickstart": quickstart, "rollouts": rollouts, "train": train, "predict": predict,
-            "generate": generate, "merge": merge, "grpo": grpo, "eval": evaluate,
-            "demo": lambda argv: __import__("lenvm_rl.demo", fromlist=["main"]).main(argv)}
+HANDLERS = {
+    "quickstart": quickstart,
+    "rollouts": rollouts,
+    "train": train,
+    "predict": predict,
+    "generate": generate,
+    "merge": merge,
+    "grpo": grpo,
+    "eval": evaluate,
+    "demo": lambda argv: __import__("lenvm_rl.demo", fromlist=["main"]).main(argv),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

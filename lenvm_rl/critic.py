@@ -11,7 +11,7 @@ Left and right padding give the same values (positions count real tokens only). 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -46,8 +46,15 @@ class LengthCritic:
         self.path = None
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, gamma: float | None = None, device: str | None = None,
-                        dtype: str | torch.dtype | None = None, processor=None, **kwargs) -> "LengthCritic":
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        gamma: float | None = None,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        processor=None,
+        **kwargs,
+    ) -> LengthCritic:
         """Load a LenVM checkpoint; ``gamma`` only for the reference layout (no ``lenvm_config.json``).
 
         A VLM checkpoint loads the processor saved beside it unless ``processor`` is given."""
@@ -98,8 +105,8 @@ class LengthCritic:
             return out.to(input_ids.device)
         out = []
         for start in range(0, input_ids.shape[0], self.batch_size):
-            ids = input_ids[start:start + self.batch_size].to(self.device)
-            mask = attention_mask[start:start + self.batch_size].to(self.device)
+            ids = input_ids[start : start + self.batch_size].to(self.device)
+            mask = attention_mask[start : start + self.batch_size].to(self.device)
             out.append(self.model(input_ids=ids, attention_mask=mask).value * mask)
         return torch.cat(out).to(input_ids.device)
 
@@ -110,9 +117,12 @@ class LengthCritic:
         return [encode_prompt(self.tokenizer, p, self.use_chat_template) for p in prompts]
 
     @torch.no_grad()
-    def predict_length(self, prompts: Sequence[str] | Sequence[list[dict]] | None = None,
-                       prompt_ids: Sequence[Sequence[int]] | None = None, images: Sequence | None = None
-                       ) -> torch.Tensor:
+    def predict_length(
+        self,
+        prompts: Sequence[str] | Sequence[list[dict]] | None = None,
+        prompt_ids: Sequence[Sequence[int]] | None = None,
+        images: Sequence | None = None,
+    ) -> torch.Tensor:
         """Predicted tokens to come (EOS included) from the end of each prompt: ``ln(1 + V(s_0)) / ln(gamma)``.
 
         Prompts are strings or chat messages (encoded as the critic was trained: with its chat template and
@@ -128,8 +138,10 @@ class LengthCritic:
             raise ValueError("pass exactly one of prompts or prompt_ids")
         if images is not None or (prompts is not None and self._has_image_parts(prompts)):
             if prompts is None:
-                raise ValueError("images go with prompts (text or chat messages), which the processor renders; "
-                                 "prompt_ids cannot be paired with images")
+                raise ValueError(
+                    "images go with prompts (text or chat messages), which the processor renders; "
+                    "prompt_ids cannot be paired with images"
+                )
             enc = render_prompts(self._vision_processor(), prompts, images, self.use_chat_template)
             v_last = self.values(enc["input_ids"], enc["attention_mask"], **vision_inputs(enc))[:, -1]
             return value_to_remaining(v_last, self.gamma).float()
@@ -141,8 +153,9 @@ class LengthCritic:
         return value_to_remaining(v_last, self.gamma).float()
 
     @torch.no_grad()
-    def length_shift(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     prompt_lengths: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    def length_shift(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_lengths: Sequence[int] | torch.Tensor
+    ) -> torch.Tensor:
         """Length shift of each completion token: ``-delta_t = V(s_t) - r - gamma * V(s_{t+1})``.
 
         Rows are right-padded ``prompt + completion``; ``prompt_lengths[b]`` counts row b's prompt tokens.
@@ -161,26 +174,44 @@ class LengthCritic:
 
     # ------------------------------------------------------------------ RL
     @torch.no_grad()
-    def completion_values(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
-                          completion_mask: torch.Tensor, **vision) -> torch.Tensor:
+    def completion_values(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        **vision,
+    ) -> torch.Tensor:
         """``V(s_0 .. s_T)`` for left-padded prompts and right-padded completions (the GRPO layout), (B, T + 1).
         ``vision``: the prompts' image inputs for a VLM critic."""
         ids = torch.cat([prompt_ids, completion_ids], 1)
         mask = torch.cat([prompt_mask, completion_mask], 1)
         values = self.values(ids, mask, **vision).double()
-        return values[:, prompt_ids.shape[1] - 1:]
+        return values[:, prompt_ids.shape[1] - 1 :]
 
-    def length_advantages(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
-                          completion_mask: torch.Tensor, terminated: torch.Tensor | None = None,
-                          lam: float = 1.0) -> torch.Tensor:
+    def length_advantages(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        terminated: torch.Tensor | None = None,
+        lam: float = 1.0,
+    ) -> torch.Tensor:
         """Per-token length advantages ``GAE_lambda(delta_len)``, (B, T): add ``s *`` them to a task advantage
         (``s > 0`` favours shorter). ``terminated`` (B,) defaults to "the last real token is EOS"."""
         values = self.completion_values(prompt_ids, prompt_mask, completion_ids, completion_mask)
         terminated = self._terminated(completion_ids, completion_mask) if terminated is None else terminated
         return length_advantages(values, completion_mask, terminated.to(values.device), self.gamma, lam).float()
 
-    def shaping_rewards(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
-                        completion_mask: torch.Tensor, terminated: torch.Tensor | None = None) -> torch.Tensor:
+    def shaping_rewards(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        terminated: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Potential-based per-token shaping rewards ``gamma * V(s_{j+1}) - V(s_j)`` (terminal V = 0), (B, T)."""
         values = self.completion_values(prompt_ids, prompt_mask, completion_ids, completion_mask)
         terminated = self._terminated(completion_ids, completion_mask) if terminated is None else terminated
@@ -203,11 +234,14 @@ class LengthCritic:
         if not self.model.is_vision:
             raise VisionInputError(
                 "This LenVM is text-only (its backbone has no vision tower), so it cannot score images. Drop the "
-                "images (and image parts), or use a LenVM trained on a vision-language backbone.")
+                "images (and image parts), or use a LenVM trained on a vision-language backbone."
+            )
         if self.processor is None:
-            raise VisionInputError("This VLM critic has no processor to render image prompts; load it with "
-                                   "LengthCritic.from_pretrained(ckpt, processor=AutoProcessor.from_pretrained(...)) "
-                                   "or pass processor= to LengthCritic.")
+            raise VisionInputError(
+                "This VLM critic has no processor to render image prompts; load it with "
+                "LengthCritic.from_pretrained(ckpt, processor=AutoProcessor.from_pretrained(...)) "
+                "or pass processor= to LengthCritic."
+            )
         return self.processor
 
     def check_tokenizer(self, tokenizer) -> None:
@@ -220,8 +254,10 @@ class LengthCritic:
         if self.tokenizer is None:
             vocab = self.model.config.get_text_config().vocab_size
             if len(tokenizer) > vocab:
-                raise TokenizerMismatchError(f"The tokenizer has {len(tokenizer)} tokens but the critic's embedding "
-                                             f"holds {vocab}; use a policy from the critic's model family.")
+                raise TokenizerMismatchError(
+                    f"The tokenizer has {len(tokenizer)} tokens but the critic's embedding "
+                    f"holds {vocab}; use a policy from the critic's model family."
+                )
             return
         check_same_vocab(self.tokenizer, tokenizer)
 
@@ -248,8 +284,10 @@ def check_same_vocab(reference, other, what: str = "policy") -> None:
             "vocabulary: train a LenVM on a backbone of the policy's family (or re-tokenize text for it)."
         )
     if reference.eos_token_id != other.eos_token_id:
-        raise TokenizerMismatchError(f"EOS differs: critic {reference.eos_token!r} vs {what} {other.eos_token!r}; "
-                                     "the critic's terminal state is its EOS token.")
+        raise TokenizerMismatchError(
+            f"EOS differs: critic {reference.eos_token!r} vs {what} {other.eos_token!r}; "
+            "the critic's terminal state is its EOS token."
+        )
 
 
 def terminated_rows(completion_ids: torch.Tensor, completion_mask: torch.Tensor, eos_ids) -> torch.Tensor:
@@ -265,6 +303,6 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
     mask = torch.zeros((len(rows), longest), dtype=torch.long)
     for i, r in enumerate(rows):
         if len(r):
-            ids[i, longest - len(r):] = torch.as_tensor(r)
-            mask[i, longest - len(r):] = 1
+            ids[i, longest - len(r) :] = torch.as_tensor(r)
+            mask[i, longest - len(r) :] = 1
     return ids, mask

@@ -25,9 +25,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 
@@ -63,8 +63,10 @@ class BuildStats:
     def summary(self) -> str:
         s = f"{self.examples} examples from {self.records} rollouts; "
         if self.censored:
-            s += (f"kept {self.censored} truncated as censored (lower bounds, {100 * self.truncated_share:.1f}%), "
-                  f"{self.examples - self.censored} finished")
+            s += (
+                f"kept {self.censored} truncated as censored (lower bounds, {100 * self.truncated_share:.1f}%), "
+                f"{self.examples - self.censored} finished"
+            )
         else:
             s += f"dropped {self.dropped_truncated} truncated ({100 * self.truncated_share:.1f}%)"
         if self.prompts_cut or self.completions_cut:
@@ -85,8 +87,10 @@ def load_rollouts(path: str | os.PathLike) -> list[dict]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno} is not valid JSON ({e}); an interrupted write leaves at most the "
-                                 "last line broken: delete that line and re-run `lenvm rollouts` to resume.") from None
+                raise ValueError(
+                    f"{path}:{lineno} is not valid JSON ({e}); an interrupted write leaves at most the "
+                    "last line broken: delete that line and re-run `lenvm rollouts` to resume."
+                ) from None
             validate_record(rec, f"{path}:{lineno}")
             records.append(rec)
     if not records:
@@ -97,13 +101,17 @@ def load_rollouts(path: str | os.PathLike) -> list[dict]:
 def validate_record(rec: dict, where: str = "record") -> None:
     missing = [k for k in REQUIRED_FIELDS if k not in rec]
     if missing:
-        raise ValueError(f"{where} lacks the fields {missing}; a rollout record needs {list(REQUIRED_FIELDS)} "
-                         "(see lenvm_rl.rollouts for the schema).")
+        raise ValueError(
+            f"{where} lacks the fields {missing}; a rollout record needs {list(REQUIRED_FIELDS)} "
+            "(see lenvm_rl.rollouts for the schema)."
+        )
     if rec["finish_reason"] not in ("stop", "length"):
         raise ValueError(f"{where}: finish_reason must be 'stop' or 'length', got {rec['finish_reason']!r}")
     if not rec["completion_ids"]:
-        raise ValueError(f"{where} has an empty completion (no tokens, not even EOS). A finished completion ends "
-                         "with its EOS token; regenerate this prompt's rollouts or delete the line.")
+        raise ValueError(
+            f"{where} has an empty completion (no tokens, not even EOS). A finished completion ends "
+            "with its EOS token; regenerate this prompt's rollouts or delete the line."
+        )
 
 
 def prompt_messages(prompt: str | list[dict]) -> list[dict]:
@@ -142,8 +150,10 @@ def completion_ids_for(tokenizer, rec: dict, stats: BuildStats | None = None) ->
     eos = tokenizer.eos_token_id
     finished = rec["finish_reason"] == "stop"
     body = ids[:-1] if finished else ids
-    same_vocab = all(0 <= i < len(tokenizer) for i in body) and \
-        tokenizer.decode(body, skip_special_tokens=True) == rec["completion"]
+    same_vocab = (
+        all(0 <= i < len(tokenizer) for i in body)
+        and tokenizer.decode(body, skip_special_tokens=True) == rec["completion"]
+    )
     if not same_vocab:
         body = tokenizer(rec["completion"], add_special_tokens=False)["input_ids"]
         if stats is not None:
@@ -151,8 +161,14 @@ def completion_ids_for(tokenizer, rec: dict, stats: BuildStats | None = None) ->
     return body + [eos] if finished else body
 
 
-def build_example(prompt_ids: Sequence[int], completion_ids: Sequence[int], max_length: int | None,
-                  stats: BuildStats | None = None, censored: bool = False, min_prompt_keep: int = 0) -> dict:
+def build_example(
+    prompt_ids: Sequence[int],
+    completion_ids: Sequence[int],
+    max_length: int | None,
+    stats: BuildStats | None = None,
+    censored: bool = False,
+    min_prompt_keep: int = 0,
+) -> dict:
     """One example from a finished completion (its last token is EOS); see the module docstring for cuts.
 
     ``censored=True``: the completion was cut without EOS. Its ``labels`` are all -100 and ``lower_bounds``
@@ -170,15 +186,17 @@ def build_example(prompt_ids: Sequence[int], completion_ids: Sequence[int], max_
             raise ValueError(f"max_length must be at least 2, got {max_length}")
         # Keep at least a quarter of the window for the prompt, so the state keeps some context.
         if min_prompt_keep > max_length:
-            raise ValueError(f"The prompt's image tokens and the text after them take {min_prompt_keep} tokens, more "
-                             f"than max_length={max_length}; raise max_length or lower the image resolution "
-                             "(the processor's max_pixels / size).")
+            raise ValueError(
+                f"The prompt's image tokens and the text after them take {min_prompt_keep} tokens, more "
+                f"than max_length={max_length}; raise max_length or lower the image resolution "
+                "(the processor's max_pixels / size)."
+            )
         keep_prompt = min(p, max(max_length - length, max_length // 4, 1, min_prompt_keep))
         keep_completion = min(length, max_length - keep_prompt)
         if stats is not None:
             stats.prompts_cut += keep_prompt < p
             stats.completions_cut += keep_completion < length
-    input_ids = list(prompt_ids[p - keep_prompt:]) + list(completion_ids[:keep_completion])
+    input_ids = list(prompt_ids[p - keep_prompt :]) + list(completion_ids[:keep_completion])
     labels = [IGNORE_INDEX] * len(input_ids)
     # Position keep_prompt - 1 + t holds state s_t, with L - t tokens to come (t = 0 .. keep_completion); for a
     # censored completion at least L - t + 1 (the EOS has not come yet).
@@ -186,13 +204,23 @@ def build_example(prompt_ids: Sequence[int], completion_ids: Sequence[int], max_
         if keep_prompt - 1 + t < len(input_ids):
             labels[keep_prompt - 1 + t] = length - t + censored
     if censored:
-        return {"input_ids": input_ids, "labels": [IGNORE_INDEX] * len(input_ids), "lower_bounds": labels,
-                "completion_length": length, "censored": True}
+        return {
+            "input_ids": input_ids,
+            "labels": [IGNORE_INDEX] * len(input_ids),
+            "lower_bounds": labels,
+            "completion_length": length,
+            "censored": True,
+        }
     return {"input_ids": input_ids, "labels": labels, "completion_length": length}
 
 
-def build_examples(records: Iterable[dict], tokenizer, max_length: int | None = None,
-                   use_chat_template: bool = True, truncated: str = "censor") -> tuple[list[dict], BuildStats]:
+def build_examples(
+    records: Iterable[dict],
+    tokenizer,
+    max_length: int | None = None,
+    use_chat_template: bool = True,
+    truncated: str = "censor",
+) -> tuple[list[dict], BuildStats]:
     """Turn rollout records into examples. Truncated completions are kept as censored examples
     (``truncated="censor"``, the default) or dropped (``"drop"``); either way they are counted in the stats.
     Ground-truth consumers (evaluation) may pass ``"drop"``; censored rows carry no ``labels`` anyway."""
@@ -215,16 +243,27 @@ def build_examples(records: Iterable[dict], tokenizer, max_length: int | None = 
         if images and processor is None:
             from .vlm import VisionInputError
 
-            raise VisionInputError(f"Record {rec['prompt_id']!r} carries images but a text tokenizer was given; pass "
-                                   "the VLM's processor (AutoProcessor) to build examples with images.")
+            raise VisionInputError(
+                f"Record {rec['prompt_id']!r} carries images but a text tokenizer was given; pass "
+                "the VLM's processor (AutoProcessor) to build examples with images."
+            )
         key = json.dumps([rec["prompt"], [image_key(x) for x in images]], sort_keys=True)
         if key not in prompt_cache:
-            prompt_cache[key] = (encode_prompt(tokenizer, rec["prompt"], use_chat_template) if processor is None else
-                                 encode_vlm_prompt(processor, rec["prompt"], images, use_chat_template))
+            prompt_cache[key] = (
+                encode_prompt(tokenizer, rec["prompt"], use_chat_template)
+                if processor is None
+                else encode_vlm_prompt(processor, rec["prompt"], images, use_chat_template)
+            )
         prompt_ids = prompt_cache[key]
         first_image = image_span_start(prompt_ids, processor) if images else None
-        ex = build_example(prompt_ids, completion_ids_for(tokenizer, rec, stats), max_length, stats,
-                           censored=cut, min_prompt_keep=0 if first_image is None else len(prompt_ids) - first_image)
+        ex = build_example(
+            prompt_ids,
+            completion_ids_for(tokenizer, rec, stats),
+            max_length,
+            stats,
+            censored=cut,
+            min_prompt_keep=0 if first_image is None else len(prompt_ids) - first_image,
+        )
         if processor is not None:
             ex["images"] = images
         if censor and not cut:
@@ -243,17 +282,26 @@ def build_examples(records: Iterable[dict], tokenizer, max_length: int | None = 
             logger.warning(
                 "%.1f%% of the completions were truncated; they are kept as censored examples (only a lower bound "
                 "on their length), so the long tail is learnt from bounds alone: raise --max-new-tokens for exact "
-                "targets.", 100 * stats.truncated_share)
+                "targets.",
+                100 * stats.truncated_share,
+            )
         else:
             logger.warning(
                 "%.1f%% of the completions were truncated and dropped. Dropping censors the long tail and biases "
                 "every target toward shorter lengths: keep them (truncated='censor'), raise --max-new-tokens or use "
-                "prompts with shorter answers.", 100 * stats.truncated_share)
+                "prompts with shorter answers.",
+                100 * stats.truncated_share,
+            )
     return examples, stats
 
 
-def build_dataset(records: Iterable[dict], tokenizer, max_length: int | None = None, use_chat_template: bool = True,
-                  truncated: str = "censor"):
+def build_dataset(
+    records: Iterable[dict],
+    tokenizer,
+    max_length: int | None = None,
+    use_chat_template: bool = True,
+    truncated: str = "censor",
+):
     """``datasets.Dataset`` version of :func:`build_examples`; returns ``(dataset, stats)``."""
     from datasets import Dataset
 
@@ -292,9 +340,11 @@ class LengthValueCollator:
         if self.pad_to_multiple_of:
             m = self.pad_to_multiple_of
             longest = (longest + m - 1) // m * m
-        batch = {"input_ids": torch.full((len(features), longest), self.pad_token_id, dtype=torch.long),
-                 "attention_mask": torch.zeros((len(features), longest), dtype=torch.long),
-                 "labels": torch.full((len(features), longest), IGNORE_INDEX, dtype=torch.long)}
+        batch = {
+            "input_ids": torch.full((len(features), longest), self.pad_token_id, dtype=torch.long),
+            "attention_mask": torch.zeros((len(features), longest), dtype=torch.long),
+            "labels": torch.full((len(features), longest), IGNORE_INDEX, dtype=torch.long),
+        }
         bounds = "lower_bounds" in features[0]
         if bounds:
             batch["lower_bounds"] = torch.full((len(features), longest), IGNORE_INDEX, dtype=torch.long)

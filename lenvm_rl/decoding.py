@@ -92,7 +92,7 @@ def value_temperature(remaining: int, gamma: float, value_tolerance: float) -> f
     """``tau = gamma ** r - gamma ** ((1 + rho) r)``: the value distance of a length error of ``rho * r`` tokens
     with ``r`` tokens left (0 when ``r <= 0`` or ``rho == 0``)."""
     r = max(int(remaining), 0)
-    return float(gamma ** r - gamma ** ((1.0 + value_tolerance) * r))
+    return float(gamma**r - gamma ** ((1.0 + value_tolerance) * r))
 
 
 class ConstantScorer:
@@ -113,12 +113,15 @@ class ConstantScorer:
         return torch.full((prompt_ids.shape[0],), self.value)
 
     def step(self, previous: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.full((candidates.shape[0],), self.value),
-                torch.full(candidates.shape, self.value, device=candidates.device))
+        return (
+            torch.full((candidates.shape[0],), self.value),
+            torch.full(candidates.shape, self.value, device=candidates.device),
+        )
 
 
-def check_request(mode: str, target_tokens: int | None, beta: float | None, max_new_tokens: int | None,
-                  rule: str = "soft") -> None:
+def check_request(
+    mode: str, target_tokens: int | None, beta: float | None, max_new_tokens: int | None, rule: str = "soft"
+) -> None:
     """Clear errors for bad decoding requests (mode, target, beta)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
@@ -131,8 +134,10 @@ def check_request(mode: str, target_tokens: int | None, beta: float | None, max_
     if target_tokens is None or int(target_tokens) != target_tokens or target_tokens < 1:
         raise ValueError(f"mode={mode!r} needs target_tokens, a positive whole number of tokens, got {target_tokens!r}")
     if max_new_tokens is not None and target_tokens > max_new_tokens:
-        raise ValueError(f"target_tokens={target_tokens} exceeds max_new_tokens={max_new_tokens}; raise "
-                         "max_new_tokens (it is the hard stop) or lower the target")
+        raise ValueError(
+            f"target_tokens={target_tokens} exceeds max_new_tokens={max_new_tokens}; raise "
+            "max_new_tokens (it is the hard stop) or lower the target"
+        )
 
 
 class LengthGuidedLogitsProcessor(LogitsProcessor):
@@ -147,11 +152,24 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
     (module docstring; 0 = nearest value). ``scorer`` replaces the critic's tree scorer (e.g.
     :class:`ConstantScorer`)."""
 
-    def __init__(self, critic: LengthCritic, mode: str, target_tokens: int | None = None, beta: float | None = None,
-                 eos_token_id: int | None = None, pad_token_id: int | None = None, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float = 1.0, min_p: float | None = None, rule: str = "soft",
-                 overshoot: int | None = None, scorer=None, value_tolerance: float | None = None,
-                 vision_inputs: dict | None = None):
+    def __init__(
+        self,
+        critic: LengthCritic,
+        mode: str,
+        target_tokens: int | None = None,
+        beta: float | None = None,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+        min_p: float | None = None,
+        rule: str = "soft",
+        overshoot: int | None = None,
+        scorer=None,
+        value_tolerance: float | None = None,
+        vision_inputs: dict | None = None,
+    ):
         check_request(mode, target_tokens, beta, None, rule)
         self.value_tolerance = 0.0 if rule == "extreme" else check_value_tolerance(value_tolerance)
         if overshoot is not None and overshoot < 0:
@@ -162,8 +180,11 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         self.mode, self.target, self.beta, self.rule = mode, target_tokens, beta, rule
         tok = critic.tokenizer
         self.eos = eos_token_id if eos_token_id is not None else tok.eos_token_id
-        self.pad = pad_token_id if pad_token_id is not None else (tok.pad_token_id if tok.pad_token_id is not None
-                                                                    else self.eos)
+        self.pad = (
+            pad_token_id
+            if pad_token_id is not None
+            else (tok.pad_token_id if tok.pad_token_id is not None else self.eos)
+        )
         self.temperature, self.top_k = temperature, top_k or DEFAULT_TOP_K[mode]
         self.top_p, self.min_p = top_p, min_p
         self.scorer = scorer if scorer is not None else TreeScorer(critic.model)
@@ -197,8 +218,9 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
             self.scorer.start(input_ids[:, :-1], mask[:, :-1], **self.vision_inputs)
         generated = input_ids.shape[1] - self.prompt_length
         out = torch.full_like(scores, -math.inf)
-        if (self.mode == "at_most" and generated >= self.target) or \
-                (self.mode == "equal" and generated >= self.target + self.overshoot):
+        if (self.mode == "at_most" and generated >= self.target) or (
+            self.mode == "equal" and generated >= self.target + self.overshoot
+        ):
             out[:, self.eos] = 0.0  # the hard stop: every row is at the limit at the same step
             self.eos_natural_steps.append(torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device))
             return out
@@ -237,8 +259,11 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
                 return self._one_hot(-values, keep, logp)
             return self._allowed_or_fallback(keep & (values >= v_star), keep, logp, gap, generated)
         if generated >= self.target:  # at_least, target reached
-            return self._one_hot(-values, keep, logp) if self.rule == "extreme" else \
-                torch.where(keep, logp, torch.full_like(logp, -math.inf))
+            return (
+                self._one_hot(-values, keep, logp)
+                if self.rule == "extreme"
+                else torch.where(keep, logp, torch.full_like(logp, -math.inf))
+            )
         if self.rule == "extreme":
             return self._one_hot(values, keep, logp)  # the longest-predicted candidate
         return self._allowed_or_fallback(keep & (values <= v_star), keep, logp, gap, generated)
@@ -261,17 +286,31 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         """Base log-probs restricted to ``allowed``; rows with nothing allowed take the value-weighted fitting step
         (every candidate is on the same side of v*, so the nearest is the shortest / longest-predicted)."""
         restricted = torch.where(allowed, logp, torch.full_like(logp, -math.inf))
-        return torch.where(allowed.any(-1, keepdim=True), restricted,
-                           self._value_weighted(gap, keep, logp, generated))
+        return torch.where(allowed.any(-1, keepdim=True), restricted, self._value_weighted(gap, keep, logp, generated))
 
 
-def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, mode: str = "equal",
-                         target_tokens: int | None = None, beta: float | None = None, max_new_tokens: int = 512,
-                         do_sample: bool = True, temperature: float = 1.0, top_k: int | None = None,
-                         top_p: float = 1.0, min_p: float | None = None, rule: str = "soft",
-                         overshoot: int | None = None, use_chat_template: bool | None = None,
-                         seed: int | None = None, value_tolerance: float | None = None, scorer=None,
-                         images=None) -> list[dict]:
+def generate_with_length(
+    model,
+    critic: LengthCritic,
+    prompts,
+    tokenizer=None,
+    mode: str = "equal",
+    target_tokens: int | None = None,
+    beta: float | None = None,
+    max_new_tokens: int = 512,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+    min_p: float | None = None,
+    rule: str = "soft",
+    overshoot: int | None = None,
+    use_chat_template: bool | None = None,
+    seed: int | None = None,
+    value_tolerance: float | None = None,
+    scorer=None,
+    images=None,
+) -> list[dict]:
     """Generate for a batch of prompts (strings or chat messages) under a length rule.
 
     Returns one dict per prompt: ``text``, ``token_ids`` (without EOS), ``num_tokens`` (without EOS), ``end``
@@ -305,18 +344,43 @@ def generate_with_length(model, critic: LengthCritic, prompts, tokenizer=None, m
     if not vision:
         ids, mask = left_pad([encode_prompt(tokenizer, p, use_chat_template) for p in prompts], pad)
     device = next(model.parameters()).device
-    processor = LengthGuidedLogitsProcessor(critic, mode, target_tokens, beta, tokenizer.eos_token_id, pad,
-                                            temperature, top_k, top_p, min_p, rule, overshoot, scorer,
-                                            value_tolerance, vision_inputs=vision)
+    processor = LengthGuidedLogitsProcessor(
+        critic,
+        mode,
+        target_tokens,
+        beta,
+        tokenizer.eos_token_id,
+        pad,
+        temperature,
+        top_k,
+        top_p,
+        min_p,
+        rule,
+        overshoot,
+        scorer,
+        value_tolerance,
+        vision_inputs=vision,
+    )
     if seed is not None:
         torch.manual_seed(seed)
-    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), logits_processor=[processor],
-                         **{k: v.to(device) if torch.is_tensor(v) else v for k, v in vision.items()},
-                         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=1.0, top_k=0, top_p=1.0,
-                         pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+    out = model.generate(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        logits_processor=[processor],
+        **{k: v.to(device) if torch.is_tensor(v) else v for k, v in vision.items()},
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        pad_token_id=pad,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     natural = processor.eos_natural().tolist()
-    return [completion_record(row, tokenizer, eos_natural)
-            for row, eos_natural in zip(out[:, ids.shape[1]:].tolist(), natural)]
+    return [
+        completion_record(row, tokenizer, eos_natural)
+        for row, eos_natural in zip(out[:, ids.shape[1] :].tolist(), natural)
+    ]
 
 
 def completion_record(row: list[int], tokenizer, eos_natural: list[bool] | None = None) -> dict:
@@ -334,5 +398,10 @@ def completion_record(row: list[int], tokenizer, eos_natural: list[bool] | None 
         how = "natural"
     else:
         how = "forced"
-    return {"text": tokenizer.decode(body, skip_special_tokens=True), "token_ids": body, "num_tokens": len(body),
-            "end": how, "finished": how == "natural"}
+    return {
+        "text": tokenizer.decode(body, skip_special_tokens=True),
+        "token_ids": body,
+        "num_tokens": len(body),
+        "end": how,
+        "finished": how == "natural",
+    }

@@ -25,14 +25,20 @@ DEFAULT_CRITIC = "lenvm_runs/quickstart/model"
 CONTROLS = ("plain", "equal", "at_most", "at_least", "tilt")
 SAMPLING = {"temperature": 0.7, "top_p": 0.9}  # both answers: the quickstart's sampling settings
 MAX_CAP = 4096  # the largest cap the page accepts
-END_TEXT = {"natural": "ended naturally (the generator's own EOS)", "forced": "ended by the rule (EOS forced)",
-            "cap": "cut at the cap (no EOS)"}
+END_TEXT = {
+    "natural": "ended naturally (the generator's own EOS)",
+    "forced": "ended by the rule (EOS forced)",
+    "cap": "cut at the cap (no EOS)",
+}
 RED, BLUE = "rgba(214,39,40,.45)", "rgba(31,119,180,.45)"
 
 
 def missing_critic_message(path: str) -> str:
-    hint = (" Run `lenvm quickstart` to train one (about 15 minutes on a CPU), or pass --critic PATH."
-            if path == DEFAULT_CRITIC else " Pass --critic PATH to a LenVM checkpoint (or run `lenvm quickstart`).")
+    hint = (
+        " Run `lenvm quickstart` to train one (about 15 minutes on a CPU), or pass --critic PATH."
+        if path == DEFAULT_CRITIC
+        else " Pass --critic PATH to a LenVM checkpoint (or run `lenvm quickstart`)."
+    )
     return f"No LenVM critic at {path}.{hint}"
 
 
@@ -41,8 +47,10 @@ def message_html(text: str, kind: str = "error") -> str:
     if not text:
         return ""
     color = {"error": "#b45309", "info": "#1d4ed8"}[kind]
-    return (f'<div class="lenvm-message" data-kind="{kind}" style="border:1px solid {color};border-radius:6px;'
-            f'padding:.6em .9em;color:{color};background:#fffbeb">{html.escape(text)}</div>')
+    return (
+        f'<div class="lenvm-message" data-kind="{kind}" style="border:1px solid {color};border-radius:6px;'
+        f'padding:.6em .9em;color:{color};background:#fffbeb">{html.escape(text)}</div>'
+    )
 
 
 def length_html(predicted: float | None, results: dict | None = None) -> str:
@@ -51,9 +59,11 @@ def length_html(predicted: float | None, results: dict | None = None) -> str:
     done = ""
     if results:
         done = " &middot; generated: " + ", ".join(f"{html.escape(k)} {v['num_tokens']}" for k, v in results.items())
-    return (f'<div class="lenvm-length" data-predicted="{predicted:.2f}" style="font-size:1.1em">'
-            f"Predicted answer length: <b>{predicted:.0f}</b> tokens "
-            f'<span style="color:#666">(the LenVM at the end of the prompt, before generating){done}</span></div>')
+    return (
+        f'<div class="lenvm-length" data-predicted="{predicted:.2f}" style="font-size:1.1em">'
+        f"Predicted answer length: <b>{predicted:.0f}</b> tokens "
+        f'<span style="color:#666">(the LenVM at the end of the prompt, before generating){done}</span></div>'
+    )
 
 
 def answer_html(title: str, rows: list[dict] | None, state: str, note: str = "") -> str:
@@ -61,17 +71,21 @@ def answer_html(title: str, rows: list[dict] | None, state: str, note: str = "")
     from .evaluation.visualize import token_spans
 
     body = token_spans(rows) if rows else '<span style="color:#999">-</span>'
-    return (f'<div class="lenvm-answer" data-state="{state}"><div style="font-weight:600;margin-bottom:.3em">'
-            f"{html.escape(title)}</div><div class=\"lenvm-tokens\" style=\"white-space:pre-wrap;font-family:"
-            f"ui-monospace,monospace;line-height:1.8;border:1px solid #ddd;border-radius:6px;padding:.6em;"
-            f'min-height:4em">{body}</div><div class="lenvm-meta" style="color:#555;margin-top:.3em">'
-            f"{html.escape(note)}</div></div>")
+    return (
+        f'<div class="lenvm-answer" data-state="{state}"><div style="font-weight:600;margin-bottom:.3em">'
+        f'{html.escape(title)}</div><div class="lenvm-tokens" style="white-space:pre-wrap;font-family:'
+        f"ui-monospace,monospace;line-height:1.8;border:1px solid #ddd;border-radius:6px;padding:.6em;"
+        f'min-height:4em">{body}</div><div class="lenvm-meta" style="color:#555;margin-top:.3em">'
+        f"{html.escape(note)}</div></div>"
+    )
 
 
 def legend_html() -> str:
-    return (f'<div style="color:#555">Tint: <span style="background:{RED}">makes the answer longer</span> / '
-            f'<span style="background:{BLUE}">makes it shorter</span> (the token\'s length shift, scaled to the '
-            "answer's largest). Hover a token for the tokens the LenVM predicts are still to come.</div>")
+    return (
+        f'<div style="color:#555">Tint: <span style="background:{RED}">makes the answer longer</span> / '
+        f'<span style="background:{BLUE}">makes it shorter</span> (the token\'s length shift, scaled to the '
+        "answer's largest). Hover a token for the tokens the LenVM predicts are still to come.</div>"
+    )
 
 
 def control_title(control: str, target, beta) -> str:
@@ -128,10 +142,16 @@ def stream_plain(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, s
         try:
             torch.manual_seed(seed)
             with torch.no_grad():
-                model.generate(input_ids=torch.tensor([prompt_ids], device=device),
-                               attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=device),
-                               max_new_tokens=max_new_tokens, do_sample=True, streamer=streamer,
-                               pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **SAMPLING)
+                model.generate(
+                    input_ids=torch.tensor([prompt_ids], device=device),
+                    attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=True,
+                    streamer=streamer,
+                    pad_token_id=pad,
+                    eos_token_id=tokenizer.eos_token_id,
+                    **SAMPLING,
+                )
         except Exception as e:  # noqa: BLE001 - relayed to the page by the caller
             failure.append(e)
         finally:
@@ -184,8 +204,10 @@ def check_inputs(prompt, control, target, beta, cap) -> tuple[str | None, dict]:
             return f"{control} needs a target: a positive whole number of tokens, got {target!r}.", {}
         target = int(target)
         if target > cap:
-            return (f"The target ({target} tokens) is above the cap ({cap} new tokens): lower the target or raise "
-                    "the cap.", {})
+            return (
+                f"The target ({target} tokens) is above the cap ({cap} new tokens): lower the target or raise the cap.",
+                {},
+            )
     if control == "tilt":
         if beta is None:
             return "tilt needs a beta (> 0 shortens, < 0 lengthens).", {}
@@ -200,8 +222,11 @@ def check_inputs(prompt, control, target, beta, cap) -> tuple[str | None, dict]:
 
 def run_request(generator, critic, tokenizer, prompt, control, target, beta, cap, seed, message=None):
     """The page's event handler: yields (message, length readout, plain answer, controlled answer) HTML."""
-    blank = (length_html(None), answer_html("Plain sampling", None, "waiting"),
-             answer_html("With the length control", None, "waiting"))
+    blank = (
+        length_html(None),
+        answer_html("Plain sampling", None, "waiting"),
+        answer_html("With the length control", None, "waiting"),
+    )
     if message:  # no critic / generator: the page says why and keeps serving
         yield (message_html(message), *blank)
         return
@@ -217,16 +242,26 @@ def run_request(generator, critic, tokenizer, prompt, control, target, beta, cap
         prompt_ids = encode_prompt(tokenizer, req["prompt"], critic.use_chat_template)
         predicted = float(critic.predict_length(prompt_ids=[prompt_ids])[0])
         ctitle = control_title(control, req["target"], req["beta"])
-        right = (answer_html("With the length control", None, "waiting", "pick a control other than plain "
-                             "to compare") if control == "plain"
-                 else answer_html(ctitle, None, "waiting", "waits for the plain answer"))
+        right = (
+            answer_html("With the length control", None, "waiting", "pick a control other than plain to compare")
+            if control == "plain"
+            else answer_html(ctitle, None, "waiting", "waits for the plain answer")
+        )
         yield "", length_html(predicted), answer_html("Plain sampling", None, "streaming", "generating..."), right
 
         ids: list[int] = []
         for ids in stream_plain(generator, tokenizer, prompt_ids, req["cap"], seed):
-            yield ("", length_html(predicted),
-                   answer_html("Plain sampling", token_rows(critic, prompt_ids, ids), "streaming",
-                               f"generating... {len(ids)} token{'s' if len(ids) != 1 else ''} so far"), right)
+            yield (
+                "",
+                length_html(predicted),
+                answer_html(
+                    "Plain sampling",
+                    token_rows(critic, prompt_ids, ids),
+                    "streaming",
+                    f"generating... {len(ids)} token{'s' if len(ids) != 1 else ''} so far",
+                ),
+                right,
+            )
         plain = completion_record(ids, tokenizer)
         shown = plain["token_ids"] + ([tokenizer.eos_token_id] if plain["end"] != "cap" else [])
         left = answer_html("Plain sampling", token_rows(critic, prompt_ids, shown), "done", end_note(plain))
@@ -234,24 +269,48 @@ def run_request(generator, critic, tokenizer, prompt, control, target, beta, cap
         if control == "plain":
             yield "", length_html(predicted, results), left, right
             return
-        yield ("", length_html(predicted, results), left,
-               answer_html(ctitle, None, "streaming", f"generating under {ctitle}..."))
-        (rec,) = generate_with_length(generator, critic, [req["prompt"]], tokenizer=tokenizer, mode=control,
-                                      target_tokens=req["target"] if control != "tilt" else None,
-                                      beta=req["beta"] if control == "tilt" else None, max_new_tokens=req["cap"],
-                                      seed=seed, **SAMPLING)
+        yield (
+            "",
+            length_html(predicted, results),
+            left,
+            answer_html(ctitle, None, "streaming", f"generating under {ctitle}..."),
+        )
+        (rec,) = generate_with_length(
+            generator,
+            critic,
+            [req["prompt"]],
+            tokenizer=tokenizer,
+            mode=control,
+            target_tokens=req["target"] if control != "tilt" else None,
+            beta=req["beta"] if control == "tilt" else None,
+            max_new_tokens=req["cap"],
+            seed=seed,
+            **SAMPLING,
+        )
         results[control] = rec
         shown = rec["token_ids"] + ([tokenizer.eos_token_id] if rec["end"] != "cap" else [])
-        yield ("", length_html(predicted, results), left,
-               answer_html(ctitle, token_rows(critic, prompt_ids, shown), "done", end_note(rec)))
+        yield (
+            "",
+            length_html(predicted, results),
+            left,
+            answer_html(ctitle, token_rows(critic, prompt_ids, shown), "done", end_note(rec)),
+        )
     except Exception as e:  # noqa: BLE001 - a message on the page, the trace on the server's console
         traceback.print_exc()
         yield (message_html(f"Generation failed: {type(e).__name__}: {e}"), *blank)
 
 
 # ---------------------------------------------------------------------------------------------- the page
-def build_demo(generator, critic, tokenizer=None, *, message: str | None = None, max_new_tokens: int = 128,
-               generator_name: str = "", critic_name: str = ""):
+def build_demo(
+    generator,
+    critic,
+    tokenizer=None,
+    *,
+    message: str | None = None,
+    max_new_tokens: int = 128,
+    generator_name: str = "",
+    critic_name: str = "",
+):
     """The gradio Blocks of the demo. ``generator``: a causal LM; ``critic``: a :class:`LengthCritic`;
     ``tokenizer``: the generator's (default: the critic's; the vocabularies must match). With ``message``
     (or a missing model) the page shows it and generates nothing: e.g. no critic checkpoint yet."""
@@ -271,22 +330,40 @@ def build_demo(generator, critic, tokenizer=None, *, message: str | None = None,
 
     about = "**Generator:** " + (f"`{generator_name}`" if generator_name else type(generator).__name__)
     if critic is not None:
-        about += (" &middot; **LenVM:** " + (f"`{critic_name}`" if critic_name else "in memory")
-                  + f" (gamma {critic.gamma:.4f})")
+        about += (
+            " &middot; **LenVM:** "
+            + (f"`{critic_name}`" if critic_name else "in memory")
+            + f" (gamma {critic.gamma:.4f})"
+        )
     with gr.Blocks(title="LenVM demo", analytics_enabled=False) as demo:
         gr.Markdown("## LenVM demo: how long will the answer be, and which tokens make it longer?\n" + about)
         status = gr.HTML(message_html(message or ""), elem_id="lenvm-message")
         with gr.Row():
-            prompt = gr.Textbox(label="Prompt", placeholder="e.g. Write a haiku about the sea.", lines=3, scale=4,
-                                elem_id="lenvm-prompt")
+            prompt = gr.Textbox(
+                label="Prompt",
+                placeholder="e.g. Write a haiku about the sea.",
+                lines=3,
+                scale=4,
+                elem_id="lenvm-prompt",
+            )
             button = gr.Button("Generate", variant="primary", scale=1, elem_id="lenvm-generate")
         with gr.Row():
-            control = gr.Radio(list(CONTROLS), value="equal", label="Length control", elem_id="lenvm-control",
-                               info="plain = ordinary sampling; the others use generate_with_length", scale=3)
-            target = gr.Number(value=min(32, max_new_tokens), precision=0, label="Target tokens",
-                               info="equal / at_most / at_least", elem_id="lenvm-target")
-            beta = gr.Number(value=10.0, label="Beta (tilt)", info="> 0 shortens, < 0 lengthens",
-                             elem_id="lenvm-beta")
+            control = gr.Radio(
+                list(CONTROLS),
+                value="equal",
+                label="Length control",
+                elem_id="lenvm-control",
+                info="plain = ordinary sampling; the others use generate_with_length",
+                scale=3,
+            )
+            target = gr.Number(
+                value=min(32, max_new_tokens),
+                precision=0,
+                label="Target tokens",
+                info="equal / at_most / at_least",
+                elem_id="lenvm-target",
+            )
+            beta = gr.Number(value=10.0, label="Beta (tilt)", info="> 0 shortens, < 0 lengthens", elem_id="lenvm-beta")
             cap = gr.Number(value=max_new_tokens, precision=0, label="Cap (max new tokens)", elem_id="lenvm-cap")
             seed = gr.Number(value=0, precision=0, label="Seed", elem_id="lenvm-seed")
         length = gr.HTML(length_html(None), elem_id="lenvm-length")
@@ -296,8 +373,18 @@ def build_demo(generator, critic, tokenizer=None, *, message: str | None = None,
         gr.HTML(legend_html())
 
         def handler(prompt_text, control_name, target_tokens, beta_value, cap_tokens, seed_value):
-            yield from run_request(generator, critic, tokenizer, prompt_text, control_name, target_tokens,
-                                   beta_value, cap_tokens, seed_value, message)
+            yield from run_request(
+                generator,
+                critic,
+                tokenizer,
+                prompt_text,
+                control_name,
+                target_tokens,
+                beta_value,
+                cap_tokens,
+                seed_value,
+                message,
+            )
 
         inputs = [prompt, control, target, beta, cap, seed]
         outputs = [status, length, plain, guided]
@@ -328,8 +415,9 @@ class DemoArguments:
     """Options of `lenvm demo`."""
 
     critic: str = field(default=DEFAULT_CRITIC, metadata={"help": "LenVM checkpoint (default: the quickstart's)."})
-    generator: str | None = field(default=None, metadata={"help": "Generator: hub id or path (default: the "
-                                                                    "embedded SmolLM2-135M-Instruct)."})
+    generator: str | None = field(
+        default=None, metadata={"help": "Generator: hub id or path (default: the embedded SmolLM2-135M-Instruct)."}
+    )
     host: str = field(default="127.0.0.1", metadata={"help": "Address to serve on (0.0.0.0 for every interface)."})
     port: int = field(default=7860, metadata={"help": "Port to serve on."})
     max_new_tokens: int = field(default=128, metadata={"help": "The cap the page starts with."})
@@ -351,8 +439,15 @@ def main(argv=None) -> int:
     generator, tokenizer, critic, message = load_models(a.critic, a.generator)
     if message:
         print(f"[lenvm] {message}")
-    demo = build_demo(generator, critic, tokenizer, message=message, max_new_tokens=a.max_new_tokens,
-                      generator_name=a.generator or "SmolLM2-135M-Instruct (embedded)", critic_name=a.critic)
+    demo = build_demo(
+        generator,
+        critic,
+        tokenizer,
+        message=message,
+        max_new_tokens=a.max_new_tokens,
+        generator_name=a.generator or "SmolLM2-135M-Instruct (embedded)",
+        critic_name=a.critic,
+    )
     try:
         demo.queue(default_concurrency_limit=1).launch(server_name=a.host, server_port=a.port)
     except OSError as e:

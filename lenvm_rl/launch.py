@@ -39,8 +39,10 @@ def resolve_accelerate_config(name: str) -> str:
     shipped = resources.files("trl.accelerate_configs").joinpath(f"{name}.yaml")
     if shipped.is_file():
         return str(shipped)
-    raise ValueError(f"accelerate_config {name!r} is neither a file, nor recipes/accelerate_configs/{name}.yaml, "
-                     "nor a config shipped with TRL (zero1, zero2, zero3, fsdp1, fsdp2, multi_gpu, single_gpu).")
+    raise ValueError(
+        f"accelerate_config {name!r} is neither a file, nor recipes/accelerate_configs/{name}.yaml, "
+        "nor a config shipped with TRL (zero1, zero2, zero3, fsdp1, fsdp2, multi_gpu, single_gpu)."
+    )
 
 
 def already_launched() -> bool:

@@ -6,7 +6,7 @@ the length whose value equals the mean sampled value, so a perfect critic scores
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -34,12 +34,19 @@ def prediction_errors(predicted: Mapping[str, float], truth: Mapping[str, float]
     p = np.array([predicted[i] for i in ids], dtype=float)
     t = np.array([truth[i] for i in ids], dtype=float)
     err = np.abs(p - t)
-    return {"mre": float((err / np.maximum(t, 1.0)).mean()), "mae": float(err.mean()),
-            "kendall_tau": kendall_tau(p, t), "within_50": float((err <= 50).mean()),
-            "within_100": float((err <= 100).mean()), "prompts": len(ids)}
+    return {
+        "mre": float((err / np.maximum(t, 1.0)).mean()),
+        "mae": float(err.mean()),
+        "kendall_tau": kendall_tau(p, t),
+        "within_50": float((err <= 50).mean()),
+        "within_100": float((err <= 100).mean()),
+        "prompts": len(ids),
+    }
 
 
 def train_mean_baselines(train_lengths: Sequence[int], gamma: float) -> dict[str, float]:
     """Constant predictors from the training lengths: arithmetic mean and return-consistent mean."""
-    return {"train mean length": float(np.mean(train_lengths)),
-            "train mean (return-consistent)": return_consistent_length(train_lengths, gamma)}
+    return {
+        "train mean length": float(np.mean(train_lengths)),
+        "train mean (return-consistent)": return_consistent_length(train_lengths, gamma),
+    }

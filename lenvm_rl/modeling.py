@@ -36,7 +36,7 @@ from transformers.utils import ModelOutput
 
 from .defaults import DEFAULT_MODEL, is_default_model, portable_model_name, resolve_model
 from .returns import check_gamma
-from .vlm import VISION_KEYS, IGNORED_KEYS, load_backbone, names_vision_model, text_hidden_size
+from .vlm import IGNORED_KEYS, VISION_KEYS, load_backbone, names_vision_model, text_hidden_size
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 LENVM_CONFIG_FILE = "lenvm_config.json"
@@ -103,8 +103,15 @@ class LengthValueModel(nn.Module):
 
     supports_gradient_checkpointing = True
 
-    def __init__(self, backbone: nn.Module, gamma: float | None = None, head: LengthValueHead | None = None,
-                 base_model_name: str | None = None, max_length: int | None = None, use_chat_template: bool = True):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        gamma: float | None = None,
+        head: LengthValueHead | None = None,
+        base_model_name: str | None = None,
+        max_length: int | None = None,
+        use_chat_template: bool = True,
+    ):
         super().__init__()
         self.backbone = backbone
         self.config = backbone.config  # the backbone's HF config (Trainer and peft look for `.config`)
@@ -117,8 +124,9 @@ class LengthValueModel(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_backbone(cls, model_name_or_path: str | nn.Module | None = None, gamma: float | None = None,
-                      **hf_kwargs) -> "LengthValueModel":
+    def from_backbone(
+        cls, model_name_or_path: str | nn.Module | None = None, gamma: float | None = None, **hf_kwargs
+    ) -> LengthValueModel:
         """A backbone (hub id, local path, the embedded default when None, or a loaded model) + a fresh head."""
         if isinstance(model_name_or_path, nn.Module):
             backbone, name = _base_model(model_name_or_path), getattr(model_name_or_path, "name_or_path", None)
@@ -131,7 +139,7 @@ class LengthValueModel(nn.Module):
         return cls(backbone, gamma=gamma, base_model_name=name)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, gamma: float | None = None, **hf_kwargs) -> "LengthValueModel":
+    def from_pretrained(cls, path: str | os.PathLike, gamma: float | None = None, **hf_kwargs) -> LengthValueModel:
         """Load a LenVM checkpoint (our format, a LoRA checkpoint, or the published reference layout).
 
         ``gamma`` is required for the reference layout (no ``lenvm_config.json``; the published Qwen2.5
@@ -139,8 +147,9 @@ class LengthValueModel(nn.Module):
         """
         path = Path(path)
         if not path.is_dir():
-            raise FileNotFoundError(f"LenVM checkpoint dir {path} does not exist (expected a folder with "
-                                    f"{VALUE_HEAD_FILE} and a backbone).")
+            raise FileNotFoundError(
+                f"LenVM checkpoint dir {path} does not exist (expected a folder with {VALUE_HEAD_FILE} and a backbone)."
+            )
         head_file = path / VALUE_HEAD_FILE
         if not head_file.is_file():
             raise FileNotFoundError(
@@ -155,8 +164,13 @@ class LengthValueModel(nn.Module):
         else:
             backbone = _base_model(AutoModel.from_pretrained(str(path), **hf_kwargs))
         base = DEFAULT_MODEL if meta.get("base_model_embedded") else meta.get("base_model")
-        model = cls(backbone, gamma=gamma, base_model_name=base, max_length=meta.get("max_length"),
-                    use_chat_template=saved_use_chat_template(meta, path))
+        model = cls(
+            backbone,
+            gamma=gamma,
+            base_model_name=base,
+            max_length=meta.get("max_length"),
+            use_chat_template=saved_use_chat_template(meta, path),
+        )
         model.load_head(head_file)
         return model
 
@@ -166,20 +180,30 @@ class LengthValueModel(nn.Module):
         missing = [k for k in HEAD_KEYS if k not in state]
         unexpected = [k for k in state if k not in HEAD_KEYS]
         if missing or unexpected:
-            raise ValueError(f"{head_file} does not hold a LenVM head: missing keys {missing}, unexpected keys "
-                             f"{unexpected}; expected exactly {list(HEAD_KEYS)}.")
+            raise ValueError(
+                f"{head_file} does not hold a LenVM head: missing keys {missing}, unexpected keys "
+                f"{unexpected}; expected exactly {list(HEAD_KEYS)}."
+            )
         hidden = text_hidden_size(self.config)
         if tuple(state["v_head.fc.weight"].shape) != (hidden, hidden):
-            raise ValueError(f"{head_file} was trained on a backbone of hidden size "
-                             f"{state['v_head.fc.weight'].shape[0]}, but this backbone has {hidden}.")
+            raise ValueError(
+                f"{head_file} was trained on a backbone of hidden size "
+                f"{state['v_head.fc.weight'].shape[0]}, but this backbone has {hidden}."
+            )
         dtype, device = self._backbone_dtype(), next(self.backbone.parameters()).device
-        self.v_head.load_state_dict({k[len("v_head."):]: v.to(dtype) for k, v in state.items()}, strict=True)
+        self.v_head.load_state_dict({k[len("v_head.") :]: v.to(dtype) for k, v in state.items()}, strict=True)
         self.v_head.to(device)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, cache: Any = None, use_cache: bool = False,
-                **kwargs) -> LengthValueOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: Any = None,
+        use_cache: bool = False,
+        **kwargs,
+    ) -> LengthValueOutput:
         """Values for every position of ``input_ids``; extra keys (labels, ...) are ignored.
 
         ``cache`` / ``use_cache`` pass a KV cache through (incremental scoring); training never uses one.
@@ -198,8 +222,9 @@ class LengthValueModel(nn.Module):
         backbone_kwargs = {"use_cache": use_cache}
         if cache is not None:
             backbone_kwargs[_cache_kwarg(self.backbone)] = cache
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            **backbone_kwargs, **vision)
+        out = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **backbone_kwargs, **vision
+        )
         z = self.v_head(out.last_hidden_state.to(self.v_head.fc.weight.dtype)).float()
         new_cache = (out.get("cache") or out.get("past_key_values")) if use_cache else None
         return LengthValueOutput(value=-torch.sigmoid(z), logits=z, cache=new_cache)
@@ -231,29 +256,43 @@ class LengthValueModel(nn.Module):
     def lenvm_config(self) -> dict:
         # base_model: the name the user gave (the hub id for the embedded default), never a machine's cache path;
         # loading a full checkpoint never reads it, a LoRA one reads it to find the base weights.
-        return {"format_version": FORMAT_VERSION, "gamma": self.gamma,
-                "base_model": portable_model_name(self.base_model_name),
-                "base_model_embedded": is_default_model(self.base_model_name),
-                "head_type": HEAD_TYPE, "hidden_size": text_hidden_size(self.config), "max_length": self.max_length,
-                "use_chat_template": bool(self.use_chat_template), "adapter": self.is_peft}
+        return {
+            "format_version": FORMAT_VERSION,
+            "gamma": self.gamma,
+            "base_model": portable_model_name(self.base_model_name),
+            "base_model_embedded": is_default_model(self.base_model_name),
+            "head_type": HEAD_TYPE,
+            "hidden_size": text_hidden_size(self.config),
+            "max_length": self.max_length,
+            "use_chat_template": bool(self.use_chat_template),
+            "adapter": self.is_peft,
+        }
 
-    def save_pretrained(self, save_directory: str | os.PathLike, state_dict: dict | None = None,
-                        safe_serialization: bool = True, **kwargs) -> None:
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        state_dict: dict | None = None,
+        safe_serialization: bool = True,
+        **kwargs,
+    ) -> None:
         """Write the checkpoint layout above. ``state_dict`` (as Trainer passes under ZeRO-3) is split by prefix."""
         if self.gamma is None:
-            raise ValueError("Refusing to save a LenVM without gamma: values are meaningless without it. Set "
-                             "model.gamma (the trainer does this when gamma='auto' is resolved).")
+            raise ValueError(
+                "Refusing to save a LenVM without gamma: values are meaningless without it. Set "
+                "model.gamma (the trainer does this when gamma='auto' is resolved)."
+            )
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         if state_dict is None:
             state_dict = self.state_dict()
         head = {k: v.detach().contiguous().cpu() for k, v in state_dict.items() if k.startswith("v_head.")}
-        backbone = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+        backbone = {k[len("backbone.") :]: v for k, v in state_dict.items() if k.startswith("backbone.")}
         if self.is_peft:
             self.backbone.save_pretrained(out, state_dict=backbone or None, **kwargs)
         else:
-            self.backbone.save_pretrained(out, state_dict=backbone or None, safe_serialization=safe_serialization,
-                                          **kwargs)
+            self.backbone.save_pretrained(
+                out, state_dict=backbone or None, safe_serialization=safe_serialization, **kwargs
+            )
         save_file(head, str(out / VALUE_HEAD_FILE))
         (out / LENVM_CONFIG_FILE).write_text(json.dumps(self.lenvm_config(), indent=2) + "\n")
 
@@ -264,8 +303,10 @@ def read_lenvm_config(path: str | os.PathLike) -> dict:
         return {}
     meta = json.loads(f.read_text())
     if meta.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-        raise ValueError(f"{f} has format version {meta['format_version']}, newer than this lenvm-rl understands "
-                         f"({FORMAT_VERSION}); upgrade lenvm-rl.")
+        raise ValueError(
+            f"{f} has format version {meta['format_version']}, newer than this lenvm-rl understands "
+            f"({FORMAT_VERSION}); upgrade lenvm-rl."
+        )
     return meta
 
 
@@ -280,10 +321,12 @@ def saved_use_chat_template(meta: dict, where: Any = "the checkpoint") -> bool:
     if saved is None:
         if not _warned_no_prompt_format:
             _warned_no_prompt_format = True
-            warnings.warn(f"{where} does not record its prompt format (use_chat_template in {LENVM_CONFIG_FILE}); "
-                          "assuming prompts rendered with the chat template. If it was trained on plain-text "
-                          "prompts, set model.use_chat_template = False (and re-save it to record that).",
-                          stacklevel=3)
+            warnings.warn(
+                f"{where} does not record its prompt format (use_chat_template in {LENVM_CONFIG_FILE}); "
+                "assuming prompts rendered with the chat template. If it was trained on plain-text "
+                "prompts, set model.use_chat_template = False (and re-save it to record that).",
+                stacklevel=3,
+            )
         return True
     return bool(saved)
 
@@ -298,8 +341,10 @@ def resolve_gamma(saved: float | None, given: float | None, where: Any = "the ch
             )
         return check_gamma(given)
     if given is not None and abs(float(given) - float(saved)) > 1e-12:
-        raise ValueError(f"{where} was trained with gamma={saved}, but gamma={given} was given. Values are only "
-                         "meaningful with the training gamma; drop the argument to use the saved one.")
+        raise ValueError(
+            f"{where} was trained with gamma={saved}, but gamma={given} was given. Values are only "
+            "meaningful with the training gamma; drop the argument to use the saved one."
+        )
     return check_gamma(saved)
 
 
@@ -338,9 +383,10 @@ def merge_lora(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike, ov
 
 def _copy_tokenizer_files(src: Path, dst: Path) -> None:
     for f in src.iterdir():
-        if f.is_file() and (f.name.startswith("tokenizer") or f.name in {"special_tokens_map.json",
-                                                                            "chat_template.jinja", "vocab.json",
-                                                                            "merges.txt"}):
+        if f.is_file() and (
+            f.name.startswith("tokenizer")
+            or f.name in {"special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt"}
+        ):
             shutil.copy2(f, dst / f.name)
 
 
@@ -352,8 +398,10 @@ def ensure_writable_output(path: str | os.PathLike, overwrite: bool) -> None:
     """Refuse to write over an existing LenVM checkpoint unless told to, so no trained model is lost."""
     p = Path(path)
     if p.exists() and (is_checkpoint_dir(p) or any(p.glob("checkpoint-*"))) and not overwrite:
-        raise FileExistsError(f"{p} already holds a LenVM checkpoint. Pass --overwrite_output_dir "
-                              "(overwrite=True) to replace it, or choose another output dir.")
+        raise FileExistsError(
+            f"{p} already holds a LenVM checkpoint. Pass --overwrite_output_dir "
+            "(overwrite=True) to replace it, or choose another output dir."
+        )
     p.parent.mkdir(parents=True, exist_ok=True)
 
 

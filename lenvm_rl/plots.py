@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -11,8 +11,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_remaining_length(true_remaining: Sequence[float], predicted: Sequence[float], path: str | Path,
-                          title: str = "", scatter: tuple[Sequence[float], Sequence[float]] | None = None) -> Path:
+def plot_remaining_length(
+    true_remaining: Sequence[float],
+    predicted: Sequence[float],
+    path: str | Path,
+    title: str = "",
+    scatter: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> Path:
     """Predicted vs. true remaining tokens along one completion; optionally a per-prompt scatter beside it."""
     ncols = 2 if scatter is not None else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.2), squeeze=False)

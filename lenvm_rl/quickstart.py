@@ -41,27 +41,46 @@ class QuickstartConfig:
     output_dir: str = field(default="lenvm_runs/quickstart", metadata={"help": "Where rollouts, model and report go."})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "Generator and LenVM backbone (hub id or path)."})
     prompts: str = field(default="builtin", metadata={"help": "Prompt source: 'builtin', a file or a dataset id."})
-    categories: str = field(default="one_word,yes_no,short_fact,list,explain,steps,story",
-                            metadata={"help": "Comma-separated categories of the built-in prompts ('' = all). "
-                                              "'long' is left out by default: its answers outrun the CPU budget."})
+    categories: str = field(
+        default="one_word,yes_no,short_fact,list,explain,steps,story",
+        metadata={
+            "help": "Comma-separated categories of the built-in prompts ('' = all). "
+            "'long' is left out by default: its answers outrun the CPU budget."
+        },
+    )
     eval_prompts_per_category: int = field(default=4, metadata={"help": "Held-out prompts per category."})
     train_samples: int = field(default=1, metadata={"help": "Completions per training prompt."})
     eval_samples: int = field(default=4, metadata={"help": "Completions per held-out prompt (for L_GT)."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Generation cap; cut completions train as censored "
-                                                              "rows (a lower bound on their length, see truncated)."})
+    max_new_tokens: int = field(
+        default=256,
+        metadata={
+            "help": "Generation cap; cut completions train as censored "
+            "rows (a lower bound on their length, see truncated)."
+        },
+    )
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling."})
     generation_batch_size: int = field(default=32, metadata={"help": "Rows per generate call."})
     gamma: str = field(default="auto", metadata={"help": "Discount, or 'auto' from the 99th-percentile length."})
-    truncated: str = field(default="censor", metadata={"help": "Training completions cut at max_new_tokens: 'censor' "
-                                                                "(one-sided loss, the default) or 'drop'. The held-out "
-                                                                "evaluation always uses finished completions only."})
+    truncated: str = field(
+        default="censor",
+        metadata={
+            "help": "Training completions cut at max_new_tokens: 'censor' "
+            "(one-sided loss, the default) or 'drop'. The held-out "
+            "evaluation always uses finished completions only."
+        },
+    )
     num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the training rollouts."})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Sequences per step."})
     max_length: int = field(default=512, metadata={"help": "Longest prompt + completion."})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast; default: on where the machine computes "
-                                                              "bf16 natively (CUDA, AVX512-BF16 / AMX CPUs)."})
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bf16 autocast; default: on where the machine computes "
+            "bf16 natively (CUDA, AVX512-BF16 / AMX CPUs)."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed for the prompt split, sampling and training."})
     overwrite: bool = field(default=False, metadata={"help": "Retrain even if a model with other settings exists."})
 
@@ -98,14 +117,24 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
 
     # 1. sample ------------------------------------------------------------------------------------
     train_prompts, eval_prompts = split_prompts(load_prompts(cfg.prompts), cfg)
-    print(f"[lenvm] 1/5 sampling: {len(train_prompts)} training prompts x {cfg.train_samples}, "
-          f"{len(eval_prompts)} held-out prompts x {cfg.eval_samples} from {cfg.model}")
+    print(
+        f"[lenvm] 1/5 sampling: {len(train_prompts)} training prompts x {cfg.train_samples}, "
+        f"{len(eval_prompts)} held-out prompts x {cfg.eval_samples} from {cfg.model}"
+    )
     common = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
     gen = dict(model=cfg.model, batch_size=cfg.generation_batch_size)
-    train_file = generate_rollouts(train_prompts, out / "rollouts_train.jsonl",
-                                   sampling=SamplingConfig(num_samples=cfg.train_samples, **common), **gen)
-    eval_file = generate_rollouts(eval_prompts, out / "rollouts_heldout.jsonl",
-                                  sampling=SamplingConfig(num_samples=cfg.eval_samples, **common), **gen)
+    train_file = generate_rollouts(
+        train_prompts,
+        out / "rollouts_train.jsonl",
+        sampling=SamplingConfig(num_samples=cfg.train_samples, **common),
+        **gen,
+    )
+    eval_file = generate_rollouts(
+        eval_prompts,
+        out / "rollouts_heldout.jsonl",
+        sampling=SamplingConfig(num_samples=cfg.eval_samples, **common),
+        **gen,
+    )
     train_records, eval_records = load_rollouts(train_file), load_rollouts(eval_file)
     t_sample = time.time() - t0
 
@@ -113,8 +142,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    train_ds, train_stats = build_dataset(train_records, tokenizer, max_length=cfg.max_length,
-                                          truncated=cfg.truncated)
+    train_ds, train_stats = build_dataset(train_records, tokenizer, max_length=cfg.max_length, truncated=cfg.truncated)
     # Ground truth needs finished completions: the held-out set drops cut ones.
     eval_ds, eval_stats = build_dataset(eval_records, tokenizer, max_length=cfg.max_length, truncated="drop")
     print(f"[lenvm] 2/5 targets: train {train_stats.summary()}; held-out {eval_stats.summary()}")
@@ -122,26 +150,50 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     # 3. train -------------------------------------------------------------------------------------
     model_dir = out / "model"
     args = LengthValueConfig(
-        output_dir=str(model_dir), gamma=cfg.gamma, truncated=cfg.truncated, max_length=cfg.max_length,
+        output_dir=str(model_dir),
+        gamma=cfg.gamma,
+        truncated=cfg.truncated,
+        max_length=cfg.max_length,
         num_train_epochs=cfg.num_train_epochs,
-        learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_train_batch_size, warmup_steps=0.05, weight_decay=0.0,
-        bf16=native_bf16() if cfg.bf16 is None else cfg.bf16, use_cpu=not torch.cuda.is_available(), seed=cfg.seed, save_strategy="no", eval_strategy="no", report_to=[], logging_steps=5,
-        overwrite_output_dir=True, disable_tqdm=False, dataloader_num_workers=0)
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
+        warmup_steps=0.05,
+        weight_decay=0.0,
+        bf16=native_bf16() if cfg.bf16 is None else cfg.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        seed=cfg.seed,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        logging_steps=5,
+        overwrite_output_dir=True,
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+    )
     stamp = model_dir / "quickstart_config.json"
-    if is_checkpoint_dir(model_dir) and stamp.is_file() and json.loads(stamp.read_text()) == cfg.training_key() \
-            and not cfg.overwrite:
+    if (
+        is_checkpoint_dir(model_dir)
+        and stamp.is_file()
+        and json.loads(stamp.read_text()) == cfg.training_key()
+        and not cfg.overwrite
+    ):
         print(f"[lenvm] 3/5 training: reusing the model in {model_dir} (same settings; --overwrite retrains)")
         model = LengthValueModel.from_pretrained(model_dir)
         trainer = LengthValueTrainer(model, args, eval_dataset=eval_ds, processing_class=tokenizer)
     else:
         if is_checkpoint_dir(model_dir) and not cfg.overwrite:
-            raise FileExistsError(f"{model_dir} holds a LenVM trained with other settings; pass --overwrite to "
-                                  "replace it, or choose another --output_dir.")
-        print(f"[lenvm] 3/5 training a LenVM on {cfg.model} ({len(train_ds)} completions, "
-              f"{sum(len(x) for x in train_ds['input_ids'])} tokens per epoch)")
-        trainer = LengthValueTrainer(model_path, args, train_dataset=train_ds, eval_dataset=eval_ds,
-                                     processing_class=tokenizer)
+            raise FileExistsError(
+                f"{model_dir} holds a LenVM trained with other settings; pass --overwrite to "
+                "replace it, or choose another --output_dir."
+            )
+        print(
+            f"[lenvm] 3/5 training a LenVM on {cfg.model} ({len(train_ds)} completions, "
+            f"{sum(len(x) for x in train_ds['input_ids'])} tokens per epoch)"
+        )
+        trainer = LengthValueTrainer(
+            model_path, args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer
+        )
         trainer.train()
         trainer.save_model()
         stamp.write_text(json.dumps(cfg.training_key(), indent=2))
@@ -171,21 +223,31 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     with torch.no_grad():
         v = critic.values(torch.tensor([example["input_ids"]]))[0]
     trained = [i for i, label in enumerate(example["labels"]) if label >= 0]
-    png = plot_remaining_length([example["labels"][i] for i in trained],
-                                value_to_remaining(v[trained], gamma).tolist(), out / "remaining_length.png",
-                                title=f"held-out completion of {example['completion_length']} tokens",
-                                scatter=([truth[i] for i in ids], predicted))
-    report = {"gamma": gamma, "train": train_stats.summary(), "heldout": eval_stats.summary(),
-              "length_prediction": results, "online_eval": online,
-              "seconds": {"sampling": round(t_sample), "training": round(t_train), "total": round(time.time() - t0)},
-              "config": asdict(cfg)}
+    png = plot_remaining_length(
+        [example["labels"][i] for i in trained],
+        value_to_remaining(v[trained], gamma).tolist(),
+        out / "remaining_length.png",
+        title=f"held-out completion of {example['completion_length']} tokens",
+        scatter=([truth[i] for i in ids], predicted),
+    )
+    report = {
+        "gamma": gamma,
+        "train": train_stats.summary(),
+        "heldout": eval_stats.summary(),
+        "length_prediction": results,
+        "online_eval": online,
+        "seconds": {"sampling": round(t_sample), "training": round(t_train), "total": round(time.time() - t0)},
+        "config": asdict(cfg),
+    }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     summary = _summary_markdown(report)
     (out / "summary.md").write_text(summary)
     print("\n" + summary)
-    print(f"[lenvm] 5/5 done in {report['seconds']['total']} s.\n  model:   {model_dir}\n  plot:    {png}\n"
-          f"  summary: {out / 'summary.md'}\n  metrics: {out / 'metrics.json'}\n"
-          f"  rollouts: {train_file}, {eval_file}")
+    print(
+        f"[lenvm] 5/5 done in {report['seconds']['total']} s.\n  model:   {model_dir}\n  plot:    {png}\n"
+        f"  summary: {out / 'summary.md'}\n  metrics: {out / 'metrics.json'}\n"
+        f"  rollouts: {train_file}, {eval_file}"
+    )
     return report
 
 
@@ -196,23 +258,33 @@ def _upper_quartile_example(dataset) -> dict:
 
 
 def _summary_markdown(report: dict) -> str:
-    lines = [f"## LenVM quickstart (gamma = {report['gamma']:.4f})", "",
-             "Length prediction at the prompt boundary on held-out prompts "
-             "(ground truth: return-consistent length of the sampled completions):", "",
-             "| predictor | MRE | MAE (tokens) | Kendall tau | within 50 tok |", "|---|---|---|---|---|"]
+    lines = [
+        f"## LenVM quickstart (gamma = {report['gamma']:.4f})",
+        "",
+        "Length prediction at the prompt boundary on held-out prompts "
+        "(ground truth: return-consistent length of the sampled completions):",
+        "",
+        "| predictor | MRE | MAE (tokens) | Kendall tau | within 50 tok |",
+        "|---|---|---|---|---|",
+    ]
     for name, m in report["length_prediction"].items():
         tau = "-" if math.isnan(m["kendall_tau"]) else f"{m['kendall_tau']:.2f}"  # undefined for a constant
-        lines.append(f"| {name} | {100 * m['mre']:.1f} % | {m['mae']:.1f} | {tau} | "
-                     f"{100 * m['within_50']:.0f} % |")
+        lines.append(f"| {name} | {100 * m['mre']:.1f} % | {m['mae']:.1f} | {tau} | {100 * m['within_50']:.0f} % |")
     o = report["online_eval"]
-    lines += ["", "Online relative error of the predicted remaining length, by position in each held-out completion:",
-              "", "| 0 % | 25 % | 50 % | 75 % | value MSE |", "|---|---|---|---|---|",
-              f"| {100 * o['eval_online_re_0']:.1f} % | {100 * o['eval_online_re_25']:.1f} % | "
-              f"{100 * o['eval_online_re_50']:.1f} % | {100 * o['eval_online_re_75']:.1f} % | "
-              f"{o['eval_value_mse']:.4f} |", "",
-              f"Data: train {report['train']}; held-out {report['heldout']}.",
-              f"Time: sampling {report['seconds']['sampling']} s, training {report['seconds']['training']} s, "
-              f"total {report['seconds']['total']} s."]
+    lines += [
+        "",
+        "Online relative error of the predicted remaining length, by position in each held-out completion:",
+        "",
+        "| 0 % | 25 % | 50 % | 75 % | value MSE |",
+        "|---|---|---|---|---|",
+        f"| {100 * o['eval_online_re_0']:.1f} % | {100 * o['eval_online_re_25']:.1f} % | "
+        f"{100 * o['eval_online_re_50']:.1f} % | {100 * o['eval_online_re_75']:.1f} % | "
+        f"{o['eval_value_mse']:.4f} |",
+        "",
+        f"Data: train {report['train']}; held-out {report['heldout']}.",
+        f"Time: sampling {report['seconds']['sampling']} s, training {report['seconds']['training']} s, "
+        f"total {report['seconds']['total']} s.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,7 @@ Every other module calls these functions instead of re-deriving a target, an inv
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -129,8 +129,9 @@ def gae(deltas: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
     return discounted_cumsum(deltas, gamma * lam)
 
 
-def length_residuals(values: torch.Tensor, completion_mask: torch.Tensor, terminated: torch.Tensor,
-                     gamma: float) -> torch.Tensor:
+def length_residuals(
+    values: torch.Tensor, completion_mask: torch.Tensor, terminated: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """Per-token TD residuals of the length return for right-padded completions, (B, T).
 
     ``values`` is (B, T + 1): ``V(s_0)`` at the last prompt token, then ``V(s_j)`` after completion token j.
@@ -148,14 +149,16 @@ def length_residuals(values: torch.Tensor, completion_mask: torch.Tensor, termin
     return td_residuals(values[:, :-1], gamma, next_values=next_values) * mask
 
 
-def length_advantages(values: torch.Tensor, completion_mask: torch.Tensor, terminated: torch.Tensor,
-                      gamma: float, lam: float = 1.0) -> torch.Tensor:
+def length_advantages(
+    values: torch.Tensor, completion_mask: torch.Tensor, terminated: torch.Tensor, gamma: float, lam: float = 1.0
+) -> torch.Tensor:
     """GAE(lambda) of the length residuals, (B, T); lambda = 1 gives ``G_j - V(s_j)`` on terminated rows."""
     return gae(length_residuals(values, completion_mask, terminated, gamma), gamma, lam)
 
 
-def potential_shaping(values: torch.Tensor, completion_mask: torch.Tensor, terminated: torch.Tensor,
-                      gamma: float) -> torch.Tensor:
+def potential_shaping(
+    values: torch.Tensor, completion_mask: torch.Tensor, terminated: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """Potential-based shaping rewards ``F_j = gamma * Phi(s_{j+1}) - Phi(s_j)`` with ``Phi = V``, (B, T).
 
     ``Phi`` is 0 after a terminated row's EOS; truncated rows keep the critic's value of their last state.
@@ -165,8 +168,9 @@ def potential_shaping(values: torch.Tensor, completion_mask: torch.Tensor, termi
     return (residuals - step_reward(gamma)) * completion_mask.to(values.dtype)
 
 
-def correct_group_means(row_credit: torch.Tensor, row_lengths: torch.Tensor, correct: torch.Tensor,
-                        group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def correct_group_means(
+    row_credit: torch.Tensor, row_lengths: torch.Tensor, correct: torch.Tensor, group_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row group statistics of the ``relative`` length term over a whole batch of prompt groups, (N,) each.
 
     Rows come in consecutive groups of ``group_size`` completions of one prompt. For group g with correct set
@@ -185,8 +189,14 @@ def correct_group_means(row_credit: torch.Tensor, row_lengths: torch.Tensor, cor
     return mu, correct.bool() & enough
 
 
-def relative_length_term(credit: torch.Tensor, completion_mask: torch.Tensor, mu: torch.Tensor, gate: torch.Tensor,
-                         alpha: float = 1.0, clip: float = 0.5) -> torch.Tensor:
+def relative_length_term(
+    credit: torch.Tensor,
+    completion_mask: torch.Tensor,
+    mu: torch.Tensor,
+    gate: torch.Tensor,
+    alpha: float = 1.0,
+    clip: float = 0.5,
+) -> torch.Tensor:
     """``l_ij = gate_i * clip(alpha * (a_ij - mu_i), -clip, clip)`` on completion tokens, (B, T).
 
     ``credit`` holds ``a = GAE_lambda(delta)`` of the length residuals; ``mu`` and ``gate`` come from

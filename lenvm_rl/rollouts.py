@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterable
 
 import torch
 from tqdm.auto import tqdm
@@ -59,13 +59,22 @@ class SamplingConfig:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
 
     def record(self) -> dict:
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
-                "seed": self.seed}
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "seed": self.seed,
+        }
 
 
 # ---------------------------------------------------------------------------------------------- prompts
-def load_prompts(source: str = BUILTIN_PROMPTS, prompt_field: str | None = None, split: str = "train",
-                 dataset_config: str | None = None, limit: int | None = None) -> list[dict]:
+def load_prompts(
+    source: str = BUILTIN_PROMPTS,
+    prompt_field: str | None = None,
+    split: str = "train",
+    dataset_config: str | None = None,
+    limit: int | None = None,
+) -> list[dict]:
     """Prompts as ``[{"prompt_id", "prompt" (messages), ...extra columns}]``.
 
     ``source`` is ``"builtin"`` (the project's prompt set with answer lengths from one word to long
@@ -99,7 +108,9 @@ def load_prompts(source: str = BUILTIN_PROMPTS, prompt_field: str | None = None,
         field = prompt_field or next((k for k in ("prompt", "messages", "question", "instruction") if k in row), None)
         if field is None or field not in row:
             looked = prompt_field or "prompt, messages, question, instruction"
-            raise ValueError(f"{source} row {i} has no prompt column (looked for {looked}); name it with --prompt-field.")
+            raise ValueError(
+                f"{source} row {i} has no prompt column (looked for {looked}); name it with --prompt-field."
+            )
         pid = str(row.get("id", row.get("prompt_id", f"{stem}-{i}")))
         extra = {k: v for k, v in row.items() if k not in (field, "id", "prompt_id")}
         prompts.append({**extra, "prompt_id": pid, "prompt": prompt_messages(row[field])})
@@ -154,10 +165,18 @@ def read_done(output: Path, generator: str, sampling: SamplingConfig) -> set[tup
 
 
 # ---------------------------------------------------------------------------------------------- sampling
-def generate_rollouts(prompts: list[dict], output: str | os.PathLike, model: str | None = None,
-                      sampling: SamplingConfig | None = None, batch_size: int = 16, backend: str = "hf",
-                      dtype: str = "auto", use_chat_template: bool = True, progress: bool = True,
-                      processor=None) -> Path:
+def generate_rollouts(
+    prompts: list[dict],
+    output: str | os.PathLike,
+    model: str | None = None,
+    sampling: SamplingConfig | None = None,
+    batch_size: int = 16,
+    backend: str = "hf",
+    dtype: str = "auto",
+    use_chat_template: bool = True,
+    progress: bool = True,
+    processor=None,
+) -> Path:
     """Sample ``sampling.num_samples`` completions per prompt and append them to ``output`` (resumable).
 
     A vision-language generator (its config has a ``vision_config``) samples with its processor (``processor``,
@@ -214,18 +233,30 @@ def _with_image_refs(todo: list[tuple[dict, int]], images_dir: Path) -> list[tup
             try:
                 json.dumps(value, ensure_ascii=False)
             except (TypeError, ValueError) as e:
-                raise ValueError(f"prompt {pid!r}: column {key!r} cannot be written to a JSON record ({e}). Images go "
-                                 "in an 'images' (or 'image') column; drop other columns that hold objects.") from None
+                raise ValueError(
+                    f"prompt {pid!r}: column {key!r} cannot be written to a JSON record ({e}). Images go "
+                    "in an 'images' (or 'image') column; drop other columns that hold objects."
+                ) from None
         ready[pid] = prompt
     return [(ready[p["prompt_id"]], k) for p, k in todo]
 
 
-def _make_record(prompt: dict, k: int, ids: list[int], finished: bool, text: str, generator: str,
-                 sampling: SamplingConfig) -> dict:
+def _make_record(
+    prompt: dict, k: int, ids: list[int], finished: bool, text: str, generator: str, sampling: SamplingConfig
+) -> dict:
     extra = {key: v for key, v in prompt.items() if key not in ("prompt_id", "prompt")}
-    return {"prompt_id": prompt["prompt_id"], "prompt": prompt["prompt"], "completion": text,
-            "completion_ids": ids, "finish_reason": "stop" if finished else "length", "num_tokens": len(ids),
-            "sample_index": k, "generator": generator, "sampling": sampling.record(), **extra}
+    return {
+        "prompt_id": prompt["prompt_id"],
+        "prompt": prompt["prompt"],
+        "completion": text,
+        "completion_ids": ids,
+        "finish_reason": "stop" if finished else "length",
+        "num_tokens": len(ids),
+        "sample_index": k,
+        "generator": generator,
+        "sampling": sampling.record(),
+        **extra,
+    }
 
 
 def _append(output: Path, records: Iterable[dict]) -> None:
@@ -243,23 +274,36 @@ def _eos_ids(tokenizer, model) -> set[int]:
     return {i for i in ids if i is not None}
 
 
-def _generate_hf(todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress,
-                 processor=None) -> None:
+def _generate_hf(
+    todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress, processor=None
+) -> None:
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
-    from .vlm import (ProcessorMismatchError, VisionInputError, auto_processor, is_processor, names_vision_model,
-                      record_images, render_prompts, vision_inputs)
+    from .vlm import (
+        ProcessorMismatchError,
+        VisionInputError,
+        auto_processor,
+        is_processor,
+        names_vision_model,
+        record_images,
+        render_prompts,
+        vision_inputs,
+    )
 
     path = resolve_model(generator)
     if processor is None and names_vision_model(path):
         processor = auto_processor(path)
         if not is_processor(processor):
-            raise ProcessorMismatchError(f"{generator} is a vision-language model, but AutoProcessor loaded a "
-                                         f"{type(processor).__name__} (no image processor) from it; pass processor=.")
+            raise ProcessorMismatchError(
+                f"{generator} is a vision-language model, but AutoProcessor loaded a "
+                f"{type(processor).__name__} (no image processor) from it; pass processor=."
+            )
     if processor is None and any(record_images(p) for p, _ in todo):
-        raise VisionInputError(f"Prompts carry images, but the generator {generator} is text-only (its config has no "
-                               "vision_config). Use a vision-language generator (e.g. Qwen/Qwen2.5-VL-3B-Instruct) "
-                               "or drop the images.")
+        raise VisionInputError(
+            f"Prompts carry images, but the generator {generator} is text-only (its config has no "
+            "vision_config). Use a vision-language generator (e.g. Qwen/Qwen2.5-VL-3B-Instruct) "
+            "or drop the images."
+        )
     tokenizer = processor.tokenizer if processor is not None else AutoTokenizer.from_pretrained(path)
     if processor is None:
         tokenizer.padding_side = "left"  # render_prompts left-pads a processor's batch itself
@@ -282,30 +326,49 @@ def _generate_hf(todo, output, generator, sampling, batch_size, dtype, use_chat_
     # written as soon as it is done.
     todo = sorted(todo, key=lambda item: (item[0]["prompt_id"], item[1]))
     bar = tqdm(total=len(todo), desc="rollouts", unit="completion", disable=not progress)
-    for b, start in enumerate(range(0, len(todo), batch_size)):
-        batch = todo[start:start + batch_size]
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
         if processor is None:
             enc = tokenizer.pad({"input_ids": [encoded[p["prompt_id"]] for p, _ in batch]}, return_tensors="pt")
         else:  # the processor renders the batch with its images (left-padded), as build_examples(..., processor) does
-            rendered = render_prompts(processor, [p["prompt"] for p, _ in batch], [record_images(p) for p, _ in batch],
-                                      use_chat_template)
-            enc = {"input_ids": rendered["input_ids"], "attention_mask": rendered["attention_mask"],
-                   **vision_inputs(rendered)}
+            rendered = render_prompts(
+                processor, [p["prompt"] for p, _ in batch], [record_images(p) for p, _ in batch], use_chat_template
+            )
+            enc = {
+                "input_ids": rendered["input_ids"],
+                "attention_mask": rendered["attention_mask"],
+                **vision_inputs(rendered),
+            }
         enc = {k: v.to(device) if torch.is_tensor(v) else v for k, v in enc.items()}
         torch.manual_seed(sampling.seed * 1_000_003 + start)
         with torch.no_grad():
             out = model.generate(
-                **enc, do_sample=sampling.temperature > 0, temperature=sampling.temperature or None,
-                top_p=sampling.top_p, top_k=0, max_new_tokens=sampling.max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos))
-        new = out[:, enc["input_ids"].shape[1]:].tolist()
+                **enc,
+                do_sample=sampling.temperature > 0,
+                temperature=sampling.temperature or None,
+                top_p=sampling.top_p,
+                top_k=0,
+                max_new_tokens=sampling.max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=sorted(eos),
+            )
+        new = out[:, enc["input_ids"].shape[1] :].tolist()
         records = []
         for (prompt, k), row in zip(batch, new):
             end = next((i for i, t in enumerate(row) if t in eos), None)
-            ids = row[:end + 1] if end is not None else row
+            ids = row[: end + 1] if end is not None else row
             body = ids[:-1] if end is not None else ids
-            records.append(_make_record(prompt, k, ids, end is not None,
-                                        tokenizer.decode(body, skip_special_tokens=True), generator, sampling))
+            records.append(
+                _make_record(
+                    prompt,
+                    k,
+                    ids,
+                    end is not None,
+                    tokenizer.decode(body, skip_special_tokens=True),
+                    generator,
+                    sampling,
+                )
+            )
         _append(output, records)
         bar.update(len(batch))
     bar.close()
@@ -316,8 +379,10 @@ def _generate_vllm(todo, output, generator, sampling, dtype, use_chat_template) 
     try:
         from vllm import LLM, SamplingParams
     except ImportError:
-        raise ImportError("--backend vllm needs vLLM on a CUDA machine: pip install 'lenvm-rl[vllm]'. "
-                          "Use --backend hf (the default) on CPU.") from None
+        raise ImportError(
+            "--backend vllm needs vLLM on a CUDA machine: pip install 'lenvm-rl[vllm]'. "
+            "Use --backend hf (the default) on CPU."
+        ) from None
     path = resolve_model(generator)
     llm = LLM(model=path, dtype="bfloat16" if dtype == "auto" else dtype, seed=sampling.seed)
     tokenizer = llm.get_tokenizer()
@@ -326,8 +391,12 @@ def _generate_vllm(todo, output, generator, sampling, dtype, use_chat_template) 
     for prompt, k in todo:
         by_index.setdefault(k, []).append(prompt)
     for k, prompts in sorted(by_index.items()):
-        params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=sampling.max_new_tokens, seed=sampling.seed * 1_000_003 + k)
+        params = SamplingParams(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            seed=sampling.seed * 1_000_003 + k,
+        )
         inputs = [{"prompt_token_ids": encode_prompt(tokenizer, p["prompt"], use_chat_template)} for p in prompts]
         records = []
         for prompt, result in zip(prompts, llm.generate(inputs, params)):
@@ -373,9 +442,14 @@ def rollout_summary(path: str | os.PathLike) -> dict:
     recs = load_rollouts(path)
     lengths = [r["num_tokens"] for r in recs if r["finish_reason"] == "stop"]
     trunc = sum(r["finish_reason"] == "length" for r in recs)
-    return {"records": len(recs), "prompts": len({r["prompt_id"] for r in recs}), "truncated": trunc,
-            "mean_length": sum(lengths) / max(len(lengths), 1),
-            "max_length": max(lengths, default=0), "min_length": min(lengths, default=0)}
+    return {
+        "records": len(recs),
+        "prompts": len({r["prompt_id"] for r in recs}),
+        "truncated": trunc,
+        "mean_length": sum(lengths) / max(len(lengths), 1),
+        "max_length": max(lengths, default=0),
+        "min_length": min(lengths, default=0),
+    }
 
 
 __all__ = ["SamplingConfig", "load_prompts", "generate_rollouts", "read_done", "rollout_summary", "asdict"]

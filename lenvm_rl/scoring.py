@@ -33,7 +33,8 @@ class TreeScorer:
         if attn is not None and attn not in self.SUPPORTED_ATTENTION:
             raise ValueError(
                 f"Tree scoring needs a custom 4-D attention mask, which attn_implementation={attn!r} does not take; "
-                f"load the critic with attn_implementation='sdpa' or 'eager' (supported: {self.SUPPORTED_ATTENTION}).")
+                f"load the critic with attn_implementation='sdpa' or 'eager' (supported: {self.SUPPORTED_ATTENTION})."
+            )
         self.model = model
         self.cache = None
         self.key_mask = None  # (B, cache_len): which cached positions are real tokens (left padding is not)
@@ -63,8 +64,9 @@ class TreeScorer:
             positions, vision = prepare_vision_forward(self.model, prompt_ids, attention_mask, None, None, vision)
             positions = position_ids_from_mask(attention_mask) if positions is None else positions
             self.next_position = next_positions(positions)
-        out = self.model(input_ids=prompt_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
-                         **vision)
+        out = self.model(
+            input_ids=prompt_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **vision
+        )
         self.cache = out.cache
         return out.value[:, -1]
 
@@ -83,10 +85,16 @@ class TreeScorer:
         # Query i attends to: the real prefix tokens, the previous token, and (for a candidate) itself.
         new = torch.eye(1 + k, dtype=torch.bool, device=self.device)
         new[:, 0] = True
-        allowed = torch.cat([self.key_mask[:, None, :].expand(batch, 1 + k, past),
-                             new[None].expand(batch, 1 + k, 1 + k)], dim=-1)[:, None]  # (B, 1, 1+K, past+1+K)
-        out = self.model(input_ids=tokens, attention_mask=self._additive(allowed), position_ids=positions,
-                         cache=self.cache, use_cache=True)
+        allowed = torch.cat(
+            [self.key_mask[:, None, :].expand(batch, 1 + k, past), new[None].expand(batch, 1 + k, 1 + k)], dim=-1
+        )[:, None]  # (B, 1, 1+K, past+1+K)
+        out = self.model(
+            input_ids=tokens,
+            attention_mask=self._additive(allowed),
+            position_ids=positions,
+            cache=self.cache,
+            use_cache=True,
+        )
         self.cache = out.cache
         self.cache.crop(-k)  # drop the candidates, keep the chosen previous token
         self.key_mask = torch.cat([self.key_mask, torch.ones(batch, 1, dtype=torch.bool, device=self.device)], 1)
@@ -101,17 +109,19 @@ class TreeScorer:
         if not dtype.is_floating_point:  # a quantized backbone: its compute dtype is not the weights' dtype
             dtype = torch.float32
         return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-            ~allowed, torch.finfo(dtype).min)
+            ~allowed, torch.finfo(dtype).min
+        )
 
 
 @torch.no_grad()
-def naive_candidate_values(model: LengthValueModel, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor,
-                           candidates: torch.Tensor, **vision) -> torch.Tensor:
+def naive_candidate_values(
+    model: LengthValueModel, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, candidates: torch.Tensor, **vision
+) -> torch.Tensor:
     """Reference: one full forward per candidate over ``prefix + candidate`` (left-padded prefix). (B, K).
     ``vision``: the prefix's image inputs for a VLM critic."""
     out = []
     for j in range(candidates.shape[1]):
-        ids = torch.cat([prefix_ids, candidates[:, j:j + 1]], 1)
+        ids = torch.cat([prefix_ids, candidates[:, j : j + 1]], 1)
         mask = torch.cat([prefix_mask, torch.ones_like(candidates[:, :1])], 1)
         out.append(model(input_ids=ids, attention_mask=mask, **vision).value[:, -1])
     return torch.stack(out, 1)
@@ -147,14 +157,24 @@ class NaiveCachedScorer(TreeScorer):
         previous, candidates = previous.to(self.device), candidates.to(self.device)
         ones = torch.ones(candidates.shape[0], 1, dtype=torch.bool, device=self.device)
         self.key_mask = torch.cat([self.key_mask, ones], 1)
-        out = self.model(input_ids=previous[:, None], attention_mask=self.key_mask.long(),
-                         position_ids=self.next_position[:, None], cache=self.cache, use_cache=True)
+        out = self.model(
+            input_ids=previous[:, None],
+            attention_mask=self.key_mask.long(),
+            position_ids=self.next_position[:, None],
+            cache=self.cache,
+            use_cache=True,
+        )
         self.cache, self.next_position = out.cache, self.next_position + 1
         mask, values = torch.cat([self.key_mask, ones], 1).long(), []
         for j in range(candidates.shape[1]):
             cache = copy_cache(self.cache) if self.copy else self.cache
-            o = self.model(input_ids=candidates[:, j:j + 1], attention_mask=mask,
-                           position_ids=self.next_position[:, None], cache=cache, use_cache=True)
+            o = self.model(
+                input_ids=candidates[:, j : j + 1],
+                attention_mask=mask,
+                position_ids=self.next_position[:, None],
+                cache=cache,
+                use_cache=True,
+            )
             if not self.copy:
                 self.cache.crop(-1)
             values.append(o.value[:, -1])

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from transformers import EvalPrediction, Trainer, TrainingArguments
 
 from .data import IGNORE_INDEX, LengthValueCollator, completion_lengths
-from .modeling import (ADAPTER_CONFIG_FILE, VALUE_HEAD_FILE, LengthValueModel, ensure_writable_output)
+from .modeling import ADAPTER_CONFIG_FILE, VALUE_HEAD_FILE, LengthValueModel, ensure_writable_output
 from .returns import check_gamma, gamma_from_lengths, remaining_to_value, value_to_remaining
 from .vlm import VisionLengthValueCollator, is_processor, language_lora_targets, vision_inputs
 
@@ -73,19 +73,28 @@ class LengthValueConfig(TrainingArguments):
             Allow writing over an `output_dir` that already holds a LenVM checkpoint.
     """
 
-    gamma: str = field(default="auto", metadata={"help": "Discount in (0, 1), or 'auto' for 0.01 ** (1 / L99) "
-                                                          "from the training completions."})
+    gamma: str = field(
+        default="auto",
+        metadata={"help": "Discount in (0, 1), or 'auto' for 0.01 ** (1 / L99) from the training completions."},
+    )
     gamma_quantile: float = field(default=0.99, metadata={"help": "Length quantile used by gamma='auto'."})
     loss: str = field(default="mse", metadata={"help": "Value regression loss; only 'mse' (token mean)."})
-    truncated: str = field(default="censor", metadata={
-        "help": "Completions cut at max_new_tokens: 'censor' (default) keeps them with the one-sided loss "
-                "relu(V_t - bound)^2, bound = -(1 - gamma^(k+1)) with k tokens seen after t; 'drop' ignores them.",
-        "choices": ["censor", "drop"]})
-    max_length: int | None = field(default=1024, metadata={"help": "Longest prompt + completion in tokens; "
-                                                                   "longer ones are cut without corrupting targets."})
+    truncated: str = field(
+        default="censor",
+        metadata={
+            "help": "Completions cut at max_new_tokens: 'censor' (default) keeps them with the one-sided loss "
+            "relu(V_t - bound)^2, bound = -(1 - gamma^(k+1)) with k tokens seen after t; 'drop' ignores them.",
+            "choices": ["censor", "drop"],
+        },
+    )
+    max_length: int | None = field(
+        default=1024,
+        metadata={"help": "Longest prompt + completion in tokens; longer ones are cut without corrupting targets."},
+    )
     use_chat_template: bool = field(default=True, metadata={"help": "Render prompts with the chat template."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow replacing an existing LenVM "
-                                                                        "checkpoint in output_dir."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow replacing an existing LenVM checkpoint in output_dir."}
+    )
     # Defaults that differ from TrainingArguments: LenVM examples carry columns the model does not take,
     # the labels are remaining-token counts, and the loss must average over the global batch.
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep dataset columns (needed)."})
@@ -126,8 +135,18 @@ class LengthValueTrainer(Trainer):
 
     loss_is_scaled_for_ga = True  # compute_loss already divides by the global token count
 
-    def __init__(self, model=None, args: LengthValueConfig | None = None, train_dataset=None, eval_dataset=None,
-                 processing_class=None, peft_config=None, data_collator=None, compute_metrics=None, **kwargs):
+    def __init__(
+        self,
+        model=None,
+        args: LengthValueConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        peft_config=None,
+        data_collator=None,
+        compute_metrics=None,
+        **kwargs,
+    ):
         args = args if args is not None else LengthValueConfig(output_dir="lenvm_runs/model")
         if not isinstance(args, LengthValueConfig):
             raise TypeError("args must be a LengthValueConfig (it carries gamma and the loss definition).")
@@ -153,9 +172,16 @@ class LengthValueTrainer(Trainer):
         if compute_metrics is None:
             gamma = model.gamma
             compute_metrics = lambda p: value_metrics(p, gamma)  # noqa: E731
-        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         processing_class=processing_class, data_collator=data_collator,
-                         compute_metrics=compute_metrics, **kwargs)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            data_collator=data_collator,
+            compute_metrics=compute_metrics,
+            **kwargs,
+        )
         self.model_accepts_loss_kwargs = True  # makes Trainer count labels across micro-batches and processes
 
     @property
@@ -172,8 +198,11 @@ class LengthValueTrainer(Trainer):
         merged = []
         for b in batch_samples:
             bounds = self._lower_bounds(b)
-            merged.append(b if bounds is None or "labels" not in b else
-                          {**b, "labels": torch.where(bounds != IGNORE_INDEX, bounds, b["labels"])})
+            merged.append(
+                b
+                if bounds is None or "labels" not in b
+                else {**b, "labels": torch.where(bounds != IGNORE_INDEX, bounds, b["labels"])}
+            )
         return super()._get_num_items_in_batch(merged, device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -210,8 +239,9 @@ class LengthValueTrainer(Trainer):
         load_weights_into(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
 
 
-def value_loss_sums(values: torch.Tensor, labels: torch.Tensor, lower_bounds: torch.Tensor | None,
-                    gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+def value_loss_sums(
+    values: torch.Tensor, labels: torch.Tensor, lower_bounds: torch.Tensor | None, gamma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed loss and trained-token count of a batch (the loss is their ratio over the global batch).
 
     Exact targets (``labels``, remaining counts, -100 = none): ``(V - G) ** 2``. Censored positions
@@ -242,8 +272,10 @@ def _resolve_training_gamma(model_gamma, args: LengthValueConfig, train_dataset)
         args.gamma = gamma  # recorded in training_args.bin and the logs
         return gamma
     if model_gamma is not None and abs(model_gamma - args.gamma) > 1e-12:
-        raise ValueError(f"The model was trained with gamma={model_gamma} but the config sets gamma={args.gamma}; "
-                         "values at different gammas are not comparable. Set gamma to match or use 'auto'.")
+        raise ValueError(
+            f"The model was trained with gamma={model_gamma} but the config sets gamma={args.gamma}; "
+            "values at different gammas are not comparable. Set gamma to match or use 'auto'."
+        )
     return float(args.gamma)
 
 
@@ -302,8 +334,10 @@ def value_metrics(pred: EvalPrediction, gamma: float) -> dict[str, float]:
     mask = labels != IGNORE_INDEX
     targets = remaining_to_value(torch.from_numpy(np.where(mask, labels, 0)), gamma).numpy()
     n_hat = value_to_remaining(torch.from_numpy(np.where(mask, values, 0.0)), gamma).numpy()
-    metrics = {"value_mse": float(((values - targets) ** 2)[mask].mean()),
-               "length_mae": float(np.abs(n_hat - labels)[mask].mean())}
+    metrics = {
+        "value_mse": float(((values - targets) ** 2)[mask].mean()),
+        "length_mae": float(np.abs(n_hat - labels)[mask].mean()),
+    }
     first = mask.argmax(axis=1)
     rows = np.arange(len(labels))
     length = labels[rows, first]

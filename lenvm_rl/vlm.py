@@ -21,16 +21,24 @@ Prompts with images are chat messages whose ``content`` is a list of parts, ``{"
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 # Keys of a processor's output (or a batch) that ``LengthValueModel.forward`` passes to a vision backbone.
-VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "image_sizes", "pixel_values_videos",
-               "video_grid_thw", "second_per_grid_ts")
+VISION_KEYS = (
+    "pixel_values",
+    "image_grid_thw",
+    "pixel_attention_mask",
+    "image_sizes",
+    "pixel_values_videos",
+    "video_grid_thw",
+    "second_per_grid_ts",
+)
 IGNORED_KEYS = ("mm_token_type_ids",)  # recomputed from input_ids (the positions never depend on a cached state)
 DEFAULT_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -109,11 +117,18 @@ def language_lora_targets(backbone: nn.Module, modules: Sequence[str] = DEFAULT_
     lm = body.get_decoder() if hasattr(body, "get_decoder") else None
     prefix = next((n for n, m in body.named_modules() if m is lm and n), None)
     if prefix is None:
-        prefix = next((n for n in ("language_model", "text_model", "model.language_model", "model.text_model")
-                       if _has_module(body, n)), None)
+        prefix = next(
+            (
+                n
+                for n in ("language_model", "text_model", "model.language_model", "model.text_model")
+                if _has_module(body, n)
+            ),
+            None,
+        )
     if prefix is None:
-        raise ValueError(f"Could not find the language model inside {type(body).__name__}; pass LoRA "
-                         "target_modules explicitly.")
+        raise ValueError(
+            f"Could not find the language model inside {type(body).__name__}; pass LoRA target_modules explicitly."
+        )
     import re
 
     return "^" + re.escape(prefix) + r"\..*\.(" + "|".join(modules) + ")$"
@@ -133,8 +148,14 @@ def vision_inputs(batch: dict) -> dict:
     return {k: batch[k] for k in VISION_KEYS if k in batch and batch[k] is not None}
 
 
-def prepare_vision_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                           position_ids: torch.Tensor | None, cache: Any, vision: dict) -> tuple[Any, dict]:
+def prepare_vision_forward(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    cache: Any,
+    vision: dict,
+) -> tuple[Any, dict]:
     """Check the vision inputs against the backbone and ``input_ids``; returns ``(position_ids, vision)``.
 
     A text-only backbone refuses images; a VLM refuses image tokens without ``pixel_values`` and the reverse
@@ -147,7 +168,8 @@ def prepare_vision_forward(model, input_ids: torch.Tensor, attention_mask: torch
             raise VisionInputError(
                 f"This LenVM's backbone ({type(_unwrap(model.backbone)).__name__}) is text-only and cannot read "
                 f"images (got {sorted(vision)}). Score the text alone, or train a LenVM on a vision-language "
-                "backbone (e.g. Qwen/Qwen2.5-VL-3B-Instruct; recipes/lenvm/Qwen2.5-VL-3B-Instruct).")
+                "backbone (e.g. Qwen/Qwen2.5-VL-3B-Instruct; recipes/lenvm/Qwen2.5-VL-3B-Instruct)."
+            )
         return position_ids, vision
     if cache is None:
         token = image_token_id(config)
@@ -156,20 +178,26 @@ def prepare_vision_forward(model, input_ids: torch.Tensor, attention_mask: torch
             raise VisionInputError(
                 f"The input holds {n_tokens} image tokens but no pixel_values: a VLM prompt needs its images. "
                 "Pass images= with the prompt (one per image part, in order), or the processor's full output "
-                "(pixel_values, image_grid_thw, ...), not input_ids alone.")
+                "(pixel_values, image_grid_thw, ...), not input_ids alone."
+            )
         if "pixel_values" in vision and not n_tokens:
             raise VisionInputError(
                 "pixel_values were given but the input holds no image token. Render the prompt with the processor "
-                "and put an {'type': 'image'} part in the chat message for every image.")
+                "and put an {'type': 'image'} part in the chat message for every image."
+            )
         body = _unwrap(model.backbone)
-        if position_ids is None and hasattr(body, "get_rope_index") and (
-                "image_grid_thw" in vision or "video_grid_thw" in vision):
+        if (
+            position_ids is None
+            and hasattr(body, "get_rope_index")
+            and ("image_grid_thw" in vision or "video_grid_thw" in vision)
+        ):
             position_ids = rope_positions(body, input_ids, attention_mask, vision)
     return position_ids, vision
 
 
-def rope_positions(body: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                   vision: dict) -> torch.Tensor:
+def rope_positions(
+    body: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, vision: dict
+) -> torch.Tensor:
     """Qwen2.5-VL's 3-D positions, (3, B, T), computed from the ids (stateless, unlike the model's own cache)."""
     config = body.config
     types = torch.zeros_like(input_ids, dtype=torch.int)
@@ -179,11 +207,14 @@ def rope_positions(body: nn.Module, input_ids: torch.Tensor, attention_mask: tor
         types[input_ids == video] = 2
     if attention_mask is not None and attention_mask.dim() != 2:
         attention_mask = None
-    positions, _ = body.get_rope_index(input_ids, mm_token_type_ids=types,
-                                       image_grid_thw=vision.get("image_grid_thw"),
-                                       video_grid_thw=vision.get("video_grid_thw"),
-                                       second_per_grid_ts=vision.get("second_per_grid_ts"),
-                                       attention_mask=attention_mask)
+    positions, _ = body.get_rope_index(
+        input_ids,
+        mm_token_type_ids=types,
+        image_grid_thw=vision.get("image_grid_thw"),
+        video_grid_thw=vision.get("video_grid_thw"),
+        second_per_grid_ts=vision.get("second_per_grid_ts"),
+        attention_mask=attention_mask,
+    )
     return positions
 
 
@@ -207,12 +238,15 @@ def load_image(image):
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
-            raise FileNotFoundError(f"image {path} does not exist (rollout records keep images as paths; keep the "
-                                    "files where the records point, or store them as a datasets Image column).")
+            raise FileNotFoundError(
+                f"image {path} does not exist (rollout records keep images as paths; keep the "
+                "files where the records point, or store them as a datasets Image column)."
+            )
         with Image.open(path) as im:
             return im.convert("RGB")
-    raise TypeError(f"cannot read an image from {type(image).__name__}; use a path, a PIL image or a datasets "
-                    "Image value")
+    raise TypeError(
+        f"cannot read an image from {type(image).__name__}; use a path, a PIL image or a datasets Image value"
+    )
 
 
 def store_image(image, folder: str | Path) -> str:
@@ -227,8 +261,10 @@ def store_image(image, folder: str | Path) -> str:
         image = image["path"]
     if isinstance(image, (str, Path)):
         if not Path(image).is_file():
-            raise FileNotFoundError(f"image {image} does not exist (a path is kept as given in the records, so it "
-                                    "must be readable from here).")
+            raise FileNotFoundError(
+                f"image {image} does not exist (a path is kept as given in the records, so it "
+                "must be readable from here)."
+            )
         return str(image)
     im = load_image(image)
     digest = hashlib.sha1(f"{im.width}x{im.height}:".encode() + im.tobytes()).hexdigest()[:20]
@@ -266,8 +302,13 @@ def image_key(image) -> str:
 def count_image_parts(messages) -> int:
     if isinstance(messages, str):
         return 0
-    return sum(1 for m in messages if isinstance(m.get("content"), list)
-               for part in m["content"] if isinstance(part, dict) and part.get("type") == "image")
+    return sum(
+        1
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for part in m["content"]
+        if isinstance(part, dict) and part.get("type") == "image"
+    )
 
 
 def with_image_parts(prompt, n_images: int):
@@ -294,23 +335,34 @@ def check_prompt_images(messages, images: Sequence, where: str = "prompt") -> No
         what = "no images were given" if not images else f"{len(images)} images were given"
         raise VisionInputError(
             f"{where} has {parts} image part(s) ({{'type': 'image'}}) but {what}. Pass one image per image part, "
-            "in order (images=[[...], ...] per prompt; a rollout record keeps them under 'images').")
+            "in order (images=[[...], ...] per prompt; a rollout record keeps them under 'images')."
+        )
 
 
 def _text_only(messages) -> list[dict]:
     """Messages whose list contents are joined text (for plain-text rendering without a chat template)."""
-    return [{**m, "content": "".join(p.get("text", "") for p in m["content"]) if isinstance(m["content"], list)
-             else m["content"]} for m in messages]
+    return [
+        {
+            **m,
+            "content": "".join(p.get("text", "") for p in m["content"])
+            if isinstance(m["content"], list)
+            else m["content"],
+        }
+        for m in messages
+    ]
 
 
-def render_prompts(processor, prompts: Sequence, images: Sequence[Sequence] | None = None,
-                   use_chat_template: bool = True) -> dict:
+def render_prompts(
+    processor, prompts: Sequence, images: Sequence[Sequence] | None = None, use_chat_template: bool = True
+) -> dict:
     """Left-padded model inputs for prompts with images: ``input_ids``, ``attention_mask`` and the vision keys.
 
     ``images[i]`` lists prompt i's images (one per image part). A string prompt with images gets its image parts
     in front of its text. Without a chat template, only text prompts are allowed."""
-    images = [list(x) if isinstance(x, (list, tuple)) else ([] if x is None else [x])
-              for x in (images if images is not None else [[]] * len(prompts))]
+    images = [
+        list(x) if isinstance(x, (list, tuple)) else ([] if x is None else [x])
+        for x in (images if images is not None else [[]] * len(prompts))
+    ]
     if len(images) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists; give one list per prompt.")
     texts = []
@@ -318,17 +370,22 @@ def render_prompts(processor, prompts: Sequence, images: Sequence[Sequence] | No
         messages = with_image_parts(prompt, len(imgs))
         check_prompt_images(messages, imgs, f"prompt {i}")
         if use_chat_template:
-            if not getattr(processor, "chat_template", None) and not getattr(processor.tokenizer, "chat_template",
-                                                                                 None):
+            if not getattr(processor, "chat_template", None) and not getattr(
+                processor.tokenizer, "chat_template", None
+            ):
                 from .data import ChatTemplateError
 
-                raise ChatTemplateError("The processor has no chat template to render image prompts with; set "
-                                        "processor.chat_template (the VLM's own template).")
+                raise ChatTemplateError(
+                    "The processor has no chat template to render image prompts with; set "
+                    "processor.chat_template (the VLM's own template)."
+                )
             texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
         else:
             if imgs:
-                raise VisionInputError("use_chat_template=False renders plain text, which has no place for images; "
-                                       "image prompts need the processor's chat template.")
+                raise VisionInputError(
+                    "use_chat_template=False renders plain text, which has no place for images; "
+                    "image prompts need the processor's chat template."
+                )
             texts.append("\n".join(m["content"] for m in _text_only(messages)) + "\n")
     tokenizer = processor.tokenizer
     side = tokenizer.padding_side
@@ -349,8 +406,9 @@ def image_batch(processor, images_per_row: Sequence[Sequence]) -> dict:
         return {}
     ip = processor.image_processor
     nested = type(ip).__name__.startswith(("Idefics3", "SmolVLM", "Idefics2"))
-    out = ip(images=[row for row in loaded if row] if nested else [x for row in loaded for x in row],
-             return_tensors="pt")
+    out = ip(
+        images=[row for row in loaded if row] if nested else [x for row in loaded for x in row], return_tensors="pt"
+    )
     return {k: v for k, v in dict(out).items() if k in VISION_KEYS}
 
 
@@ -369,8 +427,13 @@ def image_span_start(prompt_ids: Sequence[int], processor, config=None) -> int |
 def _image_related_ids(processor, config=None) -> list[int]:
     tok = processor.tokenizer
     out = []
-    for name in ("image_token_id", "video_token_id", "fake_image_token_id", "global_image_token_id",
-                 "vision_start_token_id"):
+    for name in (
+        "image_token_id",
+        "video_token_id",
+        "fake_image_token_id",
+        "global_image_token_id",
+        "vision_start_token_id",
+    ):
         value = getattr(processor, name, None)
         if value is None and config is not None:
             value = getattr(config, name, None)
@@ -406,29 +469,35 @@ def check_processor(model, processor) -> None:
     """Raise :class:`ProcessorMismatchError` when ``processor`` cannot feed this LenVM's backbone."""
     config = model.config
     if not is_processor(processor):
-        raise ProcessorMismatchError(f"{type(processor).__name__} is not a multimodal processor (no image_processor); "
-                                     "a VLM LenVM needs its processor: AutoProcessor.from_pretrained(<checkpoint>).")
+        raise ProcessorMismatchError(
+            f"{type(processor).__name__} is not a multimodal processor (no image_processor); "
+            "a VLM LenVM needs its processor: AutoProcessor.from_pretrained(<checkpoint>)."
+        )
     if not is_vision_config(config):
         raise ProcessorMismatchError(
             f"This LenVM's backbone ({type(_unwrap(model.backbone)).__name__}) is text-only, so it has no use for the "
-            f"processor {type(processor).__name__}; pass its tokenizer (or train a LenVM on a VLM backbone).")
+            f"processor {type(processor).__name__}; pass its tokenizer (or train a LenVM on a VLM backbone)."
+        )
     expected = _processor_class_name(config)
     if expected and expected not in {c.__name__ for c in type(processor).__mro__}:
         raise ProcessorMismatchError(
             f"The processor is a {type(processor).__name__}, but this LenVM's backbone ({config.model_type}) takes a "
             f"{expected}: it renders image tokens another model does not read. Load the processor saved with the "
-            "LenVM: AutoProcessor.from_pretrained(ckpt).")
+            "LenVM: AutoProcessor.from_pretrained(ckpt)."
+        )
     vocab = config.get_text_config().vocab_size
     if len(processor.tokenizer) > vocab:
         raise ProcessorMismatchError(
             f"The processor's tokenizer has {len(processor.tokenizer)} tokens but the LenVM's embedding holds {vocab}: "
-            "it belongs to another model. Load the processor saved with the LenVM: AutoProcessor.from_pretrained(ckpt).")
+            "it belongs to another model. Load the processor saved with the LenVM: AutoProcessor.from_pretrained(ckpt)."
+        )
     want, have = image_token_id(config), getattr(processor, "image_token_id", None)
     if want is not None and have is not None and int(have) != want:
         raise ProcessorMismatchError(
             f"The processor writes image token id {have} but the LenVM's backbone expects {want} "
             f"({type(processor).__name__} vs {type(_unwrap(model.backbone)).__name__}): the processor is for another "
-            "model family. Load the processor saved with the LenVM: AutoProcessor.from_pretrained(ckpt).")
+            "model family. Load the processor saved with the LenVM: AutoProcessor.from_pretrained(ckpt)."
+        )
 
 
 def _processor_class_name(config) -> str | None:
@@ -448,8 +517,10 @@ def load_processor(path: str | Path):
     except MissingVisionDependencyError:
         raise
     except (OSError, ValueError, ImportError, AttributeError) as e:
-        raise ProcessorMismatchError(f"{path} holds a processor that could not be loaded ({e}); install what it "
-                                     "needs or pass processor= explicitly.") from e
+        raise ProcessorMismatchError(
+            f"{path} holds a processor that could not be loaded ({e}); install what it "
+            "needs or pass processor= explicitly."
+        ) from e
 
 
 def auto_processor(name: str | Path, **kwargs):
@@ -465,5 +536,5 @@ def auto_processor(name: str | Path, **kwargs):
         raise MissingVisionDependencyError(
             f"The processor of {name} needs torchvision (Qwen2.5-VL's processor holds a video processor), which "
             f"is not installed or does not import beside this torch: {VLM_EXTRA} (or a torchvision build that "
-            "matches your torch), or pass the processor explicitly (processor=).") from e
-
+            "matches your torch), or pass the processor explicitly (processor=)."
+        ) from e

@@ -40,9 +40,18 @@ def tokenizer(default_model_dir):
 
 
 def tiny_config(vocab_size: int) -> LlamaConfig:
-    return LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                       pad_token_id=2, bos_token_id=1, eos_token_id=2)
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=2,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
 
 
 @pytest.fixture
@@ -78,10 +87,19 @@ def make_records(tokenizer, n: int = 24, seed: int = 0, truncated_every: int = 0
         finished = not (truncated_every and i % truncated_every == 0)
         ids = body + [tokenizer.eos_token_id] if finished else body + [rng.randint(300, 5000)]
         text = tokenizer.decode(body if finished else ids, skip_special_tokens=True)
-        records.append({"prompt_id": f"p{i % 6}", "prompt": [{"role": "user", "content": f"Question number {i % 6}?"}],
-                        "completion": text, "completion_ids": ids, "finish_reason": "stop" if finished else "length",
-                        "num_tokens": len(ids), "sample_index": i // 6, "generator": "synthetic",
-                        "sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": max_len, "seed": seed}})
+        records.append(
+            {
+                "prompt_id": f"p{i % 6}",
+                "prompt": [{"role": "user", "content": f"Question number {i % 6}?"}],
+                "completion": text,
+                "completion_ids": ids,
+                "finish_reason": "stop" if finished else "length",
+                "num_tokens": len(ids),
+                "sample_index": i // 6,
+                "generator": "synthetic",
+                "sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": max_len, "seed": seed},
+            }
+        )
     return records
 
 

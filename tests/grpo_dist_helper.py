@@ -27,8 +27,13 @@ class Recording(LengthShapedGRPOTrainer):
 
     def _relative_term(self, credit, mask):
         term, gate = super()._relative_term(credit, mask)
-        mine = {"rank": self.accelerator.process_index, "credit": credit.tolist(), "mask": mask.tolist(),
-                "term": term.tolist(), "rewards": self._gathered_rewards[:, self._gate_index].tolist()}
+        mine = {
+            "rank": self.accelerator.process_index,
+            "credit": credit.tolist(),
+            "mask": mask.tolist(),
+            "term": term.tolist(),
+            "rewards": self._gathered_rewards[:, self._gate_index].tolist(),
+        }
         Recording.terms.append(gather_object([mine]))
         return term, gate
 
@@ -37,13 +42,25 @@ if __name__ == "__main__":
     policy_dir, critic_dir, out_dir, result = sys.argv[1:5]
     tokenizer = AutoTokenizer.from_pretrained(policy_dir)
     critic = LengthCritic.from_pretrained(critic_dir, device="cpu")
-    args = LengthShapedGRPOConfig(output_dir=out_dir, per_device_train_batch_size=2, num_generations=4,
-                                  max_completion_length=6, max_steps=2, use_cpu=True, report_to=[],
-                                  save_strategy="no", logging_steps=1, learning_rate=1e-4,
-                                  length_gate_reward="reward", length_clip=0.05, temperature=1.0)
+    args = LengthShapedGRPOConfig(
+        output_dir=out_dir,
+        per_device_train_batch_size=2,
+        num_generations=4,
+        max_completion_length=6,
+        max_steps=2,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        learning_rate=1e-4,
+        length_gate_reward="reward",
+        length_clip=0.05,
+        temperature=1.0,
+    )
     data = Dataset.from_list([{"prompt": f"Say {i} words."} for i in range(8)])
-    trainer = Recording(model=policy_dir, reward_funcs=reward, args=args, train_dataset=data,
-                        processing_class=tokenizer, critic=critic)
+    trainer = Recording(
+        model=policy_dir, reward_funcs=reward, args=args, train_dataset=data, processing_class=tokenizer, critic=critic
+    )
     trainer.train()
     assert trainer.accelerator.num_processes == 2
     if int(os.environ.get("RANK", "0")) == 0:

@@ -27,18 +27,33 @@ def test_tiny_benchmark_writes_every_arm(tmp_path):
     rows = saved["results"]
     assert [(r["batch"], r["k"]) for r in rows] == [(b, k) for b in cfg["batch_sizes"] for k in cfg["ks"]]
     for r in rows:
-        for key in ("plain_ms_per_token", "guided_ms_per_token", "plain_decode_ms_per_step",
-                    "guided_decode_ms_per_step", "tree_ms_per_step", "naive_cached_ms_per_step",
-                    "naive_crop_ms_per_step", "naive_full_ms_per_step"):
+        for key in (
+            "plain_ms_per_token",
+            "guided_ms_per_token",
+            "plain_decode_ms_per_step",
+            "guided_decode_ms_per_step",
+            "tree_ms_per_step",
+            "naive_cached_ms_per_step",
+            "naive_crop_ms_per_step",
+            "naive_full_ms_per_step",
+        ):
             assert _finite_positive(r[key]), key
-        for key in ("guided_over_plain", "guided_over_plain_decode", "guided_over_plain_paired", "naive_over_tree",
-                    "naive_crop_over_tree", "naive_full_over_tree", "naive_over_tree_paired"):
+        for key in (
+            "guided_over_plain",
+            "guided_over_plain_decode",
+            "guided_over_plain_paired",
+            "naive_over_tree",
+            "naive_crop_over_tree",
+            "naive_full_over_tree",
+            "naive_over_tree_paired",
+        ):
             assert _finite_positive(r[key]), key
         # every measured run of every arm is there, with the configured number of steps
         assert all(len(r["runs"]["generate"][arm]) == cfg["repeats"] for arm in ("plain", "guided"))
         assert len(r["runs"]["scoring"]) == cfg["repeats"]
-        assert all(len(steps) == cfg["score_steps"]
-                   for run in r["runs"]["scoring"] for steps in run["step_ms"].values())
+        assert all(
+            len(steps) == cfg["score_steps"] for run in r["runs"]["scoring"] for steps in run["step_ms"].values()
+        )
         # all scorers agree on the values (fp32): the arms compute the same thing
         assert set(r["max_abs_diff"]) == {"naive_cached_vs_tree", "naive_crop_vs_tree", "naive_full_vs_tree"}
         assert all(d < 1e-4 for d in r["max_abs_diff"].values()), r["max_abs_diff"]
@@ -46,4 +61,3 @@ def test_tiny_benchmark_writes_every_arm(tmp_path):
     assert set(goals) == {"tree_ge_3x_naive_at_k15", "guided_over_plain_le_1.3_gpu"}
     assert set(goals["tree_ge_3x_naive_at_k15"]["met"]) == {f"batch {b}" for b in cfg["batch_sizes"]}
     assert "naive/tree" in saved["markdown"] and "guided/plain" in saved["markdown"]
-

@@ -12,16 +12,46 @@ from lenvm_rl.modeling import LengthValueModel
 @pytest.fixture
 def rollouts_file(tiny_causal_dir, tmp_path):
     out = tmp_path / "r.jsonl"
-    assert main(["rollouts", "--model", str(tiny_causal_dir), "--prompts", "builtin", "--limit", "6",
-                 "--num-samples", "2", "--max-new-tokens", "48", "--dtype", "float32", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "rollouts",
+                "--model",
+                str(tiny_causal_dir),
+                "--prompts",
+                "builtin",
+                "--limit",
+                "6",
+                "--num-samples",
+                "2",
+                "--max-new-tokens",
+                "48",
+                "--dtype",
+                "float32",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
 def _recipe(tmp_path, tiny_causal_dir, rollouts_file, **extra):
-    recipe = {"model_name_or_path": str(tiny_causal_dir), "rollouts": str(rollouts_file), "eval_share": 0.34,
-              "output_dir": str(tmp_path / "ckpt"), "max_steps": 2, "per_device_train_batch_size": 2,
-              "gamma": "auto", "max_length": 128, "report_to": "none", "use_cpu": True, "save_strategy": "no",
-              **extra}
+    recipe = {
+        "model_name_or_path": str(tiny_causal_dir),
+        "rollouts": str(rollouts_file),
+        "eval_share": 0.34,
+        "output_dir": str(tmp_path / "ckpt"),
+        "max_steps": 2,
+        "per_device_train_batch_size": 2,
+        "gamma": "auto",
+        "max_length": 128,
+        "report_to": "none",
+        "use_cpu": True,
+        "save_strategy": "no",
+        **extra,
+    }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -46,14 +76,24 @@ def test_rollouts_train_predict(tiny_causal_dir, tmp_path, rollouts_file, capsys
 
 
 def test_lora_recipe_then_merge(tiny_causal_dir, tmp_path, rollouts_file):
-    recipe = _recipe(tmp_path, tiny_causal_dir, rollouts_file, use_peft=True, lora_r=4, lora_alpha=8,
-                     lora_target_modules=["q_proj", "v_proj"], eval_share=0.0)
+    recipe = _recipe(
+        tmp_path,
+        tiny_causal_dir,
+        rollouts_file,
+        use_peft=True,
+        lora_r=4,
+        lora_alpha=8,
+        lora_target_modules=["q_proj", "v_proj"],
+        eval_share=0.0,
+    )
     assert main(["train", "--config", str(recipe)]) == 0
     assert (tmp_path / "ckpt" / "adapter_config.json").is_file()
     assert main(["merge", "--checkpoint", str(tmp_path / "ckpt"), "--output", str(tmp_path / "merged")]) == 0
     assert (tmp_path / "merged" / "model.safetensors").is_file()
-    assert LengthValueModel.from_pretrained(tmp_path / "merged").gamma == LengthValueModel.from_pretrained(
-        tmp_path / "ckpt").gamma
+    assert (
+        LengthValueModel.from_pretrained(tmp_path / "merged").gamma
+        == LengthValueModel.from_pretrained(tmp_path / "ckpt").gamma
+    )
 
 
 def test_unknown_command_and_help(capsys):
@@ -72,8 +112,26 @@ def test_generate_command(tiny_causal_dir, tmp_path, rollouts_file, capsys):
     recipe = _recipe(tmp_path, tiny_causal_dir, rollouts_file, eval_share=0.0)
     assert main(["train", "--config", str(recipe)]) == 0
     capsys.readouterr()
-    assert main(["generate", "--critic", str(tmp_path / "ckpt"), "--model", str(tiny_causal_dir), "--prompt", "Hi",
-                 "--mode", "at_most", "--target-tokens", "5", "--max-new-tokens", "16"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--critic",
+                str(tmp_path / "ckpt"),
+                "--model",
+                str(tiny_causal_dir),
+                "--prompt",
+                "Hi",
+                "--mode",
+                "at_most",
+                "--target-tokens",
+                "5",
+                "--max-new-tokens",
+                "16",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     n = int(out.strip().splitlines()[-1].strip("[]").split()[0])
     assert n <= 5
@@ -82,5 +140,16 @@ def test_generate_command(tiny_causal_dir, tmp_path, rollouts_file, capsys):
     line = re.fullmatch(r"\[(\d+) tokens, end: (natural|forced), mean NLL (\d+\.\d\d)\]", out.strip().splitlines()[-1])
     assert line and int(line[1]) == n and float(line[3]) > 0  # a tiny random generator: high NLL, not NaN
     with pytest.raises(ValueError, match="exceeds max_new_tokens"):
-        main(["generate", "--critic", str(tmp_path / "ckpt"), "--prompt", "Hi", "--target-tokens", "99",
-              "--max-new-tokens", "16"])
+        main(
+            [
+                "generate",
+                "--critic",
+                str(tmp_path / "ckpt"),
+                "--prompt",
+                "Hi",
+                "--target-tokens",
+                "99",
+                "--max-new-tokens",
+                "16",
+            ]
+        )

@@ -18,10 +18,16 @@ from lenvm_rl.evaluation.length_tokens import LengthTokensArguments
 from lenvm_rl.evaluation.tradeoff import TradeoffArguments
 from lenvm_rl.evaluation.visualize import VisualizeArguments
 
-OURS = {("rollouts",): RolloutsArguments, ("predict",): PredictArguments, ("generate",): GenerateArguments,
-        ("merge",): MergeArguments, ("eval", "length_prediction"): LengthPredictionArguments,
-        ("eval", "tradeoff"): TradeoffArguments, ("eval", "length_tokens"): LengthTokensArguments,
-        ("eval", "visualize"): VisualizeArguments}
+OURS = {
+    ("rollouts",): RolloutsArguments,
+    ("predict",): PredictArguments,
+    ("generate",): GenerateArguments,
+    ("merge",): MergeArguments,
+    ("eval", "length_prediction"): LengthPredictionArguments,
+    ("eval", "tradeoff"): TradeoffArguments,
+    ("eval", "length_tokens"): LengthTokensArguments,
+    ("eval", "visualize"): VisualizeArguments,
+}
 
 
 def _squash(text: str) -> str:
@@ -40,9 +46,11 @@ def _documented(command) -> list[dataclasses.Field]:
 
     if command in OURS:
         return dataclasses.fields(OURS[command])
-    return {("quickstart",): dataclasses.fields(QuickstartConfig),
-            ("train",): [*dataclasses.fields(cli.TrainScriptArguments), *_own_fields(LengthValueConfig)],
-            ("grpo",): _own_fields(LengthShapedGRPOConfig)}[command]
+    return {
+        ("quickstart",): dataclasses.fields(QuickstartConfig),
+        ("train",): [*dataclasses.fields(cli.TrainScriptArguments), *_own_fields(LengthValueConfig)],
+        ("grpo",): _own_fields(LengthShapedGRPOConfig),
+    }[command]
 
 
 @pytest.mark.parametrize("command", [*OURS, ("quickstart",), ("train",), ("grpo",)], ids=" ".join)
@@ -99,8 +107,10 @@ def test_legacy_command_lines():
     assert a.use_chat_template is False
     # A repeated option collects, wherever the repeats are; prompts may look like negative numbers or hold spaces.
     parser = cli.make_parser([GenerateArguments], "lenvm generate")
-    (g,) = cli.parse(parser, ["--critic", "c", "--prompt", "A", "--target-tokens", "5", "--prompt", "-5", "B C",
-                              "--greedy", "--prompt=D"])
+    (g,) = cli.parse(
+        parser,
+        ["--critic", "c", "--prompt", "A", "--target-tokens", "5", "--prompt", "-5", "B C", "--greedy", "--prompt=D"],
+    )
     assert g.prompt == ["A", "-5", "B C", "D"] and g.target_tokens == 5 and g.greedy is True
     (g,) = cli.parse(parser, ["--critic", "c", "--prompt", "A", "B"])
     assert g.prompt == ["A", "B"] and not g.greedy
@@ -110,10 +120,14 @@ def test_legacy_command_lines():
 
 def test_config_yaml_and_overrides(tmp_path):
     path = tmp_path / "gen.yaml"
-    path.write_text(yaml.safe_dump({"critic": "ckpt", "prompt": ["Hi", "Bye"], "mode": "at_most",
-                                    "target_tokens": 8, "rule": "extreme"}))
-    (g,) = cli.parse(cli.make_parser([GenerateArguments], "lenvm generate"),
-                     ["--config", str(path), "--target-tokens", "5"])  # the command line wins
+    path.write_text(
+        yaml.safe_dump(
+            {"critic": "ckpt", "prompt": ["Hi", "Bye"], "mode": "at_most", "target_tokens": 8, "rule": "extreme"}
+        )
+    )
+    (g,) = cli.parse(
+        cli.make_parser([GenerateArguments], "lenvm generate"), ["--config", str(path), "--target-tokens", "5"]
+    )  # the command line wins
     assert (g.critic, g.prompt, g.mode, g.target_tokens, g.rule) == ("ckpt", ["Hi", "Bye"], "at_most", 5, "extreme")
     path.write_text(yaml.safe_dump({"tiny": True, "budgets": "4,8", "top_p": 0.5}))
     t = parse_args(TradeoffArguments, "tradeoff", "test", ["--config", str(path), "--seed", "3"])
@@ -138,8 +152,18 @@ def test_predict_and_generate_from_config(tiny_critic, tiny_causal_dir, tmp_path
     lines = [x for x in capsys.readouterr().out.splitlines() if "tokens" in x]
     assert len(lines) == 2 and "Write a poem." in lines[1]
     path = tmp_path / "generate.yaml"
-    path.write_text(yaml.safe_dump({"critic": str(tiny_critic), "model": str(tiny_causal_dir), "prompt": ["Hi"],
-                                    "mode": "at_most", "target_tokens": 8, "max_new_tokens": 16}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "critic": str(tiny_critic),
+                "model": str(tiny_causal_dir),
+                "prompt": ["Hi"],
+                "mode": "at_most",
+                "target_tokens": 8,
+                "max_new_tokens": 16,
+            }
+        )
+    )
     assert main(["generate", "--config", str(path), "--target_tokens", "4"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert int(last.strip("[]").split()[0]) <= 4
@@ -158,8 +182,13 @@ def test_resolve_reward_uses_the_registry():
     assert cli.resolve_reward("think_format_reward").__name__ == "think_format_reward"  # TRL's own
     kimi = cli.resolve_reward("kimi", task=cli.builtin_task("lenvm:opposites"))
     assert kimi.__name__ == "kimi_length_reward"
-    assert kimi(prompts=["p", "p"], completions=["cold", "It is hot today, is it not"], completion_ids=[[1], [1, 2]],
-                word=["hot", "hot"], answer=[["cold"], ["cold"]]) == [0.5, -0.5]
+    assert kimi(
+        prompts=["p", "p"],
+        completions=["cold", "It is hot today, is it not"],
+        completion_ids=[[1], [1, 2]],
+        word=["hot", "hot"],
+        answer=[["cold"], ["cold"]],
+    ) == [0.5, -0.5]
     with pytest.raises(ValueError, match="gated"):
         cli.resolve_reward("kimi")  # no task to gate with
     with pytest.raises(ValueError, match="unknown reward 'nonsense'"):
@@ -182,10 +211,18 @@ def test_lenvm_grpo_on_the_opposites_task(tiny_critic, tiny_causal_dir, tmp_path
     from tests.conftest import REPO
 
     recipe = yaml.safe_load((REPO / "recipes/SmolLM2-135M-Instruct/grpo/config_demo.yaml").read_text())
-    recipe.update(model_name_or_path=str(tiny_causal_dir), critic_model_path=str(tiny_critic), max_steps=1,
-                  dataset_name="lenvm:opposites", reward_funcs=["opposites_reward", "kimi"],
-                  length_gate_reward="opposites_reward", per_device_train_batch_size=4, max_completion_length=8,
-                  bf16=False, output_dir=str(tmp_path / "policy"))
+    recipe.update(
+        model_name_or_path=str(tiny_causal_dir),
+        critic_model_path=str(tiny_critic),
+        max_steps=1,
+        dataset_name="lenvm:opposites",
+        reward_funcs=["opposites_reward", "kimi"],
+        length_gate_reward="opposites_reward",
+        per_device_train_batch_size=4,
+        max_completion_length=8,
+        bf16=False,
+        output_dir=str(tmp_path / "policy"),
+    )
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["grpo", "--config", str(tmp_path / "r.yaml")]) == 0
     assert (tmp_path / "policy" / "model.safetensors").is_file()

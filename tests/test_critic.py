@@ -20,8 +20,8 @@ def test_values_are_batched_and_padding_independent(critic):
     v_left = critic.values(ids, mask)
     for i, r in enumerate(rows):
         alone = critic.values(torch.tensor([r]))
-        assert torch.allclose(v_left[i, -len(r):], alone[0], atol=1e-5)
-        assert torch.all(v_left[i, :-len(r)] == 0)  # padded positions hold 0
+        assert torch.allclose(v_left[i, -len(r) :], alone[0], atol=1e-5)
+        assert torch.all(v_left[i, : -len(r)] == 0)  # padded positions hold 0
     assert not any(p.requires_grad for p in critic.model.parameters())
 
 
@@ -60,8 +60,9 @@ def test_critic_needs_a_gamma(tiny_backbone):
         LengthCritic(LengthValueModel(tiny_backbone))
 
 
-def test_the_training_prompt_format_is_saved_and_honoured(tiny_backbone, tokenizer, tiny_causal_dir, tmp_path,
-                                                          monkeypatch):
+def test_the_training_prompt_format_is_saved_and_honoured(
+    tiny_backbone, tokenizer, tiny_causal_dir, tmp_path, monkeypatch
+):
     """A critic trained on plain-text prompts is fed plain-text prompts after loading, never chat-rendered ones."""
     import json
     import warnings

@@ -9,8 +9,18 @@ def test_custom_rl_loop_runs_on_a_tiny_model(tiny_causal_dir, tiny_backbone, tok
     ckpt = tmp_path / "critic"
     LengthValueModel(tiny_backbone, gamma=0.95).save_pretrained(ckpt)
     tokenizer.save_pretrained(ckpt)
-    common = ["--critic", str(ckpt), "--policy", str(tiny_causal_dir), "--iterations", "2", "--max_new_tokens", "8",
-              "--lr", "1e-3"]
+    common = [
+        "--critic",
+        str(ckpt),
+        "--policy",
+        str(tiny_causal_dir),
+        "--iterations",
+        "2",
+        "--max_new_tokens",
+        "8",
+        "--lr",
+        "1e-3",
+    ]
     history = main(common + ["--mode", "advantage"])
     assert len(history) == 2
     assert all(math.isfinite(h["length_adv_abs"]) and h["length_adv_abs"] > 0 for h in history)

@@ -1,8 +1,15 @@
-
 import pytest
 
-from lenvm_rl.data import (IGNORE_INDEX, ChatTemplateError, LengthValueCollator, build_example, build_examples,
-                           encode_prompt, load_rollouts, split_by_prompt)
+from lenvm_rl.data import (
+    IGNORE_INDEX,
+    ChatTemplateError,
+    LengthValueCollator,
+    build_example,
+    build_examples,
+    encode_prompt,
+    load_rollouts,
+    split_by_prompt,
+)
 from tests.conftest import make_records, write_jsonl
 
 
@@ -75,7 +82,8 @@ def test_all_truncated_is_a_clear_error(tokenizer):
 
 def test_bad_rollout_files(tmp_path, tokenizer):
     good = make_records(tokenizer, n=3)
-    missing = dict(good[0]); del missing["finish_reason"]
+    missing = dict(good[0])
+    del missing["finish_reason"]
     with pytest.raises(ValueError, match="lacks the fields"):
         load_rollouts(write_jsonl(tmp_path / "a.jsonl", [good[1], missing]))
     empty = dict(good[0], completion_ids=[], completion="")
@@ -93,7 +101,7 @@ def test_other_generator_vocab_is_retokenized(tokenizer):
     foreign = dict(rec, completion="Hello there, friend.", completion_ids=[999999, 5, 2])  # ids from another vocab
     examples, stats = build_examples([foreign], tokenizer)
     expected = tokenizer("Hello there, friend.", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    assert stats.retokenized == 1 and examples[0]["input_ids"][-len(expected):] == expected
+    assert stats.retokenized == 1 and examples[0]["input_ids"][-len(expected) :] == expected
 
 
 def test_missing_chat_template_errors_unless_plain_text_is_chosen(tokenizer):
@@ -109,8 +117,9 @@ def test_missing_chat_template_errors_unless_plain_text_is_chosen(tokenizer):
 
 
 def test_collator_right_pads():
-    batch = LengthValueCollator(pad_token_id=7)([{"input_ids": [1, 2, 3], "labels": [-100, 1, 0]},
-                                                 {"input_ids": [4], "labels": [0]}])
+    batch = LengthValueCollator(pad_token_id=7)(
+        [{"input_ids": [1, 2, 3], "labels": [-100, 1, 0]}, {"input_ids": [4], "labels": [0]}]
+    )
     assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 7, 7]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 1, 0], [0, -100, -100]]

@@ -7,8 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaModel
 
 from lenvm_rl.critic import LengthCritic, TokenizerMismatchError, left_pad
-from lenvm_rl.decoding import (ConstantScorer, LengthGuidedLogitsProcessor, completion_record,
-                               generate_with_length)
+from lenvm_rl.decoding import ConstantScorer, LengthGuidedLogitsProcessor, completion_record, generate_with_length
 from lenvm_rl.modeling import LengthValueModel
 from lenvm_rl.scoring import NaiveCachedScorer, TreeScorer, copy_cache, naive_candidate_values
 from tests.conftest import tiny_config
@@ -170,8 +169,8 @@ def test_value_weighted_step_is_p_times_exp_minus_gap_over_tau():
     values = torch.tensor([[-0.5, -0.6, -0.7, -0.65]])
     ids, keep = torch.tensor([[11, 12, 13, 14]]), torch.ones(1, 4, dtype=torch.bool)
     out = proc.rule_logp(ids, logp, keep, values, generated=2)
-    tau = GAMMA ** 8 - GAMMA ** (1.3 * 8)  # r = 8 tokens left
-    v_star = -(1 - GAMMA ** 8)
+    tau = GAMMA**8 - GAMMA ** (1.3 * 8)  # r = 8 tokens left
+    v_star = -(1 - GAMMA**8)
     expected = torch.softmax(logp - (values - v_star).abs() / tau, -1)
     assert torch.allclose(torch.softmax(out, -1), expected, atol=1e-6)
     assert proc.value_temperature(2) == pytest.approx(tau) and proc.value_temperature(10) == 0.0
@@ -184,15 +183,18 @@ def test_fitting_steps_of_at_most_and_at_least_weigh_by_value():
     critic = SimpleNamespace(gamma=GAMMA, tokenizer=SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD))
     logp = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.0]]), -1)
     ids, keep = torch.tensor([[11, 12, 13]]), torch.ones(1, 3, dtype=torch.bool)
-    v_star = -(1 - GAMMA ** 8)
-    for mode, values in (("at_most", torch.tensor([[-0.9, -0.95, -0.99]])),  # all predicted too long
-                         ("at_least", torch.tensor([[-0.1, -0.2, -0.3]]))):  # all predicted too short
+    v_star = -(1 - GAMMA**8)
+    for mode, values in (
+        ("at_most", torch.tensor([[-0.9, -0.95, -0.99]])),  # all predicted too long
+        ("at_least", torch.tensor([[-0.1, -0.2, -0.3]])),
+    ):  # all predicted too short
         assert (values > v_star).all() if mode == "at_least" else (values < v_star).all()
         soft = LengthGuidedLogitsProcessor(critic, mode, 10, top_k=3, scorer=OracleScorer(), value_tolerance=0.5)
         out = soft.rule_logp(ids, logp, keep, values, generated=2)
         tau = soft.value_temperature(2)
-        assert torch.allclose(torch.softmax(out, -1), torch.softmax(logp - (values - v_star).abs() / tau, -1),
-                              atol=1e-6)
+        assert torch.allclose(
+            torch.softmax(out, -1), torch.softmax(logp - (values - v_star).abs() / tau, -1), atol=1e-6
+        )
         nearest = LengthGuidedLogitsProcessor(critic, mode, 10, top_k=3, scorer=OracleScorer(), value_tolerance=0)
         out = nearest.rule_logp(ids, logp, keep, values, generated=2)
         best = (values - v_star).abs().argmin().item()
@@ -216,8 +218,10 @@ def test_a_constant_critic_leaves_only_the_stop_rules():
                         base[0, EOS] = -float("inf")
                     kept = torch.isfinite(base[0]) & allowed
                     # among what the rule allows, the candidates keep their base proportions
-                    assert torch.allclose(torch.softmax(out[0, kept], -1), torch.softmax(base[0, kept], -1),
-                                          atol=1e-5) or kept.sum() == 1
+                    assert (
+                        torch.allclose(torch.softmax(out[0, kept], -1), torch.softmax(base[0, kept], -1), atol=1e-5)
+                        or kept.sum() == 1
+                    )
                 nxt = out.argmax(-1, keepdim=True)
                 ids = torch.cat([ids, nxt], 1)
                 if nxt.item() == EOS:
@@ -287,14 +291,13 @@ PROMPTS = ["Hello there.", [{"role": "user", "content": "Write a long story abou
 
 def test_hard_guarantees_of_at_most_and_at_least(setup):
     model, critic = setup
-    for out in generate_with_length(model, critic, PROMPTS, mode="at_most", target_tokens=6, max_new_tokens=20,
-                                    seed=0):
+    for out in generate_with_length(model, critic, PROMPTS, mode="at_most", target_tokens=6, max_new_tokens=20, seed=0):
         assert out["num_tokens"] <= 6 and out["end"] in ("natural", "forced")
-    for out in generate_with_length(model, critic, PROMPTS, mode="at_least", target_tokens=10, max_new_tokens=20,
-                                    seed=0):
+    for out in generate_with_length(
+        model, critic, PROMPTS, mode="at_least", target_tokens=10, max_new_tokens=20, seed=0
+    ):
         assert out["num_tokens"] >= 10
-    for out in generate_with_length(model, critic, PROMPTS, mode="equal", target_tokens=8, max_new_tokens=20,
-                                    seed=0):
+    for out in generate_with_length(model, critic, PROMPTS, mode="equal", target_tokens=8, max_new_tokens=20, seed=0):
         assert out["num_tokens"] >= 8  # never ends early
 
 
@@ -303,8 +306,9 @@ def test_end_reasons_on_a_tiny_generator(setup, tokenizer):
 
     model, critic = setup
     # one candidate per step (rarely EOS): at_most reaches the target and forces EOS there
-    forced = generate_with_length(model, critic, PROMPTS, mode="at_most", target_tokens=2, top_k=1,
-                                  max_new_tokens=8, seed=0)
+    forced = generate_with_length(
+        model, critic, PROMPTS, mode="at_most", target_tokens=2, top_k=1, max_new_tokens=8, seed=0
+    )
     assert any(o["end"] == "forced" for o in forced)
     assert all(o["num_tokens"] == 2 for o in forced if o["end"] == "forced")
     capped = generate_with_length(model, critic, PROMPTS, mode="tilt", beta=0.0, max_new_tokens=2, seed=1)
@@ -320,20 +324,32 @@ def test_end_reasons_on_a_tiny_generator(setup, tokenizer):
 def test_rules_only_on_a_tiny_generator_keeps_the_guarantees(setup):
     model, critic = setup
     for mode, target in (("at_most", 6), ("at_least", 10), ("equal", 8)):
-        outs = generate_with_length(model, critic, PROMPTS, mode=mode, target_tokens=target, max_new_tokens=20,
-                                    seed=0, scorer=ConstantScorer())
+        outs = generate_with_length(
+            model, critic, PROMPTS, mode=mode, target_tokens=target, max_new_tokens=20, seed=0, scorer=ConstantScorer()
+        )
         for o in outs:
             n = o["num_tokens"]
             assert (n <= target) if mode == "at_most" else (n >= target)
             assert o["finished"] == (o["end"] == "natural")
-    a = generate_with_length(model, critic, PROMPTS, mode="equal", target_tokens=8, max_new_tokens=20, seed=0,
-                             value_tolerance=0.0)
-    b = generate_with_length(model, critic, PROMPTS, mode="equal", target_tokens=8, max_new_tokens=20, seed=0,
-                             do_sample=False, value_tolerance=0.0)
+    a = generate_with_length(
+        model, critic, PROMPTS, mode="equal", target_tokens=8, max_new_tokens=20, seed=0, value_tolerance=0.0
+    )
+    b = generate_with_length(
+        model,
+        critic,
+        PROMPTS,
+        mode="equal",
+        target_tokens=8,
+        max_new_tokens=20,
+        seed=0,
+        do_sample=False,
+        value_tolerance=0.0,
+    )
     assert [x["token_ids"] for x in a] == [x["token_ids"] for x in b]  # nearest value: deterministic either way
     with pytest.raises(ValueError, match="value_tolerance"):
-        generate_with_length(model, critic, PROMPTS, mode="equal", target_tokens=8, max_new_tokens=20,
-                             value_tolerance=float("nan"))
+        generate_with_length(
+            model, critic, PROMPTS, mode="equal", target_tokens=8, max_new_tokens=20, value_tolerance=float("nan")
+        )
 
 
 def test_greedy_is_deterministic_and_tilt_runs(setup):
@@ -343,14 +359,17 @@ def test_greedy_is_deterministic_and_tilt_runs(setup):
     assert [x["token_ids"] for x in a] == [x["token_ids"] for x in b]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(mode="equal", target_tokens=0), "positive whole number"),
-    (dict(mode="equal", target_tokens=50, max_new_tokens=20), "exceeds max_new_tokens"),
-    (dict(mode="fastest", target_tokens=5), "unknown mode"),
-    (dict(mode="tilt", beta=float("nan")), "finite beta"),
-    (dict(mode="tilt"), "finite beta"),
-    (dict(mode="at_most", target_tokens=5, rule="wild"), "unknown rule"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(mode="equal", target_tokens=0), "positive whole number"),
+        (dict(mode="equal", target_tokens=50, max_new_tokens=20), "exceeds max_new_tokens"),
+        (dict(mode="fastest", target_tokens=5), "unknown mode"),
+        (dict(mode="tilt", beta=float("nan")), "finite beta"),
+        (dict(mode="tilt"), "finite beta"),
+        (dict(mode="at_most", target_tokens=5, rule="wild"), "unknown rule"),
+    ],
+)
 def test_bad_requests(setup, kwargs, match):
     model, critic = setup
     with pytest.raises(ValueError, match=match):
@@ -364,5 +383,4 @@ def test_vocabulary_mismatch_is_refused(setup, tokenizer):
     other = copy.deepcopy(tokenizer)
     other.add_tokens(["<zzz_new>"])
     with pytest.raises(TokenizerMismatchError):
-        generate_with_length(model, critic, ["hi"], tokenizer=other, mode="at_most", target_tokens=4,
-                             max_new_tokens=8)
+        generate_with_length(model, critic, ["hi"], tokenizer=other, mode="at_most", target_tokens=4, max_new_tokens=8)

@@ -18,8 +18,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "evals" / "results" / "demo" / "demo.png"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TIMEOUT_MS = 90_000
 
 
@@ -36,8 +43,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def browser():
-    for module, what in (("gradio", "gradio is not installed (pip install -e '.[demo]')"),
-                         ("playwright", "Playwright for Python is not installed (pip install playwright)")):
+    for module, what in (
+        ("gradio", "gradio is not installed (pip install -e '.[demo]')"),
+        ("playwright", "Playwright for Python is not installed (pip install playwright)"),
+    ):
         if importlib.util.find_spec(module) is None:
             _skip(what)
     if not (Path(CHROMIUM).is_file() or shutil.which("chromium")):
@@ -66,8 +75,14 @@ def tiny_demo(tiny_causal_dir, tiny_backbone, tokenizer):
 
     generator = AutoModelForCausalLM.from_pretrained(tiny_causal_dir).eval()
     critic = LengthCritic(LengthValueModel(tiny_backbone, gamma=0.95), tokenizer)
-    demo = build_demo(generator, critic, tokenizer, max_new_tokens=48, generator_name="tiny random Llama (test)",
-                      critic_name="tiny random LenVM (test)")
+    demo = build_demo(
+        generator,
+        critic,
+        tokenizer,
+        max_new_tokens=48,
+        generator_name="tiny random Llama (test)",
+        critic_name="tiny random LenVM (test)",
+    )
     url = _serve(demo)
     yield url
     demo.close()
@@ -92,11 +107,13 @@ def test_handler_streams_and_reports_bad_input(tiny_causal_dir, tiny_backbone, t
     assert final[0] == "" and 'data-state="done"' in final[2] and 'data-state="done"' in final[3]
     n = int(re.search(r"(\d+) tokens?, (ended|cut)", final[3]).group(1))
     assert n <= 6  # at_most 6
-    for args, expected in [(("  ", "equal", 8, 1.0, 40, 0), "prompt is empty"),
-                           (("Hi", "at_least", 80, 1.0, 40, 0), "above the cap"),
-                           (("Hi", "equal", None, 1.0, 40, 0), "needs a target"),
-                           (("Hi", "tilt", 8, None, 40, 0), "needs a beta"),
-                           (("Hi", "plain", 8, 1.0, 0, 0), "cap")]:
+    for args, expected in [
+        (("  ", "equal", 8, 1.0, 40, 0), "prompt is empty"),
+        (("Hi", "at_least", 80, 1.0, 40, 0), "above the cap"),
+        (("Hi", "equal", None, 1.0, 40, 0), "needs a target"),
+        (("Hi", "tilt", 8, None, 40, 0), "needs a beta"),
+        (("Hi", "plain", 8, 1.0, 0, 0), "cap"),
+    ]:
         (only,) = list(run_request(generator, critic, tokenizer, *args))
         assert expected in only[0], (args, only[0])
 

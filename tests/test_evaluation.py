@@ -30,9 +30,11 @@ def test_lifebench_length_score_follows_the_benchmark():
 
 
 def test_lifebench_averages_per_target_first():
-    rows = [{"target": 32, "ls": 100.0, "ld": 0.0, "num_tokens": 32, "finished": True},
-            {"target": 32, "ls": 0.0, "ld": -1.0, "num_tokens": 0, "finished": True},
-            {"target": 64, "ls": 100.0, "ld": 0.0, "num_tokens": 64, "finished": True}]
+    rows = [
+        {"target": 32, "ls": 100.0, "ld": 0.0, "num_tokens": 32, "finished": True},
+        {"target": 32, "ls": 0.0, "ld": -1.0, "num_tokens": 0, "finished": True},
+        {"target": 64, "ls": 100.0, "ld": 0.0, "num_tokens": 64, "finished": True},
+    ]
     agg = lifebench.aggregate(rows)
     assert agg["by_target"][32]["ls"] == 50.0 and agg["ls"] == 75.0  # not the row mean 66.7
     assert agg["abs_ld"] == 0.25
@@ -91,9 +93,11 @@ def test_bucket_classifier_learns_separable_prompts():
 
 def test_tradeoff_counts_answers_over_the_budget_as_wrong():
     rows = [{"answer": "7"}, {"answer": "9"}, {"answer": "3"}]
-    outs = [{"text": "7", "num_tokens": 2, "finished": True},
-            {"text": "9 is the sum, because", "num_tokens": 12, "finished": True},
-            {"text": "3 and on and on", "num_tokens": 16, "finished": False}]
+    outs = [
+        {"text": "7", "num_tokens": 2, "finished": True},
+        {"text": "9 is the sum, because", "num_tokens": 12, "finished": True},
+        {"text": "3 and on and on", "num_tokens": 16, "finished": False},
+    ]
     from lenvm_rl.rl.tasks import addition_reward
 
     s = tradeoff.score(outs, rows, addition_reward, budget=8)
@@ -133,8 +137,16 @@ def _run(name, layout, tiny_causal_dir, tmp_path, *extra):
     import importlib
 
     out = tmp_path / name
-    argv = ["--tiny", "--critic", str(layout / "model"), "--generator", str(tiny_causal_dir), "--output-dir",
-            str(out), *extra]
+    argv = [
+        "--tiny",
+        "--critic",
+        str(layout / "model"),
+        "--generator",
+        str(tiny_causal_dir),
+        "--output-dir",
+        str(out),
+        *extra,
+    ]
     result = importlib.import_module(f"lenvm_rl.evaluation.{name}").main(argv)
     for suffix in ("json", "md", "png"):
         assert (out / f"{name}.{suffix}").stat().st_size > 0, suffix
@@ -143,8 +155,18 @@ def _run(name, layout, tiny_causal_dir, tmp_path, *extra):
 
 
 def test_length_prediction_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
-    result, _ = _run("length_prediction", quickstart_layout, tiny_causal_dir, tmp_path, "--prompts",
-                     str(quickstart_layout / "heldout_prompts.jsonl"), "--max-new-tokens", "48", "--buckets", "2")
+    result, _ = _run(
+        "length_prediction",
+        quickstart_layout,
+        tiny_causal_dir,
+        tmp_path,
+        "--prompts",
+        str(quickstart_layout / "heldout_prompts.jsonl"),
+        "--max-new-tokens",
+        "48",
+        "--buckets",
+        "2",
+    )
     names = list(result["predictors"])
     assert names[0] == "LenVM" and "prompt-length regression" in names and "bucket classifier (S3-style)" in names
     for m in result["predictors"].values():
@@ -197,8 +219,9 @@ def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_
     assert again["summary"] == result["summary"]
 
 
-def test_lifebench_refuses_bad_requests_before_generating(quickstart_layout, tiny_causal_dir, tmp_path,
-                                                         lifebench_file, monkeypatch):
+def test_lifebench_refuses_bad_requests_before_generating(
+    quickstart_layout, tiny_causal_dir, tmp_path, lifebench_file, monkeypatch
+):
     from lenvm_rl.evaluation import common
 
     def no_models(*args, **kwargs):
@@ -222,7 +245,8 @@ def test_lifebench_config_file_and_stratified_draw(tmp_path, lifebench_file):
     cfg_file = tmp_path / "lb.yaml"
     cfg_file.write_text("targets: 16,32\nrows_per_cell: 4\narms: plain,lenvm\nvalue_tolerance: 0.2\n")
     (cfg,) = TrlParser([lifebench.LifebenchArguments]).parse_args_and_config(
-        ["--config", str(cfg_file), "--rows_per_cell", "5", "--tiny"])
+        ["--config", str(cfg_file), "--rows_per_cell", "5", "--tiny"]
+    )
     assert cfg.rows_per_cell == 5 and cfg.value_tolerance == 0.2 and cfg.tiny and cfg.data == lifebench.HUB_ID
     data_help = lifebench.LifebenchArguments.__dataclass_fields__["data"].metadata["help"]
     assert "shared" not in lifebench.__doc__ + data_help

@@ -23,10 +23,20 @@ class Recording(LengthShapedGRPOTrainer):
 
 
 def _config(tmp_path, **kw):
-    return LengthShapedGRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=4, num_generations=4,
-                                  max_completion_length=8, max_steps=2, use_cpu=True, report_to=[], logging_steps=1,
-                                  save_strategy="no", learning_rate=1e-4, temperature=1.0,
-                                  **{"length_gate_reward": "short_reward", **kw})
+    return LengthShapedGRPOConfig(
+        output_dir=str(tmp_path / "grpo"),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        use_cpu=True,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        learning_rate=1e-4,
+        temperature=1.0,
+        **{"length_gate_reward": "short_reward", **kw},
+    )
 
 
 @pytest.mark.parametrize("mode", ["relative", "advantage"])
@@ -34,8 +44,14 @@ def test_two_steps_with_per_token_advantages(mode, tiny_causal_dir, tiny_backbon
     critic = LengthCritic(LengthValueModel(tiny_backbone, gamma=0.95), tokenizer)
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": f"Say {i} words."}]} for i in range(8)])
     Recording.seen = []
-    trainer = Recording(model=str(tiny_causal_dir), reward_funcs=short_reward, args=_config(tmp_path, length_shaping=mode),
-                        train_dataset=data, processing_class=tokenizer, critic=critic)
+    trainer = Recording(
+        model=str(tiny_causal_dir),
+        reward_funcs=short_reward,
+        args=_config(tmp_path, length_shaping=mode),
+        train_dataset=data,
+        processing_class=tokenizer,
+        critic=critic,
+    )
     trainer.train()
     assert Recording.seen and all(a == c for a, c in Recording.seen)  # (B, T) advantages
     logged = [h for h in trainer.state.log_history if "length/term_abs_mean" in h]
@@ -51,14 +67,25 @@ def test_gamma_mismatch_and_vocab_mismatch_are_refused(tiny_causal_dir, tiny_bac
     critic = LengthCritic(LengthValueModel(tiny_backbone, gamma=0.95), tokenizer)
     data = Dataset.from_list([{"prompt": "hi"}] * 4)
     with pytest.raises(ValueError, match="differs from the critic's training gamma"):
-        LengthShapedGRPOTrainer(model=str(tiny_causal_dir), reward_funcs=short_reward,
-                                args=_config(tmp_path, length_gamma=0.99), train_dataset=data,
-                                processing_class=tokenizer, critic=critic)
+        LengthShapedGRPOTrainer(
+            model=str(tiny_causal_dir),
+            reward_funcs=short_reward,
+            args=_config(tmp_path, length_gamma=0.99),
+            train_dataset=data,
+            processing_class=tokenizer,
+            critic=critic,
+        )
     other = copy.deepcopy(tokenizer)
     other.add_tokens(["<zzz_policy_only>"])
     with pytest.raises(ValueError, match="differs from the critic"):
-        LengthShapedGRPOTrainer(model=str(tiny_causal_dir), reward_funcs=short_reward, args=_config(tmp_path),
-                                train_dataset=data, processing_class=other, critic=critic)
+        LengthShapedGRPOTrainer(
+            model=str(tiny_causal_dir),
+            reward_funcs=short_reward,
+            args=_config(tmp_path),
+            train_dataset=data,
+            processing_class=other,
+            critic=critic,
+        )
 
 
 def test_bad_mode():
@@ -74,11 +101,20 @@ def test_lenvm_grpo_command_on_the_addition_task(tiny_causal_dir, tiny_backbone,
     ckpt = tmp_path / "critic"
     LengthValueModel(tiny_backbone, gamma=0.95).save_pretrained(ckpt)
     tokenizer.save_pretrained(ckpt)
-    recipe = yaml.safe_load((__import__("tests.conftest", fromlist=["REPO"]).REPO /
-                             "recipes/SmolLM2-135M-Instruct/grpo/config_demo.yaml").read_text())
-    recipe.update(model_name_or_path=str(tiny_causal_dir), critic_model_path=str(ckpt), max_steps=1,
-                  per_device_train_batch_size=4, max_completion_length=8, bf16=False,
-                  output_dir=str(tmp_path / "policy"))
+    recipe = yaml.safe_load(
+        (
+            __import__("tests.conftest", fromlist=["REPO"]).REPO / "recipes/SmolLM2-135M-Instruct/grpo/config_demo.yaml"
+        ).read_text()
+    )
+    recipe.update(
+        model_name_or_path=str(tiny_causal_dir),
+        critic_model_path=str(ckpt),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        max_completion_length=8,
+        bf16=False,
+        output_dir=str(tmp_path / "policy"),
+    )
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["grpo", "--config", str(tmp_path / "r.yaml")]) == 0
     assert (tmp_path / "policy" / "model.safetensors").is_file()
@@ -89,14 +125,21 @@ def test_task_rewards():
 
     assert addition_reward(["12", "The answer is 13.", "no"], answer=["12", "12", "3"]) == [1.0, 0.0, 0.0]
     # The operands restated first do not count; the first stated result does, and only it.
-    assert addition_reward(["7 + 5 = 12", "7 + 5 = 11, no wait = 12", "The sum of 7 and 5 is 12."],
-                           answer=["12", "12", "12"]) == [1.0, 0.0, 1.0]
+    assert addition_reward(
+        ["7 + 5 = 12", "7 + 5 = 11, no wait = 12", "The sum of 7 and 5 is 12."], answer=["12", "12", "12"]
+    ) == [1.0, 0.0, 1.0]
     assert gsm8k_reward(["so 1,234 apples", "it is 5"], answer=["... #### 1234", "#### 6"]) == [1.0, 0.0]
 
 
-@pytest.mark.parametrize("extra", [dict(num_iterations=2, beta=0.1, loss_type="grpo"),
-                                   dict(loss_type="dr_grpo", mask_truncated_completions=True),
-                                   dict(peft=True)], ids=["iterations-beta", "dr_grpo-mask", "peft"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        dict(num_iterations=2, beta=0.1, loss_type="grpo"),
+        dict(loss_type="dr_grpo", mask_truncated_completions=True),
+        dict(peft=True),
+    ],
+    ids=["iterations-beta", "dr_grpo-mask", "peft"],
+)
 def test_works_with_grpo_options(extra, tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):
     critic = LengthCritic(LengthValueModel(tiny_backbone, gamma=0.95), tokenizer)
     data = Dataset.from_list([{"prompt": f"Say {i} words."} for i in range(8)])
@@ -106,8 +149,15 @@ def test_works_with_grpo_options(extra, tiny_causal_dir, tiny_backbone, tokenize
 
         peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     Recording.seen = []
-    trainer = Recording(model=str(tiny_causal_dir), reward_funcs=short_reward, args=_config(tmp_path, **extra),
-                        train_dataset=data, processing_class=tokenizer, critic=critic, peft_config=peft_config)
+    trainer = Recording(
+        model=str(tiny_causal_dir),
+        reward_funcs=short_reward,
+        args=_config(tmp_path, **extra),
+        train_dataset=data,
+        processing_class=tokenizer,
+        critic=critic,
+        peft_config=peft_config,
+    )
     trainer.train()
     assert Recording.seen and all(a == c for a, c in Recording.seen)
     assert all(torch.isfinite(torch.tensor(h.get("loss", 0.0))) for h in trainer.state.log_history)
@@ -127,9 +177,24 @@ def test_two_process_run(tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = tmp_path / "r.json"
-    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29541",
-                           str(REPO / "tests" / "grpo_dist_helper.py"), str(tiny_causal_dir), str(ckpt),
-                           str(tmp_path / "out"), str(result)], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29541",
+            str(REPO / "tests" / "grpo_dist_helper.py"),
+            str(tiny_causal_dir),
+            str(ckpt),
+            str(tmp_path / "out"),
+            str(result),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(result.read_text())
     assert data["shapes"] and all(a == c for a, c in data["shapes"])
@@ -143,9 +208,10 @@ def test_two_process_run(tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):
         ranks = sorted(step, key=lambda r: r["rank"])
         width = max(len(r["mask"][0]) for r in ranks)  # each process pads its completions to its own longest
 
-        def cat(key, dtype=torch.float32):
-            return torch.cat([torch.nn.functional.pad(torch.tensor(r[key], dtype=dtype),
-                                                      (0, width - len(r[key][0]))) for r in ranks])
+        def cat(key, dtype=torch.float32, ranks=ranks, width=width):
+            return torch.cat(
+                [torch.nn.functional.pad(torch.tensor(r[key], dtype=dtype), (0, width - len(r[key][0]))) for r in ranks]
+            )
 
         credit, mask = cat("credit", torch.float64), cat("mask")
         correct = torch.tensor(ranks[0]["rewards"]) >= 0.5
@@ -158,18 +224,24 @@ def test_two_process_run(tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):
 
 
 def test_opposites_task():
-    from lenvm_rl.rl.tasks import (OPPOSITES, answer_sentence_end, opposites_dataset, opposites_reward,
-                                   opposites_split)
+    from lenvm_rl.rl.tasks import OPPOSITES, answer_sentence_end, opposites_dataset, opposites_reward, opposites_split
 
     assert len(OPPOSITES) >= 120
     train, held_out = opposites_split()
     assert len(held_out) == 48 and not set(train) & set(held_out) and len(train) + 48 == len(OPPOSITES)
-    texts = ["The opposite of 'hot' is 'cold'. Cold is...", "Cold.", "Hot: a cold feeling", "Warm, or cold.",
-             "The opposite of hot would be cold.", "The word hot means... Its opposite is chilly!"]
+    texts = [
+        "The opposite of 'hot' is 'cold'. Cold is...",
+        "Cold.",
+        "Hot: a cold feeling",
+        "Warm, or cold.",
+        "The opposite of hot would be cold.",
+        "The word hot means... Its opposite is chilly!",
+    ]
     assert opposites_reward(texts, word=["hot"] * 6, answer=[OPPOSITES["hot"].split()] * 6) == [1, 1, 1, 0, 0, 1]
     # The first stated answer counts, and only it; aliases are accepted ("light" -> "darkness").
-    assert opposites_reward(["The opposite of light is darkness, not heavy"], word=["light"],
-                            answer=[OPPOSITES["light"].split()]) == [1.0]
+    assert opposites_reward(
+        ["The opposite of light is darkness, not heavy"], word=["light"], answer=[OPPOSITES["light"].split()]
+    ) == [1.0]
     assert answer_sentence_end(texts[0], "hot") == len("The opposite of 'hot' is 'cold'.")
     row = opposites_dataset(["hot"])[0]
     assert row["word"] == "hot" and "'hot'" in row["prompt"][0]["content"] and "cold" in row["answer"]

@@ -4,8 +4,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lenvm_rl.modeling import (LENVM_CONFIG_FILE, VALUE_HEAD_FILE, LengthValueModel, backbone_load_kwargs,
-                               ensure_writable_output)
+from lenvm_rl.modeling import (
+    LENVM_CONFIG_FILE,
+    VALUE_HEAD_FILE,
+    LengthValueModel,
+    backbone_load_kwargs,
+    ensure_writable_output,
+)
 
 
 def _ids(n=2, t=12, vocab=1000, seed=0):
@@ -45,8 +50,9 @@ def test_reference_layout_loads_only_with_an_explicit_gamma(tmp_path, tiny_backb
     """Published LenVM: a backbone dir + value_head.safetensors with v_head.* keys, no lenvm_config.json."""
     model = LengthValueModel(tiny_backbone, gamma=0.997).eval()
     tiny_backbone.save_pretrained(tmp_path)
-    save_file({f"v_head.{k}": v.contiguous() for k, v in model.v_head.state_dict().items()},
-              str(tmp_path / VALUE_HEAD_FILE))
+    save_file(
+        {f"v_head.{k}": v.contiguous() for k, v in model.v_head.state_dict().items()}, str(tmp_path / VALUE_HEAD_FILE)
+    )
     with pytest.raises(ValueError, match="Pass gamma explicitly"):
         LengthValueModel.from_pretrained(tmp_path)
     loaded = LengthValueModel.from_pretrained(tmp_path, gamma=0.997).eval()
@@ -58,8 +64,9 @@ def test_bad_checkpoints_are_refused(tmp_path, tiny_backbone):
     tiny_backbone.save_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="value_head.safetensors"):
         LengthValueModel.from_pretrained(tmp_path, gamma=0.99)
-    save_file({"v_head.fc.weight": torch.zeros(32, 32), "score.weight": torch.zeros(1, 32)},
-              str(tmp_path / VALUE_HEAD_FILE))
+    save_file(
+        {"v_head.fc.weight": torch.zeros(32, 32), "score.weight": torch.zeros(1, 32)}, str(tmp_path / VALUE_HEAD_FILE)
+    )
     with pytest.raises(ValueError, match="does not hold a LenVM head"):  # never silently re-initialised
         LengthValueModel.from_pretrained(tmp_path, gamma=0.99)
 

@@ -23,8 +23,9 @@ HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "accelerate")
 
 def _python(code: str, **env) -> str:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=full_env,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=full_env, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -58,10 +59,13 @@ def test_every_reward_function_is_exported():
     """Reward functions added to lenvm_rl.rl.rewards must be added to the lazy map in lenvm_rl/__init__.py too."""
     from lenvm_rl.rl import rewards
 
-    defined = [name for name, f in inspect.getmembers(rewards, inspect.isfunction)
-               if f.__module__ == rewards.__name__ and not name.startswith("_")
-               and ("completions" in inspect.signature(f).parameters
-                    or "completion_ids" in inspect.signature(f).parameters)]
+    defined = [
+        name
+        for name, f in inspect.getmembers(rewards, inspect.isfunction)
+        if f.__module__ == rewards.__name__
+        and not name.startswith("_")
+        and ("completions" in inspect.signature(f).parameters or "completion_ids" in inspect.signature(f).parameters)
+    ]
     assert {"critic_length_return", "group_length_reward"} <= set(defined)
     missing = sorted(set(defined) - set(lenvm_rl.__all__))
     assert not missing, f"add {missing} to _IMPORT_STRUCTURE['rl.rewards'] in lenvm_rl/__init__.py"

@@ -19,8 +19,9 @@ def test_train_recipes_parse(recipe, monkeypatch):
     # --use_cpu only because this machine has no GPU to satisfy bf16: true
     monkeypatch.chdir(REPO)
     parser = TrlParser([TrainScriptArguments, LengthValueConfig, ModelConfig])
-    script, cfg, model, remaining = parser.parse_args_and_config(["--config", str(recipe), "--use_cpu", "true"],
-                                                                 return_remaining_strings=True)
+    script, cfg, model, remaining = parser.parse_args_and_config(
+        ["--config", str(recipe), "--use_cpu", "true"], return_remaining_strings=True
+    )
     launch, unknown = split_launch_args(remaining)
     assert not unknown
     assert Path(resolve_accelerate_config(launch["accelerate_config"])).is_file()
@@ -33,7 +34,9 @@ def test_paper_recipe_uses_zero3_and_paper_lr(monkeypatch):
     monkeypatch.chdir(REPO)
     parser = TrlParser([TrainScriptArguments, LengthValueConfig, ModelConfig])
     _, cfg, model, remaining = parser.parse_args_and_config(
-        ["--config", "recipes/Qwen2.5-1.5B-Instruct/lenvm/config_full.yaml", "--use_cpu", "true"], return_remaining_strings=True)
+        ["--config", "recipes/Qwen2.5-1.5B-Instruct/lenvm/config_full.yaml", "--use_cpu", "true"],
+        return_remaining_strings=True,
+    )
     assert cfg.learning_rate == 2e-5 and model.model_name_or_path == "Qwen/Qwen2.5-1.5B-Instruct"
     assert "zero3" in split_launch_args(remaining)[0]["accelerate_config"]
 
@@ -56,8 +59,9 @@ def test_grpo_recipes_parse_and_name_known_rewards(recipe, monkeypatch):
 
     monkeypatch.chdir(REPO)
     parser = TrlParser([GRPOScriptArguments, LengthShapedGRPOConfig, ModelConfig, DatasetMixtureConfig])
-    script, cfg, *_, remaining = parser.parse_args_and_config(["--config", str(recipe), "--use_cpu", "true"],
-                                                              return_remaining_strings=True)
+    script, cfg, *_, remaining = parser.parse_args_and_config(
+        ["--config", str(recipe), "--use_cpu", "true"], return_remaining_strings=True
+    )
     launch, unknown = split_launch_args(remaining)
     assert not unknown and cfg.critic_model_path and cfg.length_shaping in ("relative", "advantage")
     if cfg.length_shaping == "relative":  # the gate must be one of the recipe's rewards

@@ -11,7 +11,7 @@ def test_targets_follow_bellman_and_end_at_zero():
     g = R.completion_targets(length, gamma).double()
     assert g.shape == (length + 1,)
     assert g[-1] == 0  # EOS target
-    assert g[0].item() == pytest.approx(-(1 - gamma ** length))
+    assert g[0].item() == pytest.approx(-(1 - gamma**length))
     r = R.step_reward(gamma)
     for t in range(length):
         assert g[t].item() == pytest.approx(r + gamma * g[t + 1].item(), abs=1e-6)
@@ -29,7 +29,7 @@ def test_gamma_rule_puts_99_percent_mass_at_l99():
     lengths = list(range(1, 1001))
     gamma = R.gamma_from_lengths(lengths)
     l99 = torch.quantile(torch.tensor(lengths, dtype=torch.float64), 0.99).item()
-    assert 1 - gamma ** l99 == pytest.approx(0.99)
+    assert 1 - gamma**l99 == pytest.approx(0.99)
     # paper: L99 about 1.5k tokens gives about 0.997
     assert R.gamma_from_lengths([1535] * 10) == pytest.approx(0.997, abs=1e-4)
 

@@ -22,11 +22,12 @@ def test_critic_length_return_bootstraps_truncated_completions(tmp_path, tiny_ba
     eos = tokenizer.eos_token_id
     prompts = [[{"role": "user", "content": "hi"}]] * 2
     out = rewards.critic_length_return(prompts=prompts, completion_ids=[[5, 6, eos], [5, 6, 7]])
-    assert out[0] == pytest.approx(-(1 - 0.9 ** 3))
+    assert out[0] == pytest.approx(-(1 - 0.9**3))
     critic = rewards.critic_from_env()
     from lenvm_rl.data import encode_prompt
+
     v = critic.values(torch.tensor([encode_prompt(tokenizer, prompts[1]) + [5, 6, 7]]))[0, -1].item()
-    assert out[1] == pytest.approx(-(1 - 0.9 ** 3) + 0.9 ** 3 * v, rel=1e-5)
+    assert out[1] == pytest.approx(-(1 - 0.9**3) + 0.9**3 * v, rel=1e-5)
     assert pickle.loads(pickle.dumps(rewards.critic_length_return)) is rewards.critic_length_return
 
 
@@ -44,16 +45,26 @@ def test_reward_by_dotted_path_through_trls_parser(tmp_path, monkeypatch):
 
     monkeypatch.setenv("LENVM_CRITIC_PATH", "placeholder")  # restored after the test; the parser overwrites it
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"model_name_or_path": "x", "output_dir": str(tmp_path / "o"), "use_cpu": True,
-                                      "reward_funcs": ["lenvm_rl.rl.rewards.group_length_reward"],
-                                      "env": {"LENVM_CRITIC_PATH": "some/ckpt"}}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": "x",
+                "output_dir": str(tmp_path / "o"),
+                "use_cpu": True,
+                "reward_funcs": ["lenvm_rl.rl.rewards.group_length_reward"],
+                "env": {"LENVM_CRITIC_PATH": "some/ckpt"},
+            }
+        )
+    )
     script_args, *_ = TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig)).parse_args_and_config(
-        ["--config", str(recipe)])
+        ["--config", str(recipe)]
+    )
     import importlib
 
     module, name = script_args.reward_funcs[0].rsplit(".", 1)
     assert getattr(importlib.import_module(module), name) is rewards.group_length_reward
     import os
+
     assert os.environ["LENVM_CRITIC_PATH"] == "some/ckpt"
 
 
@@ -73,8 +84,9 @@ def test_kimi_length_reward_gates_wrong_answers_to_min_zero_lambda():
 
 def test_l1_max_reward_is_gated_and_clipped():
     reward = rewards.l1_max_length_reward(_gate, budget=10)
-    out = reward(prompts=["p"] * 4, completions=["yes", "yes", "yes", "no"],
-                 completion_ids=[[], [1] * 10, [1] * 30, [1]])
+    out = reward(
+        prompts=["p"] * 4, completions=["yes", "yes", "yes", "no"], completion_ids=[[], [1] * 10, [1] * 30, [1]]
+    )
     assert out == pytest.approx([1.0, 0.5, 0.0, 0.0])
     with pytest.raises(ValueError, match="budget"):
         rewards.l1_max_length_reward(_gate, budget=0)
@@ -99,7 +111,7 @@ def test_lenvm_seq_reward_is_the_gated_sequence_return(tmp_path, tiny_backbone, 
     eos = tokenizer.eos_token_id
     reward = rewards.lenvm_seq_reward(_gate, beta=2.0, critic=critic)
     out = reward(prompts=["p", "p"], completions=["yes", "no"], completion_ids=[[5, eos], [5, 6, eos]])
-    assert out == pytest.approx([2.0 * -(1 - 0.9 ** 2), 0.0])
+    assert out == pytest.approx([2.0 * -(1 - 0.9**2), 0.0])
 
 
 def test_critic_length_return_knows_every_eos_and_renders_prompts_like_trl(tmp_path, tiny_backbone, tokenizer):
@@ -107,11 +119,12 @@ def test_critic_length_return_knows_every_eos_and_renders_prompts_like_trl(tmp_p
     critic = _saved_critic(tmp_path, tiny_backbone, tokenizer, extra_eos=other_eos)
     seen = []
     values = critic.values
-    critic.values = lambda ids, mask=None: seen.append(ids[mask.bool()].tolist() if mask is not None else ids) or \
-        values(ids, mask)
+    critic.values = lambda ids, mask=None: (
+        seen.append(ids[mask.bool()].tolist() if mask is not None else ids) or values(ids, mask)
+    )
     # Ending on the generation config's other EOS is a finished answer: no bootstrap, no critic call.
     out = rewards.critic_length_return(["plain prompt"], [[5, 6, other_eos]], critic=critic)
-    assert out == [pytest.approx(-(1 - 0.9 ** 3))] and not seen
+    assert out == [pytest.approx(-(1 - 0.9**3))] and not seen
     # A plain-string prompt is tokenized as it is (TRL does not apply the chat template to it) ...
     rewards.critic_length_return(["plain prompt"], [[5, 6]], critic=critic)
     assert seen[-1] == tokenizer("plain prompt", add_special_tokens=False)["input_ids"] + [5, 6]
@@ -127,8 +140,10 @@ def test_get_reward_funcs_registry():
     from lenvm_rl.rl.tasks import opposites_reward
 
     funcs = rewards.get_reward_funcs(["opposites", "kimi", "l1_max"], task="opposites", budget=16)
-    assert funcs[0] is opposites_reward and [f.__name__ for f in funcs[1:]] == ["kimi_length_reward",
-                                                                                 "l1_max_length_reward"]
+    assert funcs[0] is opposites_reward and [f.__name__ for f in funcs[1:]] == [
+        "kimi_length_reward",
+        "l1_max_length_reward",
+    ]
     with pytest.raises(ValueError, match="unknown reward 'shortest'"):
         rewards.get_reward_funcs(["shortest"])
     with pytest.raises(ValueError, match="gated by a task reward"):

@@ -20,5 +20,7 @@ def test_tiny_experiment_runs_every_arm_and_resumes(tiny_causal_dir, tmp_path):
     again = main(["--tiny", "--policy", str(tiny_causal_dir), "--output_dir", str(out)])
     assert {p.name: p.stat().st_mtime for p in (out / "runs").glob("*.json")} == before
     assert again["runs"] == json.loads((out / "results.json").read_text())["runs"]
-    assert main(["--tiny", "--policy", str(tiny_causal_dir), "--output_dir", str(out), "--report_only"])["runs"] \
+    assert (
+        main(["--tiny", "--policy", str(tiny_causal_dir), "--output_dir", str(out), "--report_only"])["runs"]
         == again["runs"]
+    )

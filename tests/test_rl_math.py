@@ -21,9 +21,13 @@ def test_residuals_by_hand():
     values, mask, term = _setup()
     d = R.length_residuals(values, mask, term, G)
     r = -(1 - G)
-    expected = torch.tensor([[r + G * -0.4 + 0.5, r + G * -0.3 + 0.4, r + 0.0 + 0.3, 0.0],  # EOS -> terminal 0
-                             [r + G * -0.5 + 0.6, r + G * -0.45 + 0.5, r + G * -0.3 + 0.45,
-                              r + G * -0.25 + 0.3]], dtype=torch.float64)  # truncated: bootstrap V(s_4)
+    expected = torch.tensor(
+        [
+            [r + G * -0.4 + 0.5, r + G * -0.3 + 0.4, r + 0.0 + 0.3, 0.0],  # EOS -> terminal 0
+            [r + G * -0.5 + 0.6, r + G * -0.45 + 0.5, r + G * -0.3 + 0.45, r + G * -0.25 + 0.3],
+        ],
+        dtype=torch.float64,
+    )  # truncated: bootstrap V(s_4)
     assert torch.allclose(d, expected)
 
 
@@ -34,9 +38,11 @@ def test_lambda_one_gives_return_minus_value_on_terminated_rows():
     assert torch.allclose(adv[0, :3], returns - values[0, :3])
     assert adv[0, 3] == 0
     # the truncated row bootstraps: A_0 = sum_k gamma^k r + gamma^4 V(s_4) - V(s_0)
-    boot = sum(G ** k * -(1 - G) for k in range(4)) + G ** 4 * -0.25 - (-0.6)
+    boot = sum(G**k * -(1 - G) for k in range(4)) + G**4 * -0.25 - (-0.6)
     assert adv[1, 0].item() == pytest.approx(boot)
-    assert torch.allclose(R.length_advantages(values, mask, term, G, lam=0.0), R.length_residuals(values, mask, term, G))
+    assert torch.allclose(
+        R.length_advantages(values, mask, term, G, lam=0.0), R.length_residuals(values, mask, term, G)
+    )
 
 
 def test_potential_shaping_telescopes():
@@ -44,7 +50,7 @@ def test_potential_shaping_telescopes():
     f = R.potential_shaping(values, mask, term, G)
     disc = R.discounted_cumsum(f, G)
     assert torch.allclose(disc[0, :3], -values[0, :3])  # Phi(terminal) = 0
-    assert disc[1, 0].item() == pytest.approx(G ** 4 * -0.25 + 0.6)
+    assert disc[1, 0].item() == pytest.approx(G**4 * -0.25 + 0.6)
 
 
 def test_critic_rl_api_on_left_padded_prompts(tiny_backbone, tokenizer):

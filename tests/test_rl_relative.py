@@ -62,7 +62,7 @@ def test_shorter_correct_answers_get_positive_credit():
     T = max(lengths)
     values = torch.zeros(4, T + 1, dtype=torch.float64)
     for i, n in enumerate(lengths):
-        values[i, :n] = -(1 - G ** 6)
+        values[i, :n] = -(1 - G**6)
     mask = torch.zeros(4, T)
     for i, n in enumerate(lengths):
         mask[i, :n] = 1
@@ -84,8 +84,14 @@ def test_config_errors():
     with pytest.raises(ValueError, match="telescopes"):
         LengthShapedGRPOConfig(output_dir="x", use_cpu=True, length_shaping="potential")
     with pytest.raises(ValueError, match="at least 2 generations"):
-        LengthShapedGRPOConfig(output_dir="x", use_cpu=True, length_gate_reward="r", num_generations=1,
-                               per_device_train_batch_size=1, generation_batch_size=1)
+        LengthShapedGRPOConfig(
+            output_dir="x",
+            use_cpu=True,
+            length_gate_reward="r",
+            num_generations=1,
+            per_device_train_batch_size=1,
+            generation_batch_size=1,
+        )
     cfg = LengthShapedGRPOConfig(output_dir="x", use_cpu=True, length_gate_reward="r")
     assert (cfg.length_coef, cfg.length_gae_lambda, cfg.length_clip) == (1.0, 0.8, 0.5)
     assert LengthShapedGRPOConfig(output_dir="x", use_cpu=True, length_shaping="advantage").length_coef == 0.1
@@ -101,10 +107,21 @@ def test_a_gate_that_is_not_a_reward_function_is_refused(tiny_causal_dir, tiny_b
     def task_reward(completions, **kwargs):
         return [1.0] * len(completions)
 
-    args = LengthShapedGRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4,
-                                  num_generations=4, max_completion_length=4, report_to=[],
-                                  length_gate_reward="accuracy_reward")
+    args = LengthShapedGRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=4,
+        report_to=[],
+        length_gate_reward="accuracy_reward",
+    )
     with pytest.raises(ValueError, match="not among the reward functions.*task_reward"):
-        LengthShapedGRPOTrainer(model=str(tiny_causal_dir), reward_funcs=task_reward, args=args,
-                                train_dataset=Dataset.from_list([{"prompt": "hi"}] * 4), processing_class=tokenizer,
-                                critic=LengthCritic(LengthValueModel(tiny_backbone, gamma=0.95), tokenizer))
+        LengthShapedGRPOTrainer(
+            model=str(tiny_causal_dir),
+            reward_funcs=task_reward,
+            args=args,
+            train_dataset=Dataset.from_list([{"prompt": "hi"}] * 4),
+            processing_class=tokenizer,
+            critic=LengthCritic(LengthValueModel(tiny_backbone, gamma=0.95), tokenizer),
+        )

@@ -17,8 +17,14 @@ def test_rloo_recipe_with_the_gated_critic_return(tiny_causal_dir, tiny_backbone
     tokenizer.save_pretrained(critic)
     opposites_dataset(opposites_split()[0][:8]).to_json(str(tmp_path / "data" / "train.jsonl"))
     recipe = yaml.safe_load((REPO / "recipes/SmolLM2-135M-Instruct/rloo/config_opposites.yaml").read_text())
-    recipe.update(model_name_or_path=str(tiny_causal_dir), dataset_name=str(tmp_path / "data"), max_steps=1,
-                  per_device_train_batch_size=4, max_completion_length=6, output_dir=str(tmp_path / "out"))
+    recipe.update(
+        model_name_or_path=str(tiny_causal_dir),
+        dataset_name=str(tmp_path / "data"),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        max_completion_length=6,
+        output_dir=str(tmp_path / "out"),
+    )
     recipe["env"]["LENVM_CRITIC_PATH"] = str(critic)
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     for key in recipe["env"]:  # the parser sets them; undo after the test
@@ -35,7 +41,8 @@ def test_rloo_recipe_with_the_gated_critic_return(tiny_causal_dir, tiny_backbone
     monkeypatch.setattr(rewards, "lenvm_seq_reward", spy)
     parser = rloo.make_parser()
     script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(
-        ["--config", str(tmp_path / "r.yaml")], fail_with_unknown_args=False)[:4]
+        ["--config", str(tmp_path / "r.yaml")], fail_with_unknown_args=False
+    )[:4]
     rloo.main(script_args, training_args, model_args, dataset_args)
     assert seen and seen[0] == ("opposites_reward", 1.0)
     assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -16,11 +16,13 @@ def _records(path):
 def test_records_follow_the_schema(tiny_causal_dir, tmp_path):
     out = tmp_path / "r.jsonl"
     sampling = SamplingConfig(num_samples=2, max_new_tokens=12, temperature=1.0, seed=1)
-    generate_rollouts(_prompts(), out, model=str(tiny_causal_dir), sampling=sampling, batch_size=4,
-                      dtype="float32", progress=False)
+    generate_rollouts(
+        _prompts(), out, model=str(tiny_causal_dir), sampling=sampling, batch_size=4, dtype="float32", progress=False
+    )
     recs = _records(out)
-    assert len(recs) == 6 and {(r["prompt_id"], r["sample_index"]) for r in recs} == \
-        {(f"q{i}", k) for i in range(3) for k in range(2)}
+    assert len(recs) == 6 and {(r["prompt_id"], r["sample_index"]) for r in recs} == {
+        (f"q{i}", k) for i in range(3) for k in range(2)
+    }
     for r in recs:
         assert r["num_tokens"] == len(r["completion_ids"]) <= 12
         assert r["sampling"] == sampling.record() and r["generator"] == str(tiny_causal_dir)
@@ -32,8 +34,13 @@ def test_records_follow_the_schema(tiny_causal_dir, tmp_path):
 
 def test_an_interrupted_run_resumes_without_duplicates(tiny_causal_dir, tmp_path):
     out = tmp_path / "r.jsonl"
-    kw = dict(model=str(tiny_causal_dir), sampling=SamplingConfig(num_samples=2, max_new_tokens=8), batch_size=2,
-              dtype="float32", progress=False)
+    kw = dict(
+        model=str(tiny_causal_dir),
+        sampling=SamplingConfig(num_samples=2, max_new_tokens=8),
+        batch_size=2,
+        dtype="float32",
+        progress=False,
+    )
     generate_rollouts(_prompts(), out, **kw)
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:3]) + lines[3][:20])  # killed while writing the 4th record
@@ -49,8 +56,9 @@ def test_an_interrupted_run_resumes_without_duplicates(tiny_causal_dir, tmp_path
 
 def test_resuming_with_other_settings_is_refused(tiny_causal_dir, tmp_path):
     out = tmp_path / "r.jsonl"
-    generate_rollouts(_prompts(1), out, model=str(tiny_causal_dir), sampling=SamplingConfig(1, 4), dtype="float32",
-                      progress=False)
+    generate_rollouts(
+        _prompts(1), out, model=str(tiny_causal_dir), sampling=SamplingConfig(1, 4), dtype="float32", progress=False
+    )
     with pytest.raises(ValueError, match="another --output"):
         read_done(out, str(tiny_causal_dir), SamplingConfig(1, 4, temperature=0.5))
 
@@ -88,6 +96,7 @@ def test_vllm_backend_without_vllm_says_how_to_install(tmp_path):
     pytest.importorskip("transformers")
     try:
         import vllm  # noqa: F401
+
         pytest.skip("vllm is installed")
     except ImportError:
         pass
@@ -109,11 +118,13 @@ def test_vllm_stop_on_a_generation_config_eos_keeps_one_terminal_eos(tmp_path, m
     model_dir = tmp_path / "generator"
     GenerationConfig(eos_token_id=[eos, gen_eos]).save_pretrained(model_dir)
     # (token_ids, finish_reason, stop_reason) as vLLM's CompletionOutput reports them
-    outputs = [([1000, 1001, gen_eos], "stop", gen_eos),  # stopped on the generation-config EOS
-               ([1000, 1001], "stop", gen_eos),  # the same, with the stop token left out of token_ids
-               ([1000, eos], "stop", None),  # the tokenizer's EOS
-               ([1000, gen_eos], "stop", None),  # a generation-config EOS reported as plain EOS
-               ([1000, 1001, 1002], "length", None)]  # cut at max_tokens
+    outputs = [
+        ([1000, 1001, gen_eos], "stop", gen_eos),  # stopped on the generation-config EOS
+        ([1000, 1001], "stop", gen_eos),  # the same, with the stop token left out of token_ids
+        ([1000, eos], "stop", None),  # the tokenizer's EOS
+        ([1000, gen_eos], "stop", None),  # a generation-config EOS reported as plain EOS
+        ([1000, 1001, 1002], "length", None),
+    ]  # cut at max_tokens
 
     class FakeLLM:  # vllm.LLM: get_tokenizer() and generate(inputs, params) -> [RequestOutput]
         def __init__(self, model, dtype, seed):
@@ -123,19 +134,39 @@ def test_vllm_stop_on_a_generation_config_eos_keeps_one_terminal_eos(tmp_path, m
             return tokenizer
 
         def generate(self, inputs, params):
-            return [SimpleNamespace(outputs=[SimpleNamespace(
-                token_ids=tuple(ids), finish_reason=reason, stop_reason=stop,
-                text=tokenizer.decode(ids, skip_special_tokens=True))])
-                for (ids, reason, stop), _ in zip(outputs, inputs)]
+            return [
+                SimpleNamespace(
+                    outputs=[
+                        SimpleNamespace(
+                            token_ids=tuple(ids),
+                            finish_reason=reason,
+                            stop_reason=stop,
+                            text=tokenizer.decode(ids, skip_special_tokens=True),
+                        )
+                    ]
+                )
+                for (ids, reason, stop), _ in zip(outputs, inputs)
+            ]
 
     fake = ModuleType("vllm")
     fake.LLM, fake.SamplingParams = FakeLLM, lambda **kw: SimpleNamespace(**kw)
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    out = generate_rollouts(_prompts(len(outputs)), tmp_path / "v.jsonl", model=str(model_dir), backend="vllm",
-                            sampling=SamplingConfig(num_samples=1, max_new_tokens=3), progress=False)
+    out = generate_rollouts(
+        _prompts(len(outputs)),
+        tmp_path / "v.jsonl",
+        model=str(model_dir),
+        backend="vllm",
+        sampling=SamplingConfig(num_samples=1, max_new_tokens=3),
+        progress=False,
+    )
     recs = sorted(_records(out), key=lambda r: r["prompt_id"])
-    assert [r["completion_ids"] for r in recs] == [[1000, 1001, gen_eos], [1000, 1001, gen_eos], [1000, eos],
-                                                   [1000, gen_eos], [1000, 1001, 1002]]
+    assert [r["completion_ids"] for r in recs] == [
+        [1000, 1001, gen_eos],
+        [1000, 1001, gen_eos],
+        [1000, eos],
+        [1000, gen_eos],
+        [1000, 1001, 1002],
+    ]
     assert [r["finish_reason"] for r in recs] == ["stop"] * 4 + ["length"]
     assert all(r["num_tokens"] == len(r["completion_ids"]) for r in recs)
     # the value-training example ends in exactly one EOS (the LenVM tokenizer's)

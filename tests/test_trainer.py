@@ -53,15 +53,31 @@ def test_token_mean_loss_is_independent_of_gradient_accumulation(init_dir, token
     assert not all(torch.allclose(seq_mean[k], expected[k], atol=1e-6) for k in expected)
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
-    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun missing")
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+    reason="torchrun missing",
+)
 def test_token_mean_loss_is_the_same_across_two_processes(init_dir, tokenizer, tmp_path):
     result = tmp_path / "dist.pt"
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533",
-                           str(REPO / "tests" / "train_helpers.py"), init_dir, str(tmp_path / "dist"), str(result)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            str(REPO / "tests" / "train_helpers.py"),
+            init_dir,
+            str(tmp_path / "dist"),
+            str(result),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = torch.load(result)
     expected = _hand_update(init_dir, tokenizer)
@@ -78,8 +94,12 @@ def test_auto_gamma_is_resolved_from_the_training_lengths_and_saved(tiny_backbon
     trainer.save_model()
     assert LengthValueModel.from_pretrained(tmp_path / "out").gamma == pytest.approx(trainer.gamma)
     with pytest.raises(FileExistsError):  # a second run must not overwrite the trained checkpoint silently
-        LengthValueTrainer(LengthValueModel(tiny_backbone), LengthValueConfig(output_dir=str(tmp_path / "out")),
-                           train_dataset=ds, processing_class=tokenizer)
+        LengthValueTrainer(
+            LengthValueModel(tiny_backbone),
+            LengthValueConfig(output_dir=str(tmp_path / "out")),
+            train_dataset=ds,
+            processing_class=tokenizer,
+        )
 
 
 def test_resume_from_checkpoint_continues_to_the_same_weights(init_dir, tokenizer, tmp_path):
@@ -91,18 +111,28 @@ def test_resume_from_checkpoint_continues_to_the_same_weights(init_dir, tokenize
 
     def run(out, resume=None, callbacks=None):
         model = LengthValueModel.from_pretrained(init_dir)
-        args = LengthValueConfig(output_dir=str(out), max_steps=4, per_device_train_batch_size=2,
-                                 save_strategy="steps", save_steps=2, report_to=[], use_cpu=True, seed=3,
-                                 learning_rate=1e-3, overwrite_output_dir=True, disable_tqdm=True)
-        LengthValueTrainer(model, args, train_dataset=lengths_dataset(tokenizer), processing_class=tokenizer,
-                           callbacks=callbacks).train(resume_from_checkpoint=resume)
+        args = LengthValueConfig(
+            output_dir=str(out),
+            max_steps=4,
+            per_device_train_batch_size=2,
+            save_strategy="steps",
+            save_steps=2,
+            report_to=[],
+            use_cpu=True,
+            seed=3,
+            learning_rate=1e-3,
+            overwrite_output_dir=True,
+            disable_tqdm=True,
+        )
+        LengthValueTrainer(
+            model, args, train_dataset=lengths_dataset(tokenizer), processing_class=tokenizer, callbacks=callbacks
+        ).train(resume_from_checkpoint=resume)
         return model
 
     straight = run(tmp_path / "a")
     interrupted = run(tmp_path / "b", callbacks=[StopAfterTwo()])
     assert (tmp_path / "b" / "checkpoint-2" / "value_head.safetensors").is_file()
-    assert not all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(),
-                                                      interrupted.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), interrupted.state_dict().values()))
     resumed = run(tmp_path / "b", resume=str(tmp_path / "b" / "checkpoint-2"))
     for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), k
@@ -113,17 +143,32 @@ def test_lora_trains_the_head_fully_and_merges_to_the_full_layout(tiny_backbone,
 
     from lenvm_rl.modeling import merge_lora
 
-    args = LengthValueConfig(output_dir=str(tmp_path / "lora"), max_steps=2, gamma=GAMMA, report_to=[],
-                             use_cpu=True, learning_rate=1e-2, disable_tqdm=True)
+    args = LengthValueConfig(
+        output_dir=str(tmp_path / "lora"),
+        max_steps=2,
+        gamma=GAMMA,
+        report_to=[],
+        use_cpu=True,
+        learning_rate=1e-2,
+        disable_tqdm=True,
+    )
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     base = tmp_path / "base"  # the adapter checkpoint refers to its base model by path, as to a hub id
     tiny_backbone.save_pretrained(base)
-    trainer = LengthValueTrainer(LengthValueModel.from_backbone(str(base)), args,
-                                 train_dataset=lengths_dataset(tokenizer), processing_class=tokenizer,
-                                 peft_config=lora)
+    trainer = LengthValueTrainer(
+        LengthValueModel.from_backbone(str(base)),
+        args,
+        train_dataset=lengths_dataset(tokenizer),
+        processing_class=tokenizer,
+        peft_config=lora,
+    )
     trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
-    assert {n for n in trainable if n.startswith("v_head.")} == {"v_head.fc.weight", "v_head.fc.bias",
-                                                                 "v_head.summary.weight", "v_head.summary.bias"}
+    assert {n for n in trainable if n.startswith("v_head.")} == {
+        "v_head.fc.weight",
+        "v_head.fc.bias",
+        "v_head.summary.weight",
+        "v_head.summary.bias",
+    }
     assert all("lora_" in n for n in trainable if n.startswith("backbone."))
     trainer.train()
     trainer.save_model()
@@ -173,7 +218,7 @@ def test_censored_loss_is_zero_when_the_bound_holds_and_only_pushes_values_down(
     assert torch.all(below.grad == 0)
     above = (bound_v + 0.05).requires_grad_()  # predicted shorter than the bound allows
     loss, _ = value_loss_sums(above, labels, bounds, GAMMA)
-    assert loss.item() == pytest.approx(3 * 0.05 ** 2, rel=1e-4)
+    assert loss.item() == pytest.approx(3 * 0.05**2, rel=1e-4)
     loss.backward()
     assert torch.all(above.grad[0, 1:] > 0) and above.grad[0, 0] == 0  # descent lowers V, never raises it
     # exact targets are untouched by the bounds' presence
@@ -187,8 +232,9 @@ def _censored_dataset(tokenizer):
 
     from lenvm_rl.data import build_example
 
-    rows = [dict(r, lower_bounds=[IGNORE_INDEX] * len(r["input_ids"]), censored=False)
-            for r in lengths_dataset(tokenizer)]
+    rows = [
+        dict(r, lower_bounds=[IGNORE_INDEX] * len(r["input_ids"]), censored=False) for r in lengths_dataset(tokenizer)
+    ]
     rows.append(build_example([20, 11, 12], [400 + 3 * j for j in range(80)], max_length=None, censored=True))
     return Dataset.from_list(rows)
 
@@ -207,12 +253,26 @@ def test_a_censored_row_changes_training_and_counts_as_trained_tokens(init_dir, 
 
     def step(truncated, bs, ga):
         model = LengthValueModel.from_pretrained(init_dir)
-        args = LengthValueConfig(output_dir=str(tmp_path / f"{truncated}{bs}"), overwrite_output_dir=True,
-                                 per_device_train_batch_size=bs, gradient_accumulation_steps=ga, max_steps=1,
-                                 optim="sgd", learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
-                                 weight_decay=0.0, max_grad_norm=0.0, train_sampling_strategy="sequential",
-                                 save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True,
-                                 logging_strategy="no", truncated=truncated)
+        args = LengthValueConfig(
+            output_dir=str(tmp_path / f"{truncated}{bs}"),
+            overwrite_output_dir=True,
+            per_device_train_batch_size=bs,
+            gradient_accumulation_steps=ga,
+            max_steps=1,
+            optim="sgd",
+            learning_rate=LR,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            weight_decay=0.0,
+            max_grad_norm=0.0,
+            train_sampling_strategy="sequential",
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            disable_tqdm=True,
+            logging_strategy="no",
+            truncated=truncated,
+        )
         LengthValueTrainer(model, args, train_dataset=ds, processing_class=tokenizer).train()
         return dict(model.named_parameters())
 
@@ -233,9 +293,17 @@ def test_a_censored_row_changes_training_and_counts_as_trained_tokens(init_dir, 
 def test_auto_gamma_counts_censored_lengths_unless_they_are_dropped(tiny_backbone, tokenizer, tmp_path):
     ds = _censored_dataset(tokenizer)
     kw = dict(max_steps=1, report_to=[], use_cpu=True)
-    censor = LengthValueTrainer(LengthValueModel(tiny_backbone), LengthValueConfig(
-        output_dir=str(tmp_path / "a"), **kw), train_dataset=ds, processing_class=tokenizer)
-    drop = LengthValueTrainer(LengthValueModel(tiny_backbone), LengthValueConfig(
-        output_dir=str(tmp_path / "b"), truncated="drop", **kw), train_dataset=ds, processing_class=tokenizer)
+    censor = LengthValueTrainer(
+        LengthValueModel(tiny_backbone),
+        LengthValueConfig(output_dir=str(tmp_path / "a"), **kw),
+        train_dataset=ds,
+        processing_class=tokenizer,
+    )
+    drop = LengthValueTrainer(
+        LengthValueModel(tiny_backbone),
+        LengthValueConfig(output_dir=str(tmp_path / "b"), truncated="drop", **kw),
+        train_dataset=ds,
+        processing_class=tokenizer,
+    )
     assert censor.gamma == pytest.approx(0.01 ** (1 / np.quantile([2, 30, 5, 60, 80], 0.99)))
     assert drop.gamma == pytest.approx(0.01 ** (1 / np.quantile([2, 30, 5, 60], 0.99)))

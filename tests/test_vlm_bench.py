@@ -28,9 +28,17 @@ def test_tiny_vlm_scoring_benchmark(tmp_path):
     for r in rows:
         assert r["image_tokens"] == (cfg["image_size"] // 28) ** 2
         assert all(n > r["image_tokens"] for n in r["prompt_lengths"])  # the prefix holds the image tokens
-        for key in ("tree_ms_per_step", "naive_cached_ms_per_step", "naive_crop_ms_per_step",
-                    "naive_full_ms_per_step", "prefill_ms", "naive_over_tree", "naive_crop_over_tree",
-                    "naive_full_over_tree", "naive_over_tree_paired"):
+        for key in (
+            "tree_ms_per_step",
+            "naive_cached_ms_per_step",
+            "naive_crop_ms_per_step",
+            "naive_full_ms_per_step",
+            "prefill_ms",
+            "naive_over_tree",
+            "naive_crop_over_tree",
+            "naive_full_over_tree",
+            "naive_over_tree_paired",
+        ):
             assert _finite_positive(r[key]), key
         assert len(r["runs"]) == cfg["repeats"]
         assert all(len(steps) == cfg["score_steps"] for run in r["runs"] for steps in run["step_ms"].values())

@@ -11,8 +11,7 @@ from vlm_helpers import image_message, make_family, make_image, save_image
 from lenvm_rl.critic import LengthCritic
 from lenvm_rl.modeling import LengthValueModel
 from lenvm_rl.scoring import NaiveCachedScorer, TreeScorer, naive_candidate_values
-from lenvm_rl.vlm import (ProcessorMismatchError, VisionInputError, language_lora_targets, render_prompts,
-                          vision_inputs)
+from lenvm_rl.vlm import ProcessorMismatchError, VisionInputError, language_lora_targets, render_prompts, vision_inputs
 
 FAMILIES = ["qwen2_5_vl", "idefics3"]
 
@@ -25,8 +24,11 @@ def family(request):
 
 
 def _batch(processor):
-    return render_prompts(processor, [image_message("What is in the picture?"), "A text-only prompt, a bit longer."],
-                          [[make_image(0)], []])
+    return render_prompts(
+        processor,
+        [image_message("What is in the picture?"), "A text-only prompt, a bit longer."],
+        [[make_image(0)], []],
+    )
 
 
 def test_vlm_values_shape_and_images_matter(family):
@@ -63,8 +65,9 @@ def test_vlm_tree_scoring_matches_one_by_one(family):
             full = model(**enc).value
         assert torch.allclose(v0, full[:, -2], atol=1e-5)
         prev = ids[:, -1]
-        for step, cands in enumerate([torch.tensor([[100, 200, 300], [400, 500, 600]]),
-                                      torch.tensor([[7, 8, 9], [10, 11, 12]])]):
+        for step, cands in enumerate(
+            [torch.tensor([[100, 200, 300], [400, 500, 600]]), torch.tensor([[7, 8, 9], [10, 11, 12]])]
+        ):
             v_prev, v_cands = scorer.step(prev, cands)
             ref = naive_candidate_values(model, ids, mask, cands, **vision)
             assert torch.allclose(v_cands, ref, atol=1e-5), step
@@ -85,8 +88,9 @@ def test_vlm_critic_predict_length_and_reload(family, tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
     processor.save_pretrained(tmp_path / "ckpt")
     # the Qwen2.5-VL processor class needs torchvision to load; hand it over where it cannot load here
-    loaded = LengthCritic.from_pretrained(tmp_path / "ckpt", device="cpu",
-                                          processor=processor if name == "qwen2_5_vl" else None)
+    loaded = LengthCritic.from_pretrained(
+        tmp_path / "ckpt", device="cpu", processor=processor if name == "qwen2_5_vl" else None
+    )
     assert loaded.processor is not None and loaded.model.is_vision
     again = loaded.predict_length([image_message("Describe it."), "Hello"], images=[[img], None])
     assert torch.allclose(again, n, rtol=1e-4)

@@ -4,7 +4,6 @@ the image tokens of the prompt) and LengthShapedGRPOTrainer with a VLM policy an
 from __future__ import annotations
 
 import pytest
-import torch
 from datasets import Dataset
 from vlm_helpers import image_message, make_family, make_image
 
@@ -33,14 +32,24 @@ def test_guided_decoding_with_images(family):
     RecordingScorer.started = []
     prompts = [image_message("Describe the image."), image_message("And this one?")]
     images = [[make_image(1)], [make_image(2, size=(84, 56))]]
-    out = generate_with_length(generator, critic, prompts, mode="at_most", target_tokens=3, max_new_tokens=6,
-                               images=images, seed=0, scorer=RecordingScorer(critic.model))
+    out = generate_with_length(
+        generator,
+        critic,
+        prompts,
+        mode="at_most",
+        target_tokens=3,
+        max_new_tokens=6,
+        images=images,
+        seed=0,
+        scorer=RecordingScorer(critic.model),
+    )
     assert len(out) == 2 and all(r["num_tokens"] <= 3 for r in out)
-    (prefix, keys), = RecordingScorer.started
+    ((prefix, keys),) = RecordingScorer.started
     assert "pixel_values" in keys
     assert (prefix == critic.model.config.image_token_id).sum() > 0  # the critic's cache holds the image tokens
-    tilted = generate_with_length(generator, critic, prompts, mode="tilt", beta=2.0, max_new_tokens=4, images=images,
-                                  seed=0)
+    tilted = generate_with_length(
+        generator, critic, prompts, mode="tilt", beta=2.0, max_new_tokens=4, images=images, seed=0
+    )
     assert len(tilted) == 2
 
 
@@ -69,14 +78,31 @@ def test_grpo_with_vlm_policy_and_vlm_critic(family, tmp_path):
     processor, policy = make_family(family)
     _, critic_vlm = make_family(family, seed=1)
     critic = LengthCritic(LengthValueModel.from_backbone(critic_vlm, gamma=0.95), processor)
-    data = Dataset.from_list([{"prompt": image_message(f"How many squares? {i}"), "image": make_image(i)}
-                              for i in range(4)])
-    args = LengthShapedGRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=4, num_generations=4,
-                                  max_completion_length=6, max_steps=1, use_cpu=True, report_to=[], logging_steps=1,
-                                  save_strategy="no", learning_rate=1e-4, length_shaping="advantage")
+    data = Dataset.from_list(
+        [{"prompt": image_message(f"How many squares? {i}"), "image": make_image(i)} for i in range(4)]
+    )
+    args = LengthShapedGRPOConfig(
+        output_dir=str(tmp_path / "grpo"),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=6,
+        max_steps=1,
+        use_cpu=True,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        learning_rate=1e-4,
+        length_shaping="advantage",
+    )
     Recording.seen = []
-    trainer = Recording(model=policy, reward_funcs=short_reward, args=args, train_dataset=data,
-                        processing_class=processor, critic=critic)
+    trainer = Recording(
+        model=policy,
+        reward_funcs=short_reward,
+        args=args,
+        train_dataset=data,
+        processing_class=processor,
+        critic=critic,
+    )
     trainer.train()
     assert Recording.seen and all(a == c and pix for a, c, pix in Recording.seen)
     logged = [h for h in trainer.state.log_history if "length/term_abs_mean" in h]
@@ -88,9 +114,23 @@ def test_grpo_vlm_critic_refuses_another_family_processor(tmp_path):
     i_processor, i_model = make_family("idefics3")
     critic = LengthCritic(LengthValueModel.from_backbone(i_model, gamma=0.95), i_processor)
     data = Dataset.from_list([{"prompt": image_message("Hi"), "image": make_image(0)}] * 4)
-    args = LengthShapedGRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=4, num_generations=4,
-                                  max_completion_length=4, max_steps=1, use_cpu=True, report_to=[], save_strategy="no",
-                                  length_shaping="advantage")
+    args = LengthShapedGRPOConfig(
+        output_dir=str(tmp_path / "grpo"),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=4,
+        max_steps=1,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        length_shaping="advantage",
+    )
     with pytest.raises(ValueError, match="processor"):
-        LengthShapedGRPOTrainer(model=policy, reward_funcs=short_reward, args=args, train_dataset=data,
-                                processing_class=q_processor, critic=critic)
+        LengthShapedGRPOTrainer(
+            model=policy,
+            reward_funcs=short_reward,
+            args=args,
+            train_dataset=data,
+            processing_class=q_processor,
+            critic=critic,
+        )

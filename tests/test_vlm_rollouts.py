@@ -46,12 +46,21 @@ def generator(request, tmp_path_factory):
 
 
 def _prompts(image_dir):
-    return [{"prompt_id": "a-path", "prompt": image_message("What is in the picture?"),
-             "images": [save_image(image_dir / "a.png", seed=1)], "answer": "a square"},
-            {"prompt_id": "b-pil", "prompt": image_message("Compare them.", n_images=2),
-             "images": [make_image(2), make_image(3, size=(84, 56))]},
-            {"prompt_id": "c-string", "prompt": "Describe it.", "image": make_image(4)},  # image parts go in front
-            {"prompt_id": "d-text", "prompt": [{"role": "user", "content": "No picture here."}]}]
+    return [
+        {
+            "prompt_id": "a-path",
+            "prompt": image_message("What is in the picture?"),
+            "images": [save_image(image_dir / "a.png", seed=1)],
+            "answer": "a square",
+        },
+        {
+            "prompt_id": "b-pil",
+            "prompt": image_message("Compare them.", n_images=2),
+            "images": [make_image(2), make_image(3, size=(84, 56))],
+        },
+        {"prompt_id": "c-string", "prompt": "Describe it.", "image": make_image(4)},  # image parts go in front
+        {"prompt_id": "d-text", "prompt": [{"role": "user", "content": "No picture here."}]},
+    ]
 
 
 def test_vlm_rollouts_round_trip_into_examples(generator, tmp_path):
@@ -59,8 +68,9 @@ def test_vlm_rollouts_round_trip_into_examples(generator, tmp_path):
     prompts = _prompts(tmp_path)
     out = tmp_path / "r.jsonl"
     sampling = SamplingConfig(num_samples=3, max_new_tokens=MAX_NEW, seed=0)
-    generate_rollouts(prompts, out, model=str(path), sampling=sampling, batch_size=5, dtype="float32",
-                      progress=False, **kw)
+    generate_rollouts(
+        prompts, out, model=str(path), sampling=sampling, batch_size=5, dtype="float32", progress=False, **kw
+    )
     recs = _records(out)
     assert len(recs) == 12 and len({(r["prompt_id"], r["sample_index"]) for r in recs}) == 12
     eos = processor.tokenizer.eos_token_id
@@ -101,8 +111,14 @@ def test_vlm_rollouts_resume(generator, tmp_path):
     name, path, processor, _, kw = generator
     prompts = _prompts(tmp_path)
     out = tmp_path / "r.jsonl"
-    run = dict(model=str(path), sampling=SamplingConfig(num_samples=2, max_new_tokens=MAX_NEW), batch_size=3,
-               dtype="float32", progress=False, **kw)
+    run = dict(
+        model=str(path),
+        sampling=SamplingConfig(num_samples=2, max_new_tokens=MAX_NEW),
+        batch_size=3,
+        dtype="float32",
+        progress=False,
+        **kw,
+    )
     generate_rollouts(prompts, out, **run)
     first = _records(out)
     pngs = sorted((tmp_path / "r.jsonl.images").iterdir())
@@ -127,29 +143,41 @@ def test_vlm_rollouts_resume(generator, tmp_path):
 def test_prompt_without_its_images_is_refused_before_generation(tmp_path):
     """The generator is never loaded: the model path does not even exist."""
     out = tmp_path / "r.jsonl"
-    kw = dict(model=str(tmp_path / "no-such-generator"), sampling=SamplingConfig(num_samples=1, max_new_tokens=2),
-              progress=False)
+    kw = dict(
+        model=str(tmp_path / "no-such-generator"),
+        sampling=SamplingConfig(num_samples=1, max_new_tokens=2),
+        progress=False,
+    )
     with pytest.raises(VisionInputError, match="image part.*no images were given"):
         generate_rollouts([{"prompt_id": "x", "prompt": image_message("Describe.")}], out, **kw)
     with pytest.raises(VisionInputError, match="2 image part.*1 images were given"):
-        generate_rollouts([{"prompt_id": "x", "prompt": image_message("Describe.", n_images=2),
-                            "images": [make_image(0)]}], out, **kw)
+        generate_rollouts(
+            [{"prompt_id": "x", "prompt": image_message("Describe.", n_images=2), "images": [make_image(0)]}], out, **kw
+        )
     with pytest.raises(FileNotFoundError, match="missing.png"):
-        generate_rollouts([{"prompt_id": "x", "prompt": "Describe.", "images": [str(tmp_path / "missing.png")]}],
-                          out, **kw)
+        generate_rollouts(
+            [{"prompt_id": "x", "prompt": "Describe.", "images": [str(tmp_path / "missing.png")]}], out, **kw
+        )
     with pytest.raises(ValueError, match="column 'thumbnail'"):
         generate_rollouts([{"prompt_id": "x", "prompt": "Describe.", "thumbnail": make_image(0)}], out, **kw)
     with pytest.raises(NotImplementedError, match="--backend hf"):
-        generate_rollouts([{"prompt_id": "x", "prompt": "Describe.", "images": [make_image(0)]}], out,
-                          backend="vllm", **kw)
+        generate_rollouts(
+            [{"prompt_id": "x", "prompt": "Describe.", "images": [make_image(0)]}], out, backend="vllm", **kw
+        )
     assert not out.exists() and not (tmp_path / "r.jsonl.images").exists()
 
 
 def test_images_need_a_vision_language_generator(tiny_causal_dir, tmp_path):
     out = tmp_path / "r.jsonl"
     with pytest.raises(VisionInputError, match="text-only"):
-        generate_rollouts([{"prompt_id": "x", "prompt": "Describe.", "images": [make_image(0)]}], out,
-                          model=str(tiny_causal_dir), sampling=SamplingConfig(1, 2), dtype="float32", progress=False)
+        generate_rollouts(
+            [{"prompt_id": "x", "prompt": "Describe.", "images": [make_image(0)]}],
+            out,
+            model=str(tiny_causal_dir),
+            sampling=SamplingConfig(1, 2),
+            dtype="float32",
+            progress=False,
+        )
     assert not out.exists()
 
 
@@ -162,14 +190,34 @@ def test_lenvm_rollouts_command_with_a_datasets_image_column(tmp_path):
     from lenvm_rl.cli import main
 
     save_generator("idefics3", tmp_path / "vlm")
-    Dataset.from_dict({"question": ["What is it?", "Which is bigger?"],
-                       "images": [[make_image(5)], [make_image(6), make_image(7)]]}).to_parquet(tmp_path / "p.parquet")
+    Dataset.from_dict(
+        {"question": ["What is it?", "Which is bigger?"], "images": [[make_image(5)], [make_image(6), make_image(7)]]}
+    ).to_parquet(tmp_path / "p.parquet")
     prompts = load_prompts(str(tmp_path / "p.parquet"), limit=1)
     assert len(prompts) == 1 and len(prompts[0]["images"]) == 1
     out = tmp_path / "r.jsonl"
-    assert main(["rollouts", "--model", str(tmp_path / "vlm"), "--prompts", str(tmp_path / "p.parquet"),
-                 "--output", str(out), "--num_samples", "2", "--max_new_tokens", str(MAX_NEW), "--dtype", "float32",
-                 "--batch_size", "4"]) == 0
+    assert (
+        main(
+            [
+                "rollouts",
+                "--model",
+                str(tmp_path / "vlm"),
+                "--prompts",
+                str(tmp_path / "p.parquet"),
+                "--output",
+                str(out),
+                "--num_samples",
+                "2",
+                "--max_new_tokens",
+                str(MAX_NEW),
+                "--dtype",
+                "float32",
+                "--batch_size",
+                "4",
+            ]
+        )
+        == 0
+    )
     recs = _records(out)
     assert len(recs) == 4 and [len(r["images"]) for r in recs] == [1, 1, 2, 2]
     assert len(list((tmp_path / "r.jsonl.images").glob("*.png"))) == 3
@@ -199,12 +247,23 @@ def test_qwen_processor_without_torchvision_names_the_vlm_extra(tmp_path):
     for d in ("vlm", "ckpt"):
         cfg_file = tmp_path / d / "processor_config.json"
         cfg = json.loads(cfg_file.read_text())
-        cfg.update(processor_class="Qwen2_5_VLProcessor",
-                   video_processor={"video_processor_type": "Qwen2VLVideoProcessor", "patch_size": 14,
-                                    "merge_size": 2, "temporal_patch_size": 2})
+        cfg.update(
+            processor_class="Qwen2_5_VLProcessor",
+            video_processor={
+                "video_processor_type": "Qwen2VLVideoProcessor",
+                "patch_size": 14,
+                "merge_size": 2,
+                "temporal_patch_size": 2,
+            },
+        )
         cfg_file.write_text(json.dumps(cfg))
     with pytest.raises(MissingVisionDependencyError, match=r"pip install 'lenvm-rl\[vlm\]'"):
-        generate_rollouts([{"prompt_id": "x", "prompt": "Describe.", "images": [make_image(0)]}], tmp_path / "r.jsonl",
-                          model=str(tmp_path / "vlm"), sampling=SamplingConfig(1, 2), progress=False)
+        generate_rollouts(
+            [{"prompt_id": "x", "prompt": "Describe.", "images": [make_image(0)]}],
+            tmp_path / "r.jsonl",
+            model=str(tmp_path / "vlm"),
+            sampling=SamplingConfig(1, 2),
+            progress=False,
+        )
     with pytest.raises(ImportError, match=r"pip install 'lenvm-rl\[vlm\]'"):
         LengthCritic.from_pretrained(tmp_path / "ckpt", device="cpu")

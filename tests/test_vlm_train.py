@@ -25,10 +25,18 @@ def vlm_records(tokenizer, image_paths, n: int = 8, seed: int = 0, truncated_eve
         finished = not (truncated_every and i % truncated_every == 0)
         ids = body + [tokenizer.eos_token_id] if finished else body + [rng.randint(300, 5000)]
         p = i % len(image_paths)
-        records.append({"prompt_id": f"img{p}", "prompt": image_message(f"What is in picture {p}?"),
-                        "images": [image_paths[p]], "completion": tokenizer.decode(body), "completion_ids": ids,
-                        "finish_reason": "stop" if finished else "length", "num_tokens": len(ids),
-                        "sample_index": i // len(image_paths)})
+        records.append(
+            {
+                "prompt_id": f"img{p}",
+                "prompt": image_message(f"What is in picture {p}?"),
+                "images": [image_paths[p]],
+                "completion": tokenizer.decode(body),
+                "completion_ids": ids,
+                "finish_reason": "stop" if finished else "length",
+                "num_tokens": len(ids),
+                "sample_index": i // len(image_paths),
+            }
+        )
     return records
 
 
@@ -71,8 +79,9 @@ def test_vlm_cut_keeps_image_tokens(images):
     first = full[0]["input_ids"].index(processor.tokenizer.convert_tokens_to_ids("<|vision_start|>"))
     for ex, ref in zip(cut, full):
         assert len(ex["input_ids"]) <= plen - 2
-        assert ex["input_ids"][:plen - first].count(image_token_id(model.config)) == \
-            ref["input_ids"].count(image_token_id(model.config))
+        assert ex["input_ids"][: plen - first].count(image_token_id(model.config)) == ref["input_ids"].count(
+            image_token_id(model.config)
+        )
     assert stats.completions_cut == 3
     with pytest.raises(ValueError, match="image tokens"):
         build_examples(records, processor, max_length=4)
@@ -102,10 +111,19 @@ def test_vlm_trainer_trains_and_saves_with_processor(family, lora, images, tmp_p
         from peft import LoraConfig
 
         peft_config = LoraConfig(r=4, lora_alpha=8)
-    args = LengthValueConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=2,
-                             learning_rate=1e-3, report_to=[], save_strategy="no", use_cpu=True, logging_steps=1)
-    trainer = LengthValueTrainer(model=lenvm, args=args, train_dataset=ds, eval_dataset=ds,
-                                 processing_class=processor, peft_config=peft_config)
+    args = LengthValueConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        max_steps=2,
+        learning_rate=1e-3,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        logging_steps=1,
+    )
+    trainer = LengthValueTrainer(
+        model=lenvm, args=args, train_dataset=ds, eval_dataset=ds, processing_class=processor, peft_config=peft_config
+    )
     head_before = lenvm.v_head.fc.weight.detach().clone()
     trainer.train()
     assert not torch.equal(head_before, lenvm.v_head.fc.weight.detach())
@@ -117,8 +135,9 @@ def test_vlm_trainer_trains_and_saves_with_processor(family, lora, images, tmp_p
     trainer.save_model(str(tmp_path / "ckpt"))
     assert (tmp_path / "ckpt" / "value_head.safetensors").is_file()
     assert (tmp_path / "ckpt" / "processor_config.json").is_file()
-    loaded = LengthCritic.from_pretrained(tmp_path / "ckpt", device="cpu",
-                                          processor=processor if family == "qwen2_5_vl" else None)
+    loaded = LengthCritic.from_pretrained(
+        tmp_path / "ckpt", device="cpu", processor=processor if family == "qwen2_5_vl" else None
+    )
     n = loaded.predict_length([image_message("What is in picture 0?")], images=[[images[0]]])
     lenvm.eval()
     ref = LengthCritic(lenvm, processor).predict_length([image_message("What is in picture 0?")], images=[[images[0]]])
@@ -139,10 +158,20 @@ def test_lenvm_train_command_on_a_local_vlm(lora, images, tmp_path):
     processor.save_pretrained(tmp_path / "vlm")
     rollouts = tmp_path / "rollouts.jsonl"
     rollouts.write_text("".join(json.dumps(r) + "\n" for r in vlm_records(processor.tokenizer, images, n=6)))
-    recipe = {"model_name_or_path": str(tmp_path / "vlm"), "rollouts": str(rollouts), "eval_share": 0.0,
-              "output_dir": str(tmp_path / "ckpt"), "max_steps": 2, "per_device_train_batch_size": 2,
-              "gamma": "auto", "max_length": 128, "report_to": "none", "use_cpu": True, "save_strategy": "no",
-              **({"use_peft": True, "lora_r": 4, "lora_alpha": 8} if lora else {})}
+    recipe = {
+        "model_name_or_path": str(tmp_path / "vlm"),
+        "rollouts": str(rollouts),
+        "eval_share": 0.0,
+        "output_dir": str(tmp_path / "ckpt"),
+        "max_steps": 2,
+        "per_device_train_batch_size": 2,
+        "gamma": "auto",
+        "max_length": 128,
+        "report_to": "none",
+        "use_cpu": True,
+        "save_strategy": "no",
+        **({"use_peft": True, "lora_r": 4, "lora_alpha": 8} if lora else {}),
+    }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["train", "--config", str(tmp_path / "recipe.yaml")]) == 0
     critic = LengthCritic.from_pretrained(tmp_path / "ckpt", device="cpu")

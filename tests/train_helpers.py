@@ -28,11 +28,25 @@ def lengths_dataset(tokenizer):
 
 def one_step(init_dir: str, out_dir: str, batch_size: int, grad_accum: int, tokenizer) -> LengthValueModel:
     model = LengthValueModel.from_pretrained(init_dir)
-    args = LengthValueConfig(output_dir=out_dir, overwrite_output_dir=True, per_device_train_batch_size=batch_size,
-                             gradient_accumulation_steps=grad_accum, max_steps=1, optim="sgd", learning_rate=LR,
-                             lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=0.0,
-                             train_sampling_strategy="sequential", save_strategy="no", report_to=[],
-                             use_cpu=True, disable_tqdm=True, logging_strategy="no")
+    args = LengthValueConfig(
+        output_dir=out_dir,
+        overwrite_output_dir=True,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=LR,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        train_sampling_strategy="sequential",
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_strategy="no",
+    )
     LengthValueTrainer(model, args, train_dataset=lengths_dataset(tokenizer), processing_class=tokenizer).train()
     return model
 

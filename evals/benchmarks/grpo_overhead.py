@@ -29,14 +29,16 @@ DEFAULT_OUTPUT = "evals/results/bench_grpo.json"
 class GRPOBenchOptions:
     """Median step time of LenVM-shaped GRPO over plain GRPO, same policy, prompts and seed."""
 
-    policy: str | None = option("Policy (default: the embedded SmolLM2-135M-Instruct); the critic is its backbone "
-                                "with a random value head.")
+    policy: str | None = option(
+        "Policy (default: the embedded SmolLM2-135M-Instruct); the critic is its backbone with a random value head."
+    )
     steps: int = option("Steps per arm run (the first is a warm-up).", 4)
     repeats: int = option("Runs per arm.", 2)
     batch: int = option("Completions per step (4 per prompt).", 8)
     max_new_tokens: int = option("Completion length cap.", 64)
-    length_shaping: Literal["relative", "advantage"] = option("The shaped arm's length term; relative (the default) "
-                                                              "is gated by the task's reward.", "relative")
+    length_shaping: Literal["relative", "advantage"] = option(
+        "The shaped arm's length term; relative (the default) is gated by the task's reward.", "relative"
+    )
     tiny: bool = option("Smoke mode: steps 2, repeats 1, batch 4, 8 new tokens.", False)
     output: str = option("JSON result path.", DEFAULT_OUTPUT)
 
@@ -64,12 +66,28 @@ def run_arm(shaped: bool, policy: str, critic, tokenizer, o: GRPOBenchOptions, s
             times.append(time.perf_counter() - self._t)
 
     with tempfile.TemporaryDirectory(prefix="bench_grpo_") as out_dir:
-        common = dict(output_dir=out_dir, per_device_train_batch_size=o.batch, num_generations=4,
-                      max_completion_length=o.max_new_tokens, max_steps=o.steps, learning_rate=0.0,
-                      use_cpu=not torch.cuda.is_available(), bf16=True, report_to=[], save_strategy="no",
-                      logging_steps=1000, seed=seed, disable_tqdm=True)
-        kwargs = dict(model=policy, reward_funcs=addition_reward, processing_class=tokenizer, callbacks=[StepTimer()],
-                      train_dataset=addition_dataset(n=o.steps * o.batch, seed=seed))
+        common = dict(
+            output_dir=out_dir,
+            per_device_train_batch_size=o.batch,
+            num_generations=4,
+            max_completion_length=o.max_new_tokens,
+            max_steps=o.steps,
+            learning_rate=0.0,
+            use_cpu=not torch.cuda.is_available(),
+            bf16=True,
+            report_to=[],
+            save_strategy="no",
+            logging_steps=1000,
+            seed=seed,
+            disable_tqdm=True,
+        )
+        kwargs = dict(
+            model=policy,
+            reward_funcs=addition_reward,
+            processing_class=tokenizer,
+            callbacks=[StepTimer()],
+            train_dataset=addition_dataset(n=o.steps * o.batch, seed=seed),
+        )
         if shaped:
             gate = "addition_reward" if o.length_shaping == "relative" else None
             args = LengthShapedGRPOConfig(**common, length_shaping=o.length_shaping, length_gate_reward=gate)
@@ -82,9 +100,11 @@ def run_arm(shaped: bool, policy: str, critic, tokenizer, o: GRPOBenchOptions, s
 
 def markdown(result: dict) -> str:
     med = result["median_step_seconds"]
-    rows = [["plain GRPO", f"{med['plain']:.2f}"],
-            [f"LenVM-shaped GRPO ({result['length_shaping']})", f"{med['shaped']:.2f}"],
-            ["shaped / plain", f"{result['shaped_over_plain']:.3f}x"]]
+    rows = [
+        ["plain GRPO", f"{med['plain']:.2f}"],
+        [f"LenVM-shaped GRPO ({result['length_shaping']})", f"{med['shaped']:.2f}"],
+        ["shaped / plain", f"{result['shaped_over_plain']:.3f}x"],
+    ]
     return "\n".join(harness.markdown_head(result, 2) + [""] + harness.markdown_table(["arm", "median step (s)"], rows))
 
 
@@ -108,10 +128,19 @@ def main(argv: list[str] | None = None) -> dict:
             times[arm] += run_arm(arm == "shaped", policy, critic, tokenizer, o, r)
     med = {arm: statistics.median(t) for arm, t in times.items()}
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    result = {"command": harness.command_line(MODULE, argv), "policy": policy, "device": device,
-              "torch": torch.__version__, "machine": harness.machine_info(device), "batch": o.batch,
-              "max_new_tokens": o.max_new_tokens, "length_shaping": o.length_shaping, "step_seconds": times,
-              "median_step_seconds": med, "shaped_over_plain": med["shaped"] / med["plain"]}
+    result = {
+        "command": harness.command_line(MODULE, argv),
+        "policy": policy,
+        "device": device,
+        "torch": torch.__version__,
+        "machine": harness.machine_info(device),
+        "batch": o.batch,
+        "max_new_tokens": o.max_new_tokens,
+        "length_shaping": o.length_shaping,
+        "step_seconds": times,
+        "median_step_seconds": med,
+        "shaped_over_plain": med["shaped"] / med["plain"],
+    }
     return harness.write_result(result, o.output, DEFAULT_OUTPUT, markdown)
 
 

@@ -23,20 +23,46 @@ from typing import Literal
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Real model shapes with random weights, written inline so no hub access is needed.
-_QWEN = dict(model_type="qwen2", max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1000000.0,
-             bos_token_id=151643, eos_token_id=151645, pad_token_id=151643, num_key_value_heads=2,
-             tie_word_embeddings=True, vocab_size=151936)
+_QWEN = dict(
+    model_type="qwen2",
+    max_position_embeddings=32768,
+    rms_norm_eps=1e-6,
+    rope_theta=1000000.0,
+    bos_token_id=151643,
+    eos_token_id=151645,
+    pad_token_id=151643,
+    num_key_value_heads=2,
+    tie_word_embeddings=True,
+    vocab_size=151936,
+)
 SHAPES: dict[str, dict] = {
-    "qwen2.5-0.5b": dict(_QWEN, hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
-                         intermediate_size=4864),
-    "qwen2.5-1.5b": dict(_QWEN, hidden_size=1536, num_hidden_layers=28, num_attention_heads=12,
-                         intermediate_size=8960),
-    "qwen2.5-7b": dict(_QWEN, hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-                       intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
+    "qwen2.5-0.5b": dict(_QWEN, hidden_size=896, num_hidden_layers=24, num_attention_heads=14, intermediate_size=4864),
+    "qwen2.5-1.5b": dict(_QWEN, hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, intermediate_size=8960),
+    "qwen2.5-7b": dict(
+        _QWEN,
+        hidden_size=3584,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        intermediate_size=18944,
+        vocab_size=152064,
+        tie_word_embeddings=False,
+    ),
     # --tiny: a random tiny Llama, seconds per run.
-    "tiny-llama": dict(model_type="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, intermediate_size=128, vocab_size=512, tie_word_embeddings=True,
-                       max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=2),
+    "tiny-llama": dict(
+        model_type="llama",
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=512,
+        tie_word_embeddings=True,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    ),
 }
 
 
@@ -59,14 +85,19 @@ class MeasureOptions:
     threads, device, idle waits and retries of disturbed runs, seed, quiet. Its ``__post_init__`` first fills in
     the mode's figures (``wait_idle``, ``retries``, ...), then calls :meth:`resolve_machine`."""
 
-    dtype: Literal["auto", "fp32", "bf16"] = option("auto: bf16 on CUDA and on CPUs with native bf16 (AMX / "
-                                                    "AVX512-BF16), else fp32 (emulated bf16 is slower).", "auto")
+    dtype: Literal["auto", "fp32", "bf16"] = option(
+        "auto: bf16 on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), else fp32 (emulated bf16 is slower).",
+        "auto",
+    )
     threads: int | None = option("torch.set_num_threads (default 2 on CPU).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    wait_idle: float | None = option("On CPU, first wait up to this many seconds for an idle machine (others under "
-                                     "5%% of the CPU for 10 s; default: the mode's, 900 for a full run).")
-    wait_idle_each: float | None = option("On CPU, also wait up to this long before each configuration (default "
-                                          "min(60, wait_idle)).")
+    wait_idle: float | None = option(
+        "On CPU, first wait up to this many seconds for an idle machine (others under "
+        "5%% of the CPU for 10 s; default: the mode's, 900 for a full run)."
+    )
+    wait_idle_each: float | None = option(
+        "On CPU, also wait up to this long before each configuration (default min(60, wait_idle))."
+    )
     max_foreign: float = option("On CPU, measure a run again if others took more than this share of the CPU.", 0.1)
     retries: int | None = option("How often one run may be measured again (default 2).")
     seed: int = option("Seed of the inputs and random weights.", 0)
@@ -137,15 +168,23 @@ def machine_info(device: str) -> dict:
     import torch
     import transformers
 
-    cpu = next((line.split(":", 1)[1].strip() for line in _proc_lines("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor() or platform.machine())
-    mem_kib = next((int(line.split()[1]) for line in _proc_lines("/proc/meminfo") if line.startswith("MemTotal:")),
-                   None)
-    info = {"cpu": cpu, "cores": os.cpu_count(),
-            "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "memory_gib": None if mem_kib is None else round(mem_kib / 2**20, 1),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "device": device}
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _proc_lines("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor() or platform.machine(),
+    )
+    mem_kib = next(
+        (int(line.split()[1]) for line in _proc_lines("/proc/meminfo") if line.startswith("MemTotal:")), None
+    )
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gib": None if mem_kib is None else round(mem_kib / 2**20, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": device,
+    }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -153,8 +192,9 @@ def machine_info(device: str) -> dict:
 
 def cpu_has_native_bf16() -> bool:
     """Whether the CPU computes in bf16 natively (AMX or AVX512-BF16); without it bf16 is slower than fp32."""
-    flags = next((set(line.split(":", 1)[1].split()) for line in _proc_lines("/proc/cpuinfo")
-                  if line.startswith("flags")), set())
+    flags = next(
+        (set(line.split(":", 1)[1].split()) for line in _proc_lines("/proc/cpuinfo") if line.startswith("flags")), set()
+    )
     return bool(flags & {"amx_bf16", "avx512_bf16"})
 
 
@@ -193,8 +233,7 @@ def share_of(counts) -> float | None:
     return None if total < MIN_JIFFIES else max(0.0, (busy - own) / total)
 
 
-def wait_for_idle(max_wait_s: float, what: str, quiet: bool, threshold: float = 0.05,
-                  windows: int = 2) -> dict | None:
+def wait_for_idle(max_wait_s: float, what: str, quiet: bool, threshold: float = 0.05, windows: int = 2) -> dict | None:
     """Wait up to ``max_wait_s`` (none for <= 0) until the machine's CPU use (by any process) stays under
     ``threshold`` for ``windows`` 5-second windows; progress lines say ``what`` waits."""
     if max_wait_s <= 0:
@@ -211,13 +250,17 @@ def wait_for_idle(max_wait_s: float, what: str, quiet: bool, threshold: float = 
         calm = calm + 1 if last < threshold else 0
     info = {"waited_s": time.perf_counter() - start, "idle": calm >= windows, "busy_share": last}
     if not info["idle"]:
-        log(quiet, f"== machine still busy after {info['waited_s']:.0f} s (busy share {100 * (last or 0):.0f}%); "
-                   "measuring anyway")
+        log(
+            quiet,
+            f"== machine still busy after {info['waited_s']:.0f} s (busy share {100 * (last or 0):.0f}%); "
+            "measuring anyway",
+        )
     return info
 
 
-def measure_with_retries(fn, what: str, retries: int, max_foreign: float | None, wait_s: float,
-                         quiet: bool) -> tuple[dict, list[dict]]:
+def measure_with_retries(
+    fn, what: str, retries: int, max_foreign: float | None, wait_s: float, quiet: bool
+) -> tuple[dict, list[dict]]:
     """``fn()`` returns a run with a ``foreign_cpu_share``; a run disturbed by other processes (share above
     ``max_foreign``; None: never) is discarded and, after waiting up to ``wait_s`` for an idle machine, measured
     again, at most ``retries`` times (the last attempt is kept whatever its share). Returns (kept, discarded)."""
@@ -245,8 +288,13 @@ def measure_grid(batch_sizes, ks, measure, wait_idle: float, wait_idle_each: flo
                 waits.append(wait_for_idle(wait_idle_each, f"batch {batch}, K {k}", quiet))
             log(quiet, f"== batch {batch}, K {k}")
             rows.append(measure(batch, k))
-    return {"rows": rows, "foreign_cpu_share": foreign_cpu_share(start_snap, cpu_snapshot()),
-            "measure_s": time.perf_counter() - start, "wait_idle": wait, "wait_idle_each": waits}
+    return {
+        "rows": rows,
+        "foreign_cpu_share": foreign_cpu_share(start_snap, cpu_snapshot()),
+        "measure_s": time.perf_counter() - start,
+        "wait_idle": wait,
+        "wait_idle_each": waits,
+    }
 
 
 def foreign_share_lines(result: dict, labels: dict[str, str], max_foreign: float, note: str = "") -> list[str]:
@@ -260,10 +308,12 @@ def foreign_share_lines(result: dict, labels: dict[str, str], max_foreign: float
                 label = labels.get(arm, arm)
                 per[label] = max(per.get(label, v), v)
     txt = ", ".join(f"{a} {100 * v:.0f}%" for a, v in per.items()) or "calls too short to tell"
-    return ["", f"Other processes' share of the machine's CPU during the kept timed calls (worst (batch, K)): {txt}."
-                f"{note} Over the whole measurement, waits and discarded runs included: "
-                f"{100 * (result['foreign_cpu_share'] or 0):.0f}%."] + \
-        busy_warning(per.values(), max_foreign, "--repeats / --retries")
+    return [
+        "",
+        f"Other processes' share of the machine's CPU during the kept timed calls (worst (batch, K)): {txt}."
+        f"{note} Over the whole measurement, waits and discarded runs included: "
+        f"{100 * (result['foreign_cpu_share'] or 0):.0f}%.",
+    ] + busy_warning(per.values(), max_foreign, "--repeats / --retries")
 
 
 # ------------------------------------------------------------------------------------------------------ timers
@@ -295,8 +345,7 @@ class Timer:
 
 # ----------------------------------------------------------------------------------------------------- memory
 def proc_status_kib(key: str) -> int | None:
-    return next((int(line.split()[1]) for line in _proc_lines("/proc/self/status") if line.startswith(key + ":")),
-                None)
+    return next((int(line.split()[1]) for line in _proc_lines("/proc/self/status") if line.startswith(key + ":")), None)
 
 
 def mib(kib: int | None) -> float | None:
@@ -343,15 +392,24 @@ class MemoryProbe:
             self._thread.join()
             peak_kib = max(self._peak, proc_status_kib("VmRSS") or 0)
         after = self.rss_after_load_kib
-        memory = {"method": self.method, "rss_start_mib": mib(self.rss_start_kib), "rss_after_load_mib": mib(after),
-                  "load_peak_rss_mib": mib(self.load_hwm_kib), "peak_rss_mib": mib(peak_kib),
-                  "peak_rss_increase_mib": mib(peak_kib - after) if after else None}
+        memory = {
+            "method": self.method,
+            "rss_start_mib": mib(self.rss_start_kib),
+            "rss_after_load_mib": mib(after),
+            "load_peak_rss_mib": mib(self.load_hwm_kib),
+            "peak_rss_mib": mib(peak_kib),
+            "peak_rss_increase_mib": mib(peak_kib - after) if after else None,
+        }
         if self.cuda:
             import torch
 
             peak = torch.cuda.max_memory_allocated()
-            memory.update(method="torch.cuda.max_memory_allocated", cuda_after_load_mib=self.cuda_after_load / 2**20,
-                          cuda_peak_mib=peak / 2**20, cuda_peak_increase_mib=(peak - self.cuda_after_load) / 2**20)
+            memory.update(
+                method="torch.cuda.max_memory_allocated",
+                cuda_after_load_mib=self.cuda_after_load / 2**20,
+                cuda_peak_mib=peak / 2**20,
+                cuda_peak_increase_mib=(peak - self.cuda_after_load) / 2**20,
+            )
         return memory
 
 
@@ -399,8 +457,9 @@ def _start_child(script: Path, spec: dict, tmp: str, i: int, **popen) -> tuple[s
 
 def _read_result(spec: dict, out_path: Path, returncode: int | None) -> dict:
     if returncode != 0 or not out_path.is_file():
-        raise RuntimeError(f"arm {spec['arm']!r} failed in its subprocess (exit code {returncode}); its output is "
-                           "above.")
+        raise RuntimeError(
+            f"arm {spec['arm']!r} failed in its subprocess (exit code {returncode}); its output is above."
+        )
     return json.loads(out_path.read_text())
 
 
@@ -431,15 +490,23 @@ def run_lockstep(script: Path, specs: list[dict], total_steps: int) -> list[dict
         procs, outs = [], []
         try:
             for i, spec in enumerate(specs):
-                proc, out = _start_child(script, {**spec, "lockstep": True}, tmp, i, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, text=True, bufsize=1)
+                proc, out = _start_child(
+                    script,
+                    {**spec, "lockstep": True},
+                    tmp,
+                    i,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    bufsize=1,
+                )
                 procs.append(proc)
                 outs.append(out)
             for proc, spec in zip(procs, specs):  # all models loaded and trainers built: nothing else runs now
                 _await_idle(proc, spec["arm"])
             idx = list(range(len(specs)))
             for k in range(total_steps + 1):  # the extra turn lets each arm finish training in its own slot
-                for i in (idx if k % 2 == 0 else idx[::-1]):
+                for i in idx if k % 2 == 0 else idx[::-1]:
                     procs[i].stdin.write("go\n")
                     procs[i].stdin.flush()
                     if k < total_steps:
@@ -467,9 +534,12 @@ def markdown_head(result: dict, threads, extra: str = "") -> list[str]:
     """The command and the machine, the first lines of every benchmark's table."""
     m = result["machine"]
     dev = m["device"] + (f" ({m['gpu']})" if m.get("gpu") else "")
-    return [f"Command: `{result['command']}`", "",
-            f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM; torch {m['torch']}, "
-            f"transformers {m['transformers']}; device {dev}; threads {threads or 'torch default'}{extra}"]
+    return [
+        f"Command: `{result['command']}`",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM; torch {m['torch']}, "
+        f"transformers {m['transformers']}; device {dev}; threads {threads or 'torch default'}{extra}",
+    ]
 
 
 def markdown_table(columns: list[str], rows: list[list]) -> list[str]:
@@ -482,8 +552,10 @@ def busy_warning(shares, limit: float, advice: str) -> list[str]:
     """A warning line when other processes took more than ``limit`` of the CPU during a kept measurement."""
     if not any(v is not None and v > limit for v in shares):
         return []
-    return [f"WARNING: the machine was busy with other work during the measurement; the timings are disturbed "
-            f"(re-run on an idle machine, or raise {advice})."]
+    return [
+        f"WARNING: the machine was busy with other work during the measurement; the timings are disturbed "
+        f"(re-run on an idle machine, or raise {advice})."
+    ]
 
 
 def write_result(result: dict, output: str, default_output: str, markdown) -> dict:

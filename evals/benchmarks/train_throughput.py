@@ -60,29 +60,41 @@ class TrainBenchOptions:
 
     model: str | None = option("Backbone (hub id or local path); default: the embedded SmolLM2-135M-Instruct.")
     random_init: str | None = option("Randomly initialised model of this config (hub id, local dir or config.json).")
-    shape: str | None = option("Randomly initialised model of a built-in shape, e.g. qwen2.5-1.5b (fp32 AdamW needs "
-                               "~16 bytes per parameter: 1.5B ~24 GB).", choices=sorted(harness.SHAPES))
-    tiny: bool = option("Smoke mode: random tiny Llama, batch 4 x seq 32, 1 warm-up + 2 measured steps, 1 repeat.",
-                        False)
+    shape: str | None = option(
+        "Randomly initialised model of a built-in shape, e.g. qwen2.5-1.5b (fp32 AdamW needs "
+        "~16 bytes per parameter: 1.5B ~24 GB).",
+        choices=sorted(harness.SHAPES),
+    )
+    tiny: bool = option(
+        "Smoke mode: random tiny Llama, batch 4 x seq 32, 1 warm-up + 2 measured steps, 1 repeat.", False
+    )
     batch_size: int | None = option("Sequences per optimizer step (default 8).")
     seq_len: int | None = option("Tokens per sequence (default 256).")
     prompt_len: int | None = option("Prompt tokens per sequence (default seq_len // 4); the completion ends in EOS.")
     steps: int | None = option("Measured optimizer steps per arm and run (default 4).")
     warmup: int | None = option("Warm-up optimizer steps, not counted (default 2).")
     repeats: int | None = option("Runs per arm; which arm goes first alternates; medians reported (default 2).")
-    dtype: Literal["bf16", "fp32"] = option("bf16: autocast over fp32 master weights (Trainer's bf16); fp32: plain.",
-                                            "bf16")
+    dtype: Literal["bf16", "fp32"] = option(
+        "bf16: autocast over fp32 master weights (Trainer's bf16); fp32: plain.", "bf16"
+    )
     threads: int | None = option("torch threads per arm (default 2 on CPU).")
     device: Literal["auto", "cpu", "cuda"] = option("Where to train.", "auto")
     arms: list[str] = field(default_factory=lambda: list(ARMS), metadata={"help": "Arms to run (default lenvm sft)."})
     schedule: Literal["lockstep", "sequential"] = option(
         "lockstep: the arms live in fresh subprocesses at once and take turns step by step, so other jobs' load "
         "hits them alike (memory for both models); sequential: one subprocess after another (A B B A ...).",
-        "lockstep")
-    in_process: bool = option("Run the arms one after another in this process (faster to start; CPU peak memory "
-                              "less fair; implies schedule sequential).", False)
-    wait_idle: float = option("Before each run, wait up to this many seconds for an idle machine (others under 5%% "
-                              "of the CPU for 10 s). Default 0: no wait.", 0.0)
+        "lockstep",
+    )
+    in_process: bool = option(
+        "Run the arms one after another in this process (faster to start; CPU peak memory "
+        "less fair; implies schedule sequential).",
+        False,
+    )
+    wait_idle: float = option(
+        "Before each run, wait up to this many seconds for an idle machine (others under 5%% "
+        "of the CPU for 10 s). Default 0: no wait.",
+        0.0,
+    )
     lr: float = option("Learning rate of both arms (constant schedule).", 1e-5)
     seed: int = option("Seed of the token ids and of random initialisation.", 0)
     output: str = option("JSON result path.", DEFAULT_OUTPUT)
@@ -128,8 +140,11 @@ def model_source(spec: dict) -> dict:
         return {"kind": "random", "name": spec["random_init"], "config": cfg}
     from lenvm_rl.defaults import resolve_model
 
-    return {"kind": "pretrained", "name": spec.get("model") or "smollm2-135m-instruct (embedded default)",
-            "path": resolve_model(spec.get("model"))}
+    return {
+        "kind": "pretrained",
+        "name": spec.get("model") or "smollm2-135m-instruct (embedded default)",
+        "path": resolve_model(spec.get("model")),
+    }
 
 
 def load_arm_model(arm: str, source: dict, seed: int):
@@ -171,8 +186,7 @@ def build_features(arm: str, sequences) -> list[dict]:
             ex = build_example(prompt, completion, max_length=None)
             feats.append({"input_ids": ex["input_ids"], "labels": ex["labels"]})
         else:
-            feats.append({"input_ids": prompt + completion,
-                          "labels": [IGNORE_INDEX] * len(prompt) + list(completion)})
+            feats.append({"input_ids": prompt + completion, "labels": [IGNORE_INDEX] * len(prompt) + list(completion)})
     return feats
 
 
@@ -212,8 +226,9 @@ def run_arm(spec: dict) -> dict:
     pad = config.pad_token_id if getattr(config, "pad_token_id", None) is not None else eos
 
     total_steps, tokens_per_step = warmup + spec["steps"], spec["batch_size"] * spec["seq_len"]
-    sequences = synthetic_sequences(total_steps * spec["batch_size"], spec["seq_len"], spec["prompt_len"],
-                                    config.vocab_size, eos, spec["seed"])
+    sequences = synthetic_sequences(
+        total_steps * spec["batch_size"], spec["seq_len"], spec["prompt_len"], config.vocab_size, eos, spec["seed"]
+    )
     features = build_features(arm, sequences)
     # Positions that enter the loss: LenVM the last prompt token through EOS (L + 1 per row); SFT the L
     # completion tokens (the causal-LM loss shifts labels, so position t predicts token t + 1).
@@ -239,45 +254,74 @@ def run_arm(spec: dict) -> dict:
             foreign.append(harness.foreign_cpu_share(self._cpu, harness.cpu_snapshot()))
             i, dt = len(step_times), step_times[-1]
             other = "" if foreign[-1] is None else f", other processes {100 * foreign[-1]:.0f}% CPU"
-            harness.log(spec.get("quiet", False), f"[{spec['tag']}] step {i}/{total_steps} "
-                        f"({'warm-up' if i <= warmup else 'measured'}): {dt:.2f} s, {tokens_per_step / dt:.0f} tok/s"
-                        f"{other}")
+            harness.log(
+                spec.get("quiet", False),
+                f"[{spec['tag']}] step {i}/{total_steps} "
+                f"({'warm-up' if i <= warmup else 'measured'}): {dt:.2f} s, {tokens_per_step / dt:.0f} tok/s"
+                f"{other}",
+            )
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
     with tempfile.TemporaryDirectory(prefix=f"bench_train_{arm}_") as out_dir:
-        common = dict(output_dir=out_dir, per_device_train_batch_size=spec["batch_size"],
-                      gradient_accumulation_steps=1, max_steps=total_steps, learning_rate=spec["lr"],
-                      lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
-                      bf16=spec["dtype"] == "bf16", use_cpu=not cuda, train_sampling_strategy="sequential",
-                      dataloader_num_workers=0, dataloader_pin_memory=cuda, remove_unused_columns=False,
-                      save_strategy="no", eval_strategy="no", report_to="none", logging_steps=1,
-                      disable_tqdm=True, seed=spec["seed"])
+        common = dict(
+            output_dir=out_dir,
+            per_device_train_batch_size=spec["batch_size"],
+            gradient_accumulation_steps=1,
+            max_steps=total_steps,
+            learning_rate=spec["lr"],
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            bf16=spec["dtype"] == "bf16",
+            use_cpu=not cuda,
+            train_sampling_strategy="sequential",
+            dataloader_num_workers=0,
+            dataloader_pin_memory=cuda,
+            remove_unused_columns=False,
+            save_strategy="no",
+            eval_strategy="no",
+            report_to="none",
+            logging_steps=1,
+            disable_tqdm=True,
+            seed=spec["seed"],
+        )
         if arm == "lenvm":
             targs = LengthValueConfig(gamma=GAMMA, max_length=spec["seq_len"], overwrite_output_dir=True, **common)
             trainer_class = LengthValueTrainer
         else:
             targs, trainer_class = TrainingArguments(**common), Trainer
-        trainer = trainer_class(model=model, args=targs, train_dataset=features, data_collator=collate,
-                                callbacks=[StepTimer()])
+        trainer = trainer_class(
+            model=model, args=targs, train_dataset=features, data_collator=collate, callbacks=[StepTimer()]
+        )
         trainer.remove_callback(PrinterCallback)  # per-step log dicts; StepTimer prints its own line
         trainer.train()
         if turns is not None:
             turns.wait_turn()  # hold still until the other arm's last step is done
 
     measured, measured_foreign = step_times[warmup:], [x for x in foreign[warmup:] if x is not None]
-    return {"arm": arm, "tag": spec["tag"], "n_params": sum(p.numel() for p in model.parameters()), "load_s": load_s,
-            "step_times_s": step_times, "measured_steps": len(measured), "tokens_per_step": tokens_per_step,
-            "trained_tokens_per_step": trained_tokens_per_step,
-            "tokens_per_s": tokens_per_step * len(measured) / sum(measured),
-            "trained_tokens_per_s": trained_tokens_per_step * len(measured) / sum(measured),
-            "median_step_s": statistics.median(measured),
-            "foreign_cpu_share": foreign,  # per step: other processes' share of the machine's CPU (None if unknown)
-            "foreign_cpu_share_measured": statistics.mean(measured_foreign) if measured_foreign else None,
-            "losses": losses, "batch_fingerprints": fingerprints, "memory": memory.report(),
-            "optim": str(getattr(targs.optim, "value", targs.optim))}
+    return {
+        "arm": arm,
+        "tag": spec["tag"],
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "load_s": load_s,
+        "step_times_s": step_times,
+        "measured_steps": len(measured),
+        "tokens_per_step": tokens_per_step,
+        "trained_tokens_per_step": trained_tokens_per_step,
+        "tokens_per_s": tokens_per_step * len(measured) / sum(measured),
+        "trained_tokens_per_s": trained_tokens_per_step * len(measured) / sum(measured),
+        "median_step_s": statistics.median(measured),
+        "foreign_cpu_share": foreign,  # per step: other processes' share of the machine's CPU (None if unknown)
+        "foreign_cpu_share_measured": statistics.mean(measured_foreign) if measured_foreign else None,
+        "losses": losses,
+        "batch_fingerprints": fingerprints,
+        "memory": memory.report(),
+        "optim": str(getattr(targs.optim, "value", targs.optim)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- summary
@@ -293,29 +337,39 @@ def summarize(runs: list[dict], arms: list[str]) -> dict:
         rs = [r for r in runs if r["arm"] == arm]
         shares = [r["foreign_cpu_share_measured"] for r in rs if r.get("foreign_cpu_share_measured") is not None]
         per_arm[arm] = {
-            "runs": len(rs), "tokens_per_s": med(r["tokens_per_s"] for r in rs),
+            "runs": len(rs),
+            "tokens_per_s": med(r["tokens_per_s"] for r in rs),
             "tokens_per_s_all": [r["tokens_per_s"] for r in rs],
             "trained_tokens_per_s": med(r["trained_tokens_per_s"] for r in rs),
             "median_step_s": med(r["median_step_s"] for r in rs),
             "peak_increase_mib": med(harness.peak_increase_mib(r["memory"]) for r in rs),
             "peak_increase_mib_all": [harness.peak_increase_mib(r["memory"]) for r in rs],
             "peak_total_mib": med(harness.peak_total_mib(r["memory"]) for r in rs),
-            "after_load_mib": med(r["memory"].get("cuda_after_load_mib") or r["memory"]["rss_after_load_mib"]
-                                  for r in rs),
-            "n_params": rs[0]["n_params"], "final_loss": rs[0]["losses"][-1] if rs[0]["losses"] else None,
+            "after_load_mib": med(
+                r["memory"].get("cuda_after_load_mib") or r["memory"]["rss_after_load_mib"] for r in rs
+            ),
+            "n_params": rs[0]["n_params"],
+            "final_loss": rs[0]["losses"][-1] if rs[0]["losses"] else None,
             "memory_method": rs[0]["memory"]["method"],
-            "foreign_cpu_share": statistics.mean(shares) if shares else None}
+            "foreign_cpu_share": statistics.mean(shares) if shares else None,
+        }
     out = {"arms": per_arm}
     if "lenvm" in per_arm and "sft" in per_arm:
         a, b = per_arm["lenvm"], per_arm["sft"]
         tp = a["tokens_per_s"] / b["tokens_per_s"]
         mem = a["peak_increase_mib"] / b["peak_increase_mib"] if b["peak_increase_mib"] else float("nan")
         tot = a["peak_total_mib"] / b["peak_total_mib"] if b["peak_total_mib"] else float("nan")
-        out["ratios"] = {"throughput_lenvm_over_sft": tp, "peak_increase_lenvm_over_sft": mem,
-                         "peak_total_lenvm_over_sft": tot,
-                         "paired_step_throughput_lenvm_over_sft": paired_step_ratio(runs)}
-        out["goals"] = {"throughput_ge_1.0": tp >= 1.0, "throughput_ge_1.2_stretch": tp >= 1.2,
-                        "memory_le_1.0": mem <= 1.0}
+        out["ratios"] = {
+            "throughput_lenvm_over_sft": tp,
+            "peak_increase_lenvm_over_sft": mem,
+            "peak_total_lenvm_over_sft": tot,
+            "paired_step_throughput_lenvm_over_sft": paired_step_ratio(runs),
+        }
+        out["goals"] = {
+            "throughput_ge_1.0": tp >= 1.0,
+            "throughput_ge_1.2_stretch": tp >= 1.2,
+            "memory_le_1.0": mem <= 1.0,
+        }
         out["identical_batches"] = len({tuple(r["batch_fingerprints"]) for r in runs}) == 1
     return out
 
@@ -339,19 +393,39 @@ def markdown(result: dict) -> str:
         f"{cfg['batch_size']} x seq {cfg['seq_len']} (prompt {cfg['prompt_len']}), {cfg['dtype']}, {cfg['warmup']} "
         f"warm-up + {cfg['steps']} measured steps, {cfg['repeats']} run(s) per arm "
         f"({'in one process' if cfg['in_process'] else 'each in a fresh subprocess'}; schedule {cfg['schedule']}, "
-        f"order {' '.join(cfg['order'])}); medians; identical batches: {s.get('identical_batches', 'n/a')}", ""]
-    rows = [[ARM_LABELS[arm], f"{a['tokens_per_s']:.0f}", f"{a['median_step_s']:.3g}", f"{a['peak_increase_mib']:.0f}",
-             f"{a['peak_total_mib']:.0f}"] for arm, a in s["arms"].items()]
+        f"order {' '.join(cfg['order'])}); medians; identical batches: {s.get('identical_batches', 'n/a')}",
+        "",
+    ]
+    rows = [
+        [
+            ARM_LABELS[arm],
+            f"{a['tokens_per_s']:.0f}",
+            f"{a['median_step_s']:.3g}",
+            f"{a['peak_increase_mib']:.0f}",
+            f"{a['peak_total_mib']:.0f}",
+        ]
+        for arm, a in s["arms"].items()
+    ]
     if "ratios" in s:
         r, step = s["ratios"], s["arms"]["lenvm"]["median_step_s"] / s["arms"]["sft"]["median_step_s"]
-        rows.append(["**LenVM / SFT**", f"**{r['throughput_lenvm_over_sft']:.2f}x**", f"{step:.2f}x",
-                     f"**{r['peak_increase_lenvm_over_sft']:.2f}x**", f"{r['peak_total_lenvm_over_sft']:.2f}x"])
-    lines += harness.markdown_table(["arm", "tokens/s", "step (s)", f"peak {mem} increase (MiB)",
-                                     f"peak {mem} total (MiB)"], rows)
+        rows.append(
+            [
+                "**LenVM / SFT**",
+                f"**{r['throughput_lenvm_over_sft']:.2f}x**",
+                f"{step:.2f}x",
+                f"**{r['peak_increase_lenvm_over_sft']:.2f}x**",
+                f"{r['peak_total_lenvm_over_sft']:.2f}x",
+            ]
+        )
+    lines += harness.markdown_table(
+        ["arm", "tokens/s", "step (s)", f"peak {mem} increase (MiB)", f"peak {mem} total (MiB)"], rows
+    )
     paired = s.get("ratios", {}).get("paired_step_throughput_lenvm_over_sft")
     if paired is not None:
-        lines += ["", "Median of paired step-time ratios (SFT step / LenVM step, same repeat and step): "
-                      f"{paired:.2f}x."]
+        lines += [
+            "",
+            f"Median of paired step-time ratios (SFT step / LenVM step, same repeat and step): {paired:.2f}x.",
+        ]
     shares = {arm: a["foreign_cpu_share"] for arm, a in s["arms"].items() if a["foreign_cpu_share"] is not None}
     if m["device"] != "cuda" and shares:
         txt = ", ".join(f"{arm} {100 * v:.0f}%" for arm, v in shares.items())
@@ -368,8 +442,24 @@ def main(argv: list[str] | None = None) -> dict:
         harness.child_main(argv[1], run_arm)
         return {}
     o = harness.parse_options(TrainBenchOptions, argv, f"python -m {MODULE}")
-    base = {k: getattr(o, k) for k in ("model", "random_init", "shape", "batch_size", "seq_len", "prompt_len",
-                                       "steps", "warmup", "dtype", "threads", "device", "lr", "seed")}
+    base = {
+        k: getattr(o, k)
+        for k in (
+            "model",
+            "random_init",
+            "shape",
+            "batch_size",
+            "seq_len",
+            "prompt_len",
+            "steps",
+            "warmup",
+            "dtype",
+            "threads",
+            "device",
+            "lr",
+            "seed",
+        )
+    }
     source = model_source(base)  # converts the embedded default once, here, not inside a timed child
     lockstep, script = o.schedule == "lockstep" and len(o.arms) > 1, Path(__file__)
     if o.in_process and o.threads:
@@ -380,13 +470,16 @@ def main(argv: list[str] | None = None) -> dict:
     runs, order = [], []
     for r in range(o.repeats):
         arms = arm_order(o.arms, r)
-        specs = [{**base, "source": source, "quiet": o.quiet, "arm": arm, "tag": f"{arm} run {r + 1}/{o.repeats}"}
-                 for arm in arms]
+        specs = [
+            {**base, "source": source, "quiet": o.quiet, "arm": arm, "tag": f"{arm} run {r + 1}/{o.repeats}"}
+            for arm in arms
+        ]
         if lockstep:
             order.append("+".join(arms))
             idle = harness.wait_for_idle(o.wait_idle, f"run {r + 1}", o.quiet)
-            harness.log(o.quiet, f"== run {r + 1}/{o.repeats}: {' and '.join(arms)} in lockstep, each in a fresh "
-                                 "subprocess")
+            harness.log(
+                o.quiet, f"== run {r + 1}/{o.repeats}: {' and '.join(arms)} in lockstep, each in a fresh subprocess"
+            )
             done = [(res, idle) for res in harness.run_lockstep(script, specs, o.warmup + o.steps)]
         else:
             order += arms
@@ -399,15 +492,29 @@ def main(argv: list[str] | None = None) -> dict:
             res["repeat"], res["wait_idle"] = r, idle
             runs.append(res)
 
-    config = {**base, "wait_idle_s": o.wait_idle, "model_name": source["name"], "model_kind": source["kind"],
-              "repeats": o.repeats, "arms": o.arms, "order": order, "in_process": o.in_process,
-              "schedule": "lockstep" if lockstep else "sequential", "optim": runs[0]["optim"],
-              "tokens_per_step": o.batch_size * o.seq_len}
+    config = {
+        **base,
+        "wait_idle_s": o.wait_idle,
+        "model_name": source["name"],
+        "model_kind": source["kind"],
+        "repeats": o.repeats,
+        "arms": o.arms,
+        "order": order,
+        "in_process": o.in_process,
+        "schedule": "lockstep" if lockstep else "sequential",
+        "optim": runs[0]["optim"],
+        "tokens_per_step": o.batch_size * o.seq_len,
+    }
     if source["kind"] == "random":
         config["model_config"] = source["config"]
-    result = {"benchmark": "lenvm_train_vs_sft", "command": harness.command_line(MODULE, argv),
-              "machine": harness.machine_info(o.device), "config": config, "summary": summarize(runs, o.arms),
-              "runs": runs}
+    result = {
+        "benchmark": "lenvm_train_vs_sft",
+        "command": harness.command_line(MODULE, argv),
+        "machine": harness.machine_info(o.device),
+        "config": config,
+        "summary": summarize(runs, o.arms),
+        "runs": runs,
+    }
     return harness.write_result(result, o.output, DEFAULT_OUTPUT, markdown)
 
 

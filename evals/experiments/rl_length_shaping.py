@@ -59,29 +59,49 @@ def evaluate_policy(model, tokenizer, words, a, seed: int = 1234) -> tuple[dict,
     with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)
         for start in range(0, len(words), a.eval_batch):
-            chunk = words[start:start + a.eval_batch]
-            texts = [tokenizer.apply_chat_template(opposites_prompt(w), tokenize=False, add_generation_prompt=True)
-                     for w in chunk]
+            chunk = words[start : start + a.eval_batch]
+            texts = [
+                tokenizer.apply_chat_template(opposites_prompt(w), tokenize=False, add_generation_prompt=True)
+                for w in chunk
+            ]
             enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-            out = model.generate(**enc.to(model.device), do_sample=True, temperature=a.temperature, top_p=1.0,
-                                 max_new_tokens=a.max_new_tokens, num_return_sequences=a.eval_samples,
-                                 pad_token_id=tokenizer.pad_token_id)
-            for k, ids in enumerate(out[:, enc["input_ids"].shape[1]:].tolist()):
+            out = model.generate(
+                **enc.to(model.device),
+                do_sample=True,
+                temperature=a.temperature,
+                top_p=1.0,
+                max_new_tokens=a.max_new_tokens,
+                num_return_sequences=a.eval_samples,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            for k, ids in enumerate(out[:, enc["input_ids"].shape[1] :].tolist()):
                 word = chunk[k // a.eval_samples]
                 ended = tokenizer.eos_token_id in ids
-                ids = ids[:ids.index(tokenizer.eos_token_id)] if ended else ids
+                ids = ids[: ids.index(tokenizer.eos_token_id)] if ended else ids
                 text = tokenizer.decode(ids, skip_special_tokens=True)
                 stated, _ = first_stated_answer(text, word)
-                head = len(tokenizer(text[:answer_sentence_end(text, word)], add_special_tokens=False)["input_ids"])
-                rows.append({"word": word, "text": text, "correct": stated in OPPOSITES[word].split(),
-                             "tokens": len(ids) + 1 if ended else a.max_new_tokens, "truncated": not ended,
-                             "after_answer": max(0, len(ids) - head), "eos_only": ended and len(ids) == 0})
+                head = len(tokenizer(text[: answer_sentence_end(text, word)], add_special_tokens=False)["input_ids"])
+                rows.append(
+                    {
+                        "word": word,
+                        "text": text,
+                        "correct": stated in OPPOSITES[word].split(),
+                        "tokens": len(ids) + 1 if ended else a.max_new_tokens,
+                        "truncated": not ended,
+                        "after_answer": max(0, len(ids) - head),
+                        "eos_only": ended and len(ids) == 0,
+                    }
+                )
     model.train(was_training)
     n = len(rows)
-    metrics = {"accuracy": sum(r["correct"] for r in rows) / n, "mean_tokens": sum(r["tokens"] for r in rows) / n,
-               "tokens_after_answer": sum(r["after_answer"] for r in rows) / n,
-               "eos_only_share": sum(r["eos_only"] for r in rows) / n,
-               "truncated_share": sum(r["truncated"] for r in rows) / n, "n": n}
+    metrics = {
+        "accuracy": sum(r["correct"] for r in rows) / n,
+        "mean_tokens": sum(r["tokens"] for r in rows) / n,
+        "tokens_after_answer": sum(r["after_answer"] for r in rows) / n,
+        "eos_only_share": sum(r["eos_only"] for r in rows) / n,
+        "truncated_share": sum(r["truncated"] for r in rows) / n,
+        "n": n,
+    }
     return metrics, rows
 
 
@@ -105,19 +125,36 @@ def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, 
                 metrics, rows = evaluate_policy(model, tokenizer, words["eval"], a)
                 evals.append({"step": state.global_step, **metrics})
                 if state.global_step == a.steps:
-                    evals[-1]["completions"] = rows[:a.audit]
+                    evals[-1]["completions"] = rows[: a.audit]
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "rewards/opposites_reward/mean" in logs:
-                train_log.append({"step": state.global_step, "accuracy": logs["rewards/opposites_reward/mean"],
-                                  "mean_tokens": logs["completions/mean_length"],
-                                  "predicted": logs.get("length/predicted_remaining_at_prompt")})
+                train_log.append(
+                    {
+                        "step": state.global_step,
+                        "accuracy": logs["rewards/opposites_reward/mean"],
+                        "mean_tokens": logs["completions/mean_length"],
+                        "predicted": logs.get("length/predicted_remaining_at_prompt"),
+                    }
+                )
 
-    common = dict(output_dir=str(Path(a.output_dir) / "runs" / job_name(arm, coef, seed)),
-                  per_device_train_batch_size=a.batch, num_generations=a.num_generations,
-                  max_completion_length=a.max_new_tokens, max_steps=a.steps, learning_rate=a.learning_rate,
-                  temperature=a.temperature, beta=0.0, use_cpu=True, bf16=native_bf16() and not a.tiny, report_to=[],
-                  save_strategy="no", logging_steps=1, seed=seed, disable_tqdm=True)
+    common = dict(
+        output_dir=str(Path(a.output_dir) / "runs" / job_name(arm, coef, seed)),
+        per_device_train_batch_size=a.batch,
+        num_generations=a.num_generations,
+        max_completion_length=a.max_new_tokens,
+        max_steps=a.steps,
+        learning_rate=a.learning_rate,
+        temperature=a.temperature,
+        beta=0.0,
+        use_cpu=True,
+        bf16=native_bf16() and not a.tiny,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        seed=seed,
+        disable_tqdm=True,
+    )
     rewards = [opposites_reward]
     if arm == "soft_overlong":
         rewards.append(soft_overlong_reward(int(coef), 32 if not a.tiny else 4))
@@ -126,14 +163,27 @@ def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, 
     elif arm == "l1_max":
         rewards.append(l1_max_length_reward(opposites_reward, budget=int(coef)))
     elif arm == "lenvm_seq":
-        rewards.append(lenvm_seq_reward(opposites_reward, beta=coef,
-                                        critic=LengthCritic.from_pretrained(critic_path, device="cpu")))
+        rewards.append(
+            lenvm_seq_reward(
+                opposites_reward, beta=coef, critic=LengthCritic.from_pretrained(critic_path, device="cpu")
+            )
+        )
     weights = [1.0, coef] if arm == "kimi" else None
-    kwargs = dict(model=policy, reward_funcs=rewards, callbacks=[Probe()], processing_class=tokenizer,
-                  train_dataset=opposites_dataset(words["train"], repeats=a.repeats, seed=seed))
+    kwargs = dict(
+        model=policy,
+        reward_funcs=rewards,
+        callbacks=[Probe()],
+        processing_class=tokenizer,
+        train_dataset=opposites_dataset(words["train"], repeats=a.repeats, seed=seed),
+    )
     if arm == "lenvm_relative":
-        args = LengthShapedGRPOConfig(**common, critic_model_path=critic_path, length_shaping="relative",
-                                      length_coef=coef, length_gate_reward="opposites_reward")
+        args = LengthShapedGRPOConfig(
+            **common,
+            critic_model_path=critic_path,
+            length_shaping="relative",
+            length_coef=coef,
+            length_gate_reward="opposites_reward",
+        )
         trainer = LengthShapedGRPOTrainer(args=args, **kwargs)
     else:
         trainer = GRPOTrainer(args=GRPOConfig(**common, reward_weights=weights), **kwargs)
@@ -150,12 +200,22 @@ def train_critic(out: Path, policy: str, words: list[str], a) -> tuple[str, dict
     with open(prompts, "w") as f:
         for w in words:
             f.write(json.dumps({"prompt_id": f"opp-{w}", "prompt": opposites_prompt(w)[0]["content"]}) + "\n")
-    cfg = QuickstartConfig(output_dir=str(out / "critic"), model=policy, prompts=str(prompts), categories="",
-                           eval_prompts_per_category=4 if a.tiny else 10, train_samples=2 if a.tiny else 4,
-                           eval_samples=4 if a.tiny else 8, max_new_tokens=24 if a.tiny else a.max_new_tokens,
-                           temperature=a.temperature, top_p=1.0, num_train_epochs=1 if a.tiny else 3,
-                           max_length=256, bf16=None if not a.tiny else False,
-                           truncated="drop")  # as in the recorded run (before censored targets existed)
+    cfg = QuickstartConfig(
+        output_dir=str(out / "critic"),
+        model=policy,
+        prompts=str(prompts),
+        categories="",
+        eval_prompts_per_category=4 if a.tiny else 10,
+        train_samples=2 if a.tiny else 4,
+        eval_samples=4 if a.tiny else 8,
+        max_new_tokens=24 if a.tiny else a.max_new_tokens,
+        temperature=a.temperature,
+        top_p=1.0,
+        num_train_epochs=1 if a.tiny else 3,
+        max_length=256,
+        bf16=None if not a.tiny else False,
+        truncated="drop",
+    )  # as in the recorded run (before censored targets existed)
     report = run_quickstart(cfg)
     return str(out / "critic" / "model"), report["length_prediction"]
 
@@ -196,8 +256,14 @@ def collect(a, start: dict) -> list[dict]:
     for path in sorted((Path(a.output_dir) / "runs").glob("*.json")):
         run = json.loads(path.read_text())
         for ev in [{"step": 0, **start}] + run["evals"]:
-            rows.append({"arm": run["arm"], "coef": run["coef"], "seed": run["seed"],
-                         **{k: v for k, v in ev.items() if k != "completions"}})
+            rows.append(
+                {
+                    "arm": run["arm"],
+                    "coef": run["coef"],
+                    "seed": run["seed"],
+                    **{k: v for k, v in ev.items() if k != "completions"},
+                }
+            )
     return rows
 
 
@@ -229,21 +295,28 @@ def verdict(table: dict) -> list[str]:
     def beats(other, label):
         ok_short = rel["mean_tokens"] <= 0.8 * other["mean_tokens"] and rel["accuracy"] >= other["accuracy"] - 0.02
         ok_acc = rel["accuracy"] >= other["accuracy"] + 0.05 and rel["mean_tokens"] <= 1.2 * other["mean_tokens"]
-        out.append(f"vs {label}: {'MET' if ok_short or ok_acc else 'NOT met'} (relative {rel['accuracy']:.3f} acc / "
-                   f"{rel['mean_tokens']:.1f} tok; {label} {other['accuracy']:.3f} / {other['mean_tokens']:.1f})")
+        out.append(
+            f"vs {label}: {'MET' if ok_short or ok_acc else 'NOT met'} (relative {rel['accuracy']:.3f} acc / "
+            f"{rel['mean_tokens']:.1f} tok; {label} {other['accuracy']:.3f} / {other['mean_tokens']:.1f})"
+        )
         return ok_short or ok_acc
 
     ok = rel["accuracy"] >= main["task"]["accuracy"] - 0.05
-    out.append(f"accuracy >= task - 0.05: {'MET' if ok else 'NOT met'} ({rel['accuracy']:.3f} vs "
-               f"{main['task']['accuracy']:.3f})")
+    out.append(
+        f"accuracy >= task - 0.05: {'MET' if ok else 'NOT met'} ({rel['accuracy']:.3f} vs "
+        f"{main['task']['accuracy']:.3f})"
+    )
     ok &= beats(main["kimi"], "kimi") & beats(main["l1_max"], "l1_max")
     for (arm, coef), s in table.items():  # no baseline point dominates by more than one std
         if arm in ("lenvm_relative",):
             continue
-        if (s["accuracy"] > rel["accuracy"] + max(rel["accuracy_std"], s["accuracy_std"]) and
-                s["mean_tokens"] <= rel["mean_tokens"]) or (
-                s["mean_tokens"] < rel["mean_tokens"] - max(rel["mean_tokens_std"], s["mean_tokens_std"]) and
-                s["accuracy"] >= rel["accuracy"]):
+        if (
+            s["accuracy"] > rel["accuracy"] + max(rel["accuracy_std"], s["accuracy_std"])
+            and s["mean_tokens"] <= rel["mean_tokens"]
+        ) or (
+            s["mean_tokens"] < rel["mean_tokens"] - max(rel["mean_tokens_std"], s["mean_tokens_std"])
+            and s["accuracy"] >= rel["accuracy"]
+        ):
             ok = False
             out.append(f"dominated by {arm} (coef {coef:g}): {s['accuracy']:.3f} acc / {s['mean_tokens']:.1f} tok")
     seq = [s for (arm, _), s in table.items() if arm == "lenvm_seq"]
@@ -264,24 +337,39 @@ def report(a, start: dict) -> dict:
     critic = start.pop("critic", None)
     rows = collect(a, start)
     table = last_step_table(rows, a.steps)
-    lines = [f"Held-out evaluation after {a.steps} GRPO steps ({start['n']} completions per evaluation; start: "
-             f"accuracy {start['accuracy']:.3f}, {start['mean_tokens']:.1f} tokens).", "",
-             "| arm | coef | seeds | accuracy | mean tokens | tokens after answer | EOS-only | truncated |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Held-out evaluation after {a.steps} GRPO steps ({start['n']} completions per evaluation; start: "
+        f"accuracy {start['accuracy']:.3f}, {start['mean_tokens']:.1f} tokens).",
+        "",
+        "| arm | coef | seeds | accuracy | mean tokens | tokens after answer | EOS-only | truncated |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for (arm, coef), s in table.items():
-        lines.append(f"| {arm} | {coef:g} | {s['n_seeds']} | {s['accuracy']:.3f} +- {s['accuracy_std']:.3f} | "
-                     f"{s['mean_tokens']:.1f} +- {s['mean_tokens_std']:.1f} | {s['tokens_after_answer']:.1f} | "
-                     f"{s['eos_only_share']:.1%} | {s['truncated_share']:.1%} |")
+        lines.append(
+            f"| {arm} | {coef:g} | {s['n_seeds']} | {s['accuracy']:.3f} +- {s['accuracy_std']:.3f} | "
+            f"{s['mean_tokens']:.1f} +- {s['mean_tokens_std']:.1f} | {s['tokens_after_answer']:.1f} | "
+            f"{s['eos_only_share']:.1%} | {s['truncated_share']:.1%} |"
+        )
     lines += [""] + verdict(table)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for (arm, coef), s in table.items():
-        ax.errorbar(s["mean_tokens"], s["accuracy"], xerr=s["mean_tokens_std"], yerr=s["accuracy_std"], fmt="o",
-                    capsize=3, label=f"{arm} ({coef:g}, {s['n_seeds']} seed{'s' * (s['n_seeds'] > 1)})")
+        ax.errorbar(
+            s["mean_tokens"],
+            s["accuracy"],
+            xerr=s["mean_tokens_std"],
+            yerr=s["accuracy_std"],
+            fmt="o",
+            capsize=3,
+            label=f"{arm} ({coef:g}, {s['n_seeds']} seed{'s' * (s['n_seeds'] > 1)})",
+        )
     ax.plot(start["mean_tokens"], start["accuracy"], "k*", markersize=12, label="starting policy")
-    ax.set(xlabel="mean tokens (held-out, truncated at the cap)", ylabel="strict accuracy (held-out)",
-           title=f"opposites, GRPO {a.steps} steps: accuracy vs tokens (mean +- std over seeds)")
+    ax.set(
+        xlabel="mean tokens (held-out, truncated at the cap)",
+        ylabel="strict accuracy (held-out)",
+        title=f"opposites, GRPO {a.steps} steps: accuracy vs tokens (mean +- std over seeds)",
+    )
     ax.legend(fontsize=7)
     save_figure(fig, out / "pareto.png")
 
@@ -289,10 +377,15 @@ def report(a, start: dict) -> dict:
         for path in sorted((out / "runs").glob(f"{arm}_c*_s0.json"))[:1]:
             final = json.loads(path.read_text())["evals"][-1].get("completions", [])
             (out / f"audit_{arm}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in final))
-    results = {"command": "python -m evals.experiments.rl_length_shaping" + (" --tiny" if a.tiny else ""),
-               "settings": {k: v for k, v in vars(a).items() if k not in ("worker",)}, "start": start, "critic": critic,
-               "runs": rows, "summary": [{"arm": k[0], "coef": k[1], **v} for k, v in table.items()],
-               "verdict": verdict(table)}
+    results = {
+        "command": "python -m evals.experiments.rl_length_shaping" + (" --tiny" if a.tiny else ""),
+        "settings": {k: v for k, v in vars(a).items() if k not in ("worker",)},
+        "start": start,
+        "critic": critic,
+        "runs": rows,
+        "summary": [{"arm": k[0], "coef": k[1], **v} for k, v in table.items()],
+        "verdict": verdict(table),
+    }
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print("\n".join(lines))
     return results
@@ -352,8 +445,10 @@ def main(argv=None) -> dict:
     else:
         flags = [f for f in (argv if argv is not None else sys.argv[1:]) if f != "--worker"]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        procs = [subprocess.Popen([sys.executable, "-m", "evals.experiments.rl_length_shaping", *flags, "--worker"], env=env)
-                 for _ in range(a.workers)]
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "evals.experiments.rl_length_shaping", *flags, "--worker"], env=env)
+            for _ in range(a.workers)
+        ]
         if any(proc.wait() for proc in procs):
             raise SystemExit("a worker failed; rerun to resume the unfinished runs")
     return report(a, start)

@@ -25,7 +25,7 @@ def simulate(lengths: list[int], batch_size: int) -> dict:
     """Padding and mean completion time (in decode steps) for requests served in the given order."""
     clock, padding, done = 0, 0, []
     for start in range(0, len(lengths), batch_size):
-        batch = lengths[start:start + batch_size]
+        batch = lengths[start : start + batch_size]
         longest = max(batch)
         padding += sum(longest - n for n in batch)
         done += [clock + n for n in batch]  # a row is done when it ends, but the next batch waits for the longest
@@ -55,17 +55,22 @@ def main(argv: list[str] | None = None) -> dict:
     predicted = critic.predict_length([r["prompt"] for r in reqs]).tolist()
     true = [r["num_tokens"] for r in reqs]
     by_pred = [true[i] for i in sorted(range(len(reqs)), key=lambda i: predicted[i])]
-    result = {"requests": len(reqs), "batch_size": a.batch_size,
-              "fcfs": simulate(true, a.batch_size),
-              "lenvm_shortest_predicted_first": simulate(by_pred, a.batch_size),
-              "oracle_shortest_first": simulate(sorted(true), a.batch_size)}
+    result = {
+        "requests": len(reqs),
+        "batch_size": a.batch_size,
+        "fcfs": simulate(true, a.batch_size),
+        "lenvm_shortest_predicted_first": simulate(by_pred, a.batch_size),
+        "oracle_shortest_first": simulate(sorted(true), a.batch_size),
+    }
     fcfs = result["fcfs"]
     print(f"{len(reqs)} requests, static batches of {a.batch_size}\n")
     print("| order | padding tokens | mean wait (steps) | saved vs FCFS (padding / wait) |\n|---|---:|---:|---:|")
     for name in ("fcfs", "lenvm_shortest_predicted_first", "oracle_shortest_first"):
         m = result[name]
-        saved = (f"{100 * (1 - m['padding_tokens'] / fcfs['padding_tokens']):.0f} % / "
-                 f"{100 * (1 - m['mean_wait_steps'] / fcfs['mean_wait_steps']):.0f} %")
+        saved = (
+            f"{100 * (1 - m['padding_tokens'] / fcfs['padding_tokens']):.0f} % / "
+            f"{100 * (1 - m['mean_wait_steps'] / fcfs['mean_wait_steps']):.0f} %"
+        )
         print(f"| {name} | {m['padding_tokens']} | {m['mean_wait_steps']:.1f} | {saved} |")
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     Path(a.output).write_text(json.dumps(result, indent=2))

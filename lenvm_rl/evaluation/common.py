@@ -18,12 +18,16 @@ DEFAULT_CRITIC = "lenvm_runs/quickstart/model"
 class EvalArguments:
     """The options every `lenvm eval NAME` takes; each evaluation's dataclass adds its own fields."""
 
-    critic: str = field(default=DEFAULT_CRITIC, metadata={"help": "LenVM checkpoint (default: the quickstart's; run "
-                                                                  "`lenvm quickstart`)."})
-    generator: str | None = field(default=None, metadata={"help": "Generator: hub id or path (default: the embedded "
-                                                                  "SmolLM2-135M)."})
-    output_dir: str | None = field(default=None, metadata={"help": "Where NAME.json / .png / .md go (default: "
-                                                                   "lenvm_runs/eval/NAME)."})
+    critic: str = field(
+        default=DEFAULT_CRITIC,
+        metadata={"help": "LenVM checkpoint (default: the quickstart's; run `lenvm quickstart`)."},
+    )
+    generator: str | None = field(
+        default=None, metadata={"help": "Generator: hub id or path (default: the embedded SmolLM2-135M)."}
+    )
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where NAME.json / .png / .md go (default: lenvm_runs/eval/NAME)."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed for sampling and fitting."})
     batch_size: int = field(default=16, metadata={"help": "Rows per generate call."})
     tiny: bool = field(default=False, metadata={"help": "A seconds-long run with CI-sized settings."})
@@ -95,9 +99,19 @@ def critic_training_prompts(critic_path: str) -> set[str]:
 
 
 @torch.no_grad()
-def sample_plain(model, tokenizer, prompts, max_new_tokens: int, batch_size: int = 16, do_sample: bool = True,
-                 temperature: float = 0.7, top_p: float = 0.9, seed: int = 0, desc: str = "generating",
-                 use_chat_template: bool = True) -> list[dict]:
+def sample_plain(
+    model,
+    tokenizer,
+    prompts,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    do_sample: bool = True,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    seed: int = 0,
+    desc: str = "generating",
+    use_chat_template: bool = True,
+) -> list[dict]:
     """Plain generation, one dict per prompt like ``generate_with_length``: text, token_ids, num_tokens, end,
     finished. Pass the critic's ``use_chat_template`` so both arms see the same prompts."""
     from tqdm.auto import tqdm
@@ -111,13 +125,20 @@ def sample_plain(model, tokenizer, prompts, max_new_tokens: int, batch_size: int
     torch.manual_seed(seed)
     out = []
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
-        batch = prompts[start:start + batch_size]
+        batch = prompts[start : start + batch_size]
         ids, mask = left_pad([encode_prompt(tokenizer, p, use_chat_template) for p in batch], pad)
-        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                             do_sample=do_sample, temperature=temperature if do_sample else None,
-                             top_p=top_p if do_sample else None, top_k=0 if do_sample else None,
-                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-        out += [completion_record(row, tokenizer) for row in gen[:, ids.shape[1]:].tolist()]
+        gen = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature if do_sample else None,
+            top_p=top_p if do_sample else None,
+            top_k=0 if do_sample else None,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        out += [completion_record(row, tokenizer) for row in gen[:, ids.shape[1] :].tolist()]
     return out
 
 
@@ -129,13 +150,14 @@ def guided(model, critic, tokenizer, prompts, batch_size: int, desc: str, **kwar
 
     out = []
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
-        out += generate_with_length(model, critic, prompts[start:start + batch_size], tokenizer=tokenizer, **kwargs)
+        out += generate_with_length(model, critic, prompts[start : start + batch_size], tokenizer=tokenizer, **kwargs)
     return out
 
 
 @torch.no_grad()
-def answer_nll(generator, prompt_ids: list[list[int]], completion_ids: list[list[int]], batch_size: int = 8,
-               pad_token_id: int = 0) -> list[float]:
+def answer_nll(
+    generator, prompt_ids: list[list[int]], completion_ids: list[list[int]], batch_size: int = 8, pad_token_id: int = 0
+) -> list[float]:
     """Per answer, the generator's mean negative log-probability per token of ``completion_ids`` after
     ``prompt_ids``, under its plain distribution (temperature 1, no top-k / top-p): a quality signal beside length
     (higher = text the generator itself finds less likely). Append EOS to a completion whose EOS counts (a natural
@@ -144,7 +166,7 @@ def answer_nll(generator, prompt_ids: list[list[int]], completion_ids: list[list
     device = next(generator.parameters()).device
     out = []
     for start in range(0, len(prompt_ids), batch_size):
-        prompts, completions = prompt_ids[start:start + batch_size], completion_ids[start:start + batch_size]
+        prompts, completions = prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size]
         rows = [list(p) + list(c) for p, c in zip(prompts, completions)]
         width, longest = max(map(len, rows)), max(map(len, completions))
         if longest == 0:
@@ -153,23 +175,24 @@ def answer_nll(generator, prompt_ids: list[list[int]], completion_ids: list[list
         ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
-            ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row):] = 1
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
         ids, mask = ids.to(device), mask.to(device)
         kw = dict(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
         try:
             logits = generator(**kw, logits_to_keep=longest + 1).logits
         except TypeError:  # a model without logits_to_keep
             logits = generator(**kw).logits
-        logits = logits[:, -(longest + 1):-1].float()  # the predictions of the last `longest` tokens
+        logits = logits[:, -(longest + 1) : -1].float()  # the predictions of the last `longest` tokens
         token_logp = torch.log_softmax(logits, -1).gather(-1, ids[:, -longest:, None])[..., 0]
         for i, c in enumerate(completions):
-            out.append(float(-token_logp[i, longest - len(c):].mean()) if len(c) else float("nan"))
+            out.append(float(-token_logp[i, longest - len(c) :].mean()) if len(c) else float("nan"))
     return out
 
 
-def answers_nll(generator, tokenizer, prompts, records: list[dict], use_chat_template: bool = True,
-                batch_size: int = 8) -> list[float]:
+def answers_nll(
+    generator, tokenizer, prompts, records: list[dict], use_chat_template: bool = True, batch_size: int = 8
+) -> list[float]:
     """:func:`answer_nll` of generated records (``token_ids``, ``end``): the prompts encoded as for generation,
     EOS counted for natural ends only (a forced EOS was the rule's choice, a capped row has none)."""
     from ..data import encode_prompt
@@ -206,8 +229,9 @@ def write_outputs(out_dir: str | os.PathLike, name: str, result: dict, markdown:
     return result
 
 
-def heldout_examples(critic_path: str, rollouts: str | None, tokenizer, limit: int | None = None,
-                     use_chat_template: bool = True) -> tuple[list, str]:
+def heldout_examples(
+    critic_path: str, rollouts: str | None, tokenizer, limit: int | None = None, use_chat_template: bool = True
+) -> tuple[list, str]:
     """Finished completions as examples (``input_ids``, ``labels`` = tokens to come, ``prompt_len``), prompts
     encoded as the critic was trained (pass its ``use_chat_template``).
 
@@ -217,8 +241,9 @@ def heldout_examples(critic_path: str, rollouts: str | None, tokenizer, limit: i
 
     path = Path(rollouts) if rollouts else Path(critic_path).parent / "rollouts_heldout.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: pass --rollouts FILE (a `lenvm rollouts` JSONL of prompts the "
-                                "critic never trained on).")
+        raise FileNotFoundError(
+            f"{path} not found: pass --rollouts FILE (a `lenvm rollouts` JSONL of prompts the critic never trained on)."
+        )
     records = load_rollouts(path)[:limit] if limit else load_rollouts(path)
     examples, _ = build_examples(records, tokenizer, use_chat_template=use_chat_template, truncated="drop")
     for ex in examples:
@@ -230,4 +255,9 @@ def right_pad(examples: list[dict], pad_id: int):
     from ..data import LengthValueCollator
 
     batch = LengthValueCollator(pad_id)([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
-    return batch["input_ids"], batch["attention_mask"], batch["labels"], torch.tensor([e["prompt_len"] for e in examples])
+    return (
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["labels"],
+        torch.tensor([e["prompt_len"] for e in examples]),
+    )

@@ -35,13 +35,20 @@ def held_out_prompts(critic_path: str, source: str | None) -> tuple[list[dict], 
     from ..rollouts import load_prompts
 
     stamp = Path(critic_path) / "quickstart_config.json"
-    qs = QuickstartConfig(**{k: v for k, v in json.loads(stamp.read_text()).items()
-                             if k in QuickstartConfig.__dataclass_fields__}) if stamp.is_file() else None
+    qs = (
+        QuickstartConfig(
+            **{k: v for k, v in json.loads(stamp.read_text()).items() if k in QuickstartConfig.__dataclass_fields__}
+        )
+        if stamp.is_file()
+        else None
+    )
     if source:
         return load_prompts(source), {} if qs is None else vars(qs)
     if qs is None:
-        raise ValueError(f"{critic_path} was not made by `lenvm quickstart`, so its held-out split is unknown: pass "
-                         "--prompts FILE with prompts the critic never saw.")
+        raise ValueError(
+            f"{critic_path} was not made by `lenvm quickstart`, so its held-out split is unknown: pass "
+            "--prompts FILE with prompts the critic never saw."
+        )
     return split_prompts(load_prompts(qs.prompts), qs)[1], vars(qs)
 
 
@@ -61,15 +68,16 @@ def prompt_features(model, prompt_ids: list[list[int]], batch_size: int = 16) ->
     feats = []
     device = next(model.parameters()).device
     for start in range(0, len(prompt_ids), batch_size):
-        ids, mask = left_pad(prompt_ids[start:start + batch_size], 0)
+        ids, mask = left_pad(prompt_ids[start : start + batch_size], 0)
         h = model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state.float()
         m = mask.to(device)[..., None].float()
         feats.append(((h * m).sum(1) / m.sum(1)).cpu())
     return torch.cat(feats)
 
 
-def fit_bucket_classifier(features: torch.Tensor, lengths, gamma: float, n_buckets: int = 4,
-                          weight_decay: float = 1e-2, seed: int = 0):
+def fit_bucket_classifier(
+    features: torch.Tensor, lengths, gamma: float, n_buckets: int = 4, weight_decay: float = 1e-2, seed: int = 0
+):
     """S3-style: quantile buckets of the training lengths, a multinomial logistic regression on prompt features.
 
     Returns ``predict(features) -> lengths`` (the return-consistent length of each row's most likely bucket).
@@ -79,8 +87,10 @@ def fit_bucket_classifier(features: torch.Tensor, lengths, gamma: float, n_bucke
     lengths = np.asarray(lengths)
     edges = np.unique(np.quantile(lengths, np.linspace(0, 1, n_buckets + 1)[1:-1]))
     bucket = np.searchsorted(edges, lengths, side="right")
-    reps = [return_consistent_length(lengths[bucket == k].tolist(), gamma) if (bucket == k).any() else float("nan")
-            for k in range(len(edges) + 1)]
+    reps = [
+        return_consistent_length(lengths[bucket == k].tolist(), gamma) if (bucket == k).any() else float("nan")
+        for k in range(len(edges) + 1)
+    ]
     mu, sd = features.mean(0), features.std(0) + 1e-6
     x, y = (features - mu) / sd, torch.as_tensor(bucket)
     torch.manual_seed(seed)
@@ -100,8 +110,11 @@ def fit_bucket_classifier(features: torch.Tensor, lengths, gamma: float, n_bucke
             k = linear((f - mu) / sd).argmax(-1).tolist()
         return [reps[i] for i in k]
 
-    return predict, {"bucket_edges": edges.tolist(), "bucket_lengths": reps,
-                     "train_accuracy": float((linear(x).argmax(-1) == y).float().mean())}
+    return predict, {
+        "bucket_edges": edges.tolist(),
+        "bucket_lengths": reps,
+        "train_accuracy": float((linear(x).argmax(-1) == y).float().mean()),
+    }
 
 
 @torch.no_grad()
@@ -139,19 +152,30 @@ def plot(results: dict, truth: dict, predictions: dict, path: Path) -> Path:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"### Length prediction ({result['prompts']} held-out prompts x {result['samples']} samples, "
-             f"gamma = {result['gamma']:.4f})", "",
-             "| predictor | MRE | MAE (tokens) | Kendall tau | within 50 tok | within 100 tok |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"### Length prediction ({result['prompts']} held-out prompts x {result['samples']} samples, "
+        f"gamma = {result['gamma']:.4f})",
+        "",
+        "| predictor | MRE | MAE (tokens) | Kendall tau | within 50 tok | within 100 tok |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, m in result["predictors"].items():
         tau = "-" if math.isnan(m["kendall_tau"]) else f"{m['kendall_tau']:.2f}"
-        lines.append(f"| {name} | {100 * m['mre']:.1f} % | {m['mae']:.1f} | {tau} | {100 * m['within_50']:.0f} % | "
-                     f"{100 * m['within_100']:.0f} % |")
+        lines.append(
+            f"| {name} | {100 * m['mre']:.1f} % | {m['mae']:.1f} | {tau} | {100 * m['within_50']:.0f} % | "
+            f"{100 * m['within_100']:.0f} % |"
+        )
     o = result["online"]
-    lines += ["", "LenVM online relative error of the remaining length, by position in each held-out completion:", "",
-              "| 0 % | 25 % | 50 % | 75 % | value MSE |", "|---:|---:|---:|---:|---:|",
-              f"| {100 * o['online_re_0']:.1f} % | {100 * o['online_re_25']:.1f} % | {100 * o['online_re_50']:.1f} % | "
-              f"{100 * o['online_re_75']:.1f} % | {o['value_mse']:.4f} |", ""]
+    lines += [
+        "",
+        "LenVM online relative error of the remaining length, by position in each held-out completion:",
+        "",
+        "| 0 % | 25 % | 50 % | 75 % | value MSE |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {100 * o['online_re_0']:.1f} % | {100 * o['online_re_25']:.1f} % | {100 * o['online_re_50']:.1f} % | "
+        f"{100 * o['online_re_75']:.1f} % | {o['value_mse']:.4f} |",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -159,11 +183,16 @@ def markdown(result: dict) -> str:
 class LengthPredictionArguments(common.EvalArguments):
     """Arguments of `lenvm eval length_prediction`."""
 
-    prompts: str | None = field(default=None, metadata={"help": "Held-out prompts (file or dataset id); default: "
-                                                                 "the quickstart's held-out split."})
-    train_rollouts: str | None = field(default=None, metadata={"help": "The critic's training rollouts, for the "
-                                                                       "baselines (default: rollouts_train.jsonl "
-                                                                       "beside it)."})
+    prompts: str | None = field(
+        default=None,
+        metadata={"help": "Held-out prompts (file or dataset id); default: the quickstart's held-out split."},
+    )
+    train_rollouts: str | None = field(
+        default=None,
+        metadata={
+            "help": "The critic's training rollouts, for the baselines (default: rollouts_train.jsonl beside it)."
+        },
+    )
     samples: int = field(default=16, metadata={"help": "Samples per held-out prompt."})
     max_new_tokens: int | None = field(default=None, metadata={"help": "Generation cap (default: the quickstart's)."})
     buckets: int = field(default=4, metadata={"help": "Length buckets of the S3-style classifier."})
@@ -189,22 +218,36 @@ def main(argv=None) -> dict:
         prompts = prompts[:4]
     train_file = Path(a.train_rollouts or Path(a.critic).parent / "rollouts_train.jsonl")
     if not train_file.is_file():
-        raise FileNotFoundError(f"{train_file} not found: the baselines learn from the critic's training rollouts; "
-                                "pass --train-rollouts FILE.")
+        raise FileNotFoundError(
+            f"{train_file} not found: the baselines learn from the critic's training rollouts; "
+            "pass --train-rollouts FILE."
+        )
     train_records = [r for r in load_rollouts(train_file) if r["finish_reason"] == "stop"]
     seen = {json.dumps(r["prompt"], sort_keys=True) for r in train_records}
     leaked = [p["prompt_id"] for p in prompts if json.dumps(p["prompt"], sort_keys=True) in seen]
     if leaked:
-        raise ValueError(f"{len(leaked)} evaluation prompts are in the critic's training rollouts (e.g. {leaked[0]}); "
-                         "evaluate on prompts it never saw.")
+        raise ValueError(
+            f"{len(leaked)} evaluation prompts are in the critic's training rollouts (e.g. {leaked[0]}); "
+            "evaluate on prompts it never saw."
+        )
 
     # Held-out samples (appended and resumable, like any rollouts file).
     out = Path(a.output_dir)
-    sampling = SamplingConfig(num_samples=a.samples, max_new_tokens=a.max_new_tokens or qs.get("max_new_tokens", 256),
-                              temperature=qs.get("temperature", 0.7), top_p=qs.get("top_p", 0.9), seed=a.seed)
-    heldout_file = generate_rollouts(prompts, out / f"rollouts_heldout_{a.samples}.jsonl",
-                                     model=a.generator or qs.get("model"), sampling=sampling, batch_size=a.batch_size,
-                                     use_chat_template=critic.use_chat_template)  # the critic's prompt format
+    sampling = SamplingConfig(
+        num_samples=a.samples,
+        max_new_tokens=a.max_new_tokens or qs.get("max_new_tokens", 256),
+        temperature=qs.get("temperature", 0.7),
+        top_p=qs.get("top_p", 0.9),
+        seed=a.seed,
+    )
+    heldout_file = generate_rollouts(
+        prompts,
+        out / f"rollouts_heldout_{a.samples}.jsonl",
+        model=a.generator or qs.get("model"),
+        sampling=sampling,
+        batch_size=a.batch_size,
+        use_chat_template=critic.use_chat_template,
+    )  # the critic's prompt format
     records = load_rollouts(heldout_file)
     lengths = defaultdict(list)
     for r in records:
@@ -228,17 +271,32 @@ def main(argv=None) -> dict:
     preds["prompt-length regression"] = {i: regress(len(x)) for i, x in zip(ids, heldout_ids)}
     # The critic's backbone is tuned for length; S3 uses an off-the-shelf encoder, so load the untuned one.
     base = AutoModel.from_pretrained(resolve_model(a.generator or qs.get("model")), dtype=torch.float32).eval()
-    classify, clf_info = fit_bucket_classifier(prompt_features(base, train_prompt_ids), train_lengths, gamma,
-                                               a.buckets, seed=a.seed)
+    classify, clf_info = fit_bucket_classifier(
+        prompt_features(base, train_prompt_ids), train_lengths, gamma, a.buckets, seed=a.seed
+    )
     preds["bucket classifier (S3-style)"] = dict(zip(ids, classify(prompt_features(base, heldout_ids))))
     del base
 
     heldout_ds, stats = build_dataset(records, tokenizer, use_chat_template=critic.use_chat_template, truncated="drop")
-    result = {"command": common.command_line(NAME, argv), "critic": a.critic, "gamma": gamma, "prompts": len(ids),
-              "samples": a.samples, "heldout_rollouts": str(heldout_file), "heldout": stats.summary(),
-              "train_rollouts": str(train_file), "train_completions": len(train_records),
-              "predictors": {n: prediction_errors(p, truth) for n, p in preds.items()},
-              "online": online_errors(critic, heldout_ds), "regression": reg_info, "bucket_classifier": clf_info}
-    plot(result["predictors"], truth, {k: v for k, v in preds.items() if "train mean length" not in k},
-         out / f"{NAME}.png")
+    result = {
+        "command": common.command_line(NAME, argv),
+        "critic": a.critic,
+        "gamma": gamma,
+        "prompts": len(ids),
+        "samples": a.samples,
+        "heldout_rollouts": str(heldout_file),
+        "heldout": stats.summary(),
+        "train_rollouts": str(train_file),
+        "train_completions": len(train_records),
+        "predictors": {n: prediction_errors(p, truth) for n, p in preds.items()},
+        "online": online_errors(critic, heldout_ds),
+        "regression": reg_info,
+        "bucket_classifier": clf_info,
+    }
+    plot(
+        result["predictors"],
+        truth,
+        {k: v for k, v in preds.items() if "train mean length" not in k},
+        out / f"{NAME}.png",
+    )
     return common.write_outputs(out, NAME, result, markdown(result))

@@ -26,7 +26,7 @@ def count_shifts(critic, examples: list[dict], threshold: float, batch_size: int
     """Per token id: occurrences, times above +threshold, times below -threshold, summed shift."""
     total, up, down, summed = Counter(), Counter(), Counter(), defaultdict(float)
     for start in range(0, len(examples), batch_size):
-        ids, mask, _, prompt_len = common.right_pad(examples[start:start + batch_size], critic._pad_id())
+        ids, mask, _, prompt_len = common.right_pad(examples[start : start + batch_size], critic._pad_id())
         shift = critic.length_shift(ids, mask, prompt_len)
         for row in range(ids.shape[0]):
             end = int(mask[row].sum())
@@ -39,8 +39,7 @@ def count_shifts(critic, examples: list[dict], threshold: float, batch_size: int
     return {"total": total, "up": up, "down": down, "summed": summed}
 
 
-def ranking(counts: dict, key: str, tokenizer, top: int, min_count: int, skip: set[int],
-            by: str = "net") -> list[dict]:
+def ranking(counts: dict, key: str, tokenizer, top: int, min_count: int, skip: set[int], by: str = "net") -> list[dict]:
     """Tokens seen at least ``min_count`` times, ordered by ``by``:
 
     net    times beyond the threshold in this direction minus times in the other (frequent tokens such as '.'
@@ -52,26 +51,46 @@ def ranking(counts: dict, key: str, tokenizer, top: int, min_count: int, skip: s
     ids = [t for t in counts[key] if counts["total"][t] >= min_count and t not in skip and counts[key][t] > 0]
     share = {t: counts[key][t] / counts["total"][t] for t in ids}
     net = {t: counts[key][t] - counts[other][t] for t in ids}
-    order = {"net": lambda t: (-net[t], -share[t]), "count": lambda t: (-counts[key][t], -share[t]),
-             "share": lambda t: (-share[t], -counts[key][t])}[by]
+    order = {
+        "net": lambda t: (-net[t], -share[t]),
+        "count": lambda t: (-counts[key][t], -share[t]),
+        "share": lambda t: (-share[t], -counts[key][t]),
+    }[by]
     ids = [t for t in sorted(ids, key=order) if by != "net" or net[t] > 0]
-    return [{"token": tokenizer.decode([t]), "id": t, "count": counts[key][t], "net": net[t],
-             "occurrences": counts["total"][t], "share": share[t],
-             "mean_shift": counts["summed"][t] / counts["total"][t]} for t in ids[:top]]
+    return [
+        {
+            "token": tokenizer.decode([t]),
+            "id": t,
+            "count": counts[key][t],
+            "net": net[t],
+            "occurrences": counts["total"][t],
+            "share": share[t],
+            "mean_shift": counts["summed"][t] / counts["total"][t],
+        }
+        for t in ids[:top]
+    ]
 
 
 def plot(result: dict, path: Path) -> Path:
     from ..plots import plt, save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.32 * max(len(result["longer"]), len(result["shorter"]), 5) + 1.5))
-    for ax, key, color, title in ((axes[0], "longer", "tab:red", f"shift > +{result['threshold']}: lengthening"),
-                                  (axes[1], "shorter", "tab:blue", f"shift < -{result['threshold']}: shortening")):
+    for ax, key, color, title in (
+        (axes[0], "longer", "tab:red", f"shift > +{result['threshold']}: lengthening"),
+        (axes[1], "shorter", "tab:blue", f"shift < -{result['threshold']}: shortening"),
+    ):
         rows, rank = result[key], result["rank"]
         width = [100 * r["share"] if rank == "share" else r[rank] for r in rows]
         ax.barh([repr(r["token"]) for r in rows], width, color=color)
         ax.invert_yaxis()
-        ax.set(xlabel={"share": "% of the token's occurrences", "count": "times",
-                       "net": "times this way minus times the other way"}[rank], title=title)
+        ax.set(
+            xlabel={
+                "share": "% of the token's occurrences",
+                "count": "times",
+                "net": "times this way minus times the other way",
+            }[rank],
+            title=title,
+        )
         for i, r in enumerate(rows):
             ax.text(width[i], i, f" {r['count']} of {r['occurrences']}", va="center", fontsize=7)
     fig.suptitle(f"length tokens ({result['completions']} completions, {result['tokens']} tokens)")
@@ -79,10 +98,13 @@ def plot(result: dict, path: Path) -> Path:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"### Length tokens ({result['completions']} held-out completions, {result['tokens']} tokens, "
-             f"threshold {result['threshold']}; ranked by {result['rank']}, tokens seen >= {result['min_count']} times)",
-             "", "| lengthening token | times (net) | of | | shortening token | "
-             "times (net) | of |", "|---|---:|---:|---|---|---:|---:|"]
+    lines = [
+        f"### Length tokens ({result['completions']} held-out completions, {result['tokens']} tokens, "
+        f"threshold {result['threshold']}; ranked by {result['rank']}, tokens seen >= {result['min_count']} times)",
+        "",
+        "| lengthening token | times (net) | of | | shortening token | times (net) | of |",
+        "|---|---:|---:|---|---|---:|---:|",
+    ]
     for i in range(max(len(result["longer"]), len(result["shorter"]))):
         cells = []
         for key in ("longer", "shorter"):
@@ -91,8 +113,11 @@ def markdown(result: dict) -> str:
         lines.append(f"| {cells[0]} | | {cells[1]} |")
     eos = result["eos"]
     if eos["occurrences"]:
-        lines += ["", f"EOS: mean shift {eos['mean_shift']:+.3f} over {eos['occurrences']} completions "
-                      f"({100 * eos['share_below']:.0f} % below -{result['threshold']})."]
+        lines += [
+            "",
+            f"EOS: mean shift {eos['mean_shift']:+.3f} over {eos['occurrences']} completions "
+            f"({100 * eos['share_below']:.0f} % below -{result['threshold']}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -100,15 +125,20 @@ def markdown(result: dict) -> str:
 class LengthTokensArguments(common.EvalArguments):
     """Arguments of `lenvm eval length_tokens`."""
 
-    rollouts: str | None = field(default=None, metadata={"help": "Completions to read (default: the quickstart's "
-                                                                  "held-out ones)."})
+    rollouts: str | None = field(
+        default=None, metadata={"help": "Completions to read (default: the quickstart's held-out ones)."}
+    )
     threshold: float = field(default=0.01, metadata={"help": "|length shift| that counts (value units)."})
     top: int = field(default=15, metadata={"help": "Tokens listed per direction."})
     min_count: int = field(default=10, metadata={"help": "Tokens seen fewer times are not ranked."})
     rank: Literal["net", "count", "share"] = field(
-        default="net", metadata={"help": "Order by times beyond the threshold minus times the other way (net), by "
-                                         "those times (count), or by their share of the token's occurrences "
-                                         "(share)."})
+        default="net",
+        metadata={
+            "help": "Order by times beyond the threshold minus times the other way (net), by "
+            "those times (count), or by their share of the token's occurrences "
+            "(share)."
+        },
+    )
     limit: int | None = field(default=None, metadata={"help": "First N rollouts only."})
 
 
@@ -125,13 +155,23 @@ def main(argv=None) -> dict:
     eos = tok.eos_token_id
     skip = {eos} | set(tok.all_special_ids)
     n_eos = counts["total"][eos]
-    result = {"command": common.command_line(NAME, argv), "critic": a.critic, "rollouts": source,
-              "completions": len(examples), "tokens": sum(counts["total"].values()), "threshold": a.threshold,
-              "rank": a.rank, "min_count": a.min_count,
-              "longer": ranking(counts, "up", tok, a.top, a.min_count, skip, a.rank),
-              "shorter": ranking(counts, "down", tok, a.top, a.min_count, skip, a.rank),
-              "eos": {"occurrences": n_eos, "mean_shift": counts["summed"][eos] / max(n_eos, 1),
-                      "share_below": counts["down"][eos] / max(n_eos, 1)}}
+    result = {
+        "command": common.command_line(NAME, argv),
+        "critic": a.critic,
+        "rollouts": source,
+        "completions": len(examples),
+        "tokens": sum(counts["total"].values()),
+        "threshold": a.threshold,
+        "rank": a.rank,
+        "min_count": a.min_count,
+        "longer": ranking(counts, "up", tok, a.top, a.min_count, skip, a.rank),
+        "shorter": ranking(counts, "down", tok, a.top, a.min_count, skip, a.rank),
+        "eos": {
+            "occurrences": n_eos,
+            "mean_shift": counts["summed"][eos] / max(n_eos, 1),
+            "share_below": counts["down"][eos] / max(n_eos, 1),
+        },
+    }
     out = Path(a.output_dir)
     plot(result, out / f"{NAME}.png")
     return common.write_outputs(out, NAME, result, markdown(result))

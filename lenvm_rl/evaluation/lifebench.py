@@ -55,16 +55,33 @@ from . import common
 NAME = "lifebench"
 HUB_ID = "LIFEBench/LIFEBench"
 MODES = ("equal", "at_most", "at_least")
-WORDING = {"en": {"equal": "equal to", "at_most": "at most", "at_least": "at least"},
-           "cn": {"equal": "等于", "at_most": "最多", "at_least": "至少"}}
+WORDING = {
+    "en": {"equal": "equal to", "at_most": "at most", "at_least": "at least"},
+    "cn": {"equal": "等于", "at_most": "最多", "at_least": "至少"},
+}
 ARMS = ("plain", "truncate", "rules_only", "lenvm", "extreme")
 REQUIRED_FIELDS = ("lang", "category", "task")
-USER_PROMPTS = ("Explain how a bicycle works.", "Write a short poem about autumn.",
-                "How do I make a good cup of coffee at home?")
+USER_PROMPTS = (
+    "Explain how a bicycle works.",
+    "Write a short poem about autumn.",
+    "How do I make a good cup of coffee at home?",
+)
 USER_REQUIREMENT = "\n\n[Requirement] Your answer must be {word_count_type} {word_count} words long."
 CELLS_FILE = f"{NAME}_cells.jsonl"
-SUMMARY_KEYS = ("mode", "arm", "target", "n", "ls", "mean_abs_ld", "natural_end_rate", "forced_stop_rate",
-                "capped_rate", "mean_nll", "nll_gap_to_plain", "degenerate_rate")
+SUMMARY_KEYS = (
+    "mode",
+    "arm",
+    "target",
+    "n",
+    "ls",
+    "mean_abs_ld",
+    "natural_end_rate",
+    "forced_stop_rate",
+    "capped_rate",
+    "mean_nll",
+    "nll_gap_to_plain",
+    "degenerate_rate",
+)
 
 
 @dataclass
@@ -75,27 +92,44 @@ class LifebenchArguments(common.EvalArguments):
     everyday prompts)."""
 
     data: str = field(default=HUB_ID, metadata={"help": f"LIFEBench: the hub id ({HUB_ID}) or a local .jsonl copy."})
-    langs: str = field(default="en", metadata={"help": "Comma-separated: en, cn (the default generator is "
-                                                        "English-only)."})
-    targets: str = field(default="16,32,64,128", metadata={"help": "Target token counts, comma-separated "
-                                                                   "(LIFEBench uses 32-1024 and more)."})
+    langs: str = field(
+        default="en", metadata={"help": "Comma-separated: en, cn (the default generator is English-only)."}
+    )
+    targets: str = field(
+        default="16,32,64,128",
+        metadata={"help": "Target token counts, comma-separated (LIFEBench uses 32-1024 and more)."},
+    )
     modes: str = field(default=",".join(MODES), metadata={"help": f"Comma-separated, of {', '.join(MODES)}."})
     arms: str = field(default=",".join(ARMS), metadata={"help": f"Comma-separated, of {', '.join(ARMS)}."})
-    rows_per_cell: int | None = field(default=None, metadata={
-        "help": "LIFEBench tasks per cell: a seeded draw spread evenly over (language, category); default all."})
+    rows_per_cell: int | None = field(
+        default=None,
+        metadata={
+            "help": "LIFEBench tasks per cell: a seeded draw spread evenly over (language, category); default all."
+        },
+    )
     limit: int | None = field(default=None, metadata={"help": "First N LIFEBench tasks only (before the draw)."})
     per_category: int | None = field(default=None, metadata={"help": "First N tasks of each language and category."})
-    user_prompts: bool = field(default=True, metadata={
-        "help": "Add three everyday prompts (category 'user') to the English tasks."})
-    max_new_tokens: int = field(default=512, metadata={"help": "Hard generation cap of every arm; no target may "
-                                                               "exceed it."})
-    max_new_factor: float = field(default=2.0, metadata={"help": "Per-target cap, in multiples of the target "
-                                                                 "(at least 1; the lower of the two caps applies)."})
+    user_prompts: bool = field(
+        default=True, metadata={"help": "Add three everyday prompts (category 'user') to the English tasks."}
+    )
+    max_new_tokens: int = field(
+        default=512, metadata={"help": "Hard generation cap of every arm; no target may exceed it."}
+    )
+    max_new_factor: float = field(
+        default=2.0,
+        metadata={
+            "help": "Per-target cap, in multiples of the target (at least 1; the lower of the two caps applies)."
+        },
+    )
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of every arm."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling of every arm."})
-    value_tolerance: float = field(default=DEFAULT_VALUE_TOLERANCE, metadata={
-        "help": "lenvm / rules_only: length traded for probability, as a share of the remaining tokens "
-                "(0 = the nearest value; see lenvm_rl.decoding)."})
+    value_tolerance: float = field(
+        default=DEFAULT_VALUE_TOLERANCE,
+        metadata={
+            "help": "lenvm / rules_only: length traded for probability, as a share of the remaining tokens "
+            "(0 = the nearest value; see lenvm_rl.decoding)."
+        },
+    )
     nll_batch_size: int = field(default=8, metadata={"help": "Rows per forward when scoring answers' NLL."})
 
 
@@ -124,9 +158,11 @@ def load_tasks(source: str, langs: set[str], limit: int | None = None, per_categ
     for i, r in enumerate(rows):
         missing = [k for k in REQUIRED_FIELDS if k not in r]
         if missing:
-            raise ValueError(f"{source} row {i} lacks LIFEBench's fields {missing}: a LIFEBench row has "
-                             f"{list(REQUIRED_FIELDS)} (the task with {{word_count_type}} / {{word_count}}); pass "
-                             f"--data a LIFEBench .jsonl or the hub id {HUB_ID}.")
+            raise ValueError(
+                f"{source} row {i} lacks LIFEBench's fields {missing}: a LIFEBench row has "
+                f"{list(REQUIRED_FIELDS)} (the task with {{word_count_type}} / {{word_count}}); pass "
+                f"--data a LIFEBench .jsonl or the hub id {HUB_ID}."
+            )
     rows = [r for r in rows if r.get("lang") in langs and str(r.get("category", "")).lower() != "summarization"]
     if not rows:
         raise ValueError(f"{source} has no rows in languages {sorted(langs)}")
@@ -162,8 +198,10 @@ def draw_tasks(tasks: list[dict], n: int, seed: int) -> list[dict]:
 
 def user_tasks() -> list[dict]:
     """The everyday prompts as LIFEBench-style rows (category ``user``)."""
-    return [{"id": f"user-{i}", "lang": "en", "category": "user", "task": p + USER_REQUIREMENT}
-            for i, p in enumerate(USER_PROMPTS, 1)]
+    return [
+        {"id": f"user-{i}", "lang": "en", "category": "user", "task": p + USER_REQUIREMENT}
+        for i, p in enumerate(USER_PROMPTS, 1)
+    ]
 
 
 def token_prompt(task: str, lang: str, mode: str, target: int) -> str:
@@ -202,11 +240,13 @@ def parse_config(cfg: LifebenchArguments) -> tuple[list[int], list[str], list[st
         if t < 1:
             raise ValueError(f"targets must be positive token counts, got {t}")
         if t > cfg.max_new_tokens:
-            raise ValueError(f"target {t} exceeds max_new_tokens={cfg.max_new_tokens}; raise --max_new_tokens or "
-                             "lower the target")
+            raise ValueError(
+                f"target {t} exceeds max_new_tokens={cfg.max_new_tokens}; raise --max_new_tokens or lower the target"
+            )
     if cfg.max_new_factor < 1:
-        raise ValueError(f"max_new_factor must be >= 1 (the cap may not fall below the target), got "
-                         f"{cfg.max_new_factor}")
+        raise ValueError(
+            f"max_new_factor must be >= 1 (the cap may not fall below the target), got {cfg.max_new_factor}"
+        )
     if cfg.rows_per_cell is not None and cfg.rows_per_cell < 1:
         raise ValueError(f"rows_per_cell must be >= 1, got {cfg.rows_per_cell}")
     if not math.isfinite(cfg.value_tolerance) or cfg.value_tolerance < 0:
@@ -229,8 +269,11 @@ def cell_summary(rows: list[dict], plain_rows: list[dict], mode: str, arm: str, 
     n = len(rows)
     ends = Counter(r["end"] for r in rows)
     plain_nll = {r["uid"]: r["nll"] for r in plain_rows if r["nll"] is not None and math.isfinite(r["nll"])}
-    pairs = [(r["nll"], plain_nll[r["uid"]]) for r in rows
-             if r["uid"] in plain_nll and r["nll"] is not None and math.isfinite(r["nll"])]
+    pairs = [
+        (r["nll"], plain_nll[r["uid"]])
+        for r in rows
+        if r["uid"] in plain_nll and r["nll"] is not None and math.isfinite(r["nll"])
+    ]
     gap = None
     if pairs and np.mean([p for _, p in pairs]) > 0:
         plain_mean = float(np.mean([p for _, p in pairs]))
@@ -240,11 +283,20 @@ def cell_summary(rows: list[dict], plain_rows: list[dict], mode: str, arm: str, 
     if plain_nll and nlls:
         threshold = float(np.percentile(list(plain_nll.values()), 95))
         degenerate = float(np.mean([x > threshold for x in nlls]))
-    return {"mode": mode, "arm": arm, "target": target, "n": n,
-            "ls": _mean(r["ls"] for r in rows), "mean_abs_ld": _mean(abs(r["ld"]) for r in rows),
-            "natural_end_rate": ends["natural"] / max(n, 1), "forced_stop_rate": ends["forced"] / max(n, 1),
-            "capped_rate": ends["cap"] / max(n, 1), "mean_nll": _mean(nlls), "nll_gap_to_plain": gap,
-            "degenerate_rate": degenerate}
+    return {
+        "mode": mode,
+        "arm": arm,
+        "target": target,
+        "n": n,
+        "ls": _mean(r["ls"] for r in rows),
+        "mean_abs_ld": _mean(abs(r["ld"]) for r in rows),
+        "natural_end_rate": ends["natural"] / max(n, 1),
+        "forced_stop_rate": ends["forced"] / max(n, 1),
+        "capped_rate": ends["cap"] / max(n, 1),
+        "mean_nll": _mean(nlls),
+        "nll_gap_to_plain": gap,
+        "degenerate_rate": degenerate,
+    }
 
 
 def aggregate(rows: list[dict]) -> dict:
@@ -252,20 +304,38 @@ def aggregate(rows: list[dict]) -> dict:
     by_target = {}
     for t in sorted({r["target"] for r in rows}):
         sel = [r for r in rows if r["target"] == t]
-        by_target[t] = {"ls": float(np.mean([r["ls"] for r in sel])),
-                        "abs_ld": float(np.mean([abs(r["ld"]) for r in sel])),
-                        "mean_tokens": float(np.mean([r["num_tokens"] for r in sel])),
-                        "finished": float(np.mean([r["finished"] for r in sel]))}
-    return {"ls": float(np.mean([v["ls"] for v in by_target.values()])),
-            "abs_ld": float(np.mean([v["abs_ld"] for v in by_target.values()])), "by_target": by_target}
+        by_target[t] = {
+            "ls": float(np.mean([r["ls"] for r in sel])),
+            "abs_ld": float(np.mean([abs(r["ld"]) for r in sel])),
+            "mean_tokens": float(np.mean([r["num_tokens"] for r in sel])),
+            "finished": float(np.mean([r["finished"] for r in sel])),
+        }
+    return {
+        "ls": float(np.mean([v["ls"] for v in by_target.values()])),
+        "abs_ld": float(np.mean([v["abs_ld"] for v in by_target.values()])),
+        "by_target": by_target,
+    }
 
 
 def answer_row(task: dict, mode: str, target: int, arm: str, out: dict, nll: float) -> dict:
     ld = length_deviation(out["num_tokens"], target)
-    return {"uid": task["uid"], "id": task.get("id"), "lang": task["lang"], "category": task.get("category"),
-            "mode": mode, "target": target, "arm": arm, "num_tokens": out["num_tokens"], "end": out["end"],
-            "finished": out["end"] == "natural", "ld": ld, "ls": length_score(ld, mode),
-            "nll": nll if math.isfinite(nll) else None, "text": out["text"], "token_ids": out["token_ids"]}
+    return {
+        "uid": task["uid"],
+        "id": task.get("id"),
+        "lang": task["lang"],
+        "category": task.get("category"),
+        "mode": mode,
+        "target": target,
+        "arm": arm,
+        "num_tokens": out["num_tokens"],
+        "end": out["end"],
+        "finished": out["end"] == "natural",
+        "ld": ld,
+        "ls": length_score(ld, mode),
+        "nll": nll if math.isfinite(nll) else None,
+        "text": out["text"],
+        "token_ids": out["token_ids"],
+    }
 
 
 def truncated(outs: list[dict], target: int, tokenizer) -> list[dict]:
@@ -274,8 +344,15 @@ def truncated(outs: list[dict], target: int, tokenizer) -> list[dict]:
     for o in outs:
         if o["num_tokens"] > target or o["end"] == "cap":
             ids = list(o["token_ids"][:target])
-            cut.append({"text": tokenizer.decode(ids, skip_special_tokens=True), "token_ids": ids,
-                        "num_tokens": len(ids), "end": "forced", "finished": False})
+            cut.append(
+                {
+                    "text": tokenizer.decode(ids, skip_special_tokens=True),
+                    "token_ids": ids,
+                    "num_tokens": len(ids),
+                    "end": "forced",
+                    "finished": False,
+                }
+            )
         else:
             cut.append(dict(o))
     return cut
@@ -285,10 +362,18 @@ def truncated(outs: list[dict], target: int, tokenizer) -> list[dict]:
 def settings_key(cfg: LifebenchArguments, tasks: list[dict], arm: str) -> str:
     """What a cell's answers depend on; a rerun reuses a stored cell only when this matches."""
     head = Path(cfg.critic) / "value_head.safetensors"
-    base = {"critic": cfg.critic, "critic_mtime": head.stat().st_mtime if head.is_file() else None,
-            "generator": cfg.generator, "tasks": [t["uid"] for t in tasks], "prompts": [t["task"] for t in tasks],
-            "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed,
-            "max_new_tokens": cfg.max_new_tokens, "max_new_factor": cfg.max_new_factor}
+    base = {
+        "critic": cfg.critic,
+        "critic_mtime": head.stat().st_mtime if head.is_file() else None,
+        "generator": cfg.generator,
+        "tasks": [t["uid"] for t in tasks],
+        "prompts": [t["task"] for t in tasks],
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "seed": cfg.seed,
+        "max_new_tokens": cfg.max_new_tokens,
+        "max_new_factor": cfg.max_new_factor,
+    }
     if arm in ("lenvm", "rules_only"):
         base["value_tolerance"] = cfg.value_tolerance
     return hashlib.sha1(json.dumps(base, sort_keys=True).encode()).hexdigest()[:16]
@@ -318,8 +403,13 @@ def append_cell(path: Path, cell: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------ figures and tables
-ARM_COLORS = {"plain": "tab:gray", "truncate": "tab:brown", "rules_only": "tab:blue", "lenvm": "tab:orange",
-              "extreme": "tab:green"}
+ARM_COLORS = {
+    "plain": "tab:gray",
+    "truncate": "tab:brown",
+    "rules_only": "tab:blue",
+    "lenvm": "tab:orange",
+    "extreme": "tab:green",
+}
 MODE_MARKERS = {"equal": "o", "at_most": "v", "at_least": "^"}
 
 
@@ -336,8 +426,9 @@ def plot(summary: list[dict], path: Path) -> Path:
                 continue
             targets = [c["target"] for c in cells]
             axes[0, j].plot(targets, [c["ls"] for c in cells], marker="o", label=arm, color=ARM_COLORS[arm])
-            axes[1, j].plot(targets, [100 * c["natural_end_rate"] for c in cells], marker="o", label=arm,
-                            color=ARM_COLORS[arm])
+            axes[1, j].plot(
+                targets, [100 * c["natural_end_rate"] for c in cells], marker="o", label=arm, color=ARM_COLORS[arm]
+            )
         axes[0, j].set(title=mode.replace("_", " "), ylim=(0, 105))
         axes[1, j].set(xlabel="target tokens", ylim=(-3, 103))
         for ax in axes[:, j]:
@@ -358,10 +449,21 @@ def plot_quality(summary: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(arms), figsize=(4 * len(arms), 3.8), squeeze=False, sharey=True)
     for ax, arm in zip(axes[0], arms):
         for c in (c for c in summary if c["arm"] == arm and c["nll_gap_to_plain"] is not None):
-            ax.scatter(100 * c["nll_gap_to_plain"], c["ls"], marker=MODE_MARKERS[c["mode"]], color=ARM_COLORS[arm],
-                       s=36, alpha=0.8)
-            ax.annotate(str(c["target"]), (100 * c["nll_gap_to_plain"], c["ls"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+            ax.scatter(
+                100 * c["nll_gap_to_plain"],
+                c["ls"],
+                marker=MODE_MARKERS[c["mode"]],
+                color=ARM_COLORS[arm],
+                s=36,
+                alpha=0.8,
+            )
+            ax.annotate(
+                str(c["target"]),
+                (100 * c["nll_gap_to_plain"], c["ls"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
         ax.axvline(0, color="gray", lw=0.8, ls="--")
         ax.set(title=arm, xlabel="NLL gap to plain (%)", ylim=(0, 105))
         ax.grid(alpha=0.3)
@@ -383,18 +485,28 @@ def _fmt(x, pct: bool = False, digits: int = 1, share: bool = False) -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"### Token-level LIFEBench ({result['tasks']} prompts: {result['categories']}; lang {result['langs']}; "
-             f"targets {result['targets']}; generator {result['generator']})", "",
-             "| mode | arm | target | n | LS | mean abs(LD) | natural | forced | capped | mean NLL | NLL gap | "
-             "degenerate |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"### Token-level LIFEBench ({result['tasks']} prompts: {result['categories']}; lang {result['langs']}; "
+        f"targets {result['targets']}; generator {result['generator']})",
+        "",
+        "| mode | arm | target | n | LS | mean abs(LD) | natural | forced | capped | mean NLL | NLL gap | degenerate |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for c in result["summary"]:
-        lines.append(f"| {c['mode']} | {c['arm']} | {c['target']} | {c['n']} | {_fmt(c['ls'])} | "
-                     f"{100 * c['mean_abs_ld']:.0f} % | {100 * c['natural_end_rate']:.0f} % | "
-                     f"{100 * c['forced_stop_rate']:.0f} % | {100 * c['capped_rate']:.0f} % | "
-                     f"{_fmt(c['mean_nll'], digits=2)} | {_fmt(c['nll_gap_to_plain'], pct=True)} | "
-                     f"{_fmt(c['degenerate_rate'], share=True)} |")
-    lines += ["", "LS averaged over targets (the benchmark's averaging):", "", "| mode | arm | LS | mean abs(LD) |",
-              "|---|---|---:|---:|"]
+        lines.append(
+            f"| {c['mode']} | {c['arm']} | {c['target']} | {c['n']} | {_fmt(c['ls'])} | "
+            f"{100 * c['mean_abs_ld']:.0f} % | {100 * c['natural_end_rate']:.0f} % | "
+            f"{100 * c['forced_stop_rate']:.0f} % | {100 * c['capped_rate']:.0f} % | "
+            f"{_fmt(c['mean_nll'], digits=2)} | {_fmt(c['nll_gap_to_plain'], pct=True)} | "
+            f"{_fmt(c['degenerate_rate'], share=True)} |"
+        )
+    lines += [
+        "",
+        "LS averaged over targets (the benchmark's averaging):",
+        "",
+        "| mode | arm | LS | mean abs(LD) |",
+        "|---|---|---:|---:|",
+    ]
     lines += [f"| {o['mode']} | {o['arm']} | {o['ls']:.1f} | {100 * o['abs_ld']:.0f} % |" for o in result["overall"]]
     return "\n".join(lines) + "\n"
 
@@ -428,11 +540,14 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
     cells_path = out_dir / CELLS_FILE
     stored = load_cells(cells_path)
     reused = 0
-    sampling = dict(temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
-                    use_chat_template=critic.use_chat_template)  # the critic's prompt format, for every arm
-    guided = {"rules_only": dict(rule="soft", scorer=ConstantScorer(), value_tolerance=cfg.value_tolerance),
-              "lenvm": dict(rule="soft", value_tolerance=cfg.value_tolerance),
-              "extreme": dict(rule="extreme")}
+    sampling = dict(
+        temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, use_chat_template=critic.use_chat_template
+    )  # the critic's prompt format, for every arm
+    guided = {
+        "rules_only": dict(rule="soft", scorer=ConstantScorer(), value_tolerance=cfg.value_tolerance),
+        "lenvm": dict(rule="soft", value_tolerance=cfg.value_tolerance),
+        "extreme": dict(rule="extreme"),
+    }
     cells = {}
     for mode in modes:
         for target in targets:
@@ -450,40 +565,84 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
                     outs = common.sample_plain(model, tokenizer, prompts, cap, cfg.batch_size, desc=desc, **sampling)
                 elif arm == "truncate":
                     if plain_outs is None:
-                        plain_outs = [{"text": r["text"], "token_ids": r["token_ids"], "num_tokens": r["num_tokens"],
-                                       "end": r["end"]} for r in cells[mode, "plain", target]]
+                        plain_outs = [
+                            {
+                                "text": r["text"],
+                                "token_ids": r["token_ids"],
+                                "num_tokens": r["num_tokens"],
+                                "end": r["end"],
+                            }
+                            for r in cells[mode, "plain", target]
+                        ]
                     outs = truncated(plain_outs, target, tokenizer)
                 else:
-                    outs = common.guided(model, critic, tokenizer, prompts, cfg.batch_size, desc, mode=mode,
-                                         target_tokens=target, max_new_tokens=cap, **guided[arm], **sampling)
+                    outs = common.guided(
+                        model,
+                        critic,
+                        tokenizer,
+                        prompts,
+                        cfg.batch_size,
+                        desc,
+                        mode=mode,
+                        target_tokens=target,
+                        max_new_tokens=cap,
+                        **guided[arm],
+                        **sampling,
+                    )
                 if arm == "plain":
                     plain_outs = outs
-                nll = common.answers_nll(model, tokenizer, prompts, outs, critic.use_chat_template,
-                                         cfg.nll_batch_size)
+                nll = common.answers_nll(model, tokenizer, prompts, outs, critic.use_chat_template, cfg.nll_batch_size)
                 rows = [answer_row(t, mode, target, arm, o, x) for t, o, x in zip(tasks, outs, nll)]
                 cells[mode, arm, target] = rows
                 summary = cell_summary(rows, cells[mode, "plain", target], mode, arm, target)
-                append_cell(cells_path, {"mode": mode, "arm": arm, "target": target, "key": key,
-                                         "summary": summary, "rows": rows})
-                print(f"[lifebench] {desc}: mean tokens {np.mean([r['num_tokens'] for r in rows]):.1f}, "
-                      f"LS {summary['ls']:.1f}, natural {100 * summary['natural_end_rate']:.0f} %, "
-                      f"NLL {_fmt(summary['mean_nll'], digits=2)} ({_fmt(summary['nll_gap_to_plain'], pct=True)})")
+                append_cell(
+                    cells_path,
+                    {"mode": mode, "arm": arm, "target": target, "key": key, "summary": summary, "rows": rows},
+                )
+                print(
+                    f"[lifebench] {desc}: mean tokens {np.mean([r['num_tokens'] for r in rows]):.1f}, "
+                    f"LS {summary['ls']:.1f}, natural {100 * summary['natural_end_rate']:.0f} %, "
+                    f"NLL {_fmt(summary['mean_nll'], digits=2)} ({_fmt(summary['nll_gap_to_plain'], pct=True)})"
+                )
     if reused:
         print(f"[lifebench] reused {reused} finished cells from {cells_path}")
 
-    summary = [cell_summary(cells[m, a, t], cells[m, "plain", t], m, a, t)
-               for m in modes for a in ARMS if a in arms for t in targets]
+    summary = [
+        cell_summary(cells[m, a, t], cells[m, "plain", t], m, a, t)
+        for m in modes
+        for a in ARMS
+        if a in arms
+        for t in targets
+    ]
     overall = []
     for m in modes:
         for a in (a for a in ARMS if a in arms):
             agg = aggregate([r for t in targets for r in cells[m, a, t]])
             overall.append({"mode": m, "arm": a, "ls": agg["ls"], "abs_ld": agg["abs_ld"]})
-    light = [{k: v for k, v in r.items() if k not in ("text", "token_ids")}
-             for m in modes for a in arms for t in targets for r in cells[m, a, t]]
-    result = {"command": command, "critic": cfg.critic, "generator": cfg.generator or "default", "data": cfg.data,
-              "langs": cfg.langs, "tasks": len(tasks), "categories": dict(Counter(t["category"] for t in tasks)),
-              "targets": targets, "modes": modes, "arms": arms, "config": asdict(cfg), "cells_file": str(cells_path),
-              "summary": summary, "overall": overall, "rows": light}
+    light = [
+        {k: v for k, v in r.items() if k not in ("text", "token_ids")}
+        for m in modes
+        for a in arms
+        for t in targets
+        for r in cells[m, a, t]
+    ]
+    result = {
+        "command": command,
+        "critic": cfg.critic,
+        "generator": cfg.generator or "default",
+        "data": cfg.data,
+        "langs": cfg.langs,
+        "tasks": len(tasks),
+        "categories": dict(Counter(t["category"] for t in tasks)),
+        "targets": targets,
+        "modes": modes,
+        "arms": arms,
+        "config": asdict(cfg),
+        "cells_file": str(cells_path),
+        "summary": summary,
+        "overall": overall,
+        "rows": light,
+    }
     plot(summary, out_dir / f"{NAME}.png")
     plot_quality(summary, out_dir / f"{NAME}_quality.png")
     return common.write_outputs(out_dir, NAME, result, markdown(result))

@@ -30,9 +30,16 @@ def token_table(critic, example: dict) -> list[dict]:
     tok = critic.tokenizer
     rows = []
     for j in range(int(prompt_len[0]), int(mask[0].sum())):
-        rows.append({"position": j - int(prompt_len[0]), "token": tok.decode([int(ids[0, j])]),
-                     "true_remaining": int(labels[0, j]) if labels[0, j] >= 0 else 0,
-                     "predicted_remaining": float(remaining[j]), "value": float(values[j]), "shift": float(shift[j])})
+        rows.append(
+            {
+                "position": j - int(prompt_len[0]),
+                "token": tok.decode([int(ids[0, j])]),
+                "true_remaining": int(labels[0, j]) if labels[0, j] >= 0 else 0,
+                "predicted_remaining": float(remaining[j]),
+                "value": float(values[j]),
+                "shift": float(shift[j]),
+            }
+        )
     return rows
 
 
@@ -58,10 +65,14 @@ def token_spans(rows: list[dict]) -> str:
         a = min(abs(r["shift"]) / scale, 1.0) * 0.6
         color = f"rgba(214,39,40,{a:.2f})" if r["shift"] > 0 else f"rgba(31,119,180,{a:.2f})"
         true = f"true tokens to come: {r['true_remaining']}\n" if r.get("true_remaining") is not None else ""
-        tip = (f"token {r['position']}: {r['token']!r}\n{true}predicted tokens to come: {r['predicted_remaining']:.1f}"
-               f"\nV = {r['value']:.4f}\nlength shift = {r['shift']:+.4f}")
-        spans.append(f'<span style="background:{color}" title="{html.escape(tip)}" data-i="{r["position"]}" '
-                     f'data-shift="{r["shift"]:+.4f}">{html.escape(r["token"])}</span>')
+        tip = (
+            f"token {r['position']}: {r['token']!r}\n{true}predicted tokens to come: {r['predicted_remaining']:.1f}"
+            f"\nV = {r['value']:.4f}\nlength shift = {r['shift']:+.4f}"
+        )
+        spans.append(
+            f'<span style="background:{color}" title="{html.escape(tip)}" data-i="{r["position"]}" '
+            f'data-shift="{r["shift"]:+.4f}">{html.escape(r["token"])}</span>'
+        )
     return "".join(spans)
 
 
@@ -74,10 +85,13 @@ def html_page(rows: list[dict], title: str, prompt: str, boundary: float) -> str
 
     true_line = " ".join(xy(i, r["true_remaining"]) for i, r in enumerate(rows))
     pred_line = " ".join(xy(i, r["predicted_remaining"]) for i, r in enumerate(rows))
-    dots = "".join(f'<circle cx="{xy(i, r["predicted_remaining"]).split(",")[0]}" '
-                   f'cy="{xy(i, r["predicted_remaining"]).split(",")[1]}" r="3" fill="#ff7f0e">'
-                   f"<title>{html.escape(repr(r['token']))}: predicted {r['predicted_remaining']:.1f}, "
-                   f"true {r['true_remaining']}</title></circle>" for i, r in enumerate(rows))
+    dots = "".join(
+        f'<circle cx="{xy(i, r["predicted_remaining"]).split(",")[0]}" '
+        f'cy="{xy(i, r["predicted_remaining"]).split(",")[1]}" r="3" fill="#ff7f0e">'
+        f"<title>{html.escape(repr(r['token']))}: predicted {r['predicted_remaining']:.1f}, "
+        f"true {r['true_remaining']}</title></circle>"
+        for i, r in enumerate(rows)
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:820px;margin:2em auto;color:#222}}
@@ -103,10 +117,12 @@ Hover a token for its numbers. Tint: <span style="background:rgba(214,39,40,.5)"
 class VisualizeArguments(common.EvalArguments):
     """Arguments of `lenvm eval visualize`."""
 
-    rollouts: str | None = field(default=None, metadata={"help": "Completions to pick from (default: the "
-                                                                  "quickstart's held-out ones)."})
-    index: int | None = field(default=None, metadata={"help": "Which finished completion (default: the one at the "
-                                                              "75th length percentile)."})
+    rollouts: str | None = field(
+        default=None, metadata={"help": "Completions to pick from (default: the quickstart's held-out ones)."}
+    )
+    index: int | None = field(
+        default=None, metadata={"help": "Which finished completion (default: the one at the 75th length percentile)."}
+    )
 
 
 def main(argv=None) -> dict:
@@ -116,23 +132,37 @@ def main(argv=None) -> dict:
     from ..plots import plot_remaining_length
 
     critic = common.load_critic(a.critic)
-    examples, source = common.heldout_examples(a.critic, a.rollouts, critic.tokenizer, 16 if a.tiny else None,
-                                               critic.use_chat_template)
+    examples, source = common.heldout_examples(
+        a.critic, a.rollouts, critic.tokenizer, 16 if a.tiny else None, critic.use_chat_template
+    )
     example = pick(examples, a.index)
     rows = token_table(critic, example)
-    prompt = critic.tokenizer.decode(example["input_ids"][:example["prompt_len"]], skip_special_tokens=True)
-    boundary = float(critic.predict_length(prompt_ids=[example["input_ids"][:example["prompt_len"]]])[0])
+    prompt = critic.tokenizer.decode(example["input_ids"][: example["prompt_len"]], skip_special_tokens=True)
+    boundary = float(critic.predict_length(prompt_ids=[example["input_ids"][: example["prompt_len"]]])[0])
     out = Path(a.output_dir)
     title = f"LenVM count-down over a {len(rows)}-token completion"
     # The first point is the prompt boundary s_0, then the state after each completion token.
-    plot_remaining_length([len(rows)] + [r["true_remaining"] for r in rows],
-                          [boundary] + [r["predicted_remaining"] for r in rows], out / f"{NAME}.png", title=title)
+    plot_remaining_length(
+        [len(rows)] + [r["true_remaining"] for r in rows],
+        [boundary] + [r["predicted_remaining"] for r in rows],
+        out / f"{NAME}.png",
+        title=title,
+    )
     (out / f"{NAME}.html").write_text(html_page(rows, title, prompt, boundary))
     err = sum(abs(r["predicted_remaining"] - r["true_remaining"]) for r in rows) / len(rows)
-    result = {"command": common.command_line(NAME, argv), "critic": a.critic, "rollouts": source,
-              "prompt_id": example.get("prompt_id"), "completion_tokens": len(rows), "boundary_prediction": boundary,
-              "mean_abs_error_tokens": err, "tokens": rows}
-    md = (f"### Value curve of one held-out completion\n\n{len(rows)} tokens; predicted at the prompt boundary "
-          f"{boundary:.1f}; mean |predicted - true| tokens to come along the completion: {err:.1f}. "
-          f"Figure `{NAME}.png`, hover page `{NAME}.html`.\n")
+    result = {
+        "command": common.command_line(NAME, argv),
+        "critic": a.critic,
+        "rollouts": source,
+        "prompt_id": example.get("prompt_id"),
+        "completion_tokens": len(rows),
+        "boundary_prediction": boundary,
+        "mean_abs_error_tokens": err,
+        "tokens": rows,
+    }
+    md = (
+        f"### Value curve of one held-out completion\n\n{len(rows)} tokens; predicted at the prompt boundary "
+        f"{boundary:.1f}; mean |predicted - true| tokens to come along the completion: {err:.1f}. "
+        f"Figure `{NAME}.png`, hover page `{NAME}.html`.\n"
+    )
     return common.write_outputs(out, NAME, result, md)

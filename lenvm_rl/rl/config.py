@@ -76,18 +76,23 @@ class LengthShapedGRPOConfig(GRPOConfig):
     """
 
     critic_model_path: str | None = field(default=None, metadata={"help": "LenVM checkpoint dir."})
-    length_shaping: str = field(default="relative", metadata={"help": "'relative' (gated, group-centred) or "
-                                                                       "'advantage' (ungated, whitened)."})
-    length_coef: float | None = field(default=None, metadata={"help": "alpha of 'relative' (default 1.0) or weight "
-                                                                      "of 'advantage' (0.1); > 0 favours shorter."})
+    length_shaping: str = field(
+        default="relative", metadata={"help": "'relative' (gated, group-centred) or 'advantage' (ungated, whitened)."}
+    )
+    length_coef: float | None = field(
+        default=None,
+        metadata={"help": "alpha of 'relative' (default 1.0) or weight of 'advantage' (0.1); > 0 favours shorter."},
+    )
     length_clip: float = field(default=0.5, metadata={"help": "kappa: per-token clip of the 'relative' term."})
-    length_gate_reward: str | None = field(default=None, metadata={"help": "Reward function name that marks an "
-                                                                            "answer correct ('relative')."})
+    length_gate_reward: str | None = field(
+        default=None, metadata={"help": "Reward function name that marks an answer correct ('relative')."}
+    )
     length_gate_threshold: float = field(default=0.5, metadata={"help": "Correct when the gate reward >= this."})
     length_gamma: float | None = field(default=None, metadata={"help": "Length discount; default: the critic's."})
     force_length_gamma: bool = field(default=False, metadata={"help": "Allow a gamma other than the critic's."})
-    length_gae_lambda: float | None = field(default=None, metadata={"help": "GAE lambda of the credit (0.8 "
-                                                                            "relative, 1.0 advantage)."})
+    length_gae_lambda: float | None = field(
+        default=None, metadata={"help": "GAE lambda of the credit (0.8 relative, 1.0 advantage)."}
+    )
     whiten_length_advantages: bool = field(default=True, metadata={"help": "'advantage': unit-std length term."})
     center_length_advantages: bool = field(default=False, metadata={"help": "'advantage': zero-mean length term."})
     bootstrap_truncated: bool = field(default=True, metadata={"help": "Bootstrap truncated rows with the critic."})
@@ -96,9 +101,11 @@ class LengthShapedGRPOConfig(GRPOConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.length_shaping == "potential":
-            raise ValueError("length_shaping='potential' was removed: its discounted sum from token j telescopes to "
-                             "-V(s_j), the same for every candidate token, so it gives no length incentive. Use "
-                             "'relative' (with length_gate_reward) instead.")
+            raise ValueError(
+                "length_shaping='potential' was removed: its discounted sum from token j telescopes to "
+                "-V(s_j), the same for every candidate token, so it gives no length incentive. Use "
+                "'relative' (with length_gate_reward) instead."
+            )
         if self.length_shaping not in SHAPING_MODES:
             raise ValueError(f"length_shaping must be one of {SHAPING_MODES}, got {self.length_shaping!r}")
         if self.length_coef is None:
@@ -113,7 +120,9 @@ class LengthShapedGRPOConfig(GRPOConfig):
             raise ValueError("critic_batch_size must be at least 1")
         if self.length_shaping == "relative":
             if not self.length_gate_reward:
-                raise ValueError("length_shaping='relative' needs length_gate_reward: the name of the reward "
-                                 "function that says an answer is correct (e.g. 'opposites_reward'); only correct "
-                                 "answers get the length term.")
+                raise ValueError(
+                    "length_shaping='relative' needs length_gate_reward: the name of the reward "
+                    "function that says an answer is correct (e.g. 'opposites_reward'); only correct "
+                    "answers get the length term."
+                )
         # A group size of 1 is refused by GRPOConfig itself ("at least 2 generations per prompt").

@@ -37,8 +37,10 @@ def critic_from_env():
     """The critic named by ``$LENVM_CRITIC_PATH`` (set it in the recipe's ``env:``), loaded once per process."""
     path = os.environ.get(CRITIC_ENV)
     if not path:
-        raise RuntimeError(f"critic_length_return needs a LenVM checkpoint: set {CRITIC_ENV} (e.g. in the recipe's "
-                           "`env:` mapping) to the checkpoint dir.")
+        raise RuntimeError(
+            f"critic_length_return needs a LenVM checkpoint: set {CRITIC_ENV} (e.g. in the recipe's "
+            "`env:` mapping) to the checkpoint dir."
+        )
     return _load_critic(path)
 
 
@@ -99,7 +101,7 @@ def _gather(values: list) -> tuple[list, int]:
         return list(values), 0
     parts = [None] * dist.get_world_size()
     dist.all_gather_object(parts, list(values))
-    offset = sum(len(p) for p in parts[:dist.get_rank()])
+    offset = sum(len(p) for p in parts[: dist.get_rank()])
     return [v for p in parts for v in p], offset
 
 
@@ -128,7 +130,7 @@ def group_length_reward(prompts, completion_ids, **kwargs) -> list[float]:
     for members in _groups([p for p, _ in everything]):
         for i, lam in zip(members, _kimi_lambda([everything[i][1] for i in members])):
             rewards[i] = lam
-    return rewards[offset:offset + len(prompts)]
+    return rewards[offset : offset + len(prompts)]
 
 
 def _gate_values(gate, threshold, prompts, completions, completion_ids, kwargs) -> list[bool]:
@@ -144,7 +146,7 @@ def _named(fn, name: str):
 def kimi_length_reward(gate, threshold: float = 0.5, name: str = "kimi_length_reward"):
     """Kimi k1.5's length reward with its correctness gate, over whole prompt groups:
 
-        lambda_i = 0.5 - (L_i - L_min) / (L_max - L_min);   reward = lambda_i if correct else min(0, lambda_i)
+    lambda_i = 0.5 - (L_i - L_min) / (L_max - L_min);   reward = lambda_i if correct else min(0, lambda_i)
     """
 
     def reward(prompts, completions, completion_ids, **kwargs):
@@ -154,7 +156,7 @@ def kimi_length_reward(gate, threshold: float = 0.5, name: str = "kimi_length_re
         for members in _groups([p for p, _, _ in everything]):
             for i, lam in zip(members, _kimi_lambda([everything[i][1] for i in members])):
                 out[i] = lam if everything[i][2] else min(0.0, lam)
-        return out[offset:offset + len(prompts)]
+        return out[offset : offset + len(prompts)]
 
     return _named(reward, name)
 
@@ -167,8 +169,10 @@ def l1_max_length_reward(gate, budget: int, threshold: float = 0.5, name: str = 
 
     def reward(prompts, completions, completion_ids, **kwargs):
         correct = _gate_values(gate, threshold, prompts, completions, completion_ids, kwargs)
-        return [float(c) * min(1.0, max(0.0, 0.5 + (budget - len(ids)) / (2 * budget)))
-                for c, ids in zip(correct, completion_ids)]
+        return [
+            float(c) * min(1.0, max(0.0, 0.5 + (budget - len(ids)) / (2 * budget)))
+            for c, ids in zip(correct, completion_ids)
+        ]
 
     return _named(reward, name)
 
@@ -198,8 +202,10 @@ def gated_critic_length_return(prompts, completions, completion_ids, **kwargs) -
 
     name = os.environ.get(GATE_ENV)
     if not name:
-        raise RuntimeError(f"gated_critic_length_return needs {GATE_ENV}: a task reward name ({sorted(_task_rewards())}) "
-                           "or a dotted path, e.g. in the recipe's `env:` mapping.")
+        raise RuntimeError(
+            f"gated_critic_length_return needs {GATE_ENV}: a task reward name ({sorted(_task_rewards())}) "
+            "or a dotted path, e.g. in the recipe's `env:` mapping."
+        )
     gate = _task_rewards().get(name)
     if gate is None:
         module, _, attr = name.rpartition(".")
@@ -244,8 +250,7 @@ def get_reward_funcs(names, task: str | None = None, **params) -> list:
         "group_length": lambda: group_length_reward,
         "kimi": lambda: kimi_length_reward(need_gate("kimi"), threshold),
         "l1_max": lambda: l1_max_length_reward(need_gate("l1_max"), params["budget"], threshold),
-        "lenvm_seq": lambda: lenvm_seq_reward(need_gate("lenvm_seq"), params["beta"], params.get("critic"),
-                                              threshold),
+        "lenvm_seq": lambda: lenvm_seq_reward(need_gate("lenvm_seq"), params["beta"], params.get("critic"), threshold),
         "soft_overlong": lambda: soft_overlong_reward(params["max_completion_len"], params["soft_punish_cache"]),
         **{k: (lambda f=f: f) for k, f in tasks.items()},
     }

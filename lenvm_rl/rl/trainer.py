@@ -36,12 +36,17 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
                 raise ValueError("Set critic_model_path (a LenVM checkpoint) or pass critic=LengthCritic(...).")
             critic = LengthCritic.from_pretrained(self.args.critic_model_path, device=str(self.accelerator.device))
         if critic.tokenizer is not None:  # a VLM policy's processor is checked against a VLM critic too
-            critic.check_tokenizer(self.processing_class if is_processor(self.processing_class) and
-                                   critic.model.is_vision else self._tokenizer)
+            critic.check_tokenizer(
+                self.processing_class
+                if is_processor(self.processing_class) and critic.model.is_vision
+                else self._tokenizer
+            )
         g = self.args.length_gamma
         if g is not None and abs(g - critic.gamma) > 1e-12 and not self.args.force_length_gamma:
-            raise ValueError(f"length_gamma={g} differs from the critic's training gamma {critic.gamma}; its values "
-                             "only mean a length return at that gamma. Drop length_gamma or set force_length_gamma.")
+            raise ValueError(
+                f"length_gamma={g} differs from the critic's training gamma {critic.gamma}; its values "
+                "only mean a length return at that gamma. Drop length_gamma or set force_length_gamma."
+            )
         self.length_gamma = g if g is not None else critic.gamma
         critic.batch_size = self.args.critic_batch_size
         self._critic_is_vision = critic.model.is_vision  # read before the model is wrapped
@@ -56,8 +61,10 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
         self._gate_index = None
         if self.args.length_shaping == "relative":
             if self.args.length_gate_reward not in self.reward_func_names:
-                raise ValueError(f"length_gate_reward={self.args.length_gate_reward!r} is not among the reward "
-                                 f"functions {self.reward_func_names}; name the one that says an answer is correct.")
+                raise ValueError(
+                    f"length_gate_reward={self.args.length_gate_reward!r} is not among the reward "
+                    f"functions {self.reward_func_names}; name the one that says an answer is correct."
+                )
             self._gate_index = self.reward_func_names.index(self.args.length_gate_reward)
         self._gathered_rewards = None
 
@@ -78,8 +85,12 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
         # A VLM policy's prompts carry images: the critic reads the same pixels (same processor family).
         vision = vision_inputs(output) if self._critic_is_vision else {}
         values = self.critic.completion_values(prompt_ids, prompt_mask, completion_ids, completion_mask, **vision)
-        credit = length_advantages(values, completion_mask, terminated, self.length_gamma,
-                                   self.args.length_gae_lambda).float() * mask
+        credit = (
+            length_advantages(
+                values, completion_mask, terminated, self.length_gamma, self.args.length_gae_lambda
+            ).float()
+            * mask
+        )
         if not self.args.bootstrap_truncated:
             credit = credit * terminated[:, None]
         if self.args.length_shaping == "relative":
@@ -87,9 +98,13 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
         else:
             term, gate = credit, None
             if self.args.whiten_length_advantages or self.args.center_length_advantages:
-                term = normalize_length_term(term, mask, lambda x: self.accelerator.reduce(x, reduction="sum"),
-                                             scale=self.args.whiten_length_advantages,
-                                             center=self.args.center_length_advantages)
+                term = normalize_length_term(
+                    term,
+                    mask,
+                    lambda x: self.accelerator.reduce(x, reduction="sum"),
+                    scale=self.args.whiten_length_advantages,
+                    center=self.args.center_length_advantages,
+                )
             term = self.args.length_coef * term
 
         advantages = output["advantages"]
@@ -115,8 +130,12 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
         correct = torch.nan_to_num(rewards, nan=-float("inf")) >= self.args.length_gate_threshold
         row_credit = self.accelerator.gather((credit * mask).sum(-1))
         row_lengths = self.accelerator.gather(mask.sum(-1))
-        mu, gate = correct_group_means(row_credit.double(), row_lengths, correct.to(row_credit.device),
-                                       self.num_generations if self.model.training else self.num_generations_eval)
+        mu, gate = correct_group_means(
+            row_credit.double(),
+            row_lengths,
+            correct.to(row_credit.device),
+            self.num_generations if self.model.training else self.num_generations_eval,
+        )
         rows = slice(self.accelerator.process_index * len(credit), (self.accelerator.process_index + 1) * len(credit))
         mu, gate = mu[rows].to(credit), gate[rows]
         term = relative_length_term(credit, mask, mu, gate, self.args.length_coef, self.args.length_clip)
