@@ -310,6 +310,7 @@ def generate_with_length(
     value_tolerance: float | None = None,
     scorer=None,
     images=None,
+    streamer=None,
 ) -> list[dict]:
     """Generate for a batch of prompts (strings or chat messages) under a length rule.
 
@@ -318,7 +319,8 @@ def generate_with_length(
     The critic may be smaller than the generator; their vocabularies must match. Prompts are encoded in the
     critic's training format (``critic.use_chat_template``) unless ``use_chat_template`` says otherwise.
     ``value_tolerance`` (rho, default 0.1; 0 = nearest value) and ``scorer`` (e.g. ``ConstantScorer()`` for a
-    critic without information) go to :class:`LengthGuidedLogitsProcessor`.
+    critic without information) go to :class:`LengthGuidedLogitsProcessor`. ``streamer`` is passed to
+    ``generate`` (e.g. a ``TextStreamer``) to see the tokens as they come.
 
     Vision-language generator and critic: ``images[i]`` lists prompt i's images; ``tokenizer`` (or the critic's
     own) is then the processor, which renders the prompts; the generator and the critic both read the images.
@@ -375,6 +377,7 @@ def generate_with_length(
         top_p=1.0,
         pad_token_id=pad,
         eos_token_id=tokenizer.eos_token_id,
+        streamer=streamer,
     )
     natural = processor.eos_natural().tolist()
     return [

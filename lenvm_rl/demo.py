@@ -129,29 +129,14 @@ class _IdStreamer:
         self.queue.put(None)
 
 
-def stream_plain(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, seed: int):
-    """Sample an ordinary answer in a background thread; yield the list of new token ids so far as they come.
-    Raises what ``generate`` raised."""
-    import torch
-
+def stream_ids(run, result: list):
+    """Run ``run(streamer)`` (a ``generate`` call) in a background thread and yield the list of new token ids so
+    far as they come; ``run``'s return value is appended to ``result``. Raises what ``run`` raised."""
     streamer, failure = _IdStreamer(), []
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def work():
         try:
-            torch.manual_seed(seed)
-            with torch.no_grad():
-                model.generate(
-                    input_ids=torch.tensor([prompt_ids], device=device),
-                    attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=device),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=True,
-                    streamer=streamer,
-                    pad_token_id=pad,
-                    eos_token_id=tokenizer.eos_token_id,
-                    **SAMPLING,
-                )
+            result.append(run(streamer))
         except Exception as e:  # noqa: BLE001 - relayed to the page by the caller
             failure.append(e)
         finally:
@@ -179,6 +164,30 @@ def stream_plain(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, s
     thread.join()
     if failure:
         raise failure[0]
+
+
+def stream_plain(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, seed: int):
+    """Sample an ordinary answer; yield the list of new token ids so far as they come."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def run(streamer):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            model.generate(
+                input_ids=torch.tensor([prompt_ids], device=device),
+                attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=device),
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                streamer=streamer,
+                pad_token_id=pad,
+                eos_token_id=tokenizer.eos_token_id,
+                **SAMPLING,
+            )
+
+    yield from stream_ids(run, [])
 
 
 def _whole(x) -> bool:
@@ -275,18 +284,32 @@ def run_request(generator, critic, tokenizer, prompt, control, target, beta, cap
             left,
             answer_html(ctitle, None, "streaming", f"generating under {ctitle}..."),
         )
-        (rec,) = generate_with_length(
-            generator,
-            critic,
-            [req["prompt"]],
-            tokenizer=tokenizer,
-            mode=control,
-            target_tokens=req["target"] if control != "tilt" else None,
-            beta=req["beta"] if control == "tilt" else None,
-            max_new_tokens=req["cap"],
-            seed=seed,
-            **SAMPLING,
-        )
+
+        def guided(streamer):
+            return generate_with_length(
+                generator,
+                critic,
+                [req["prompt"]],
+                tokenizer=tokenizer,
+                mode=control,
+                target_tokens=req["target"] if control != "tilt" else None,
+                beta=req["beta"] if control == "tilt" else None,
+                max_new_tokens=req["cap"],
+                seed=seed,
+                streamer=streamer,
+                **SAMPLING,
+            )
+
+        box: list = []
+        for ids in stream_ids(guided, box):
+            so_far = f"generating under {ctitle}... {len(ids)} token{'s' if len(ids) != 1 else ''} so far"
+            yield (
+                "",
+                length_html(predicted, results),
+                left,
+                answer_html(ctitle, token_rows(critic, prompt_ids, ids), "streaming", so_far),
+            )
+        (rec,) = box[0]
         results[control] = rec
         shown = rec["token_ids"] + ([tokenizer.eos_token_id] if rec["end"] != "cap" else [])
         yield (

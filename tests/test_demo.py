@@ -103,6 +103,8 @@ def test_handler_streams_and_reports_bad_input(tiny_causal_dir, tiny_backbone, t
     assert "data-predicted" in steps[0][1] and 'data-state="streaming"' in steps[0][2]  # length before tokens
     counts = [s[2].count("data-i=") for s in steps if 'data-state="streaming"' in s[2]]
     assert counts == sorted(counts) and counts[-1] >= 1  # the plain answer grows token by token
+    guided = [s[3].count("data-i=") for s in steps if 'data-state="streaming"' in s[3] and "data-i=" in s[3]]
+    assert guided and guided == sorted(guided)  # ... and then the controlled one
     final = steps[-1]
     assert final[0] == "" and 'data-state="done"' in final[2] and 'data-state="done"' in final[3]
     n = int(re.search(r"(\d+) tokens?, (ended|cut)", final[3]).group(1))
