@@ -252,28 +252,7 @@ def test_a_censored_row_changes_training_and_counts_as_trained_tokens(init_dir, 
     assert (values[censored] > bound_v[censored]).any()  # the random head breaks the bound: the hinge is active
 
     def step(truncated, bs, ga):
-        model = LengthValueModel.from_pretrained(init_dir)
-        args = LengthValueConfig(
-            output_dir=str(tmp_path / f"{truncated}{bs}"),
-            overwrite_output_dir=True,
-            per_device_train_batch_size=bs,
-            gradient_accumulation_steps=ga,
-            max_steps=1,
-            optim="sgd",
-            learning_rate=LR,
-            lr_scheduler_type="constant",
-            warmup_steps=0,
-            weight_decay=0.0,
-            max_grad_norm=0.0,
-            train_sampling_strategy="sequential",
-            save_strategy="no",
-            report_to=[],
-            use_cpu=True,
-            disable_tqdm=True,
-            logging_strategy="no",
-            truncated=truncated,
-        )
-        LengthValueTrainer(model, args, train_dataset=ds, processing_class=tokenizer).train()
+        model = one_step(init_dir, str(tmp_path / f"{truncated}{bs}"), bs, ga, tokenizer, ds, truncated=truncated)
         return dict(model.named_parameters())
 
     # by hand: one SGD step on (squared errors + hinges) / (exact + censored positions)

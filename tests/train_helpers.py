@@ -26,7 +26,11 @@ def lengths_dataset(tokenizer):
     return Dataset.from_list(rows)
 
 
-def one_step(init_dir: str, out_dir: str, batch_size: int, grad_accum: int, tokenizer) -> LengthValueModel:
+def one_step(
+    init_dir: str, out_dir: str, batch_size: int, grad_accum: int, tokenizer, dataset=None, **config
+) -> LengthValueModel:
+    """One SGD step from ``init_dir`` on ``dataset`` (default :func:`lengths_dataset`); ``config`` adds
+    LengthValueConfig fields."""
     model = LengthValueModel.from_pretrained(init_dir)
     args = LengthValueConfig(
         output_dir=out_dir,
@@ -46,8 +50,10 @@ def one_step(init_dir: str, out_dir: str, batch_size: int, grad_accum: int, toke
         use_cpu=True,
         disable_tqdm=True,
         logging_strategy="no",
+        **config,
     )
-    LengthValueTrainer(model, args, train_dataset=lengths_dataset(tokenizer), processing_class=tokenizer).train()
+    train = lengths_dataset(tokenizer) if dataset is None else dataset
+    LengthValueTrainer(model, args, train_dataset=train, processing_class=tokenizer).train()
     return model
 
 
