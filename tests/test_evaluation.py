@@ -291,10 +291,46 @@ def test_answer_nll_matches_the_generators_own_log_probs(tiny_causal_dir):
 def test_tradeoff_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
     result, _ = _run("tradeoff", quickstart_layout, tiny_causal_dir, tmp_path)
     assert [q["budget"] for q in result["budget"]] == [4, 8] and [q["beta"] for q in result["tilt"]] == [0.0, 2.0]
-    for q in result["budget"] + result["tilt"]:
+    for q in result["budget"] + result["tilt"] + result["prompted"]:
         assert 0.0 <= q["accuracy"] <= 1.0 and 0 <= q["mean_tokens"] <= 8
     # Means of min(length, B) can only grow with B.
     assert result["budget"][0]["mean_tokens"] <= result["budget"][1]["mean_tokens"]
+    # Forcing at B=4 (the cap, 8, has none): every written token counts, so at least the budget's own tokens.
+    (forced,) = result["forcing"]
+    assert forced["budget"] == 4 and forced["mean_tokens"] >= result["budget"][0]["mean_tokens"]
+    assert [q["asked"] for q in result["prompted"]] == [4]
+    for q in result["tilt"]:
+        assert {"budget_accuracy_at_same_tokens", "forcing_in_range", "prompted_accuracy_at_same_tokens"} <= set(q)
+
+
+def test_budget_forcing_keeps_short_answers_and_reads_the_forced_answer(tiny_causal_dir, tokenizer):
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM
+
+    from lenvm_rl.rl.tasks import opposites_reward
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_dir).eval()
+    rows = [
+        {"prompt": [{"role": "user", "content": f"What is the opposite of '{w}'?"}], "word": w, "answer": [a]}
+        for w, a in (("hot", "cold"), ("big", "small"))
+    ]
+    short = {"text": "Cold.", "token_ids": [1001, 1002], "num_tokens": 2, "end": "natural", "finished": True}
+    long = {"text": "x" * 10, "token_ids": list(range(1000, 1010)), "num_tokens": 10, "end": "cap", "finished": False}
+    a = SimpleNamespace(seed=0, batch_size=4, use_chat_template=True, temperature=0.7, top_p=0.9)
+    cue = tradeoff.CUES["opposites"]
+    outs = tradeoff.budget_forced(model, tokenizer, [r["prompt"] for r in rows], rows, [short, long], 4, cue, 3, a)
+    assert outs[0] == short  # finished within the budget: untouched
+    cue_len = len(tokenizer(cue.format(word="big"), add_special_tokens=False)["input_ids"])
+    assert outs[1]["end"] == "forced" and outs[1]["text"].startswith("The opposite of 'big' is")
+    assert 4 + cue_len <= outs[1]["num_tokens"] <= 4 + cue_len + 3
+    # The forced answer is what the checker reads: a tail "small" would be right.
+    said = [{"text": "The opposite of 'big' is small."}] * 2
+    assert tradeoff.rewards(said, rows[::-1], opposites_reward) == [1.0, 0.0]  # right for 'big' only
+    s = tradeoff.score_forced(outs, rows, opposites_reward)
+    assert s["forced"] == 0.5 and s["mean_tokens"] == pytest.approx((2 + outs[1]["num_tokens"]) / 2)
+    assert tradeoff.with_budget_request(rows[0]["prompt"], 8)[-1]["content"].endswith("Answer in at most 8 tokens.")
+    assert rows[0]["prompt"][-1]["content"].endswith("?")  # the original prompt is not modified
 
 
 def test_length_tokens_tiny(quickstart_layout, tiny_causal_dir, tmp_path):

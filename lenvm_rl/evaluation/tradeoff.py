@@ -1,13 +1,22 @@
-"""`lenvm eval tradeoff`: task accuracy against mean generated tokens, LenVM tilting vs. a hard token budget.
+"""`lenvm eval tradeoff`: task accuracy against mean generated tokens, LenVM tilting against three ways of
+spending fewer tokens without a critic.
 
-    budget B     plain sampling; an answer longer than B tokens is cut there and counts as wrong;
-                 x = mean of min(length, B). One generation at the largest budget serves every B.
-    tilt beta    LenVM tilting p'(x) ~ p(x) exp(beta V(s + x)) (beta > 0 shortens), capped at the largest
-                 budget with the same rule
+    budget B      plain sampling; an answer longer than B tokens is cut there and counts as wrong;
+                  x = mean of min(length, B). One generation at the largest budget serves every B.
+    forcing B     budget forcing (s1-style): an answer not finished by B tokens gets the task's answer cue
+                  appended ("\\nThe answer is") and may write ``--forcing_tokens`` more tokens; the forced
+                  answer is read from the cue on. x counts every token written, the cue included. It reuses
+                  the budget arm's generation (its first B tokens are a sample of the first B tokens).
+    prompted N    the prompt asks for it ("Answer in at most N tokens."), plain sampling, capped and scored as
+                  tilting is
+    tilt beta     LenVM tilting p'(x) ~ p(x) exp(beta V(s + x)) (beta > 0 shortens), capped at the largest
+                  budget; an answer cut by the cap counts as wrong
 
-Tasks: ``addition`` ("What is a + b?", exact match; the 135M default solves about half, so the curve means
-something) and ``gsm8k`` (exact match on the final number; the 135M default cannot solve it: for the record).
-Prompts the critic was trained on (the rollouts beside it) are left out.
+Each tilt point is compared with each curve at the same mean tokens (linear interpolation; a point outside a
+curve's token range is compared with its nearest end and flagged). Tasks: ``opposites`` (the 48 held-out words
+of the GRPO task; the 135M default is right about half the time and verbose), ``addition`` ("What is a + b?",
+exact match) and ``gsm8k`` (the last number; the 135M default cannot solve it: for the record). ``--samples K``
+samples every prompt K times. Prompts the critic was trained on (the rollouts beside it) are left out.
 """
 
 from __future__ import annotations
@@ -21,24 +30,50 @@ import numpy as np
 from . import common
 
 NAME = "tradeoff"
+# The cue budget forcing appends: it must lead each task's answer checker to the forced answer.
+CUES = {
+    "addition": "\nThe answer is",
+    "gsm8k": "\nThe final answer is",
+    "opposites": "\nThe opposite of '{word}' is",
+}
 
 
 def task_rows(task: str, data: str | None, n: int, seed: int) -> tuple[list[dict], callable]:
-    from ..rl.tasks import addition_dataset, addition_reward, gsm8k_reward
+    """Rows with a ``prompt`` and the reward's columns (``answer``, ``word``), and the reward."""
+    from ..rl.tasks import (
+        OPPOSITES,
+        addition_dataset,
+        addition_reward,
+        gsm8k_reward,
+        opposites_prompt,
+        opposites_reward,
+        opposites_split,
+    )
 
     if task == "addition":
         return list(addition_dataset(n=4 * n, seed=seed)), addition_reward
+    if task == "opposites":
+        _, held_out = opposites_split()
+        return [{"prompt": opposites_prompt(w), "word": w, "answer": OPPOSITES[w].split()} for w in held_out], (
+            opposites_reward
+        )
     if task == "gsm8k":
         from ..rollouts import load_prompts
 
         rows = load_prompts(data or "openai/gsm8k", dataset_config=None if data else "main", split="test")
         return [{"prompt": r["prompt"], "answer": r["answer"]} for r in rows], gsm8k_reward
-    raise ValueError(f"unknown task {task!r}; choose 'addition' or 'gsm8k'")
+    raise ValueError(f"unknown task {task!r}; choose 'opposites', 'addition' or 'gsm8k'")
+
+
+def rewards(outs: list[dict], rows: list[dict], reward) -> list[float]:
+    """The task reward of each answer's ``text``, with every column of its row but the prompt."""
+    columns = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
+    return reward([o["text"] for o in outs], **columns)
 
 
 def score(outs: list[dict], rows: list[dict], reward, budget: int) -> dict:
     """Accuracy (answers over the budget count as wrong) and mean of min(length, budget)."""
-    correct = reward([o["text"] for o in outs], [r["answer"] for r in rows])
+    correct = rewards(outs, rows, reward)
     within = [o["finished"] and o["num_tokens"] <= budget for o in outs]  # EOS not counted
     return {
         "accuracy": float(np.mean([c if w else 0.0 for c, w in zip(correct, within)])),
@@ -47,55 +82,176 @@ def score(outs: list[dict], rows: list[dict], reward, budget: int) -> dict:
     }
 
 
+def score_forced(outs: list[dict], rows: list[dict], reward) -> dict:
+    """Budget forcing: every answer counts (a forced one by its cue and tail), every written token counts."""
+    correct = rewards(outs, rows, reward)
+    return {
+        "accuracy": float(np.mean(correct)),
+        "mean_tokens": float(np.mean([o["num_tokens"] for o in outs])),
+        "forced": float(np.mean([o["end"] == "forced" for o in outs])),
+    }
+
+
+def with_budget_request(prompt: list[dict], n: int) -> list[dict]:
+    """The prompt with "Answer in at most N tokens." added to its last user message."""
+    messages = [dict(m) for m in prompt]
+    messages[-1]["content"] = f"{messages[-1]['content']} Answer in at most {n} tokens."
+    return messages
+
+
+def budget_forced(model, tokenizer, prompts, rows, plain, budget: int, cue: str, extra: int, a) -> list[dict]:
+    """Budget forcing at ``budget`` from the plain answers: unfinished by then -> first ``budget`` tokens + cue +
+    up to ``extra`` sampled tokens; the answer scored is the cue and what follows it (``end = "forced"``)."""
+    import torch
+
+    from ..critic import left_pad
+    from ..data import encode_prompt
+
+    out = [dict(o) for o in plain]
+    todo = [i for i, o in enumerate(plain) if not (o["finished"] and o["num_tokens"] <= budget)]
+    if not todo:
+        return out
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    torch.manual_seed(a.seed)
+    for start in range(0, len(todo), a.batch_size):
+        batch = todo[start : start + a.batch_size]
+        cues = [cue.format(**rows[i]) for i in batch]
+        cue_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in cues]
+        inputs = [
+            encode_prompt(tokenizer, prompts[i], a.use_chat_template) + list(plain[i]["token_ids"][:budget]) + c
+            for i, c in zip(batch, cue_ids)
+        ]
+        ids, mask = left_pad(inputs, pad)
+        with torch.no_grad():
+            gen = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=extra,
+                do_sample=True,
+                temperature=a.temperature,
+                top_p=a.top_p,
+                top_k=0,
+                pad_token_id=pad,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        for i, c, c_ids, row in zip(batch, cues, cue_ids, gen[:, ids.shape[1] :].tolist()):
+            tail = row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row
+            out[i] = {
+                "text": c.lstrip() + tokenizer.decode(tail, skip_special_tokens=True),
+                "num_tokens": min(plain[i]["num_tokens"], budget) + len(c_ids) + len(tail),
+                "end": "forced",
+                "finished": True,
+            }
+    return out
+
+
 def accuracy_at(points: list[dict], tokens: float) -> float:
-    """The budget curve's accuracy at ``tokens`` mean tokens (linear interpolation; ends held flat)."""
+    """The curve's accuracy at ``tokens`` mean tokens (linear interpolation; ends held flat)."""
     pts = sorted(points, key=lambda q: q["mean_tokens"])
     return float(np.interp(tokens, [q["mean_tokens"] for q in pts], [q["accuracy"] for q in pts]))
+
+
+def compare(q: dict, curves: dict[str, list[dict]]) -> None:
+    """Add each curve's accuracy at the tilt point's tokens, and whether the point lies inside its range."""
+    for name, pts in curves.items():
+        if not pts:
+            continue
+        xs = [p["mean_tokens"] for p in pts]
+        q[f"{name}_accuracy_at_same_tokens"] = accuracy_at(pts, q["mean_tokens"])
+        q[f"{name}_in_range"] = min(xs) <= q["mean_tokens"] <= max(xs)
+
+
+def goal(tilt: list[dict]) -> dict:
+    """The issue's goal at the shortest tilt point: >= 3x the hard budget's accuracy, above forcing and prompting."""
+    shortening = [q for q in tilt if q["beta"] > 0]
+    if not shortening:
+        return {}
+    q = min(shortening, key=lambda p: p["mean_tokens"])
+    out = {"beta": q["beta"], "mean_tokens": q["mean_tokens"], "accuracy": q["accuracy"]}
+    out["vs_budget_ratio"] = q["accuracy"] / max(q["budget_accuracy_at_same_tokens"], 1e-9)
+    checks = [out["vs_budget_ratio"] >= 3.0]
+    for name in ("forcing", "prompted"):
+        if f"{name}_accuracy_at_same_tokens" in q:
+            out[f"above_{name}"] = q["accuracy"] > q[f"{name}_accuracy_at_same_tokens"]
+            checks.append(out[f"above_{name}"])
+    out["met"] = all(checks)
+    return out
 
 
 def plot(result: dict, path: Path) -> Path:
     from ..plots import plt, save_figure
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    b, t = result["budget"], result["tilt"]
-    ax.plot([q["mean_tokens"] for q in b], [100 * q["accuracy"] for q in b], marker="s", label="hard token budget B")
-    for q in b:
-        ax.annotate(
-            f"B={q['budget']}",
-            (q["mean_tokens"], 100 * q["accuracy"]),
-            fontsize=7,
-            xytext=(3, -9),
-            textcoords="offset points",
-        )
-    ax.plot([q["mean_tokens"] for q in t], [100 * q["accuracy"] for q in t], marker="o", label="LenVM tilting")
-    for q in t:
-        ax.annotate(
-            f"beta={q['beta']:g}",
-            (q["mean_tokens"], 100 * q["accuracy"]),
-            fontsize=7,
-            xytext=(3, 4),
-            textcoords="offset points",
-        )
-    ax.set(xlabel="mean generated tokens", ylabel="accuracy (%)", title=f"{result['task']}: accuracy vs. tokens")
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    curves = (
+        ("budget", "hard token budget B", "s", "budget"),
+        ("forcing", "budget forcing at B", "D", "budget"),
+        ("prompted", "prompted budget N", "v", "asked"),
+        ("tilt", "LenVM tilting", "o", "beta"),
+    )
+    for key, label, marker, tag in curves:
+        pts = result.get(key) or []
+        if not pts:
+            continue
+        ax.plot([q["mean_tokens"] for q in pts], [100 * q["accuracy"] for q in pts], marker=marker, label=label)
+        for q in pts:
+            ax.annotate(
+                f"{'B' if tag == 'budget' else 'N' if tag == 'asked' else 'beta'}={q[tag]:g}",
+                (q["mean_tokens"], 100 * q["accuracy"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    ax.set(
+        xlabel="mean generated tokens",
+        ylabel="accuracy (%)",
+        title=f"{result['task']}: accuracy vs. tokens ({result['answers']} answers)",
+    )
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 
 def markdown(result: dict) -> str:
     lines = [
-        f"### Accuracy vs. tokens on {result['task']} ({result['prompts']} prompts, cap {result['cap']} tokens)",
+        f"### Accuracy vs. tokens on {result['task']} ({result['prompts']} prompts x {result['samples']} samples, "
+        f"cap {result['cap']} tokens)",
         "",
-        "| method | mean tokens | accuracy | budget curve at the same tokens |",
-        "|---|---:|---:|---:|",
+        "| method | mean tokens | accuracy | hard budget there | forcing there | prompted there |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
+
+    def there(q, name):
+        key = f"{name}_accuracy_at_same_tokens"
+        if key not in q:
+            return "-"
+        return f"{100 * q[key]:.1f} %" + ("" if q[f"{name}_in_range"] else " (end)")
+
     for q in result["budget"]:
-        lines.append(f"| budget B = {q['budget']} | {q['mean_tokens']:.1f} | {100 * q['accuracy']:.1f} % | - |")
+        lines.append(f"| budget B = {q['budget']} | {q['mean_tokens']:.1f} | {100 * q['accuracy']:.1f} % | - | - | - |")
+    for q in result["forcing"]:
+        lines.append(
+            f"| forcing B = {q['budget']} ({100 * q['forced']:.0f} % forced) | {q['mean_tokens']:.1f} | "
+            f"{100 * q['accuracy']:.1f} % | - | - | - |"
+        )
+    for q in result["prompted"]:
+        lines.append(
+            f"| prompted N = {q['asked']} | {q['mean_tokens']:.1f} | {100 * q['accuracy']:.1f} % | - | - | - |"
+        )
     for q in result["tilt"]:
         lines.append(
             f"| LenVM tilt beta = {q['beta']:g} | {q['mean_tokens']:.1f} | {100 * q['accuracy']:.1f} % | "
-            f"{100 * q['budget_accuracy_at_same_tokens']:.1f} % |"
+            f"{there(q, 'budget')} | {there(q, 'forcing')} | {there(q, 'prompted')} |"
         )
+    g = result.get("goal") or {}
+    if g:
+        lines += [
+            "",
+            f"Goal at the shortest tilt point (beta {g['beta']:g}, {g['mean_tokens']:.1f} tokens): "
+            f"{g['vs_budget_ratio']:.2f}x the hard budget's accuracy (goal >= 3x), above forcing: "
+            f"{g.get('above_forcing', '-')}, above prompting: {g.get('above_prompted', '-')} -> "
+            f"**{'met' if g['met'] else 'not met'}**.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -103,40 +259,78 @@ def markdown(result: dict) -> str:
 class TradeoffArguments(common.EvalArguments):
     """Arguments of `lenvm eval tradeoff`."""
 
-    task: Literal["addition", "gsm8k"] = field(default="addition", metadata={"help": "Task to score."})
+    task: Literal["opposites", "addition", "gsm8k"] = field(default="addition", metadata={"help": "Task to score."})
     data: str | None = field(
         default=None, metadata={"help": "gsm8k: a local test.jsonl or a dataset id (default openai/gsm8k)."}
     )
-    prompts: int = field(default=64, metadata={"help": "How many prompts."})
+    prompts: int = field(default=64, metadata={"help": "How many prompts (opposites: at most its 48 held-out words)."})
+    samples: int = field(default=1, metadata={"help": "Answers sampled per prompt, in every arm."})
     budgets: str = field(
         default="8,16,24,32,48,64,96", metadata={"help": "Hard token budgets, comma-separated; the largest is the cap."}
     )
+    forcing_tokens: int = field(
+        default=8, metadata={"help": "Budget forcing: tokens the model may write after the answer cue."}
+    )
+    prompted_budgets: str = field(
+        default="8,16,32",
+        metadata={"help": "Budgets asked for in the prompt, comma-separated ('' leaves the prompted arm out)."},
+    )
     betas: str = field(default="0,5,10,20,40", metadata={"help": "Tilting strengths, comma-separated (> 0 shortens)."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (both arms)."})
-    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (both arms)."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (every arm)."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (every arm)."})
+
+
+def parse_numbers(text: str, kind=int, what: str = "--budgets") -> list:
+    try:
+        return [kind(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
 def main(argv=None) -> dict:
     a = common.parse_args(TradeoffArguments, NAME, __doc__.split("\n")[0], argv)
     if a.tiny:
-        a.prompts, a.budgets, a.betas = 4, "4,8", "0,2"
-    common.setup_threads()
-    budgets = sorted(int(b) for b in a.budgets.split(","))
-    betas = [float(b) for b in a.betas.split(",")]
+        a.prompts, a.budgets, a.betas, a.prompted_budgets, a.forcing_tokens = 4, "4,8", "0,2", "4", 2
+    budgets = sorted(parse_numbers(a.budgets))
+    betas = parse_numbers(a.betas, float, "--betas")
+    asked = parse_numbers(a.prompted_budgets, int, "--prompted_budgets")
+    if not budgets or min(budgets) < 1:
+        raise ValueError(f"--budgets must be positive token counts, got {a.budgets!r}")
+    if a.samples < 1 or a.forcing_tokens < 1:
+        raise ValueError("--samples and --forcing_tokens must be at least 1")
     cap = budgets[-1]
+    common.setup_threads()
 
     critic = common.load_critic(a.critic)
     model, tokenizer = common.load_generator(a.generator, critic)
     rows, reward = task_rows(a.task, a.data, a.prompts, a.seed + 1)
     seen = common.critic_training_prompts(a.critic)
     rows = [r for r in rows if r["prompt"][-1]["content"] not in seen][: a.prompts]
+    if not rows:
+        raise ValueError(f"every {a.task} prompt is among the critic's training prompts; nothing left to score")
+    rows = [r for r in rows for _ in range(a.samples)]  # each prompt's samples side by side
     prompts = [r["prompt"] for r in rows]
-    sampling = dict(
-        temperature=a.temperature, top_p=a.top_p, seed=a.seed, use_chat_template=critic.use_chat_template
-    )  # the critic's prompt format, for both arms
+    a.use_chat_template = critic.use_chat_template  # the critic's prompt format, for every arm
+    sampling = dict(temperature=a.temperature, top_p=a.top_p, seed=a.seed, use_chat_template=critic.use_chat_template)
 
     plain = common.sample_plain(model, tokenizer, prompts, cap, a.batch_size, desc="plain", **sampling)
     budget = [{"budget": b, **score(plain, rows, reward, b)} for b in budgets]
+    forcing = []
+    for b in budgets[:-1]:  # at the cap itself, forcing is the cap's own answers plus cues
+        outs = budget_forced(model, tokenizer, prompts, rows, plain, b, CUES[a.task], a.forcing_tokens, a)
+        forcing.append({"budget": b, **score_forced(outs, rows, reward)})
+    prompted = []
+    for n in asked:
+        outs = common.sample_plain(
+            model,
+            tokenizer,
+            [with_budget_request(p, n) for p in prompts],
+            cap,
+            a.batch_size,
+            desc=f"prompted N={n}",
+            **sampling,
+        )
+        prompted.append({"asked": n, **score(outs, rows, reward, cap)})
     tilt = []
     for beta in betas:
         outs = common.guided(
@@ -152,22 +346,30 @@ def main(argv=None) -> dict:
             **sampling,
         )
         q = {"beta": beta, **score(outs, rows, reward, cap)}
-        q["budget_accuracy_at_same_tokens"] = accuracy_at(budget, q["mean_tokens"])
+        compare(q, {"budget": budget, "forcing": forcing, "prompted": prompted})
         tilt.append(q)
         print(
             f"[tradeoff] beta={beta:g}: accuracy {100 * q['accuracy']:.1f} % at {q['mean_tokens']:.1f} tokens "
-            f"(budget curve there: {100 * q['budget_accuracy_at_same_tokens']:.1f} %)"
+            f"(hard budget there: {100 * q['budget_accuracy_at_same_tokens']:.1f} %)"
         )
     result = {
         "command": common.command_line(NAME, argv),
         "task": a.task,
         "critic": a.critic,
-        "prompts": len(rows),
+        "prompts": len(rows) // a.samples,
+        "samples": a.samples,
+        "answers": len(rows),
         "cap": cap,
+        "forcing_cue": CUES[a.task],
+        "forcing_tokens": a.forcing_tokens,
         "budget": budget,
+        "forcing": forcing,
+        "prompted": prompted,
         "tilt": tilt,
+        "goal": goal(tilt),
         "sampling": sampling,
         "plain_lengths": [o["num_tokens"] for o in plain],
+        "plain_ends": {e: sum(o["end"] == e for o in plain) for e in ("natural", "cap")},
     }
     out = Path(a.output_dir)
     plot(result, out / f"{NAME}.png")
