@@ -68,7 +68,13 @@ class RolloutsArguments:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     batch_size: int = field(default=16, metadata={"help": "Rows per generate call (hf backend)."})
-    backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "Sampling backend."})
+    backend: Literal["hf", "hf_continuous", "vllm"] = field(
+        default="hf",
+        metadata={
+            "help": "Sampling backend: hf (padded batches), hf_continuous (transformers' continuous batching, "
+            "text only) or vllm (CUDA)."
+        },
+    )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
         default="auto",
         metadata={

@@ -26,6 +26,7 @@ Prompts with images (an ``images`` or ``image`` column) need a vision-language g
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -40,6 +41,7 @@ from .data import encode_prompt, prompt_messages
 from .defaults import DEFAULT_MODEL, resolve_model
 
 BUILTIN_PROMPTS = "builtin"
+PAGE_SIZE = 64  # tokens per block of the continuous backend's paged cache
 
 
 @dataclass
@@ -199,10 +201,14 @@ def generate_rollouts(
     todo = _with_image_refs(todo, Path(f"{output}.images"))
     if backend == "hf":
         _generate_hf(todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress, processor)
+    elif backend == "hf_continuous":
+        if processor is not None or any(_has_images(p) for p, _ in todo):
+            raise NotImplementedError("--backend hf_continuous samples text prompts only; use --backend hf for images.")
+        _generate_hf_continuous(todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress)
     elif backend == "vllm":
         _generate_vllm(todo, output, generator, sampling, dtype, use_chat_template)
     else:
-        raise ValueError(f"unknown backend {backend!r}; use 'hf' or 'vllm'")
+        raise ValueError(f"unknown backend {backend!r}; use 'hf', 'hf_continuous' or 'vllm'")
     return output
 
 
@@ -369,6 +375,76 @@ def _generate_hf(
                     sampling,
                 )
             )
+        _append(output, records)
+        bar.update(len(batch))
+    bar.close()
+
+
+def _generate_hf_continuous(todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress) -> None:
+    """Text prompts through transformers' continuous batching (``generate_batch``): a finished row's slot is
+    refilled with the next prompt at once, where a padded ``generate`` batch runs until its longest row ends.
+    Same sampling settings, so the same output distribution (not the same random draws). Records are written
+    every ``8 * batch_size`` completions, so an interrupted run resumes."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    from .defaults import fast_dtype
+
+    path = resolve_model(generator)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    torch_dtype = getattr(torch, fast_dtype() if dtype == "auto" else dtype) if isinstance(dtype, str) else dtype
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    eos = _eos_ids(tokenizer, model)
+    # The model's own generation config (suppressed tokens, ...) with our sampling on top, as generate() does.
+    config = GenerationConfig.from_dict(model.generation_config.to_dict())
+    config.update(
+        max_new_tokens=sampling.max_new_tokens,
+        do_sample=sampling.temperature > 0,
+        temperature=sampling.temperature or None,
+        top_p=sampling.top_p,
+        top_k=0,
+        eos_token_id=sorted(eos),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    encoded = {p["prompt_id"]: encode_prompt(tokenizer, p["prompt"], use_chat_template) for p, _ in todo}
+    chunk = 8 * batch_size
+    bar = tqdm(total=len(todo), desc="rollouts (continuous)", unit="completion", disable=not progress)
+    for start in range(0, len(todo), chunk):
+        batch = todo[start : start + chunk]
+        # Size the paged cache for batch_size rows at once: left to itself it sizes for a GPU's memory, which on
+        # CPU costs minutes per call.
+        longest = max(len(encoded[p["prompt_id"]]) for p, _ in batch) + sampling.max_new_tokens
+        slots = ContinuousBatchingConfig(
+            page_size=PAGE_SIZE,
+            num_blocks=batch_size * (math.ceil(longest / PAGE_SIZE) + 1),
+            max_batch_tokens=max(256, batch_size * 16),
+            max_requests_per_batch=batch_size,
+            seed=sampling.seed * 1_000_003 + start,
+        )
+        with torch.no_grad():
+            results = model.generate_batch(
+                [encoded[p["prompt_id"]] for p, _ in batch],
+                generation_config=config,
+                continuous_batching_config=slots,
+                progress_bar=False,
+                warmup=False,
+            )
+        # A fresh manager names its requests req_0, req_1, ... in input order.
+        rows = [results[f"req_{i}"] for i in range(len(batch))]
+        failed = [r.error for r in rows if r.error]
+        if failed:
+            raise RuntimeError(f"continuous batching failed on {len(failed)} rows: {failed[0]}")
+        records = []
+        for (prompt, k), row in zip(batch, rows):
+            ids = list(row.generated_tokens)
+            end = next((i for i, t in enumerate(ids) if t in eos), None)
+            ids = ids[: end + 1] if end is not None else ids[: sampling.max_new_tokens]
+            body = ids[:-1] if end is not None else ids
+            text = tokenizer.decode(body, skip_special_tokens=True)
+            records.append(_make_record(prompt, k, ids, end is not None, text, generator, sampling))
         _append(output, records)
         bar.update(len(batch))
     bar.close()
