@@ -284,6 +284,26 @@ def last_step_table(rows: list[dict], steps: int) -> dict:
     return table
 
 
+def per_seed_lines(rows: list[dict], steps: int) -> list[str]:
+    """The core arms seed by seed (the prompt order is paired per seed): accuracy / mean tokens at the last step."""
+    last = {(r["arm"], r["coef"], r["seed"]): r for r in rows if r["step"] == steps}
+    seeds = sorted({seed for _, _, seed in last})
+    lines = [
+        "Seed by seed (accuracy / mean tokens):",
+        "",
+        "| seed | " + " | ".join(f"{arm} ({coef:g})" for arm, coef in CORE) + " |",
+        "|---:|" + "---:|" * len(CORE),
+    ]
+    for seed in seeds:
+        cells = [last.get((arm, coef, seed)) for arm, coef in CORE]
+        lines.append(
+            f"| {seed} | "
+            + " | ".join("-" if c is None else f"{c['accuracy']:.3f} / {c['mean_tokens']:.1f}" for c in cells)
+            + " |"
+        )
+    return lines
+
+
 def verdict(table: dict) -> list[str]:
     """The success criterion fixed before running (the issue's), checked on the 3-seed means."""
     main = {arm: table.get((arm, coef)) for arm, coef in CORE}
@@ -350,7 +370,10 @@ def report(a, start: dict) -> dict:
             f"{s['mean_tokens']:.1f} +- {s['mean_tokens_std']:.1f} | {s['tokens_after_answer']:.1f} | "
             f"{s['eos_only_share']:.1%} | {s['truncated_share']:.1%} |"
         )
-    lines += [""] + verdict(table)
+    lines += [""] + per_seed_lines(rows, a.steps) + [""] + verdict(table)
+    missing = [job_name(*j) for j in JOBS if (j[0], j[1]) not in table or table[j[0], j[1]]["n_seeds"] <= j[2]]
+    if missing:
+        lines += ["", f"Not run (so not part of the criterion): {', '.join(missing)}."]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
     fig, ax = plt.subplots(figsize=(7, 5))
