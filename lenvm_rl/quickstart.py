@@ -264,12 +264,15 @@ def _summary_markdown(report: dict) -> str:
         "Length prediction at the prompt boundary on held-out prompts "
         "(ground truth: return-consistent length of the sampled completions):",
         "",
-        "| predictor | MRE | MAE (tokens) | Kendall tau | within 50 tok |",
-        "|---|---|---|---|---|",
+        "| predictor | MRE | MAE (tokens) | Kendall tau | within 50 tok | MRE, longest quartile |",
+        "|---|---|---|---|---|---|",
     ]
     for name, m in report["length_prediction"].items():
         tau = "-" if math.isnan(m["kendall_tau"]) else f"{m['kendall_tau']:.2f}"  # undefined for a constant
-        lines.append(f"| {name} | {100 * m['mre']:.1f} % | {m['mae']:.1f} | {tau} | {100 * m['within_50']:.0f} % |")
+        lines.append(
+            f"| {name} | {100 * m['mre']:.1f} % | {m['mae']:.1f} | {tau} | {100 * m['within_50']:.0f} % | "
+            f"{100 * m['mre_longest_quartile']:.1f} % |"
+        )
     o = report["online_eval"]
     lines += [
         "",
