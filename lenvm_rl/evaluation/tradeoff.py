@@ -21,6 +21,7 @@ samples every prompt K times. Prompts the critic was trained on (the rollouts be
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -278,6 +279,9 @@ class TradeoffArguments(common.EvalArguments):
     betas: str = field(default="0,5,10,20,40", metadata={"help": "Tilting strengths, comma-separated (> 0 shortens)."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (every arm)."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (every arm)."})
+    top_k: int | None = field(
+        default=None, metadata={"help": "Tilting: candidates the critic scores per step (default: the tilt mode's 50)."}
+    )
 
 
 def parse_numbers(text: str, kind=int, what: str = "--budgets") -> list:
@@ -313,8 +317,15 @@ def main(argv=None) -> dict:
     a.use_chat_template = critic.use_chat_template  # the critic's prompt format, for every arm
     sampling = dict(temperature=a.temperature, top_p=a.top_p, seed=a.seed, use_chat_template=critic.use_chat_template)
 
+    out = Path(a.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save_partial(**arms) -> None:  # a long run keeps what it has measured
+        (out / f"{NAME}.partial.json").write_text(json.dumps({"command": common.command_line(NAME, argv), **arms}))
+
     plain = common.sample_plain(model, tokenizer, prompts, cap, a.batch_size, desc="plain", **sampling)
     budget = [{"budget": b, **score(plain, rows, reward, b)} for b in budgets]
+    save_partial(budget=budget)
     forcing = []
     for b in budgets[:-1]:  # at the cap itself, forcing is the cap's own answers plus cues
         outs = budget_forced(model, tokenizer, prompts, rows, plain, b, CUES[a.task], a.forcing_tokens, a)
@@ -331,6 +342,7 @@ def main(argv=None) -> dict:
             **sampling,
         )
         prompted.append({"asked": n, **score(outs, rows, reward, cap)})
+        save_partial(budget=budget, forcing=forcing, prompted=prompted)
     tilt = []
     for beta in betas:
         outs = common.guided(
@@ -342,12 +354,14 @@ def main(argv=None) -> dict:
             f"tilt beta={beta:g}",
             mode="tilt",
             beta=beta,
+            top_k=a.top_k,
             max_new_tokens=cap,
             **sampling,
         )
         q = {"beta": beta, **score(outs, rows, reward, cap)}
         compare(q, {"budget": budget, "forcing": forcing, "prompted": prompted})
         tilt.append(q)
+        save_partial(budget=budget, forcing=forcing, prompted=prompted, tilt=tilt)
         print(
             f"[tradeoff] beta={beta:g}: accuracy {100 * q['accuracy']:.1f} % at {q['mean_tokens']:.1f} tokens "
             f"(hard budget there: {100 * q['budget_accuracy_at_same_tokens']:.1f} %)"
@@ -362,6 +376,7 @@ def main(argv=None) -> dict:
         "cap": cap,
         "forcing_cue": CUES[a.task],
         "forcing_tokens": a.forcing_tokens,
+        "tilt_top_k": a.top_k,
         "budget": budget,
         "forcing": forcing,
         "prompted": prompted,
@@ -371,6 +386,6 @@ def main(argv=None) -> dict:
         "plain_lengths": [o["num_tokens"] for o in plain],
         "plain_ends": {e: sum(o["end"] == e for o in plain) for e in ("natural", "cap")},
     }
-    out = Path(a.output_dir)
     plot(result, out / f"{NAME}.png")
+    (out / f"{NAME}.partial.json").unlink(missing_ok=True)
     return common.write_outputs(out, NAME, result, markdown(result))
