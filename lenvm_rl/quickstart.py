@@ -61,6 +61,13 @@ class QuickstartConfig:
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling."})
     generation_batch_size: int = field(default=32, metadata={"help": "Rows per generate call."})
+    backend: str = field(
+        default="hf",
+        metadata={
+            "help": "Rollout sampler: 'hf' (padded batches) or 'hf_continuous' (continuous batching: the same "
+            "distribution, faster when answer lengths vary; evals/benchmarks/rollout_sampler.py)."
+        },
+    )
     gamma: str = field(default="auto", metadata={"help": "Discount, or 'auto' from the 99th-percentile length."})
     truncated: str = field(
         default="censor",
@@ -86,7 +93,7 @@ class QuickstartConfig:
 
     def training_key(self) -> dict:
         """The settings a cached model depends on."""
-        skip = {"output_dir", "generation_batch_size", "overwrite"}
+        skip = {"output_dir", "generation_batch_size", "backend", "overwrite"}  # how, not what, is sampled
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -122,7 +129,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         f"{len(eval_prompts)} held-out prompts x {cfg.eval_samples} from {cfg.model}"
     )
     common = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
-    gen = dict(model=cfg.model, batch_size=cfg.generation_batch_size)
+    gen = dict(model=cfg.model, batch_size=cfg.generation_batch_size, backend=cfg.backend)
     train_file = generate_rollouts(
         train_prompts,
         out / "rollouts_train.jsonl",
