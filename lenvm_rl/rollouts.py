@@ -265,6 +265,22 @@ def _make_record(
     }
 
 
+def _row_record(prompt: dict, k: int, row: list[int], eos: set[int], tokenizer, generator, sampling) -> dict:
+    """The record of one generated row: up to and with its first EOS (finished), else at most the cap."""
+    end = next((i for i, t in enumerate(row) if t in eos), None)
+    ids = row[: end + 1] if end is not None else row[: sampling.max_new_tokens]
+    body = ids[:-1] if end is not None else ids
+    text = tokenizer.decode(body, skip_special_tokens=True)
+    return _make_record(prompt, k, ids, end is not None, text, generator, sampling)
+
+
+def _torch_dtype(dtype):
+    """``"auto"`` -> the fastest dtype this machine computes in; a name -> the torch dtype; a dtype as is."""
+    from .defaults import fast_dtype
+
+    return getattr(torch, fast_dtype() if dtype == "auto" else dtype) if isinstance(dtype, str) else dtype
+
+
 def _append(output: Path, records: Iterable[dict]) -> None:
     with output.open("a") as f:
         for rec in records:
@@ -315,11 +331,7 @@ def _generate_hf(
         tokenizer.padding_side = "left"  # render_prompts left-pads a processor's batch itself
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if dtype == "auto":
-        from .defaults import fast_dtype
-
-        dtype = fast_dtype()
-    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    torch_dtype = _torch_dtype(dtype)
     auto_model = AutoModelForCausalLM if processor is None else AutoModelForImageTextToText
     model = auto_model.from_pretrained(path, dtype=torch_dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -359,23 +371,9 @@ def _generate_hf(
                 eos_token_id=sorted(eos),
             )
         new = out[:, enc["input_ids"].shape[1] :].tolist()
-        records = []
-        for (prompt, k), row in zip(batch, new):
-            end = next((i for i, t in enumerate(row) if t in eos), None)
-            ids = row[: end + 1] if end is not None else row
-            body = ids[:-1] if end is not None else ids
-            records.append(
-                _make_record(
-                    prompt,
-                    k,
-                    ids,
-                    end is not None,
-                    tokenizer.decode(body, skip_special_tokens=True),
-                    generator,
-                    sampling,
-                )
-            )
-        _append(output, records)
+        _append(
+            output, [_row_record(p, k, row, eos, tokenizer, generator, sampling) for (p, k), row in zip(batch, new)]
+        )
         bar.update(len(batch))
     bar.close()
 
@@ -388,14 +386,11 @@ def _generate_hf_continuous(todo, output, generator, sampling, batch_size, dtype
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-    from .defaults import fast_dtype
-
     path = resolve_model(generator)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    torch_dtype = getattr(torch, fast_dtype() if dtype == "auto" else dtype) if isinstance(dtype, str) else dtype
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(dtype))
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     eos = _eos_ids(tokenizer, model)
     # The model's own generation config (suppressed tokens, ...) with our sampling on top, as generate() does.
@@ -437,15 +432,13 @@ def _generate_hf_continuous(todo, output, generator, sampling, batch_size, dtype
         failed = [r.error for r in rows if r.error]
         if failed:
             raise RuntimeError(f"continuous batching failed on {len(failed)} rows: {failed[0]}")
-        records = []
-        for (prompt, k), row in zip(batch, rows):
-            ids = list(row.generated_tokens)
-            end = next((i for i, t in enumerate(ids) if t in eos), None)
-            ids = ids[: end + 1] if end is not None else ids[: sampling.max_new_tokens]
-            body = ids[:-1] if end is not None else ids
-            text = tokenizer.decode(body, skip_special_tokens=True)
-            records.append(_make_record(prompt, k, ids, end is not None, text, generator, sampling))
-        _append(output, records)
+        _append(
+            output,
+            [
+                _row_record(p, k, list(row.generated_tokens), eos, tokenizer, generator, sampling)
+                for (p, k), row in zip(batch, rows)
+            ],
+        )
         bar.update(len(batch))
     bar.close()
 
