@@ -116,30 +116,40 @@ def sample_plain(
     finished. Pass the critic's ``use_chat_template`` so both arms see the same prompts."""
     from tqdm.auto import tqdm
 
-    from ..critic import left_pad
     from ..data import encode_prompt
     from ..decoding import completion_record
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
     torch.manual_seed(seed)
     out = []
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
-        batch = prompts[start : start + batch_size]
-        ids, mask = left_pad([encode_prompt(tokenizer, p, use_chat_template) for p in batch], pad)
-        gen = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            temperature=temperature if do_sample else None,
-            top_p=top_p if do_sample else None,
-            top_k=0 if do_sample else None,
-            pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        out += [completion_record(row, tokenizer) for row in gen[:, ids.shape[1] :].tolist()]
+        inputs = [encode_prompt(tokenizer, p, use_chat_template) for p in prompts[start : start + batch_size]]
+        rows = continue_ids(model, tokenizer, inputs, max_new_tokens, do_sample, temperature, top_p)
+        out += [completion_record(row, tokenizer) for row in rows]
     return out
+
+
+@torch.no_grad()
+def continue_ids(
+    model, tokenizer, inputs: list[list[int]], max_new_tokens: int, do_sample=True, temperature=0.7, top_p=0.9
+) -> list[list[int]]:
+    """One ``generate`` call over token-id rows (left-padded): each row's new ids, padding after EOS included."""
+    from ..critic import left_pad
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    ids, mask = left_pad(inputs, pad)
+    gen = model.generate(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature if do_sample else None,
+        top_p=top_p if do_sample else None,
+        top_k=0 if do_sample else None,
+        pad_token_id=pad,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return gen[:, ids.shape[1] :].tolist()
 
 
 def guided(model, critic, tokenizer, prompts, batch_size: int, desc: str, **kwargs) -> list[dict]:

@@ -105,15 +105,12 @@ def budget_forced(model, tokenizer, prompts, rows, plain, budget: int, cue: str,
     up to ``extra`` sampled tokens; the answer scored is the cue and what follows it (``end = "forced"``)."""
     import torch
 
-    from ..critic import left_pad
     from ..data import encode_prompt
 
     out = [dict(o) for o in plain]
     todo = [i for i, o in enumerate(plain) if not (o["finished"] and o["num_tokens"] <= budget)]
     if not todo:
         return out
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
     torch.manual_seed(a.seed)
     for start in range(0, len(todo), a.batch_size):
         batch = todo[start : start + a.batch_size]
@@ -123,20 +120,8 @@ def budget_forced(model, tokenizer, prompts, rows, plain, budget: int, cue: str,
             encode_prompt(tokenizer, prompts[i], a.use_chat_template) + list(plain[i]["token_ids"][:budget]) + c
             for i, c in zip(batch, cue_ids)
         ]
-        ids, mask = left_pad(inputs, pad)
-        with torch.no_grad():
-            gen = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=extra,
-                do_sample=True,
-                temperature=a.temperature,
-                top_p=a.top_p,
-                top_k=0,
-                pad_token_id=pad,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-        for i, c, c_ids, row in zip(batch, cues, cue_ids, gen[:, ids.shape[1] :].tolist()):
+        tails = common.continue_ids(model, tokenizer, inputs, extra, True, a.temperature, a.top_p)
+        for i, c, c_ids, row in zip(batch, cues, cue_ids, tails):
             tail = row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row
             out[i] = {
                 "text": c.lstrip() + tokenizer.decode(tail, skip_special_tokens=True),
