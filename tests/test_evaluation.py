@@ -40,6 +40,31 @@ def test_lifebench_averages_per_target_first():
     assert agg["abs_ld"] == 0.25
 
 
+def _cell(mode, arm, target, ls, natural):
+    return {"mode": mode, "arm": arm, "target": target, "ls": ls, "natural_end_rate": natural}
+
+
+def test_lifebench_goal_compares_lenvm_with_rules_only_per_target():
+    summary = [
+        _cell("equal", "rules_only", 16, 60.0, 0.10),
+        _cell("equal", "lenvm", 16, 70.0, 0.80),  # exactly +10 LS and 80 % natural: met
+        _cell("equal", "rules_only", 32, 60.0, 0.10),
+        _cell("equal", "lenvm", 32, 75.0, 0.79),  # LS fine, too few natural ends: not met
+        _cell("at_most", "rules_only", 16, 100.0, 0.20),
+        _cell("at_most", "lenvm", 16, 96.0, 0.50),  # +30 points natural at LS >= 95: met
+        _cell("at_least", "rules_only", 16, 100.0, 0.20),
+        _cell("at_least", "lenvm", 16, 94.0, 0.90),  # natural fine, LS below 95: not met
+        _cell("at_least", "plain", 16, 50.0, 1.0),  # not compared
+    ]
+    g = lifebench.goal(summary)
+    met = {(c["mode"], c["target"]): c["met"] for c in g["checks"]}
+    assert met == {("equal", 16): True, ("equal", 32): False, ("at_most", 16): True, ("at_least", 16): False}
+    assert g["met"] is False
+    only_met = [c for c in summary if (c["mode"], c["target"]) in {("equal", 16), ("at_most", 16)}]
+    assert lifebench.goal(only_met)["met"] is True
+    assert lifebench.goal([_cell("equal", "lenvm", 16, 90.0, 1.0)]) is None  # no control arm: no verdict
+
+
 def test_lifebench_token_prompt_and_local_file(lifebench_file):
     tasks = lifebench.load_tasks(str(lifebench_file), {"en"})
     assert tasks and all(t["lang"] == "en" for t in tasks)

@@ -68,6 +68,9 @@ USER_PROMPTS = (
 )
 USER_REQUIREMENT = "\n\n[Requirement] Your answer must be {word_count_type} {word_count} words long."
 CELLS_FILE = f"{NAME}_cells.jsonl"
+# The goal (fixed before the runs): see goal().
+GOAL_EQUAL_LS_MARGIN, GOAL_EQUAL_NATURAL = 10.0, 0.80
+GOAL_BOUND_NATURAL_MARGIN, GOAL_BOUND_LS = 0.30, 95.0
 SUMMARY_KEYS = (
     "mode",
     "arm",
@@ -317,6 +320,42 @@ def aggregate(rows: list[dict]) -> dict:
     }
 
 
+def goal(summary: list[dict]) -> dict | None:
+    """The issue's goal, per (mode, target), against ``rules_only`` on the same prompts (None without both arms).
+
+    Equal To: the ``lenvm`` arm scores at least ``rules_only`` + 10 LS and ends naturally in >= 80 % of rows.
+    At Most / At Least: its natural-end rate is at least ``rules_only``'s + 30 points, at LS >= 95.
+    """
+    by = {(c["mode"], c["arm"], c["target"]): c for c in summary}
+    checks = []
+    for (mode, arm, target), ours in sorted(by.items()):
+        ref = by.get((mode, "rules_only", target))
+        if arm != "lenvm" or ref is None:
+            continue
+        d_ls = ours["ls"] - ref["ls"]
+        d_nat = ours["natural_end_rate"] - ref["natural_end_rate"]
+        if mode == "equal":
+            met = d_ls >= GOAL_EQUAL_LS_MARGIN and ours["natural_end_rate"] >= GOAL_EQUAL_NATURAL
+        else:
+            met = d_nat >= GOAL_BOUND_NATURAL_MARGIN and ours["ls"] >= GOAL_BOUND_LS
+        checks.append(
+            {
+                "mode": mode,
+                "target": target,
+                "ls_lenvm": ours["ls"],
+                "ls_rules_only": ref["ls"],
+                "ls_margin": d_ls,
+                "natural_lenvm": ours["natural_end_rate"],
+                "natural_rules_only": ref["natural_end_rate"],
+                "natural_margin": d_nat,
+                "met": bool(met),
+            }
+        )
+    if not checks:
+        return None
+    return {"met": all(c["met"] for c in checks), "checks": checks}
+
+
 def answer_row(task: dict, mode: str, target: int, arm: str, out: dict, nll: float) -> dict:
     ld = length_deviation(out["num_tokens"], target)
     return {
@@ -508,6 +547,22 @@ def markdown(result: dict) -> str:
         "|---|---|---:|---:|",
     ]
     lines += [f"| {o['mode']} | {o['arm']} | {o['ls']:.1f} | {100 * o['abs_ld']:.0f} % |" for o in result["overall"]]
+    g = result.get("goal")
+    if g:
+        lines += [
+            "",
+            f"Goal (lenvm vs rules_only; Equal To: +{GOAL_EQUAL_LS_MARGIN:.0f} LS and >= "
+            f"{100 * GOAL_EQUAL_NATURAL:.0f} % natural; At Most / At Least: +{100 * GOAL_BOUND_NATURAL_MARGIN:.0f} "
+            f"points natural at LS >= {GOAL_BOUND_LS:.0f}): **{'met' if g['met'] else 'not met'}**",
+            "",
+            "| mode | target | LS lenvm | LS rules_only | natural lenvm | natural rules_only | met |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        lines += [
+            f"| {c['mode']} | {c['target']} | {c['ls_lenvm']:.1f} | {c['ls_rules_only']:.1f} | "
+            f"{100 * c['natural_lenvm']:.0f} % | {100 * c['natural_rules_only']:.0f} % | {'yes' if c['met'] else 'no'} |"
+            for c in g["checks"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -641,6 +696,7 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
         "cells_file": str(cells_path),
         "summary": summary,
         "overall": overall,
+        "goal": goal(summary),
         "rows": light,
     }
     plot(summary, out_dir / f"{NAME}.png")
