@@ -236,12 +236,35 @@ def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_
             cut = plain["num_tokens"] > r["target"] or plain["end"] == "cap"
             assert r["end"] == ("forced" if cut else plain["end"])
 
+    assert [(c["mode"], c["target"]) for c in result["goal"]["checks"]] == [
+        ("at_least", 6),
+        ("at_most", 6),
+        ("equal", 6),
+    ]
+
     # a rerun resumes: every cell comes from lifebench_cells.jsonl, nothing is generated again
     cells = (out / "lifebench_cells.jsonl").read_text().splitlines()
     assert len(cells) == 3 * len(arms)
     again, _ = _run("lifebench", quickstart_layout, tiny_causal_dir, tmp_path, "--data", str(lifebench_file))
     assert (out / "lifebench_cells.jsonl").read_text().splitlines() == cells
     assert again["summary"] == result["summary"]
+
+
+def test_lifebench_cells_without_the_critics_values_survive_a_new_critic(tmp_path):
+    tasks = [{"uid": "en:1", "task": "Write."}]
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "value_head.safetensors").write_bytes(b"x")
+    key = lambda critic, arm, chat=True: lifebench.settings_key(  # noqa: E731
+        lifebench.LifebenchArguments(critic=str(critic)), tasks, arm, chat
+    )
+    for arm in ("plain", "truncate", "rules_only"):
+        assert key(a, arm) == key(b, arm)  # another critic: these cells are reused
+        assert key(a, arm) != key(a, arm, chat=False)  # another prompt format: not
+    for arm in ("lenvm", "extreme"):
+        assert key(a, arm) != key(b, arm)
+    assert key(a, "rules_only") != key(a, "plain")  # value_tolerance is part of a guided cell's key
 
 
 def test_lifebench_refuses_bad_requests_before_generating(

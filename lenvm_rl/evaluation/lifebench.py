@@ -398,12 +398,12 @@ def truncated(outs: list[dict], target: int, tokenizer) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------ resumable cells
-def settings_key(cfg: LifebenchArguments, tasks: list[dict], arm: str) -> str:
-    """What a cell's answers depend on; a rerun reuses a stored cell only when this matches."""
-    head = Path(cfg.critic) / "value_head.safetensors"
+def settings_key(cfg: LifebenchArguments, tasks: list[dict], arm: str, use_chat_template: bool = True) -> str:
+    """What a cell's answers depend on; a rerun reuses a stored cell only when this matches. The arms without the
+    critic's values (plain, truncate, rules_only) depend on its prompt format only, so another critic with the same
+    format reuses them."""
     base = {
-        "critic": cfg.critic,
-        "critic_mtime": head.stat().st_mtime if head.is_file() else None,
+        "use_chat_template": use_chat_template,
         "generator": cfg.generator,
         "tasks": [t["uid"] for t in tasks],
         "prompts": [t["task"] for t in tasks],
@@ -415,6 +415,10 @@ def settings_key(cfg: LifebenchArguments, tasks: list[dict], arm: str) -> str:
     }
     if arm in ("lenvm", "rules_only"):
         base["value_tolerance"] = cfg.value_tolerance
+    if arm in ("lenvm", "extreme"):
+        head = Path(cfg.critic) / "value_head.safetensors"
+        base["critic"] = cfg.critic
+        base["critic_mtime"] = head.stat().st_mtime if head.is_file() else None
     return hashlib.sha1(json.dumps(base, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -610,7 +614,7 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
             cap = cap_for(target, cfg)
             plain_outs = None
             for arm in ["plain"] + [a for a in arms if a != "plain"]:  # plain first: the others compare with it
-                key = settings_key(cfg, tasks, arm)
+                key = settings_key(cfg, tasks, arm, critic.use_chat_template)
                 if (mode, arm, target, key) in stored:
                     cells[mode, arm, target] = stored[mode, arm, target, key]["rows"]
                     reused += 1
