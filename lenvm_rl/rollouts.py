@@ -424,7 +424,7 @@ def _generate_hf_continuous(todo, output, generator, sampling, batch_size, dtype
                 [encoded[p["prompt_id"]] for p, _ in batch],
                 generation_config=config,
                 continuous_batching_config=slots,
-                progress_bar=False,
+                progress_bar=progress,  # per completion: the outer bar only moves once a chunk is written
                 warmup=False,
             )
         # A fresh manager names its requests req_0, req_1, ... in input order.
