@@ -250,6 +250,21 @@ def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_
     assert again["summary"] == result["summary"]
 
 
+def test_length_groups_keep_long_prompts_from_padding_short_ones():
+    from lenvm_rl.evaluation.common import length_groups
+
+    lengths = [60, 62, 70, 80, 400, 500, 1100, 1500]
+    groups = length_groups(lengths, batch_size=3, max_batch_tokens=1200)
+    assert groups == [(0, 3), (3, 5), (5, 6), (6, 7), (7, 8)]  # 3 rows at most; 2 x 500 > 1200; 1500 alone
+    covered = [i for a, b in groups for i in range(a, b)]
+    assert covered == list(range(len(lengths)))
+    for a, b in groups:
+        assert b - a == 1 or (b - a) * lengths[b - 1] <= 1200
+    assert length_groups([], 4, 100) == []
+    with pytest.raises(ValueError, match="sorted"):
+        length_groups([5, 3], 4, 100)
+
+
 def test_lifebench_cells_without_the_critics_values_survive_a_new_critic(tmp_path):
     tasks = [{"uid": "en:1", "task": "Write."}]
     a, b = tmp_path / "a", tmp_path / "b"

@@ -98,6 +98,20 @@ def critic_training_prompts(critic_path: str) -> set[str]:
     return texts
 
 
+def length_groups(lengths: list[int], batch_size: int, max_batch_tokens: int) -> list[tuple[int, int]]:
+    """Contiguous ``(start, end)`` slices of rows sorted by prompt length: at most ``batch_size`` rows and at most
+    ``max_batch_tokens`` padded prompt tokens (rows x the longest) each, a longer row alone. A padded batch pays its
+    longest prompt in every row, so one 1,500-token prompt among 60-token ones costs the whole batch 25x."""
+    if any(b < a for a, b in zip(lengths, lengths[1:])):
+        raise ValueError("length_groups needs rows sorted by length")
+    groups, start = [], 0
+    for i in range(1, len(lengths) + 1):
+        if i == len(lengths) or i - start >= batch_size or (i - start + 1) * lengths[i] > max_batch_tokens:
+            groups.append((start, i))
+            start = i
+    return groups
+
+
 @torch.no_grad()
 def sample_plain(
     model,

@@ -45,6 +45,7 @@ import math
 import random
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,13 @@ class LifebenchArguments(common.EvalArguments):
         },
     )
     nll_batch_size: int = field(default=8, metadata={"help": "Rows per forward when scoring answers' NLL."})
+    max_batch_tokens: int = field(
+        default=4096,
+        metadata={
+            "help": "Padded prompt tokens per generate call (rows x the longest prompt; prompts are sorted by "
+            "length): LIFEBench mixes 60- and 1,500-token prompts."
+        },
+    )
 
 
 def length_deviation(n_out: int, target: int) -> float:
@@ -410,6 +418,8 @@ def settings_key(cfg: LifebenchArguments, tasks: list[dict], arm: str, use_chat_
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "seed": cfg.seed,
+        "batch_size": cfg.batch_size,  # the length groups set the random draws
+        "max_batch_tokens": cfg.max_batch_tokens,
         "max_new_tokens": cfg.max_new_tokens,
         "max_new_factor": cfg.max_new_factor,
     }
@@ -571,6 +581,15 @@ def markdown(result: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the run
+def in_groups(groups: list[tuple[int, int]], prompts: list, generate, seed: int, desc: str) -> list[dict]:
+    """``generate(part, batch_size=, seed=, desc=)`` over the length groups, in order; group g samples with
+    ``seed + g``."""
+    out = []
+    for g, (a, b) in enumerate(groups):
+        out += generate(prompts[a:b], batch_size=b - a, seed=seed + g, desc=f"{desc} [{g + 1}/{len(groups)}]")
+    return out
+
+
 def main(argv=None) -> dict:
     cfg = common.parse_args(LifebenchArguments, NAME, __doc__.split("\n")[0], argv)
     return run(cfg, common.command_line(NAME, argv))
@@ -593,6 +612,14 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
     check_not_trained_on(cfg.critic, bench)
     model, tokenizer = common.load_generator(cfg.generator, critic)
 
+    from ..data import encode_prompt
+
+    def prompt_len(t: dict, mode: str = MODES[0], target: int = max(targets)) -> int:
+        content = token_prompt(t["task"], t["lang"], mode, target)
+        return len(encode_prompt(tokenizer, [{"role": "user", "content": content}], critic.use_chat_template))
+
+    tasks.sort(key=prompt_len)  # similar lengths share a batch (length_groups); the order is part of the cell key
+
     from ..decoding import ConstantScorer
 
     out_dir = Path(cfg.output_dir)
@@ -600,8 +627,8 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
     stored = load_cells(cells_path)
     reused = 0
     sampling = dict(
-        temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, use_chat_template=critic.use_chat_template
-    )  # the critic's prompt format, for every arm
+        temperature=cfg.temperature, top_p=cfg.top_p, use_chat_template=critic.use_chat_template
+    )  # the critic's prompt format, for every arm; the seed is per length group (in_groups)
     guided = {
         "rules_only": dict(rule="soft", scorer=ConstantScorer(), value_tolerance=cfg.value_tolerance),
         "lenvm": dict(rule="soft", value_tolerance=cfg.value_tolerance),
@@ -611,6 +638,8 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
     for mode in modes:
         for target in targets:
             prompts = [[{"role": "user", "content": token_prompt(t["task"], t["lang"], mode, target)}] for t in tasks]
+            lengths = sorted(prompt_len(t, mode, target) for t in tasks)  # sorted already, up to the number's digits
+            groups = common.length_groups(lengths, cfg.batch_size, cfg.max_batch_tokens)
             cap = cap_for(target, cfg)
             plain_outs = None
             for arm in ["plain"] + [a for a in arms if a != "plain"]:  # plain first: the others compare with it
@@ -621,7 +650,8 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
                     continue
                 desc = f"{arm} {mode} {target}"
                 if arm == "plain":
-                    outs = common.sample_plain(model, tokenizer, prompts, cap, cfg.batch_size, desc=desc, **sampling)
+                    generate = partial(common.sample_plain, model, tokenizer, max_new_tokens=cap, **sampling)
+                    outs = in_groups(groups, prompts, generate, cfg.seed, desc)
                 elif arm == "truncate":
                     if plain_outs is None:
                         plain_outs = [
@@ -635,19 +665,18 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
                         ]
                     outs = truncated(plain_outs, target, tokenizer)
                 else:
-                    outs = common.guided(
+                    generate = partial(
+                        common.guided,
                         model,
                         critic,
                         tokenizer,
-                        prompts,
-                        cfg.batch_size,
-                        desc,
                         mode=mode,
                         target_tokens=target,
                         max_new_tokens=cap,
                         **guided[arm],
                         **sampling,
                     )
+                    outs = in_groups(groups, prompts, generate, cfg.seed, desc)
                 if arm == "plain":
                     plain_outs = outs
                 nll = common.answers_nll(model, tokenizer, prompts, outs, critic.use_chat_template, cfg.nll_batch_size)
