@@ -45,7 +45,8 @@ class QuickstartConfig:
         default="one_word,yes_no,short_fact,list,explain,steps,story",
         metadata={
             "help": "Comma-separated categories of the built-in prompts ('' = all). "
-            "'long' is left out by default: its answers outrun the CPU budget."
+            "'long' is left out by default: its answers outrun the CPU budget. Also built in: code, "
+            "length_request, multi_turn, rewrite (add them for a broader critic; more prompts to sample)."
         },
     )
     eval_prompts_per_category: int = field(default=4, metadata={"help": "Held-out prompts per category."})

@@ -92,7 +92,14 @@ def test_resuming_with_other_settings_is_refused(tiny_causal_dir, tmp_path):
 
 def test_prompt_sources(tmp_path):
     builtin = load_prompts("builtin")
-    assert len(builtin) >= 300 and len({p["category"] for p in builtin}) >= 6
+    by_cat = {}
+    for p in builtin:
+        by_cat.setdefault(p["category"], []).append(p)
+    assert {"code", "length_request", "multi_turn", "rewrite", "one_word", "list", "long"} <= set(by_cat)
+    assert all(len(ps) >= 30 for ps in by_cat.values())
+    for p in by_cat["multi_turn"]:  # a conversation that ends on the user's turn
+        assert [m["role"] for m in p["prompt"]] == ["user", "assistant", "user"]
+    assert len({p["prompt"][-1]["content"] for p in builtin}) == len(builtin)  # no prompt twice
     (tmp_path / "p.txt").write_text("first\n\nsecond\n")
     assert [p["prompt"][0]["content"] for p in load_prompts(str(tmp_path / "p.txt"))] == ["first", "second"]
 
