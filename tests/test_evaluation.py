@@ -40,8 +40,16 @@ def test_lifebench_averages_per_target_first():
     assert agg["abs_ld"] == 0.25
 
 
-def _cell(mode, arm, target, ls, natural):
-    return {"mode": mode, "arm": arm, "target": target, "ls": ls, "natural_end_rate": natural}
+def _cell(mode, arm, target, ls, natural, gap=0.05, degenerate=0.0):
+    return {
+        "mode": mode,
+        "arm": arm,
+        "target": target,
+        "ls": ls,
+        "natural_end_rate": natural,
+        "nll_gap_to_plain": gap,
+        "degenerate_rate": degenerate,
+    }
 
 
 def test_lifebench_goal_compares_lenvm_with_rules_only_per_target():
@@ -63,6 +71,16 @@ def test_lifebench_goal_compares_lenvm_with_rules_only_per_target():
     only_met = [c for c in summary if (c["mode"], c["target"]) in {("equal", 16), ("at_most", 16)}]
     assert lifebench.goal(only_met)["met"] is True
     assert lifebench.goal([_cell("equal", "lenvm", 16, 90.0, 1.0)]) is None  # no control arm: no verdict
+
+    def quality(ls, gap, degenerate):
+        cells = [_cell("equal", "rules_only", 16, 60.0, 0.1), _cell("equal", "lenvm", 16, ls, 0.9, gap, degenerate)]
+        return lifebench.goal(cells)["quality_met"]
+
+    assert quality(61.0, 0.09, 0.04) is True
+    assert quality(59.0, 0.01, 0.0) is False  # no LS gain over the rules
+    assert quality(80.0, 0.10, 0.0) is False  # NLL gap of 10 %: not under it
+    assert quality(80.0, 0.05, 0.05) is False  # 5 % degenerate: not under it
+    assert quality(80.0, None, 0.0) is False  # no NLL: no verdict of quality
 
 
 def test_lifebench_token_prompt_and_local_file(lifebench_file):

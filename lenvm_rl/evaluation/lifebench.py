@@ -72,6 +72,7 @@ CELLS_FILE = f"{NAME}_cells.jsonl"
 # The goal (fixed before the runs): see goal().
 GOAL_EQUAL_LS_MARGIN, GOAL_EQUAL_NATURAL = 10.0, 0.80
 GOAL_BOUND_NATURAL_MARGIN, GOAL_BOUND_LS = 0.30, 95.0
+GOAL_NLL_GAP, GOAL_DEGENERATE = 0.10, 0.05
 SUMMARY_KEYS = (
     "mode",
     "arm",
@@ -333,6 +334,8 @@ def goal(summary: list[dict]) -> dict | None:
 
     Equal To: the ``lenvm`` arm scores at least ``rules_only`` + 10 LS and ends naturally in >= 80 % of rows.
     At Most / At Least: its natural-end rate is at least ``rules_only``'s + 30 points, at LS >= 95.
+    Quality (every mode, ``quality_met``): LS above ``rules_only``'s with an NLL gap to plain under 10 % and
+    under 5 % degenerate answers.
     """
     by = {(c["mode"], c["arm"], c["target"]): c for c in summary}
     checks = []
@@ -357,11 +360,24 @@ def goal(summary: list[dict]) -> dict | None:
                 "natural_rules_only": ref["natural_end_rate"],
                 "natural_margin": d_nat,
                 "met": bool(met),
+                "nll_gap": ours.get("nll_gap_to_plain"),
+                "degenerate_rate": ours.get("degenerate_rate"),
+                "quality_met": bool(
+                    d_ls > 0
+                    and ours.get("nll_gap_to_plain") is not None
+                    and ours["nll_gap_to_plain"] < GOAL_NLL_GAP
+                    and ours.get("degenerate_rate") is not None
+                    and ours["degenerate_rate"] < GOAL_DEGENERATE
+                ),
             }
         )
     if not checks:
         return None
-    return {"met": all(c["met"] for c in checks), "checks": checks}
+    return {
+        "met": all(c["met"] for c in checks),
+        "quality_met": all(c["quality_met"] for c in checks),
+        "checks": checks,
+    }
 
 
 def answer_row(task: dict, mode: str, target: int, arm: str, out: dict, nll: float) -> dict:
@@ -569,12 +585,18 @@ def markdown(result: dict) -> str:
             f"{100 * GOAL_EQUAL_NATURAL:.0f} % natural; At Most / At Least: +{100 * GOAL_BOUND_NATURAL_MARGIN:.0f} "
             f"points natural at LS >= {GOAL_BOUND_LS:.0f}): **{'met' if g['met'] else 'not met'}**",
             "",
-            "| mode | target | LS lenvm | LS rules_only | natural lenvm | natural rules_only | met |",
-            "|---|---:|---:|---:|---:|---:|---|",
+            f"Quality goal (LS above rules_only, NLL gap to plain < {100 * GOAL_NLL_GAP:.0f} %, degenerate < "
+            f"{100 * GOAL_DEGENERATE:.0f} %): **{'met' if g['quality_met'] else 'not met'}**",
+            "",
+            "| mode | target | LS lenvm | LS rules_only | natural lenvm | natural rules_only | met | NLL gap | "
+            "degenerate | quality met |",
+            "|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
         ]
         lines += [
             f"| {c['mode']} | {c['target']} | {c['ls_lenvm']:.1f} | {c['ls_rules_only']:.1f} | "
-            f"{100 * c['natural_lenvm']:.0f} % | {100 * c['natural_rules_only']:.0f} % | {'yes' if c['met'] else 'no'} |"
+            f"{100 * c['natural_lenvm']:.0f} % | {100 * c['natural_rules_only']:.0f} % | {'yes' if c['met'] else 'no'} | "
+            f"{_fmt(c['nll_gap'], pct=True)} | {_fmt(c['degenerate_rate'], share=True)} | "
+            f"{'yes' if c['quality_met'] else 'no'} |"
             for c in g["checks"]
         ]
     return "\n".join(lines) + "\n"
