@@ -300,6 +300,6 @@ def _summary_markdown(report: dict) -> str:
 
 
 def main(cfg: QuickstartConfig) -> None:
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:  # all cores, unless told to share
         torch.set_num_threads(os.cpu_count() or 1)
     run_quickstart(cfg)
