@@ -35,7 +35,7 @@ RED, BLUE = "rgba(214,39,40,.45)", "rgba(31,119,180,.45)"
 
 def missing_critic_message(path: str) -> str:
     hint = (
-        " Run `lenvm quickstart` to train one (about 15 minutes on a CPU), or pass --critic PATH."
+        " Run `lenvm quickstart` to train one (15-50 minutes on a 2-core CPU), or pass --critic PATH."
         if path == DEFAULT_CRITIC
         else " Pass --critic PATH to a LenVM checkpoint (or run `lenvm quickstart`)."
     )
