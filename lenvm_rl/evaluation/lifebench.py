@@ -636,11 +636,16 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
 
     from ..data import encode_prompt
 
-    def prompt_len(t: dict, mode: str = MODES[0], target: int = max(targets)) -> int:
-        content = token_prompt(t["task"], t["lang"], mode, target)
-        return len(encode_prompt(tokenizer, [{"role": "user", "content": content}], critic.use_chat_template))
-
-    tasks.sort(key=prompt_len)  # similar lengths share a batch (length_groups); the order is part of the cell key
+    # Similar lengths share a batch: tasks sorted by prompt length (the order is part of the cell key) and cut into
+    # length groups, sized on one wording (Equal To, the largest target) for every mode and target: the others
+    # differ by a token or two.
+    lengths = [
+        len(encode_prompt(tokenizer, [{"role": "user", "content": content}], critic.use_chat_template))
+        for content in (token_prompt(t["task"], t["lang"], MODES[0], max(targets)) for t in tasks)
+    ]
+    order = sorted(range(len(tasks)), key=lengths.__getitem__)
+    tasks = [tasks[i] for i in order]
+    groups = common.length_groups([lengths[i] for i in order], cfg.batch_size, cfg.max_batch_tokens)
 
     from ..decoding import ConstantScorer
 
@@ -660,8 +665,6 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
     for mode in modes:
         for target in targets:
             prompts = [[{"role": "user", "content": token_prompt(t["task"], t["lang"], mode, target)}] for t in tasks]
-            lengths = sorted(prompt_len(t, mode, target) for t in tasks)  # sorted already, up to the number's digits
-            groups = common.length_groups(lengths, cfg.batch_size, cfg.max_batch_tokens)
             cap = cap_for(target, cfg)
             plain_outs = None
             for arm in ["plain"] + [a for a in arms if a != "plain"]:  # plain first: the others compare with it
