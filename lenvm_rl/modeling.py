@@ -297,6 +297,46 @@ class LengthValueModel(nn.Module):
         (out / LENVM_CONFIG_FILE).write_text(json.dumps(self.lenvm_config(), indent=2) + "\n")
 
 
+def decoder_layers(backbone: nn.Module) -> nn.ModuleList:
+    """The language tower's stack of transformer blocks (``layers`` or ``h``), for a text or vision backbone."""
+    body = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    lm = body.get_decoder() if hasattr(body, "get_decoder") else body
+    for owner in (lm, getattr(lm, "model", None)):
+        for name in ("layers", "h"):
+            stack = getattr(owner, name, None)
+            if isinstance(stack, nn.ModuleList):
+                return stack
+    raise ValueError(
+        f"Could not find the transformer layers of {type(body).__name__} (looked for `layers` and `h`); "
+        "train it with freeze_layers=0."
+    )
+
+
+def freeze_lower_layers(model: LengthValueModel, n: int) -> int:
+    """Freeze the token embeddings and the lowest ``n`` transformer layers; return how many parameters stay trainable.
+
+    The upper layers, the final norm and the value head keep training. Backpropagation stops at the first
+    trainable layer, so a step costs the forward pass plus the backward of the upper layers only: the cheap way
+    to fit a critic on a CPU. A vision tower is frozen too (its features feed the frozen lower layers anyway).
+    """
+    if model.is_peft:
+        raise ValueError("freeze_layers applies to full fine-tuning; LoRA already freezes the backbone (use 0).")
+    layers = decoder_layers(model.backbone)
+    if not 0 <= n <= len(layers):
+        raise ValueError(f"freeze_layers must lie in [0, {len(layers)}] (the backbone's layers), got {n}")
+    if n == 0:
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable = {id(p) for layer in layers[n:] for p in layer.parameters()}
+    trainable |= {id(p) for p in model.v_head.parameters()}
+    lm = model.backbone.get_decoder() if hasattr(model.backbone, "get_decoder") else model.backbone
+    norm = getattr(lm, "norm", None) or getattr(lm, "ln_f", None) or getattr(lm, "final_layernorm", None)
+    if isinstance(norm, nn.Module):
+        trainable |= {id(p) for p in norm.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def read_lenvm_config(path: str | os.PathLike) -> dict:
     f = Path(path) / LENVM_CONFIG_FILE
     if not f.is_file():

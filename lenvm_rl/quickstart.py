@@ -18,7 +18,7 @@ import os
 import random
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -81,6 +81,10 @@ class QuickstartConfig:
     num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the training rollouts."})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Sequences per step."})
+    freeze_layers: int = field(
+        default=0,
+        metadata={"help": "Freeze the embeddings and the lowest N backbone layers (0 = train all; fewer is slower)."},
+    )
     max_length: int = field(default=512, metadata={"help": "Longest prompt + completion."})
     bf16: bool | None = field(
         default=None,
@@ -96,6 +100,12 @@ class QuickstartConfig:
         """The settings a cached model depends on."""
         skip = {"output_dir", "generation_batch_size", "backend", "overwrite"}  # how, not what, is sampled
         return {k: v for k, v in asdict(self).items() if k not in skip}
+
+    def trained_with_same_settings(self, stamp: dict) -> bool:
+        """``stamp`` (a saved training key) matches; a field it lacks (added later) matches at its default."""
+        defaults = {f.name: f.default for f in fields(self)}
+        key = self.training_key()
+        return all(stamp.get(k, defaults[k]) == v for k, v in key.items()) and set(stamp) <= set(key)
 
 
 def split_prompts(prompts: list[dict], cfg: QuickstartConfig) -> tuple[list[dict], list[dict]]:
@@ -165,6 +175,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         num_train_epochs=cfg.num_train_epochs,
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
+        freeze_layers=cfg.freeze_layers,
         per_device_eval_batch_size=cfg.per_device_train_batch_size,
         warmup_steps=0.05,
         weight_decay=0.0,
@@ -183,7 +194,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     if (
         is_checkpoint_dir(model_dir)
         and stamp.is_file()
-        and json.loads(stamp.read_text()) == cfg.training_key()
+        and cfg.trained_with_same_settings(json.loads(stamp.read_text()))
         and not cfg.overwrite
     ):
         print(f"[lenvm] 3/5 training: reusing the model in {model_dir} (same settings; --overwrite retrains)")

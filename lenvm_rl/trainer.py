@@ -26,7 +26,13 @@ from safetensors.torch import load_file
 from transformers import EvalPrediction, Trainer, TrainingArguments
 
 from .data import IGNORE_INDEX, LengthValueCollator, completion_lengths
-from .modeling import ADAPTER_CONFIG_FILE, VALUE_HEAD_FILE, LengthValueModel, ensure_writable_output
+from .modeling import (
+    ADAPTER_CONFIG_FILE,
+    VALUE_HEAD_FILE,
+    LengthValueModel,
+    ensure_writable_output,
+    freeze_lower_layers,
+)
 from .returns import check_gamma, gamma_from_lengths, remaining_to_value, value_to_remaining
 from .vlm import VisionLengthValueCollator, is_processor, language_lora_targets, vision_inputs
 
@@ -67,6 +73,14 @@ class LengthValueConfig(TrainingArguments):
             Render prompts with the LenVM tokenizer's chat template (the generator's prompt format). Saved
             with the checkpoint: prediction, guided decoding and the evaluations encode prompts the same way.
 
+        > Model
+
+        freeze_layers (`int`, *optional*, defaults to `0`):
+            Freeze the token embeddings and the lowest `freeze_layers` transformer layers of the backbone (full
+            fine-tuning only; 0 trains everything). Backpropagation then stops at the first trainable layer, so
+            a step costs about `1 + 2 * (L - freeze_layers) / L` forward passes instead of 3: the cheap way to fit
+            a critic on a CPU (evals/benchmarks/freeze_layers.py measures it).
+
         > Output
 
         overwrite_output_dir (`bool`, *optional*, defaults to `False`):
@@ -92,6 +106,10 @@ class LengthValueConfig(TrainingArguments):
         metadata={"help": "Longest prompt + completion in tokens; longer ones are cut without corrupting targets."},
     )
     use_chat_template: bool = field(default=True, metadata={"help": "Render prompts with the chat template."})
+    freeze_layers: int = field(
+        default=0,
+        metadata={"help": "Freeze the embeddings and the lowest N backbone layers (0 = train all; full fine-tuning)."},
+    )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow replacing an existing LenVM checkpoint in output_dir."}
     )
@@ -111,6 +129,8 @@ class LengthValueConfig(TrainingArguments):
             raise ValueError(f"truncated must be 'censor' or 'drop', got {self.truncated!r}")
         if not 0.0 < self.gamma_quantile <= 1.0:
             raise ValueError(f"gamma_quantile must lie in (0, 1], got {self.gamma_quantile}")
+        if self.freeze_layers < 0:
+            raise ValueError(f"freeze_layers must be >= 0 (0 trains every layer), got {self.freeze_layers}")
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be at least 2 tokens, got {self.max_length}")
         if self.label_names is None:
@@ -158,7 +178,11 @@ class LengthValueTrainer(Trainer):
         model.max_length = args.max_length
         model.use_chat_template = args.use_chat_template  # the prompt format of the training data, saved with it
         if peft_config is not None:
+            if args.freeze_layers:
+                raise ValueError("freeze_layers applies to full fine-tuning; with a peft_config set it to 0.")
             _wrap_lora(model, peft_config)
+        elif args.freeze_layers:
+            freeze_lower_layers(model, args.freeze_layers)
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("Pass processing_class (the LenVM tokenizer) or a data_collator, to pad batches.")

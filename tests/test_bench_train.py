@@ -48,3 +48,16 @@ def test_labels_of_the_two_arms():
 def test_arm_order_alternates():
     order = [arm for r in range(3) for arm in train_throughput.arm_order(["lenvm", "sft"], r)]
     assert order == ["lenvm", "sft", "sft", "lenvm", "lenvm", "sft"]
+
+
+def test_tiny_benchmark_compares_frozen_lower_layers_with_full_training(tmp_path):
+    out = tmp_path / "frozen.json"
+    result = train_throughput.main(["--tiny", "--quiet", "--arms", "lenvm", "lenvm_frozen", "--output", str(out)])
+    s = result["summary"]
+    assert set(s["arms"]) == {"lenvm", "lenvm_frozen"} and s["identical_batches"] is True
+    frozen, full = s["arms"]["lenvm_frozen"], s["arms"]["lenvm"]
+    assert frozen["n_params"] == full["n_params"] and frozen["n_trainable"] < full["n_trainable"] == full["n_params"]
+    assert (
+        math.isfinite(s["ratios"]["throughput_frozen_over_lenvm"]) and s["ratios"]["throughput_frozen_over_lenvm"] > 0
+    )
+    assert "frozen 1 / LenVM" in result["markdown"] and result["config"]["freeze_layers"] == 1

@@ -226,3 +226,13 @@ def test_lenvm_grpo_on_the_opposites_task(tiny_critic, tiny_causal_dir, tmp_path
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["grpo", "--config", str(tmp_path / "r.yaml")]) == 0
     assert (tmp_path / "policy" / "model.safetensors").is_file()
+
+
+def test_a_quickstart_model_stamped_before_a_field_existed_is_reused_only_at_that_fields_default():
+    from lenvm_rl.quickstart import QuickstartConfig
+
+    old_stamp = {k: v for k, v in QuickstartConfig().training_key().items() if k != "freeze_layers"}
+    assert QuickstartConfig().trained_with_same_settings(old_stamp)
+    assert not QuickstartConfig(freeze_layers=20).trained_with_same_settings(old_stamp)
+    assert not QuickstartConfig(learning_rate=3e-4).trained_with_same_settings(old_stamp)
+    assert not QuickstartConfig().trained_with_same_settings({**old_stamp, "retired_field": 1})

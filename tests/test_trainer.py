@@ -286,3 +286,37 @@ def test_auto_gamma_counts_censored_lengths_unless_they_are_dropped(tiny_backbon
     )
     assert censor.gamma == pytest.approx(0.01 ** (1 / np.quantile([2, 30, 5, 60, 80], 0.99)))
     assert drop.gamma == pytest.approx(0.01 ** (1 / np.quantile([2, 30, 5, 60], 0.99)))
+
+
+def test_freeze_layers_trains_only_the_upper_layers_norm_and_head_with_their_full_gradient(
+    init_dir, tokenizer, tmp_path
+):
+    init = {k: p.detach().clone() for k, p in LengthValueModel.from_pretrained(init_dir).named_parameters()}
+    expected = _hand_update(init_dir, tokenizer)  # every parameter trained: the upper ones get the same gradient
+    model = one_step(init_dir, str(tmp_path / "frozen"), 4, 1, tokenizer, freeze_layers=1)
+    state = dict(model.named_parameters())
+    upper = [k for k in state if k.startswith(("backbone.layers.1.", "backbone.norm.", "v_head."))]
+    lower = [k for k in state if k not in upper]
+    assert any(k.startswith("backbone.layers.0.") for k in lower) and "backbone.embed_tokens.weight" in lower
+    _assert_params_close(state, {k: expected[k] for k in upper})
+    for k in lower:
+        assert torch.equal(state[k], init[k]), k
+    # the check can fail: without freezing, the lower layers move too
+    assert not all(torch.equal(expected[k], init[k]) for k in lower)
+
+
+def test_freeze_layers_refuses_what_it_cannot_do(tiny_backbone, tokenizer, tmp_path):
+    from peft import LoraConfig
+
+    with pytest.raises(ValueError, match="freeze_layers must be >= 0"):
+        LengthValueConfig(output_dir=str(tmp_path / "a"), freeze_layers=-1)
+    ds = lengths_dataset(tokenizer)
+    args = LengthValueConfig(output_dir=str(tmp_path / "b"), gamma=GAMMA, freeze_layers=3, report_to=[], use_cpu=True)
+    with pytest.raises(ValueError, match=r"freeze_layers must lie in \[0, 2\]"):
+        LengthValueTrainer(LengthValueModel(tiny_backbone), args, train_dataset=ds, processing_class=tokenizer)
+    args = LengthValueConfig(output_dir=str(tmp_path / "c"), gamma=GAMMA, freeze_layers=1, report_to=[], use_cpu=True)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], task_type="CAUSAL_LM")
+    with pytest.raises(ValueError, match="full fine-tuning"):
+        LengthValueTrainer(
+            LengthValueModel(tiny_backbone), args, train_dataset=ds, processing_class=tokenizer, peft_config=lora
+        )

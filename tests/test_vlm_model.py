@@ -172,3 +172,18 @@ def test_processor_that_does_not_match_is_refused(tokenizer, tiny_backbone):
     critic = LengthCritic(lenvm, q_processor)
     with pytest.raises(ProcessorMismatchError):
         critic.check_tokenizer(i_processor)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "idefics3"])
+def test_freeze_layers_leaves_the_top_text_layer_its_norm_and_the_head_trainable(family):
+    from lenvm_rl.modeling import freeze_lower_layers
+
+    _, backbone = make_family(family)
+    model = LengthValueModel.from_backbone(backbone, gamma=0.9)
+    freeze_lower_layers(model, 1)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    tower = "language_model" if family == "qwen2_5_vl" else "text_model"
+    assert {n.split(".")[1] for n in trainable if n.startswith("backbone.")} == {tower}
+    assert any(f".{tower}.layers.1." in n for n in trainable) and not any(f".{tower}.layers.0." in n for n in trainable)
+    assert f"backbone.{tower}.norm.weight" in trainable and "v_head.summary.weight" in trainable
+    assert not any("vision" in n or "visual" in n or "embed" in n for n in trainable)

@@ -45,12 +45,13 @@ from evals.benchmarks import harness
 from evals.benchmarks.harness import option
 
 MODULE = "evals.benchmarks.train_throughput"
-ARMS = ("lenvm", "sft")
-ARM_LABELS = {"lenvm": "LenVM (value head)", "sft": "SFT (causal LM)"}
+ARMS = ("lenvm", "sft", "lenvm_frozen")
+ARM_LABELS = {"lenvm": "LenVM (value head)", "sft": "SFT (causal LM)", "lenvm_frozen": "LenVM, lower layers frozen"}
+LENVM_ARMS = ("lenvm", "lenvm_frozen")
 DEFAULT_OUTPUT = "evals/results/bench_train.json"
 GAMMA = 0.997  # any valid gamma; the targets' values do not change the cost
-TINY = dict(shape="tiny-llama", batch_size=4, seq_len=32, steps=2, warmup=1, repeats=1)
-DEFAULTS = dict(batch_size=8, seq_len=256, steps=4, warmup=2, repeats=2)
+TINY = dict(shape="tiny-llama", batch_size=4, seq_len=32, steps=2, warmup=1, repeats=1, freeze_layers=1)
+DEFAULTS = dict(batch_size=8, seq_len=256, steps=4, warmup=2, repeats=2, freeze_layers=20)
 
 
 @dataclass
@@ -79,7 +80,11 @@ class TrainBenchOptions:
     )
     threads: int | None = option("torch threads per arm (default 2 on CPU).")
     device: Literal["auto", "cpu", "cuda"] = option("Where to train.", "auto")
-    arms: list[str] = field(default_factory=lambda: list(ARMS), metadata={"help": "Arms to run (default lenvm sft)."})
+    arms: list[str] = field(
+        default_factory=lambda: ["lenvm", "sft"],
+        metadata={"help": "Arms to run (default lenvm sft; lenvm_frozen: LengthValueConfig.freeze_layers)."},
+    )
+    freeze_layers: int | None = option("Layers the lenvm_frozen arm freezes (default 20 of SmolLM2's 30).")
     schedule: Literal["lockstep", "sequential"] = option(
         "lockstep: the arms live in fresh subprocesses at once and take turns step by step, so other jobs' load "
         "hits them alike (memory for both models); sequential: one subprocess after another (A B B A ...).",
@@ -156,11 +161,11 @@ def load_arm_model(arm: str, source: dict, seed: int):
 
     torch.manual_seed(seed)
     if source["kind"] == "pretrained":
-        if arm == "lenvm":
+        if arm in LENVM_ARMS:
             return LengthValueModel.from_backbone(source["path"], gamma=GAMMA, dtype=torch.float32)
         return AutoModelForCausalLM.from_pretrained(source["path"], dtype=torch.float32)
     config = harness.config_from_dict(source["config"])
-    if arm == "lenvm":
+    if arm in LENVM_ARMS:
         return LengthValueModel.from_backbone(AutoModel.from_config(config, dtype=torch.float32), gamma=GAMMA)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
@@ -182,7 +187,7 @@ def build_features(arm: str, sequences) -> list[dict]:
 
     feats = []
     for prompt, completion in sequences:
-        if arm == "lenvm":
+        if arm in LENVM_ARMS:
             ex = build_example(prompt, completion, max_length=None)
             feats.append({"input_ids": ex["input_ids"], "labels": ex["labels"]})
         else:
@@ -289,8 +294,11 @@ def run_arm(spec: dict) -> dict:
             disable_tqdm=True,
             seed=spec["seed"],
         )
-        if arm == "lenvm":
-            targs = LengthValueConfig(gamma=GAMMA, max_length=spec["seq_len"], overwrite_output_dir=True, **common)
+        if arm in LENVM_ARMS:
+            frozen = spec["freeze_layers"] if arm == "lenvm_frozen" else 0
+            targs = LengthValueConfig(
+                gamma=GAMMA, max_length=spec["seq_len"], overwrite_output_dir=True, freeze_layers=frozen, **common
+            )
             trainer_class = LengthValueTrainer
         else:
             targs, trainer_class = TrainingArguments(**common), Trainer
@@ -307,6 +315,7 @@ def run_arm(spec: dict) -> dict:
         "arm": arm,
         "tag": spec["tag"],
         "n_params": sum(p.numel() for p in model.parameters()),
+        "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "load_s": load_s,
         "step_times_s": step_times,
         "measured_steps": len(measured),
@@ -349,6 +358,7 @@ def summarize(runs: list[dict], arms: list[str]) -> dict:
                 r["memory"].get("cuda_after_load_mib") or r["memory"]["rss_after_load_mib"] for r in rs
             ),
             "n_params": rs[0]["n_params"],
+            "n_trainable": rs[0]["n_trainable"],
             "final_loss": rs[0]["losses"][-1] if rs[0]["losses"] else None,
             "memory_method": rs[0]["memory"]["method"],
             "foreign_cpu_share": statistics.mean(shares) if shares else None,
@@ -370,7 +380,11 @@ def summarize(runs: list[dict], arms: list[str]) -> dict:
             "throughput_ge_1.2_stretch": tp >= 1.2,
             "memory_le_1.0": mem <= 1.0,
         }
-        out["identical_batches"] = len({tuple(r["batch_fingerprints"]) for r in runs}) == 1
+    if "lenvm" in per_arm and "lenvm_frozen" in per_arm:
+        out.setdefault("ratios", {})["throughput_frozen_over_lenvm"] = (
+            per_arm["lenvm_frozen"]["tokens_per_s"] / per_arm["lenvm"]["tokens_per_s"]
+        )
+    out["identical_batches"] = len({tuple(r["batch_fingerprints"]) for r in runs}) == 1
     return out
 
 
@@ -406,7 +420,7 @@ def markdown(result: dict) -> str:
         ]
         for arm, a in s["arms"].items()
     ]
-    if "ratios" in s:
+    if "throughput_lenvm_over_sft" in s.get("ratios", {}):
         r, step = s["ratios"], s["arms"]["lenvm"]["median_step_s"] / s["arms"]["sft"]["median_step_s"]
         rows.append(
             [
@@ -415,6 +429,17 @@ def markdown(result: dict) -> str:
                 f"{step:.2f}x",
                 f"**{r['peak_increase_lenvm_over_sft']:.2f}x**",
                 f"{r['peak_total_lenvm_over_sft']:.2f}x",
+            ]
+        )
+    if "throughput_frozen_over_lenvm" in s.get("ratios", {}):
+        a, b = s["arms"]["lenvm_frozen"], s["arms"]["lenvm"]
+        rows.append(
+            [
+                f"**frozen {cfg['freeze_layers']} / LenVM**",
+                f"**{s['ratios']['throughput_frozen_over_lenvm']:.2f}x**",
+                f"{a['median_step_s'] / b['median_step_s']:.2f}x",
+                f"{a['peak_increase_mib'] / b['peak_increase_mib']:.2f}x" if b["peak_increase_mib"] else "n/a",
+                f"{a['peak_total_mib'] / b['peak_total_mib']:.2f}x",
             ]
         )
     lines += harness.markdown_table(
@@ -458,6 +483,7 @@ def main(argv: list[str] | None = None) -> dict:
             "device",
             "lr",
             "seed",
+            "freeze_layers",
         )
     }
     source = model_source(base)  # converts the embedded default once, here, not inside a timed child
