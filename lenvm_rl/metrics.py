@@ -6,6 +6,7 @@ the length whose value equals the mean sampled value, so a perfect critic scores
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -47,6 +48,23 @@ def prediction_errors(predicted: Mapping[str, float], truth: Mapping[str, float]
         "within_100": float((err <= 100).mean()),
         "prompts": len(ids),
     }
+
+
+def truth_noise_floor(lengths_by_prompt: Mapping[str, Sequence[int]], truth: Mapping[str, float]) -> float:
+    """The MRE a perfect predictor (one that knew each prompt's expected length) would still score against a
+    truth averaged from a few samples: the mean over prompts of ``E|mean_n - mu| / truth``, estimated as
+    ``sqrt(2 / pi) * (s / c4(n)) / sqrt(n) / truth`` (s = the prompt's sample standard deviation, made unbiased
+    by c4; normal approximation). A critic's MRE near this figure is limited by the ground truth, not by the
+    critic."""
+    terms = []
+    for pid, t in truth.items():
+        lengths = np.asarray(lengths_by_prompt[pid], dtype=float)
+        if len(lengths) < 2:
+            raise ValueError(f"prompt {pid!r} has {len(lengths)} sampled length(s); the noise floor needs >= 2")
+        n = len(lengths)
+        c4 = math.sqrt(2 / (n - 1)) * math.exp(math.lgamma(n / 2) - math.lgamma((n - 1) / 2))
+        terms.append(math.sqrt(2 / math.pi) * lengths.std(ddof=1) / c4 / math.sqrt(n) / max(t, 1.0))
+    return float(np.mean(terms))
 
 
 def train_mean_baselines(train_lengths: Sequence[int], gamma: float) -> dict[str, float]:

@@ -26,7 +26,7 @@ import torch
 from .critic import LengthCritic
 from .data import build_dataset, completion_lengths, load_rollouts
 from .defaults import DEFAULT_MODEL, native_bf16, resolve_model
-from .metrics import per_prompt_truth, prediction_errors, train_mean_baselines
+from .metrics import per_prompt_truth, prediction_errors, train_mean_baselines, truth_noise_floor
 from .modeling import LengthValueModel, is_checkpoint_dir
 from .plots import plot_remaining_length
 from .returns import value_to_remaining
@@ -236,6 +236,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     train_lengths = completion_lengths(train_ds, include_censored=False)  # the baselines' means: finished ones
     for name, const in train_mean_baselines(train_lengths, gamma).items():
         results[f"baseline: {name} ({const:.0f} tok)"] = prediction_errors({i: const for i in ids}, truth)
+    floor = truth_noise_floor(lengths, truth)
 
     # 5. show --------------------------------------------------------------------------------------
     example = _upper_quartile_example(eval_ds)
@@ -254,6 +255,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         "train": train_stats.summary(),
         "heldout": eval_stats.summary(),
         "length_prediction": results,
+        "truth_noise_floor_mre": floor,
         "online_eval": online,
         "seconds": {"sampling": round(t_sample), "training": round(t_train), "total": round(time.time() - t0)},
         "config": asdict(cfg),
@@ -294,6 +296,10 @@ def _summary_markdown(report: dict) -> str:
         )
     o = report["online_eval"]
     lines += [
+        "",
+        f"Noise floor of this ground truth: about {100 * report['truth_noise_floor_mre']:.1f} % MRE (a predictor "
+        "that knew each prompt's expected length would still miss a truth averaged from this few samples by as "
+        "much; more eval_samples lower it).",
         "",
         "Online relative error of the predicted remaining length, by position in each held-out completion:",
         "",
