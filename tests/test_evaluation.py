@@ -198,7 +198,7 @@ def _run(name, layout, tiny_causal_dir, tmp_path, *extra):
 
 
 def test_length_prediction_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
-    result, _ = _run(
+    result, out = _run(
         "length_prediction",
         quickstart_layout,
         tiny_causal_dir,
@@ -209,7 +209,10 @@ def test_length_prediction_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
         "48",
         "--buckets",
         "2",
+        "--backend",
+        "hf_continuous",
     )
+    assert 0 <= result["truth_noise_floor_mre"] < 10 and "Noise floor" in (out / "length_prediction.md").read_text()
     names = list(result["predictors"])
     assert names[0] == "LenVM" and "prompt-length regression" in names and "bucket classifier (S3-style)" in names
     for m in result["predictors"].values():

@@ -168,6 +168,9 @@ def markdown(result: dict) -> str:
     o = result["online"]
     lines += [
         "",
+        f"Noise floor of the ground truth: about {100 * result['truth_noise_floor_mre']:.1f} % MRE (what a predictor "
+        "that knew each prompt's expected length would score against this many samples).",
+        "",
         "LenVM online relative error of the remaining length, by position in each held-out completion:",
         "",
         "| 0 % | 25 % | 50 % | 75 % | value MSE |",
@@ -196,6 +199,14 @@ class LengthPredictionArguments(common.EvalArguments):
     samples: int = field(default=16, metadata={"help": "Samples per held-out prompt."})
     max_new_tokens: int | None = field(default=None, metadata={"help": "Generation cap (default: the quickstart's)."})
     buckets: int = field(default=4, metadata={"help": "Length buckets of the S3-style classifier."})
+    backend: str = field(
+        default="hf",
+        metadata={
+            "help": "Sampler of the held-out rollouts: 'hf' (padded batches), 'hf_continuous' (continuous "
+            "batching, the same distribution) or 'vllm'.",
+            "choices": ["hf", "hf_continuous", "vllm"],
+        },
+    )
 
 
 def main(argv=None) -> dict:
@@ -208,7 +219,7 @@ def main(argv=None) -> dict:
 
     from ..data import build_dataset, load_rollouts
     from ..defaults import resolve_model
-    from ..metrics import per_prompt_truth, prediction_errors, train_mean_baselines
+    from ..metrics import per_prompt_truth, prediction_errors, train_mean_baselines, truth_noise_floor
     from ..rollouts import SamplingConfig, generate_rollouts
 
     critic = common.load_critic(a.critic)
@@ -246,6 +257,7 @@ def main(argv=None) -> dict:
         model=a.generator or qs.get("model"),
         sampling=sampling,
         batch_size=a.batch_size,
+        backend=a.backend,
         use_chat_template=critic.use_chat_template,
     )  # the critic's prompt format
     records = load_rollouts(heldout_file)
@@ -289,6 +301,7 @@ def main(argv=None) -> dict:
         "train_rollouts": str(train_file),
         "train_completions": len(train_records),
         "predictors": {n: prediction_errors(p, truth) for n, p in preds.items()},
+        "truth_noise_floor_mre": truth_noise_floor(lengths, truth),
         "online": online_errors(critic, heldout_ds),
         "regression": reg_info,
         "bucket_classifier": clf_info,
