@@ -20,6 +20,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -199,12 +200,11 @@ class LengthPredictionArguments(common.EvalArguments):
     samples: int = field(default=16, metadata={"help": "Samples per held-out prompt."})
     max_new_tokens: int | None = field(default=None, metadata={"help": "Generation cap (default: the quickstart's)."})
     buckets: int = field(default=4, metadata={"help": "Length buckets of the S3-style classifier."})
-    backend: str = field(
+    backend: Literal["hf", "hf_continuous", "vllm"] = field(
         default="hf",
         metadata={
             "help": "Sampler of the held-out rollouts: 'hf' (padded batches), 'hf_continuous' (continuous "
-            "batching, the same distribution) or 'vllm'.",
-            "choices": ["hf", "hf_continuous", "vllm"],
+            "batching, the same distribution) or 'vllm'."
         },
     )
 
