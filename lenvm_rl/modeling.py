@@ -36,7 +36,7 @@ from transformers.utils import ModelOutput
 
 from .defaults import DEFAULT_MODEL, is_default_model, portable_model_name, resolve_model
 from .returns import check_gamma
-from .vlm import IGNORED_KEYS, VISION_KEYS, load_backbone, names_vision_model, text_hidden_size
+from .vlm import IGNORED_KEYS, VISION_KEYS, _unwrap, load_backbone, names_vision_model, text_hidden_size
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 LENVM_CONFIG_FILE = "lenvm_config.json"
@@ -297,17 +297,22 @@ class LengthValueModel(nn.Module):
         (out / LENVM_CONFIG_FILE).write_text(json.dumps(self.lenvm_config(), indent=2) + "\n")
 
 
+def _language_model(backbone: nn.Module) -> nn.Module:
+    """The text decoder of a backbone: the backbone itself, or a vision-language body's language tower."""
+    body = _unwrap(backbone)
+    return body.get_decoder() if hasattr(body, "get_decoder") else body
+
+
 def decoder_layers(backbone: nn.Module) -> nn.ModuleList:
     """The language tower's stack of transformer blocks (``layers`` or ``h``), for a text or vision backbone."""
-    body = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
-    lm = body.get_decoder() if hasattr(body, "get_decoder") else body
+    lm = _language_model(backbone)
     for owner in (lm, getattr(lm, "model", None)):
         for name in ("layers", "h"):
             stack = getattr(owner, name, None)
             if isinstance(stack, nn.ModuleList):
                 return stack
     raise ValueError(
-        f"Could not find the transformer layers of {type(body).__name__} (looked for `layers` and `h`); "
+        f"Could not find the transformer layers of {type(_unwrap(backbone)).__name__} (looked for `layers` and `h`); "
         "train it with freeze_layers=0."
     )
 
@@ -328,7 +333,7 @@ def freeze_lower_layers(model: LengthValueModel, n: int) -> int:
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
     trainable = {id(p) for layer in layers[n:] for p in layer.parameters()}
     trainable |= {id(p) for p in model.v_head.parameters()}
-    lm = model.backbone.get_decoder() if hasattr(model.backbone, "get_decoder") else model.backbone
+    lm = _language_model(model.backbone)
     norm = getattr(lm, "norm", None) or getattr(lm, "ln_f", None) or getattr(lm, "final_layernorm", None)
     if isinstance(norm, nn.Module):
         trainable |= {id(p) for p in norm.parameters()}

@@ -79,7 +79,7 @@ class LengthValueConfig(TrainingArguments):
             Freeze the token embeddings and the lowest `freeze_layers` transformer layers of the backbone (full
             fine-tuning only; 0 trains everything). Backpropagation then stops at the first trainable layer, so
             a step costs about `1 + 2 * (L - freeze_layers) / L` forward passes instead of 3: the cheap way to fit
-            a critic on a CPU (evals/benchmarks/freeze_layers.py measures it).
+            a critic on a CPU (`evals/benchmarks/train_throughput.py --arms lenvm lenvm_frozen` measures it).
 
         > Output
 
