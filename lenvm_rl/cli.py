@@ -283,7 +283,7 @@ def generate(argv: list[str]) -> int:
     from .critic import LengthCritic
     from .decoding import check_request, generate_with_length
     from .defaults import resolve_model
-    from .evaluation.common import answers_nll
+    from .evaluation.common import answers_nll, repeated_ngram_share
 
     check_request(a.mode, a.target_tokens, a.beta, a.max_new_tokens, a.rule)  # before loading anything
     name = resolve_model(a.model)
@@ -310,10 +310,13 @@ def generate(argv: list[str]) -> int:
         seed=a.seed,
         value_tolerance=a.value_tolerance,
     )
-    # Quality beside length: the generator's own mean NLL per token of what it wrote (higher = less likely text).
+    # Quality beside length: the generator's own mean NLL per token of what it wrote (higher = less likely text),
+    # and rep-4, the share of its token 4-grams that repeat (a loop is likely text: its NLL looks good).
     nll = answers_nll(model, tokenizer, a.prompt, results, use_chat_template=critic.use_chat_template)
     for prompt, r, x in zip(a.prompt, results, nll):  # end: natural (EOS sampled) | forced (by the rule) | cap
-        print(f"### {prompt}\n{r['text']}\n[{r['num_tokens']} tokens, end: {r['end']}, mean NLL {x:.2f}]\n")
+        rep = repeated_ngram_share(r["token_ids"])
+        quality = f"mean NLL {x:.2f}, rep-4 {'-' if rep is None else f'{rep:.2f}'}"
+        print(f"### {prompt}\n{r['text']}\n[{r['num_tokens']} tokens, end: {r['end']}, {quality}]\n")
     return 0
 
 

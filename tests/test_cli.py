@@ -137,8 +137,12 @@ def test_generate_command(tiny_causal_dir, tmp_path, rollouts_file, capsys):
     assert n <= 5
     import re
 
-    line = re.fullmatch(r"\[(\d+) tokens, end: (natural|forced), mean NLL (\d+\.\d\d)\]", out.strip().splitlines()[-1])
+    line = re.fullmatch(
+        r"\[(\d+) tokens, end: (natural|forced), mean NLL (\d+\.\d\d), rep-4 (-|\d\.\d\d)\]",
+        out.strip().splitlines()[-1],
+    )
     assert line and int(line[1]) == n and float(line[3]) > 0  # a tiny random generator: high NLL, not NaN
+    assert (line[4] == "-") == (n < 4)  # rep-4 needs four tokens
     with pytest.raises(ValueError, match="exceeds max_new_tokens"):
         main(
             [

@@ -40,7 +40,7 @@ def test_lifebench_averages_per_target_first():
     assert agg["abs_ld"] == 0.25
 
 
-def _cell(mode, arm, target, ls, natural, gap=0.05, degenerate=0.0):
+def _cell(mode, arm, target, ls, natural, gap=0.05, degenerate=0.0, repetitive=0.0):
     return {
         "mode": mode,
         "arm": arm,
@@ -49,6 +49,7 @@ def _cell(mode, arm, target, ls, natural, gap=0.05, degenerate=0.0):
         "natural_end_rate": natural,
         "nll_gap_to_plain": gap,
         "degenerate_rate": degenerate,
+        "repetitive_rate": repetitive,
     }
 
 
@@ -72,8 +73,11 @@ def test_lifebench_goal_compares_lenvm_with_rules_only_per_target():
     assert lifebench.goal(only_met)["met"] is True
     assert lifebench.goal([_cell("equal", "lenvm", 16, 90.0, 1.0)]) is None  # no control arm: no verdict
 
-    def quality(ls, gap, degenerate):
-        cells = [_cell("equal", "rules_only", 16, 60.0, 0.1), _cell("equal", "lenvm", 16, ls, 0.9, gap, degenerate)]
+    def quality(ls, gap, degenerate, repetitive=0.0):
+        cells = [
+            _cell("equal", "rules_only", 16, 60.0, 0.1),
+            _cell("equal", "lenvm", 16, ls, 0.9, gap, degenerate, repetitive),
+        ]
         return lifebench.goal(cells)["quality_met"]
 
     assert quality(61.0, 0.09, 0.04) is True
@@ -81,6 +85,9 @@ def test_lifebench_goal_compares_lenvm_with_rules_only_per_target():
     assert quality(80.0, 0.10, 0.0) is False  # NLL gap of 10 %: not under it
     assert quality(80.0, 0.05, 0.05) is False  # 5 % degenerate: not under it
     assert quality(80.0, None, 0.0) is False  # no NLL: no verdict of quality
+    assert quality(61.0, 0.09, 0.04, 0.04) is True
+    assert quality(80.0, 0.05, 0.0, 0.05) is False  # 5 % repetitive (loops, whose NLL looks fine): not under it
+    assert quality(80.0, 0.05, 0.0, None) is False
 
 
 def test_lifebench_token_prompt_and_local_file(lifebench_file):
@@ -239,6 +246,12 @@ def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_
         assert set(c) == set(lifebench.SUMMARY_KEYS) and c["n"] == n_prompts and c["target"] == 6
         assert c["natural_end_rate"] + c["forced_stop_rate"] + c["capped_rate"] == pytest.approx(1.0)
         assert c["mean_nll"] > 0 and 0.0 <= c["degenerate_rate"] <= 1.0
+        long_enough = [
+            r for r in result["rows"] if (r["mode"], r["arm"]) == (c["mode"], c["arm"]) and r["num_tokens"] >= 4
+        ]
+        assert (c["mean_rep4"] is None) == (not long_enough)  # rep-4 needs four tokens
+        if long_enough:
+            assert 0.0 <= c["mean_rep4"] <= 1.0 and 0.0 <= c["repetitive_rate"] <= 1.0
         if c["arm"] == "plain":
             assert c["nll_gap_to_plain"] == pytest.approx(0.0)
     rows = {(r["mode"], r["arm"], r["uid"]): r for r in result["rows"]}
@@ -247,6 +260,7 @@ def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_
         assert r["num_tokens"] <= 2 * r["target"]  # the default cap
         assert r["finished"] == (r["end"] == "natural")  # forced and capped rows are never finished
         assert r["nll"] is None or r["nll"] > 0
+        assert (r["rep4"] is None) == (r["num_tokens"] < 4) and (r["rep4"] is None or 0.0 <= r["rep4"] <= 1.0)
         if r["arm"] in ("lenvm", "rules_only") and r["mode"] == "at_least":
             assert r["num_tokens"] >= r["target"]  # EOS is masked before the target
         if r["arm"] in ("lenvm", "rules_only", "extreme") and r["mode"] == "at_most":
@@ -341,17 +355,39 @@ def test_lifebench_config_file_and_stratified_draw(tmp_path, lifebench_file):
     assert any(lifebench.draw_tasks(tasks, 3, seed) != lifebench.draw_tasks(tasks, 3, 0) for seed in range(1, 6))
 
 
-def test_lifebench_cell_summary_by_hand():
-    def row(uid, nll, end="natural", ld=0.0):
-        return {"uid": uid, "nll": nll, "end": end, "ld": ld, "ls": lifebench.length_score(ld, "equal")}
+def test_repeated_ngram_share_by_hand():
+    from lenvm_rl.evaluation.common import repeated_ngram_share
 
-    plain = [row(f"u{i}", float(i)) for i in range(1, 21)]  # NLL 1 .. 20: 95th percentile 19.05
-    arm = [row("u1", 2.0, "forced", -0.5), row("u2", 4.0, "cap", 1.0), row("u3", 30.0), row("u4", None)]
+    assert repeated_ngram_share([1, 2, 3, 4, 5, 6]) == 0.0  # 3 distinct 4-grams
+    # 1 2 3 4 1 2 3 4: 5 four-grams, 4 distinct (1 2 3 4 twice)
+    assert repeated_ngram_share([1, 2, 3, 4, 1, 2, 3, 4]) == pytest.approx(1 - 4 / 5)
+    assert repeated_ngram_share([7] * 10) == pytest.approx(1 - 1 / 7)  # a loop: one 4-gram seven times
+    assert repeated_ngram_share([1, 2, 3]) is None and repeated_ngram_share([1, 2, 1, 2], n=2) == pytest.approx(1 / 3)
+
+
+def test_lifebench_cell_summary_by_hand():
+    def row(uid, nll, end="natural", ld=0.0, ids=(1, 2, 3, 4, 5)):
+        return {
+            "uid": uid,
+            "nll": nll,
+            "end": end,
+            "ld": ld,
+            "ls": lifebench.length_score(ld, "equal"),
+            "token_ids": list(ids),
+        }
+
+    plain = [row(f"u{i}", float(i)) for i in range(1, 21)]  # NLL 1 .. 20: 95th percentile 19.05; rep-4 all 0
+    loop = [9] * 8  # rep-4 1 - 1/5 = 0.8
+    arm = [row("u1", 2.0, "forced", -0.5), row("u2", 4.0, "cap", 1.0, loop), row("u3", 30.0), row("u4", None, ids=())]
     c = lifebench.cell_summary(arm, plain, "equal", "lenvm", 16)
     assert c["n"] == 4 and c["natural_end_rate"] == 0.5 and c["forced_stop_rate"] == 0.25 and c["capped_rate"] == 0.25
     assert c["mean_nll"] == pytest.approx(12.0)
     assert c["nll_gap_to_plain"] == pytest.approx((12.0 - 2.0) / 2.0)  # the same prompts u1..u3: plain mean 2
     assert c["degenerate_rate"] == pytest.approx(1 / 3)  # only NLL 30 is above plain's 95th percentile
+    # rep-4: u1, u3 0, u2 0.8, u4 none (no tokens); only the loop is above plain's 95th percentile (0)
+    assert c["mean_rep4"] == pytest.approx(0.8 / 3) and c["repetitive_rate"] == pytest.approx(1 / 3)
+    stored = [dict(r, rep4=0.5) for r in arm[:3]]  # a recorded rep-4 is used as it is
+    assert lifebench.cell_summary(stored, plain, "equal", "lenvm", 16)["mean_rep4"] == pytest.approx(0.5)
     assert c["mean_abs_ld"] == pytest.approx(0.375)
 
 

@@ -228,6 +228,18 @@ def answers_nll(
     return answer_nll(generator, prompt_ids, completions, batch_size, pad)
 
 
+REPEAT_N = 4  # rep-4, as in Welleck et al. (2019), "Neural text generation with unlikelihood training"
+
+
+def repeated_ngram_share(token_ids, n: int = REPEAT_N) -> float | None:
+    """The share of an answer's token n-grams that repeat an earlier one in the same answer (``1 - distinct /
+    total``; 0 = no n-gram twice, near 1 = a loop); None when the answer has fewer than ``n`` tokens. A quality
+    signal the NLL misses: a loop is *likely* text under the generator, so its NLL drops while it degenerates."""
+    ids = list(token_ids)
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else None
+
+
 def machine() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)

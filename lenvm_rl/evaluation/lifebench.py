@@ -28,6 +28,9 @@ Per (mode, arm, target) cell (the ``summary`` list of lifebench.json):
                         (EOS counted for natural ends): a quality signal beside length
     nll_gap_to_plain    ``(mean_nll_arm - mean_nll_plain) / mean_nll_plain`` over the same prompts
     degenerate_rate     share of answers whose NLL exceeds the 95th percentile of the plain answers' NLL
+    mean_rep4           mean share of an answer's token 4-grams that repeat an earlier one (rep-4; 0 = none, near
+                        1 = a loop): a loop is likely text, so the NLL alone would count it as good
+    repetitive_rate     share of answers whose rep-4 exceeds the 95th percentile of the plain answers' rep-4
 
 Every arm stops at ``min(max_new_tokens, max_new_factor * T)`` tokens (default factor 2), so LD is at most
 +1 and an Equal To / At Most answer scores at least 100 exp(-2) = 13.5: the cap can only flatter plain.
@@ -72,7 +75,7 @@ CELLS_FILE = f"{NAME}_cells.jsonl"
 # The goal (fixed before the runs): see goal().
 GOAL_EQUAL_LS_MARGIN, GOAL_EQUAL_NATURAL = 10.0, 0.80
 GOAL_BOUND_NATURAL_MARGIN, GOAL_BOUND_LS = 0.30, 95.0
-GOAL_NLL_GAP, GOAL_DEGENERATE = 0.10, 0.05
+GOAL_NLL_GAP, GOAL_DEGENERATE = 0.10, 0.05  # the degenerate bound also holds for repetitive answers
 SUMMARY_KEYS = (
     "mode",
     "arm",
@@ -86,6 +89,8 @@ SUMMARY_KEYS = (
     "mean_nll",
     "nll_gap_to_plain",
     "degenerate_rate",
+    "mean_rep4",
+    "repetitive_rate",
 )
 
 
@@ -276,6 +281,18 @@ def _mean(xs) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
+def rep4(row: dict) -> float | None:
+    """A row's rep-4 (rows stored before it was recorded carry their token ids)."""
+    return row["rep4"] if "rep4" in row else common.repeated_ngram_share(row["token_ids"])
+
+
+def _share_above_plain_p95(values: list[float], plain_values: list[float]) -> float | None:
+    if not values or not plain_values:
+        return None
+    threshold = float(np.percentile(plain_values, 95))
+    return float(np.mean([x > threshold for x in values]))
+
+
 def cell_summary(rows: list[dict], plain_rows: list[dict], mode: str, arm: str, target: int) -> dict:
     """One line of the ``summary`` list; the quality terms compare with the plain answers to the same prompts."""
     n = len(rows)
@@ -291,10 +308,8 @@ def cell_summary(rows: list[dict], plain_rows: list[dict], mode: str, arm: str, 
         plain_mean = float(np.mean([p for _, p in pairs]))
         gap = (float(np.mean([a for a, _ in pairs])) - plain_mean) / plain_mean
     nlls = [r["nll"] for r in rows if r["nll"] is not None and math.isfinite(r["nll"])]
-    degenerate = None
-    if plain_nll and nlls:
-        threshold = float(np.percentile(list(plain_nll.values()), 95))
-        degenerate = float(np.mean([x > threshold for x in nlls]))
+    reps = [x for x in map(rep4, rows) if x is not None]
+    plain_reps = [x for x in map(rep4, plain_rows) if x is not None]
     return {
         "mode": mode,
         "arm": arm,
@@ -307,7 +322,9 @@ def cell_summary(rows: list[dict], plain_rows: list[dict], mode: str, arm: str, 
         "capped_rate": ends["cap"] / max(n, 1),
         "mean_nll": _mean(nlls),
         "nll_gap_to_plain": gap,
-        "degenerate_rate": degenerate,
+        "degenerate_rate": _share_above_plain_p95(nlls, list(plain_nll.values())),
+        "mean_rep4": _mean(reps),
+        "repetitive_rate": _share_above_plain_p95(reps, plain_reps),
     }
 
 
@@ -334,8 +351,8 @@ def goal(summary: list[dict]) -> dict | None:
 
     Equal To: the ``lenvm`` arm scores at least ``rules_only`` + 10 LS and ends naturally in >= 80 % of rows.
     At Most / At Least: its natural-end rate is at least ``rules_only``'s + 30 points, at LS >= 95.
-    Quality (every mode, ``quality_met``): LS above ``rules_only``'s with an NLL gap to plain under 10 % and
-    under 5 % degenerate answers.
+    Quality (every mode, ``quality_met``): LS above ``rules_only``'s with an NLL gap to plain under 10 %, under
+    5 % degenerate answers and under 5 % repetitive ones (a loop lowers the NLL, so the NLL terms alone miss it).
     """
     by = {(c["mode"], c["arm"], c["target"]): c for c in summary}
     checks = []
@@ -362,12 +379,15 @@ def goal(summary: list[dict]) -> dict | None:
                 "met": bool(met),
                 "nll_gap": ours.get("nll_gap_to_plain"),
                 "degenerate_rate": ours.get("degenerate_rate"),
+                "repetitive_rate": ours.get("repetitive_rate"),
                 "quality_met": bool(
                     d_ls > 0
                     and ours.get("nll_gap_to_plain") is not None
                     and ours["nll_gap_to_plain"] < GOAL_NLL_GAP
                     and ours.get("degenerate_rate") is not None
                     and ours["degenerate_rate"] < GOAL_DEGENERATE
+                    and ours.get("repetitive_rate") is not None
+                    and ours["repetitive_rate"] < GOAL_DEGENERATE
                 ),
             }
         )
@@ -396,6 +416,7 @@ def answer_row(task: dict, mode: str, target: int, arm: str, out: dict, nll: flo
         "ld": ld,
         "ls": length_score(ld, mode),
         "nll": nll if math.isfinite(nll) else None,
+        "rep4": common.repeated_ngram_share(out["token_ids"]),
         "text": out["text"],
         "token_ids": out["token_ids"],
     }
@@ -558,8 +579,9 @@ def markdown(result: dict) -> str:
         f"### Token-level LIFEBench ({result['tasks']} prompts: {result['categories']}; lang {result['langs']}; "
         f"targets {result['targets']}; generator {result['generator']})",
         "",
-        "| mode | arm | target | n | LS | mean abs(LD) | natural | forced | capped | mean NLL | NLL gap | degenerate |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | arm | target | n | LS | mean abs(LD) | natural | forced | capped | mean NLL | NLL gap | degenerate | "
+        "rep-4 | repetitive |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in result["summary"]:
         lines.append(
@@ -567,7 +589,8 @@ def markdown(result: dict) -> str:
             f"{100 * c['mean_abs_ld']:.0f} % | {100 * c['natural_end_rate']:.0f} % | "
             f"{100 * c['forced_stop_rate']:.0f} % | {100 * c['capped_rate']:.0f} % | "
             f"{_fmt(c['mean_nll'], digits=2)} | {_fmt(c['nll_gap_to_plain'], pct=True)} | "
-            f"{_fmt(c['degenerate_rate'], share=True)} |"
+            f"{_fmt(c['degenerate_rate'], share=True)} | {_fmt(c.get('mean_rep4'), digits=3)} | "
+            f"{_fmt(c.get('repetitive_rate'), share=True)} |"
         )
     lines += [
         "",
@@ -585,18 +608,18 @@ def markdown(result: dict) -> str:
             f"{100 * GOAL_EQUAL_NATURAL:.0f} % natural; At Most / At Least: +{100 * GOAL_BOUND_NATURAL_MARGIN:.0f} "
             f"points natural at LS >= {GOAL_BOUND_LS:.0f}): **{'met' if g['met'] else 'not met'}**",
             "",
-            f"Quality goal (LS above rules_only, NLL gap to plain < {100 * GOAL_NLL_GAP:.0f} %, degenerate < "
-            f"{100 * GOAL_DEGENERATE:.0f} %): **{'met' if g['quality_met'] else 'not met'}**",
+            f"Quality goal (LS above rules_only, NLL gap to plain < {100 * GOAL_NLL_GAP:.0f} %, degenerate and "
+            f"repetitive < {100 * GOAL_DEGENERATE:.0f} % each): **{'met' if g['quality_met'] else 'not met'}**",
             "",
             "| mode | target | LS lenvm | LS rules_only | natural lenvm | natural rules_only | met | NLL gap | "
-            "degenerate | quality met |",
-            "|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
+            "degenerate | repetitive | quality met |",
+            "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
         ]
         lines += [
             f"| {c['mode']} | {c['target']} | {c['ls_lenvm']:.1f} | {c['ls_rules_only']:.1f} | "
             f"{100 * c['natural_lenvm']:.0f} % | {100 * c['natural_rules_only']:.0f} % | {'yes' if c['met'] else 'no'} | "
             f"{_fmt(c['nll_gap'], pct=True)} | {_fmt(c['degenerate_rate'], share=True)} | "
-            f"{'yes' if c['quality_met'] else 'no'} |"
+            f"{_fmt(c.get('repetitive_rate'), share=True)} | {'yes' if c['quality_met'] else 'no'} |"
             for c in g["checks"]
         ]
     return "\n".join(lines) + "\n"
@@ -671,6 +694,8 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
                 key = settings_key(cfg, tasks, arm, critic.use_chat_template)
                 if (mode, arm, target, key) in stored:
                     cells[mode, arm, target] = stored[mode, arm, target, key]["rows"]
+                    for r in cells[mode, arm, target]:  # cells stored before rep-4 was recorded
+                        r.setdefault("rep4", common.repeated_ngram_share(r["token_ids"]))
                     reused += 1
                     continue
                 desc = f"{arm} {mode} {target}"
