@@ -14,6 +14,17 @@ import numpy as np
 from .returns import return_consistent_length
 
 
+def finished_lengths_by_prompt(records: Sequence[Mapping], min_samples: int = 2) -> dict[str, list[int]]:
+    """Token counts of the finished (``finish_reason == "stop"``) completions in rollout ``records``, per prompt
+    id, for the prompts with at least ``min_samples`` of them (``L_GT`` needs a few): cut completions are only
+    lower bounds on a length, so they never enter a ground truth."""
+    lengths: dict[str, list[int]] = {}
+    for r in records:
+        if r["finish_reason"] == "stop":
+            lengths.setdefault(r["prompt_id"], []).append(r["num_tokens"])
+    return {pid: ls for pid, ls in lengths.items() if len(ls) >= min_samples}
+
+
 def per_prompt_truth(lengths_by_prompt: Mapping[str, Sequence[int]], gamma: float) -> dict[str, float]:
     return {pid: return_consistent_length(lengths, gamma) for pid, lengths in lengths_by_prompt.items()}
 

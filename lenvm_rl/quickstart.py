@@ -26,7 +26,13 @@ import torch
 from .critic import LengthCritic
 from .data import build_dataset, completion_lengths, load_rollouts
 from .defaults import DEFAULT_MODEL, native_bf16, resolve_model
-from .metrics import per_prompt_truth, prediction_errors, train_mean_baselines, truth_noise_floor
+from .metrics import (
+    finished_lengths_by_prompt,
+    per_prompt_truth,
+    prediction_errors,
+    train_mean_baselines,
+    truth_noise_floor,
+)
 from .modeling import LengthValueModel, is_checkpoint_dir
 from .plots import plot_remaining_length
 from .returns import value_to_remaining
@@ -223,11 +229,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     print("[lenvm] 4/5 evaluating on held-out prompts")
     online = trainer.evaluate()
     critic = LengthCritic(trainer.accelerator.unwrap_model(trainer.model), tokenizer)
-    lengths = defaultdict(list)
-    for r in eval_records:
-        if r["finish_reason"] == "stop":
-            lengths[r["prompt_id"]].append(r["num_tokens"])
-    lengths = {pid: ls for pid, ls in lengths.items() if len(ls) >= 2}  # L_GT needs a few samples
+    lengths = finished_lengths_by_prompt(eval_records)
     truth = per_prompt_truth(lengths, gamma)
     prompt_of = {r["prompt_id"]: r["prompt"] for r in eval_records}
     ids = sorted(truth)

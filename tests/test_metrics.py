@@ -33,3 +33,15 @@ def test_truth_noise_floor_is_zero_without_spread_and_matches_a_perfect_predicto
     assert truth_noise_floor(samples, truth) > 0.1  # sd 30 / 2 / 100 * 0.8: the check is not vacuous
     with pytest.raises(ValueError, match="needs >= 2"):
         truth_noise_floor({"a": [5]}, {"a": 5.0})
+
+
+def test_finished_lengths_by_prompt_keeps_finished_completions_of_prompts_with_enough_samples():
+    from lenvm_rl.metrics import finished_lengths_by_prompt
+
+    def rec(pid, n, reason="stop"):
+        return {"prompt_id": pid, "num_tokens": n, "finish_reason": reason}
+
+    records = [rec("a", 10), rec("a", 30), rec("a", 256, "length"), rec("b", 5), rec("b", 256, "length"), rec("c", 7)]
+    # a: the cut completion is a lower bound, not a length; b, c: one finished sample is not a ground truth
+    assert finished_lengths_by_prompt(records) == {"a": [10, 30]}
+    assert finished_lengths_by_prompt(records, min_samples=1) == {"a": [10, 30], "b": [5], "c": [7]}

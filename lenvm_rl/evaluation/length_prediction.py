@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -219,7 +218,13 @@ def main(argv=None) -> dict:
 
     from ..data import build_dataset, load_rollouts
     from ..defaults import resolve_model
-    from ..metrics import per_prompt_truth, prediction_errors, train_mean_baselines, truth_noise_floor
+    from ..metrics import (
+        finished_lengths_by_prompt,
+        per_prompt_truth,
+        prediction_errors,
+        train_mean_baselines,
+        truth_noise_floor,
+    )
     from ..rollouts import SamplingConfig, generate_rollouts
 
     critic = common.load_critic(a.critic)
@@ -261,11 +266,7 @@ def main(argv=None) -> dict:
         use_chat_template=critic.use_chat_template,
     )  # the critic's prompt format
     records = load_rollouts(heldout_file)
-    lengths = defaultdict(list)
-    for r in records:
-        if r["finish_reason"] == "stop":
-            lengths[r["prompt_id"]].append(r["num_tokens"])
-    lengths = {pid: ls for pid, ls in lengths.items() if len(ls) >= 2}  # L_GT needs a few samples
+    lengths = finished_lengths_by_prompt(records)
     if not lengths:
         raise ValueError("no held-out prompt has two finished samples; raise --max-new-tokens or --samples")
     truth = per_prompt_truth(lengths, gamma)
