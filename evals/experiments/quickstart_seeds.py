@@ -1,0 +1,111 @@
+"""Quickstart critics over seeds: the default against ``--freeze_layers 20 --train_samples 2``, paired by seed.
+
+For each seed the default quickstart runs first; the other arm starts from a copy of its rollouts, so it trains
+on the same 252 completions plus one more sample per prompt and is judged on the same held-out split and
+samples: the two differ only in what they train on and how. The seed sets the held-out split, the sampling and
+the training. Each row is the quickstart's own held-out table (4 samples per held-out prompt; its noise floor
+beside it). A run already in ``--runs_dir`` with the same settings is reused, so the script resumes.
+
+    python -m evals.experiments.quickstart_seeds --seeds 0,1,2 --runs_dir lenvm_runs/seeds \
+        --output_dir evals/results/quickstart_seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ARMS = {"default": {}, "freeze20_x2": {"freeze_layers": 20, "train_samples": 2}}
+ROLLOUTS = ("rollouts_train.jsonl", "rollouts_heldout.jsonl")
+COLUMNS = {  # name in the table: how to read it from a run's metrics.json
+    "MRE": lambda m: m["length_prediction"]["LenVM"]["mre"],
+    "MAE": lambda m: m["length_prediction"]["LenVM"]["mae"],
+    "Kendall tau": lambda m: m["length_prediction"]["LenVM"]["kendall_tau"],
+    "MRE, longest quartile": lambda m: m["length_prediction"]["LenVM"]["mre_longest_quartile"],
+    "value MSE": lambda m: m["online_eval"]["eval_value_mse"],
+    "noise floor": lambda m: m["truth_noise_floor_mre"],
+}
+PERCENT = {"MRE", "MRE, longest quartile", "noise floor"}
+
+
+def run_one(arm: str, seed: int, runs_dir: Path, backend: str) -> dict:
+    """The run's metrics.json, computed unless a run with these settings is there."""
+    from lenvm_rl.quickstart import QuickstartConfig, run_quickstart
+
+    out = runs_dir / f"{arm}_s{seed}"
+    cfg = replace(QuickstartConfig(), output_dir=str(out), seed=seed, backend=backend, **ARMS[arm])
+    metrics = out / "metrics.json"
+    if metrics.is_file():
+        m = json.loads(metrics.read_text())
+        key = cfg.training_key()
+        if cfg.trained_with_same_settings({k: v for k, v in m["config"].items() if k in key}):
+            return m
+    if arm != "default":  # the paired default's rollouts: the same held-out samples, a superset of its training data
+        base = runs_dir / f"default_s{seed}"
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ROLLOUTS:
+            if not (out / name).exists():
+                shutil.copy(base / name, out / name)
+    run_quickstart(cfg)
+    return json.loads(metrics.read_text())
+
+
+def fmt(name: str, x: float) -> str:
+    return f"{100 * x:.1f} %" if name in PERCENT else f"{x:.3f}" if name == "value MSE" else f"{x:.2f}"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--runs_dir", default="lenvm_runs/seeds")
+    p.add_argument("--backend", default="hf_continuous", help="rollout sampler (the same distribution either way)")
+    p.add_argument("--output_dir", default="evals/results/quickstart_seeds")
+    a = p.parse_args(argv)
+    seeds = [int(s) for s in a.seeds.split(",")]
+
+    runs = {(arm, s): run_one(arm, s, Path(a.runs_dir), a.backend) for s in seeds for arm in ARMS}
+    table = {arm: {name: [get(runs[arm, s]) for s in seeds] for name, get in COLUMNS.items()} for arm in ARMS}
+    other = next(arm for arm in ARMS if arm != "default")
+    diff = {name: [o - d for o, d in zip(table[other][name], table["default"][name])] for name in COLUMNS}
+    result = {
+        "seeds": seeds,
+        "arms": ARMS,
+        "per_seed": table,
+        "mean": {arm: {k: float(np.mean(v)) for k, v in cols.items()} for arm, cols in table.items()},
+        "sd": {arm: {k: float(np.std(v, ddof=1)) for k, v in cols.items()} for arm, cols in table.items()},
+        f"{other}_minus_default": diff,
+        "seconds": {f"{arm}_s{s}": runs[arm, s]["seconds"] for (arm, s) in runs},
+    }
+
+    names = [n for n in COLUMNS if n != "noise floor"]
+    lines = [f"| arm | seed | {' | '.join(names)} | noise floor |", "|---|---:|" + "---:|" * (len(names) + 1)]
+    for arm in ARMS:
+        for i, s in enumerate(seeds):
+            lines.append(f"| {arm} | {s} | " + " | ".join(fmt(n, table[arm][n][i]) for n in COLUMNS) + " |")
+        mean, sd = result["mean"][arm], result["sd"][arm]
+        cells = " | ".join(f"**{fmt(n, mean[n])}** ± {fmt(n, sd[n])}" for n in COLUMNS)
+        lines.append(f"| {arm} | mean ± sd | {cells} |")
+    wins = {n: sum((d < 0) if n != "Kendall tau" else (d > 0) for d in diff[n]) for n in names}
+    lines += [
+        "",
+        f"{other} - default, per seed (paired): "
+        + "; ".join(f"{n} {', '.join(fmt(n, d) for d in diff[n])} (better in {wins[n]}/{len(seeds)})" for n in names),
+    ]
+    md = "\n".join(lines) + "\n"
+    print(md)
+    out = Path(a.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quickstart_seeds.json").write_text(json.dumps(result, indent=2))
+    command = " ".join(["python -m evals.experiments.quickstart_seeds", *(sys.argv[1:] if argv is None else argv)])
+    (out / "quickstart_seeds.md").write_text(f"<!-- {command} -->\n" + md)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""evals/experiments/quickstart_seeds.py: the pairing (shared rollouts), the reuse and the table, with a fake run."""
+
+import json
+
+import pytest
+
+from evals.experiments import quickstart_seeds
+
+
+def test_pairs_each_seed_reuses_finished_runs_and_summarises(tmp_path, monkeypatch):
+    import lenvm_rl.quickstart as qs
+
+    calls = []
+
+    def fake_run(cfg):
+        out = tmp_path / "runs" / f"{'default' if cfg.freeze_layers == 0 else 'freeze20_x2'}_s{cfg.seed}"
+        assert cfg.output_dir == str(out)
+        if cfg.freeze_layers:  # the paired default's rollouts are there before the run starts
+            for name in quickstart_seeds.ROLLOUTS:
+                assert (out / name).read_text() == f"{name} of seed {cfg.seed}"
+        else:
+            out.mkdir(parents=True)
+            for name in quickstart_seeds.ROLLOUTS:
+                (out / name).write_text(f"{name} of seed {cfg.seed}")
+        calls.append((cfg.freeze_layers, cfg.train_samples, cfg.seed))
+        mre = 0.4 - 0.1 * bool(cfg.freeze_layers) + 0.01 * cfg.seed
+        lenvm = {"mre": mre, "mae": 100 * mre, "kendall_tau": 0.7, "mre_longest_quartile": mre}
+        metrics = {
+            "length_prediction": {"LenVM": lenvm},
+            "online_eval": {"eval_value_mse": mre / 10},
+            "truth_noise_floor_mre": 0.18,
+            "seconds": {"total": 1},
+            "config": {**cfg.__dict__},
+        }
+        (out / "metrics.json").write_text(json.dumps(metrics))
+
+    monkeypatch.setattr(qs, "run_quickstart", fake_run)
+    argv = ["--seeds", "0,1", "--runs_dir", str(tmp_path / "runs"), "--output_dir", str(tmp_path / "out")]
+    result = quickstart_seeds.main(argv)
+    assert calls == [(0, 1, 0), (20, 2, 0), (0, 1, 1), (20, 2, 1)]
+    assert result["per_seed"]["default"]["MRE"] == pytest.approx([0.40, 0.41])
+    assert result["mean"]["freeze20_x2"]["MRE"] == pytest.approx(0.305)
+    assert result["sd"]["default"]["MRE"] == pytest.approx(0.01 / 2**0.5)
+    assert result["freeze20_x2_minus_default"]["MAE"] == pytest.approx([-10.0, -10.0])
+    md = (tmp_path / "out" / "quickstart_seeds.md").read_text()
+    assert "MRE -10.0 %, -10.0 % (better in 2/2)" in md and "Kendall tau 0.00, 0.00 (better in 0/2)" in md
+    quickstart_seeds.main(argv)  # every run is there with the same settings: nothing runs again
+    assert len(calls) == 4
