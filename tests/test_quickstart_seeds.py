@@ -46,3 +46,7 @@ def test_pairs_each_seed_reuses_finished_runs_and_summarises(tmp_path, monkeypat
     assert "MRE -10.0 %, -10.0 % (better in 2/2)" in md and "Kendall tau 0.00, 0.00 (better in 0/2)" in md
     quickstart_seeds.main(argv)  # every run is there with the same settings: nothing runs again
     assert len(calls) == 4
+    alone = quickstart_seeds.main([*argv, "--arms", "default"])  # one arm: its spread, no difference
+    assert list(alone["per_seed"]) == ["default"] and "freeze20_x2_minus_default" not in alone and len(calls) == 4
+    with pytest.raises(SystemExit, match="unknown arm"):
+        quickstart_seeds.main([*argv, "--arms", "default,frozen"])

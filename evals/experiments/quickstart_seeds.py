@@ -63,40 +63,48 @@ def fmt(name: str, x: float) -> str:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
     p.add_argument("--runs_dir", default="lenvm_runs/seeds")
     p.add_argument("--backend", default="hf_continuous", help="rollout sampler (the same distribution either way)")
     p.add_argument("--output_dir", default="evals/results/quickstart_seeds")
     a = p.parse_args(argv)
     seeds = [int(s) for s in a.seeds.split(",")]
+    arms = [arm for arm in ARMS if arm in a.arms.split(",")]  # the default first: the others copy its rollouts
+    if unknown := set(a.arms.split(",")) - set(ARMS):
+        raise SystemExit(f"unknown arm(s) {sorted(unknown)}; use {', '.join(ARMS)}")
+    if len(seeds) < 2:
+        raise SystemExit("a spread needs at least two seeds")
 
-    runs = {(arm, s): run_one(arm, s, Path(a.runs_dir), a.backend) for s in seeds for arm in ARMS}
-    table = {arm: {name: [get(runs[arm, s]) for s in seeds] for name, get in COLUMNS.items()} for arm in ARMS}
-    other = next(arm for arm in ARMS if arm != "default")
-    diff = {name: [o - d for o, d in zip(table[other][name], table["default"][name])] for name in COLUMNS}
+    runs = {(arm, s): run_one(arm, s, Path(a.runs_dir), a.backend) for s in seeds for arm in arms}
+    table = {arm: {name: [get(runs[arm, s]) for s in seeds] for name, get in COLUMNS.items()} for arm in arms}
     result = {
         "seeds": seeds,
-        "arms": ARMS,
+        "arms": {arm: ARMS[arm] for arm in arms},
         "per_seed": table,
         "mean": {arm: {k: float(np.mean(v)) for k, v in cols.items()} for arm, cols in table.items()},
         "sd": {arm: {k: float(np.std(v, ddof=1)) for k, v in cols.items()} for arm, cols in table.items()},
-        f"{other}_minus_default": diff,
         "seconds": {f"{arm}_s{s}": runs[arm, s]["seconds"] for (arm, s) in runs},
     }
 
     names = [n for n in COLUMNS if n != "noise floor"]
     lines = [f"| arm | seed | {' | '.join(names)} | noise floor |", "|---|---:|" + "---:|" * (len(names) + 1)]
-    for arm in ARMS:
+    for arm in arms:
         for i, s in enumerate(seeds):
             lines.append(f"| {arm} | {s} | " + " | ".join(fmt(n, table[arm][n][i]) for n in COLUMNS) + " |")
         mean, sd = result["mean"][arm], result["sd"][arm]
         cells = " | ".join(f"**{fmt(n, mean[n])}** ± {fmt(n, sd[n])}" for n in COLUMNS)
         lines.append(f"| {arm} | mean ± sd | {cells} |")
-    wins = {n: sum((d < 0) if n != "Kendall tau" else (d > 0) for d in diff[n]) for n in names}
-    lines += [
-        "",
-        f"{other} - default, per seed (paired): "
-        + "; ".join(f"{n} {', '.join(fmt(n, d) for d in diff[n])} (better in {wins[n]}/{len(seeds)})" for n in names),
-    ]
+    for other in (arm for arm in arms if arm != "default" and "default" in arms):
+        diff = {n: [o - d for o, d in zip(table[other][n], table["default"][n])] for n in COLUMNS}
+        result[f"{other}_minus_default"] = diff
+        wins = {n: sum((d < 0) if n != "Kendall tau" else (d > 0) for d in diff[n]) for n in names}
+        lines += [
+            "",
+            f"{other} - default, per seed (paired): "
+            + "; ".join(
+                f"{n} {', '.join(fmt(n, d) for d in diff[n])} (better in {wins[n]}/{len(seeds)})" for n in names
+            ),
+        ]
     md = "\n".join(lines) + "\n"
     print(md)
     out = Path(a.output_dir)
