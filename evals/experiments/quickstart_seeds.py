@@ -17,6 +17,7 @@ import json
 import shutil
 import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,15 @@ COLUMNS = {  # name in the table: how to read it from a run's metrics.json
     "Kendall tau": lambda m: m["length_prediction"]["LenVM"]["kendall_tau"],
     "MRE, longest quartile": lambda m: m["length_prediction"]["LenVM"]["mre_longest_quartile"],
     "value MSE": lambda m: m["online_eval"]["eval_value_mse"],
-    "noise floor": lambda m: m["truth_noise_floor_mre"],
+    "noise floor": lambda m: m.get("truth_noise_floor_mre"),  # None in runs older than the figure
 }
 PERCENT = {"MRE", "MRE, longest quartile", "noise floor"}
+
+
+def stat(f, values: list) -> float | None:
+    """``f`` over the values a run has (an older run lacks the noise floor); None with fewer than two."""
+    values = [v for v in values if v is not None]
+    return float(f(values)) if len(values) >= 2 else None
 
 
 def run_one(arm: str, seed: int, runs_dir: Path, backend: str) -> dict:
@@ -56,7 +63,9 @@ def run_one(arm: str, seed: int, runs_dir: Path, backend: str) -> dict:
     return json.loads(metrics.read_text())
 
 
-def fmt(name: str, x: float) -> str:
+def fmt(name: str, x: float | None) -> str:
+    if x is None:
+        return "-"
     return f"{100 * x:.1f} %" if name in PERCENT else f"{x:.3f}" if name == "value MSE" else f"{x:.2f}"
 
 
@@ -81,8 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
         "seeds": seeds,
         "arms": {arm: ARMS[arm] for arm in arms},
         "per_seed": table,
-        "mean": {arm: {k: float(np.mean(v)) for k, v in cols.items()} for arm, cols in table.items()},
-        "sd": {arm: {k: float(np.std(v, ddof=1)) for k, v in cols.items()} for arm, cols in table.items()},
+        "mean": {arm: {k: stat(np.mean, v) for k, v in cols.items()} for arm, cols in table.items()},
+        "sd": {arm: {k: stat(partial(np.std, ddof=1), v) for k, v in cols.items()} for arm, cols in table.items()},
         "seconds": {f"{arm}_s{s}": runs[arm, s]["seconds"] for (arm, s) in runs},
     }
 
@@ -95,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         cells = " | ".join(f"**{fmt(n, mean[n])}** ± {fmt(n, sd[n])}" for n in COLUMNS)
         lines.append(f"| {arm} | mean ± sd | {cells} |")
     for other in (arm for arm in arms if arm != "default" and "default" in arms):
-        diff = {n: [o - d for o, d in zip(table[other][n], table["default"][n])] for n in COLUMNS}
+        diff = {n: [o - d for o, d in zip(table[other][n], table["default"][n])] for n in names}
         result[f"{other}_minus_default"] = diff
         wins = {n: sum((d < 0) if n != "Kendall tau" else (d > 0) for d in diff[n]) for n in names}
         lines += [
