@@ -694,8 +694,8 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
                 key = settings_key(cfg, tasks, arm, critic.use_chat_template)
                 if (mode, arm, target, key) in stored:
                     cells[mode, arm, target] = stored[mode, arm, target, key]["rows"]
-                    for r in cells[mode, arm, target]:  # cells stored before rep-4 was recorded
-                        r.setdefault("rep4", common.repeated_ngram_share(r["token_ids"]))
+                    for r in cells[mode, arm, target]:  # cells stored before rep-4 was recorded get it here
+                        r["rep4"] = rep4(r)
                     reused += 1
                     continue
                 desc = f"{arm} {mode} {target}"
