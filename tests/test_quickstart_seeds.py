@@ -3,11 +3,12 @@
 import json
 
 import pytest
+from conftest import make_records, write_jsonl
 
 from evals.experiments import quickstart_seeds
 
 
-def test_pairs_each_seed_reuses_finished_runs_and_summarises(tmp_path, monkeypatch):
+def test_pairs_each_seed_reuses_finished_runs_and_summarises(tmp_path, monkeypatch, tokenizer):
     import lenvm_rl.quickstart as qs
 
     calls = []
@@ -15,18 +16,23 @@ def test_pairs_each_seed_reuses_finished_runs_and_summarises(tmp_path, monkeypat
     def fake_run(cfg):
         out = tmp_path / "runs" / f"{'default' if cfg.freeze_layers == 0 else 'freeze20_x2'}_s{cfg.seed}"
         assert cfg.output_dir == str(out)
+        records = make_records(tokenizer, n=8, seed=cfg.seed, truncated_every=4)  # 2 of 8 cut at the cap
         if cfg.freeze_layers:  # the paired default's rollouts are there before the run starts
             for name in quickstart_seeds.ROLLOUTS:
-                assert (out / name).read_text() == f"{name} of seed {cfg.seed}"
+                assert [json.loads(line) for line in (out / name).read_text().splitlines()] == records
         else:
             out.mkdir(parents=True)
             for name in quickstart_seeds.ROLLOUTS:
-                (out / name).write_text(f"{name} of seed {cfg.seed}")
+                write_jsonl(out / name, records)
         calls.append((cfg.freeze_layers, cfg.train_samples, cfg.seed))
         mre = 0.4 - 0.1 * bool(cfg.freeze_layers) + 0.01 * cfg.seed
         lenvm = {"mre": mre, "mae": 100 * mre, "kendall_tau": 0.7, "mre_longest_quartile": mre}
         metrics = {
-            "length_prediction": {"LenVM": lenvm},
+            "length_prediction": {
+                "LenVM": lenvm,
+                "baseline: train mean length (60 tok)": {"mre": 1.2},
+                "baseline: train mean (return-consistent) (40 tok)": {"mre": 0.7 + cfg.seed},
+            },
             "online_eval": {"eval_value_mse": mre / 10},
             "truth_noise_floor_mre": 0.18,
             "seconds": {"total": 1},
@@ -42,6 +48,9 @@ def test_pairs_each_seed_reuses_finished_runs_and_summarises(tmp_path, monkeypat
     assert result["mean"]["freeze20_x2"]["MRE"] == pytest.approx(0.305)
     assert result["sd"]["default"]["MRE"] == pytest.approx(0.01 / 2**0.5)
     assert result["freeze20_x2_minus_default"]["MAE"] == pytest.approx([-10.0, -10.0])
+    assert result["per_seed"]["default"]["train-mean MRE"] == pytest.approx([0.7, 1.7])  # the control beside it
+    assert result["per_seed"]["freeze20_x2"]["held-out cut"] == [0.25, 0.25]
+    assert "train-mean MRE" not in result["freeze20_x2_minus_default"]  # context, not a paired comparison
     md = (tmp_path / "out" / "quickstart_seeds.md").read_text()
     assert "MRE -10.0 %, -10.0 % (better in 2/2)" in md and "Kendall tau 0.00, 0.00 (better in 0/2)" in md
     quickstart_seeds.main(argv)  # every run is there with the same settings: nothing runs again

@@ -30,9 +30,18 @@ COLUMNS = {  # name in the table: how to read it from a run's metrics.json
     "Kendall tau": lambda m: m["length_prediction"]["LenVM"]["kendall_tau"],
     "MRE, longest quartile": lambda m: m["length_prediction"]["LenVM"]["mre_longest_quartile"],
     "value MSE": lambda m: m["online_eval"]["eval_value_mse"],
+    "train-mean MRE": lambda m: _train_mean(m)["mre"],  # the control: one constant, no critic
+    "held-out cut": lambda m: m["heldout_cut"],  # cut at the cap: not in the ground truth
     "noise floor": lambda m: m.get("truth_noise_floor_mre"),  # None in runs older than the figure
 }
-PERCENT = {"MRE", "MRE, longest quartile", "noise floor"}
+PERCENT = {"MRE", "MRE, longest quartile", "train-mean MRE", "held-out cut", "noise floor"}
+EXTRA = ("train-mean MRE", "held-out cut", "noise floor")  # context columns: no paired difference
+
+
+def _train_mean(m: dict) -> dict:
+    """The return-consistent train-mean baseline of a run (its name carries the constant)."""
+    (row,) = (v for k, v in m["length_prediction"].items() if k.startswith("baseline: train mean (return-consistent)"))
+    return row
 
 
 def stat(f, values: list) -> float | None:
@@ -42,10 +51,19 @@ def stat(f, values: list) -> float | None:
 
 
 def run_one(arm: str, seed: int, runs_dir: Path, backend: str) -> dict:
-    """The run's metrics.json, computed unless a run with these settings is there."""
+    """The run's metrics.json (computed unless a run with these settings is there), with ``heldout_cut``: the
+    share of its held-out completions cut at the cap."""
+    out = runs_dir / f"{arm}_s{seed}"
+    m = _metrics(arm, seed, out, runs_dir, backend)
+    from lenvm_rl.data import load_rollouts
+
+    heldout = load_rollouts(out / "rollouts_heldout.jsonl")
+    return m | {"heldout_cut": sum(r["finish_reason"] != "stop" for r in heldout) / len(heldout)}
+
+
+def _metrics(arm: str, seed: int, out: Path, runs_dir: Path, backend: str) -> dict:
     from lenvm_rl.quickstart import QuickstartConfig, run_quickstart
 
-    out = runs_dir / f"{arm}_s{seed}"
     cfg = replace(QuickstartConfig(), output_dir=str(out), seed=seed, backend=backend, **ARMS[arm])
     metrics = out / "metrics.json"
     if metrics.is_file():
@@ -95,8 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": {f"{arm}_s{s}": runs[arm, s]["seconds"] for (arm, s) in runs},
     }
 
-    names = [n for n in COLUMNS if n != "noise floor"]
-    lines = [f"| arm | seed | {' | '.join(names)} | noise floor |", "|---|---:|" + "---:|" * (len(names) + 1)]
+    names = [n for n in COLUMNS if n not in EXTRA]
+    lines = [f"| arm | seed | {' | '.join(COLUMNS)} |", "|---|---:|" + "---:|" * len(COLUMNS)]
     for arm in arms:
         for i, s in enumerate(seeds):
             lines.append(f"| {arm} | {s} | " + " | ".join(fmt(n, table[arm][n][i]) for n in COLUMNS) + " |")
