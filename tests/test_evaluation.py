@@ -178,8 +178,9 @@ def quickstart_layout(tmp_path_factory, tiny_causal_dir, tokenizer):
     tokenizer.save_pretrained(root / "model")
     write_jsonl(root / "rollouts_train.jsonl", make_records(tokenizer, n=24, seed=1))
     write_jsonl(root / "rollouts_heldout.jsonl", make_records(tokenizer, n=12, seed=2))
-    prompts = [{"prompt_id": f"q{i}", "prompt": f"Tell me about thing {i}."} for i in range(4)]
-    write_jsonl(root / "heldout_prompts.jsonl", prompts)
+    other = [{"prompt_id": "c0", "category": "c", "prompt": "Name a colour."}]  # left out by --categories a,b
+    prompts = [{"prompt_id": f"q{i}", "category": "ab"[i % 2], "prompt": f"Tell me about thing {i}."} for i in range(4)]
+    write_jsonl(root / "heldout_prompts.jsonl", other + prompts)
     return root
 
 
@@ -218,13 +219,40 @@ def test_length_prediction_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
         "2",
         "--backend",
         "hf_continuous",
+        "--categories",
+        "a,b",
     )
+    records = [json.loads(line) for line in (out / "rollouts_heldout_3.jsonl").read_text().splitlines()]
+    assert {r["prompt_id"] for r in records} == {"q0", "q1", "q2", "q3"}  # category c was left out
+    by_cat = result["by_category"]
+    assert set(by_cat) <= {"a", "b"}
+    if len(by_cat) == 2:  # both categories kept prompts with two finished samples
+        assert sum(per["LenVM"]["prompts"] for per in by_cat.values()) == result["prompts"]
+        assert "MRE by prompt category" in (out / "length_prediction.md").read_text()
     assert 0 <= result["truth_noise_floor_mre"] < 10 and "Noise floor" in (out / "length_prediction.md").read_text()
     names = list(result["predictors"])
     assert names[0] == "LenVM" and "prompt-length regression" in names and "bucket classifier (S3-style)" in names
     for m in result["predictors"].values():
         assert m["prompts"] == result["prompts"] > 0 and m["mre"] >= 0 and m["mae"] >= 0
     assert set(result["online"]) >= {"online_re_0", "online_re_25", "online_re_50", "online_re_75", "value_mse"}
+
+
+def test_length_prediction_categories_by_hand():
+    from lenvm_rl.evaluation.length_prediction import errors_by_category, keep_categories
+    from lenvm_rl.metrics import prediction_errors
+
+    prompts = [{"prompt_id": "x", "category": "code"}, {"prompt_id": "y", "category": "list"}, {"prompt_id": "z"}]
+    assert [p["prompt_id"] for p in keep_categories(prompts, "code, list")] == ["x", "y"]
+    with pytest.raises(ValueError, match=r"no prompt in categories \['essay'\].*'code'"):
+        keep_categories(prompts, "essay")
+    truth = {"x": 10.0, "y": 100.0, "w": 20.0}
+    preds = {"LenVM": {"x": 12.0, "y": 50.0, "w": 20.0}, "mean": {"x": 40.0, "y": 40.0, "w": 40.0}}
+    cat = {"x": "code", "y": "list", "w": "code"}
+    by_cat = errors_by_category(preds, truth, cat)
+    assert by_cat["code"]["LenVM"]["mre"] == pytest.approx((0.2 + 0.0) / 2)
+    assert by_cat["list"]["mean"]["mae"] == pytest.approx(60.0) and by_cat["list"]["mean"]["prompts"] == 1
+    assert by_cat["code"]["LenVM"] == prediction_errors(preds["LenVM"], {"x": 10.0, "w": 20.0})
+    assert errors_by_category(preds, truth, {"x": "code", "y": "code", "w": "code"}) == {}  # one category
 
 
 def test_length_prediction_refuses_trained_prompts(quickstart_layout, tiny_causal_dir, tmp_path):

@@ -52,6 +52,31 @@ def held_out_prompts(critic_path: str, source: str | None) -> tuple[list[dict], 
     return split_prompts(load_prompts(qs.prompts), qs)[1], vars(qs)
 
 
+def keep_categories(prompts: list[dict], categories: str) -> list[dict]:
+    """The prompts whose ``category`` is one of the comma-separated ``categories``; a clear error when none is."""
+    wanted = {c.strip() for c in categories.split(",") if c.strip()}
+    kept = [p for p in prompts if p.get("category") in wanted]
+    if not kept:
+        have = sorted({str(p.get("category")) for p in prompts})
+        raise ValueError(f"no prompt in categories {sorted(wanted)}; the prompts' categories are {have}")
+    return kept
+
+
+def errors_by_category(preds: dict, truth: dict, category_of: dict) -> dict:
+    """``{category: {predictor: prediction_errors}}`` over each category's prompts; empty without categories or
+    with only one (the overall table already says it)."""
+    from ..metrics import prediction_errors
+
+    cats = sorted({category_of.get(i) for i in truth} - {None})
+    if len(cats) < 2:
+        return {}
+    out = {}
+    for cat in cats:
+        sub = {i: t for i, t in truth.items() if category_of.get(i) == cat}
+        out[cat] = {name: prediction_errors(p, sub) for name, p in preds.items()}
+    return out
+
+
 def fit_prompt_length_regression(prompt_lengths, completion_lengths):
     """Least-squares line ``L = a + b * prompt_tokens``; returns a predictor clipped at 1 token."""
     x, y = np.asarray(prompt_lengths, float), np.asarray(completion_lengths, float)
@@ -179,6 +204,19 @@ def markdown(result: dict) -> str:
         f"{100 * o['online_re_75']:.1f} % | {o['value_mse']:.4f} |",
         "",
     ]
+    by_cat = result.get("by_category") or {}
+    if by_cat:
+        names = list(next(iter(by_cat.values())))
+        lines += [
+            "MRE by prompt category (prompts in each):",
+            "",
+            "| category | prompts | " + " | ".join(names) + " |",
+            "|---|---:|" + "---:|" * len(names),
+        ]
+        for cat, per in by_cat.items():
+            cells = " | ".join(f"{100 * per[n]['mre']:.1f} %" for n in names)
+            lines.append(f"| {cat} | {per[names[0]]['prompts']} | {cells} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -194,6 +232,13 @@ class LengthPredictionArguments(common.EvalArguments):
         default=None,
         metadata={
             "help": "The critic's training rollouts, for the baselines (default: rollouts_train.jsonl beside it)."
+        },
+    )
+    categories: str | None = field(
+        default=None,
+        metadata={
+            "help": "Keep only the prompts of these comma-separated categories (their 'category' column), e.g. "
+            "built-in categories the critic never trained on: how it generalises to unseen styles."
         },
     )
     samples: int = field(default=16, metadata={"help": "Samples per held-out prompt."})
@@ -230,6 +275,8 @@ def main(argv=None) -> dict:
     critic = common.load_critic(a.critic)
     gamma, tokenizer = critic.gamma, critic.tokenizer
     prompts, qs = held_out_prompts(a.critic, a.prompts)
+    if a.categories:
+        prompts = keep_categories(prompts, a.categories)
     if a.tiny:
         prompts = prompts[:4]
     train_file = Path(a.train_rollouts or Path(a.critic).parent / "rollouts_train.jsonl")
@@ -303,6 +350,7 @@ def main(argv=None) -> dict:
         "train_completions": len(train_records),
         "predictors": {n: prediction_errors(p, truth) for n, p in preds.items()},
         "truth_noise_floor_mre": truth_noise_floor(lengths, truth),
+        "by_category": errors_by_category(preds, truth, {p["prompt_id"]: p.get("category") for p in prompts}),
         "online": online_errors(critic, heldout_ds),
         "regression": reg_info,
         "bucket_classifier": clf_info,
