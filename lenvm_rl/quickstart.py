@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
@@ -56,6 +57,14 @@ class QuickstartConfig:
         },
     )
     eval_prompts_per_category: int = field(default=4, metadata={"help": "Held-out prompts per category."})
+    validation_prompts_per_category: int = field(
+        default=0,
+        metadata={
+            "help": "Training prompts per category held back as a validation split (0 = none): the trainer "
+            "scores them after every epoch and keeps the epoch with the lowest validation loss, so the number "
+            "of epochs is chosen without looking at the held-out prompts."
+        },
+    )
     train_samples: int = field(default=1, metadata={"help": "Completions per training prompt."})
     eval_samples: int = field(default=4, metadata={"help": "Completions per held-out prompt (for L_GT)."})
     max_new_tokens: int = field(
@@ -132,6 +141,30 @@ def split_prompts(prompts: list[dict], cfg: QuickstartConfig) -> tuple[list[dict
     return [p for p in prompts if p["prompt_id"] not in held], [p for p in prompts if p["prompt_id"] in held]
 
 
+def split_validation(train_prompts: list[dict], cfg: QuickstartConfig) -> tuple[list[dict], list[dict]]:
+    """``validation_prompts_per_category`` of the training prompts per category, chosen with the seed (a draw of
+    its own, so the held-out split does not move); the rest stay training prompts."""
+    n = cfg.validation_prompts_per_category
+    if n < 0:
+        raise ValueError(f"validation_prompts_per_category must be >= 0, got {n}")
+    if n == 0:
+        return train_prompts, []
+    by_cat = defaultdict(list)
+    for p in train_prompts:
+        by_cat[p.get("category", "all")].append(p["prompt_id"])
+    rng = random.Random(f"validation-{cfg.seed}")
+    val = set()
+    for cat in sorted(by_cat):
+        ids = sorted(by_cat[cat])
+        if len(ids) <= n:
+            raise ValueError(
+                f"category {cat!r} has {len(ids)} training prompts, too few to hold back {n} for validation; "
+                "lower validation_prompts_per_category."
+            )
+        val.update(rng.sample(ids, n))
+    return [p for p in train_prompts if p["prompt_id"] not in val], [p for p in train_prompts if p["prompt_id"] in val]
+
+
 def run_quickstart(cfg: QuickstartConfig) -> dict:
     t0 = time.time()
     out = Path(cfg.output_dir)
@@ -160,6 +193,10 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         **gen,
     )
     train_records, eval_records = load_rollouts(train_file), load_rollouts(eval_file)
+    # The validation prompts' completions come out of the training rollouts (same sampling, same cache).
+    val_ids = {p["prompt_id"] for p in split_validation(train_prompts, cfg)[1]}
+    val_records = [r for r in train_records if r["prompt_id"] in val_ids]
+    train_records = [r for r in train_records if r["prompt_id"] not in val_ids]
     t_sample = time.time() - t0
 
     # 2. build targets -----------------------------------------------------------------------------
@@ -169,6 +206,10 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     train_ds, train_stats = build_dataset(train_records, tokenizer, max_length=cfg.max_length, truncated=cfg.truncated)
     # Ground truth needs finished completions: the held-out set drops cut ones.
     eval_ds, eval_stats = build_dataset(eval_records, tokenizer, max_length=cfg.max_length, truncated="drop")
+    val_ds = None
+    if val_records:  # scored with the training loss (censored rows too), to choose the epoch
+        val_ds, val_stats = build_dataset(val_records, tokenizer, max_length=cfg.max_length, truncated=cfg.truncated)
+        print(f"[lenvm]      validation: {val_stats.summary()}")
     print(f"[lenvm] 2/5 targets: train {train_stats.summary()}; held-out {eval_stats.summary()}")
 
     # 3. train -------------------------------------------------------------------------------------
@@ -188,13 +229,12 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         bf16=native_bf16() if cfg.bf16 is None else cfg.bf16,
         use_cpu=not torch.cuda.is_available(),
         seed=cfg.seed,
-        save_strategy="no",
-        eval_strategy="no",
         report_to=[],
         logging_steps=5,
         overwrite_output_dir=True,
         disable_tqdm=False,
         dataloader_num_workers=0,
+        **_epoch_selection(val_ds is not None),
     )
     stamp = model_dir / "quickstart_config.json"
     if (
@@ -205,7 +245,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     ):
         print(f"[lenvm] 3/5 training: reusing the model in {model_dir} (same settings; --overwrite retrains)")
         model = LengthValueModel.from_pretrained(model_dir)
-        trainer = LengthValueTrainer(model, args, eval_dataset=eval_ds, processing_class=tokenizer)
+        trainer = LengthValueTrainer(model, args, eval_dataset=val_ds or eval_ds, processing_class=tokenizer)
     else:
         if is_checkpoint_dir(model_dir) and not cfg.overwrite:
             raise FileExistsError(
@@ -217,17 +257,20 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
             f"{sum(len(x) for x in train_ds['input_ids'])} tokens per epoch)"
         )
         trainer = LengthValueTrainer(
-            model_path, args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer
+            model_path, args, train_dataset=train_ds, eval_dataset=val_ds or eval_ds, processing_class=tokenizer
         )
         trainer.train()
-        trainer.save_model()
+        trainer.save_model()  # the best epoch's weights when a validation split chose them
+        for ckpt in model_dir.glob("checkpoint-*"):  # per-epoch copies, only needed to pick the best
+            shutil.rmtree(ckpt)
+        validation_curve(trainer.state.log_history, model_dir)
         stamp.write_text(json.dumps(cfg.training_key(), indent=2))
     gamma = trainer.gamma
     t_train = time.time() - t0 - t_sample
 
     # 4. evaluate ----------------------------------------------------------------------------------
     print("[lenvm] 4/5 evaluating on held-out prompts")
-    online = trainer.evaluate()
+    online = trainer.evaluate(eval_dataset=eval_ds)
     critic = LengthCritic(trainer.accelerator.unwrap_model(trainer.model), tokenizer)
     lengths = finished_lengths_by_prompt(eval_records)
     truth = per_prompt_truth(lengths, gamma)
@@ -259,6 +302,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         "length_prediction": results,
         "truth_noise_floor_mre": floor,
         "online_eval": online,
+        "validation": _read_validation(model_dir),
         "seconds": {"sampling": round(t_sample), "training": round(t_train), "total": round(time.time() - t0)},
         "config": asdict(cfg),
     }
@@ -272,6 +316,48 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         f"  rollouts: {train_file}, {eval_file}"
     )
     return report
+
+
+def _epoch_selection(on: bool) -> dict:
+    """Trainer settings: with a validation split, score it after every epoch and keep the best epoch
+    (transformers' ``load_best_model_at_end``); without one, no evaluation or checkpoint during training."""
+    if not on:
+        return dict(save_strategy="no", eval_strategy="no")
+    return dict(
+        save_strategy="epoch",
+        eval_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        save_only_model=True,
+        save_total_limit=1,
+    )
+
+
+def validation_curve(log_history: list[dict], model_dir: Path) -> dict | None:
+    """The validation loss after each epoch and the epoch kept, saved beside the model (a reused model reports it
+    too); ``None`` without a validation split."""
+    losses = [(round(h["epoch"], 3), h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    path = model_dir / "validation.json"
+    if not losses:
+        path.unlink(missing_ok=True)
+        return None
+    best = min(losses, key=lambda e: e[1])
+    info = {"epoch_losses": [{"epoch": e, "loss": v} for e, v in losses], "best_epoch": best[0], "best_loss": best[1]}
+    path.write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _validation_lines(info: dict | None) -> list[str]:
+    if not info:
+        return []
+    curve = ", ".join(f"{e['epoch']:g}: {e['loss']:.4f}" for e in info["epoch_losses"])
+    return [f"Validation loss by epoch ({curve}); the model kept is epoch {info['best_epoch']:g}'s."]
+
+
+def _read_validation(model_dir: Path) -> dict | None:
+    path = model_dir / "validation.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _upper_quartile_example(dataset) -> dict:
@@ -312,6 +398,7 @@ def _summary_markdown(report: dict) -> str:
         f"{o['eval_value_mse']:.4f} |",
         "",
         f"Data: train {report['train']}; held-out {report['heldout']}.",
+        *_validation_lines(report.get("validation")),
         f"Time: sampling {report['seconds']['sampling']} s, training {report['seconds']['training']} s, "
         f"total {report['seconds']['total']} s.",
     ]

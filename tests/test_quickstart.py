@@ -1,0 +1,73 @@
+"""The quickstart's validation split: drawn from the training prompts only, and used to choose the epoch."""
+
+import json
+
+import pytest
+
+from lenvm_rl.quickstart import QuickstartConfig, run_quickstart, split_prompts, split_validation
+from lenvm_rl.rollouts import load_prompts
+
+
+def test_validation_split_comes_from_training_prompts_and_leaves_the_held_out_split_alone():
+    prompts = load_prompts("builtin")
+    plain = QuickstartConfig(categories="one_word,list", seed=3)
+    with_val = QuickstartConfig(categories="one_word,list", seed=3, validation_prompts_per_category=5)
+    train, held = split_prompts(prompts, with_val)
+    assert held == split_prompts(prompts, plain)[1]  # holding back validation prompts does not move the test set
+    assert split_validation(train, plain) == (train, [])
+    rest, val = split_validation(train, with_val)
+    assert sorted(p["category"] for p in val) == ["list"] * 5 + ["one_word"] * 5
+    ids = lambda ps: {p["prompt_id"] for p in ps}  # noqa: E731
+    assert ids(rest) | ids(val) == ids(train) and not ids(rest) & ids(val) and not ids(val) & ids(held)
+    assert split_validation(train, with_val) == (rest, val)  # seeded
+    assert split_validation(train, QuickstartConfig(seed=4, validation_prompts_per_category=5))[1] != val
+    with pytest.raises(ValueError, match="too few to hold back 40"):
+        split_validation(train, QuickstartConfig(validation_prompts_per_category=40))
+    with pytest.raises(ValueError, match=">= 0"):
+        split_validation(train, QuickstartConfig(validation_prompts_per_category=-1))
+
+
+def test_quickstart_with_a_validation_split_keeps_the_best_epoch(tmp_path, tiny_causal_dir):
+    cfg = QuickstartConfig(
+        output_dir=str(tmp_path / "qs"),
+        model=str(tiny_causal_dir),
+        categories="one_word,yes_no",
+        eval_prompts_per_category=2,
+        validation_prompts_per_category=3,
+        eval_samples=2,
+        max_new_tokens=16,
+        num_train_epochs=3,
+        learning_rate=3e-3,
+        per_device_train_batch_size=16,
+        max_length=96,
+    )
+    report = run_quickstart(cfg)
+    model_dir = tmp_path / "qs" / "model"
+    val = report["validation"]
+    assert [e["epoch"] for e in val["epoch_losses"]] == [1, 2, 3]
+    assert val["best_loss"] == min(e["loss"] for e in val["epoch_losses"])
+    assert {"epoch": val["best_epoch"], "loss": val["best_loss"]} in val["epoch_losses"]
+    assert json.loads((model_dir / "validation.json").read_text()) == val
+    assert not list(model_dir.glob("checkpoint-*"))  # the per-epoch copies are gone once the best is kept
+    assert "Validation loss by epoch" in (tmp_path / "qs" / "summary.md").read_text()
+
+    # The model kept scores the best validation loss: rebuild the validation set and evaluate it.
+    from transformers import AutoTokenizer
+
+    from lenvm_rl.data import build_dataset, load_rollouts
+    from lenvm_rl.modeling import LengthValueModel
+    from lenvm_rl.trainer import LengthValueConfig, LengthValueTrainer
+
+    train, _ = split_prompts(load_prompts("builtin"), cfg)
+    val_ids = {p["prompt_id"] for p in split_validation(train, cfg)[1]}
+    records = [r for r in load_rollouts(tmp_path / "qs" / "rollouts_train.jsonl") if r["prompt_id"] in val_ids]
+    assert {r["prompt_id"] for r in records} == val_ids
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    val_ds, _ = build_dataset(records, tokenizer, max_length=96, truncated="censor")
+    args = LengthValueConfig(
+        output_dir=str(tmp_path / "eval"), use_cpu=True, report_to=[], per_device_eval_batch_size=16
+    )
+    trainer = LengthValueTrainer(
+        LengthValueModel.from_pretrained(model_dir), args, eval_dataset=val_ds, processing_class=tokenizer
+    )
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(val["best_loss"], rel=1e-4)
