@@ -130,15 +130,11 @@ def split_prompts(prompts: list[dict], cfg: QuickstartConfig) -> tuple[list[dict
         prompts = [p for p in prompts if p.get("category") in wanted]
         if not prompts:
             raise ValueError(f"no prompts in categories {sorted(wanted)}")
-    by_cat = defaultdict(list)
-    for p in prompts:
-        by_cat[p.get("category", "all")].append(p)
     rng = random.Random(cfg.seed)
     held = set()
-    for cat in sorted(by_cat):
-        ids = sorted(p["prompt_id"] for p in by_cat[cat])
+    for ids in _ids_by_category(prompts).values():
         held.update(rng.sample(ids, min(cfg.eval_prompts_per_category, len(ids) - 1)))
-    return [p for p in prompts if p["prompt_id"] not in held], [p for p in prompts if p["prompt_id"] in held]
+    return _partition(prompts, held)
 
 
 def split_validation(train_prompts: list[dict], cfg: QuickstartConfig) -> tuple[list[dict], list[dict]]:
@@ -149,20 +145,29 @@ def split_validation(train_prompts: list[dict], cfg: QuickstartConfig) -> tuple[
         raise ValueError(f"validation_prompts_per_category must be >= 0, got {n}")
     if n == 0:
         return train_prompts, []
-    by_cat = defaultdict(list)
-    for p in train_prompts:
-        by_cat[p.get("category", "all")].append(p["prompt_id"])
     rng = random.Random(f"validation-{cfg.seed}")
     val = set()
-    for cat in sorted(by_cat):
-        ids = sorted(by_cat[cat])
+    for cat, ids in _ids_by_category(train_prompts).items():
         if len(ids) <= n:
             raise ValueError(
                 f"category {cat!r} has {len(ids)} training prompts, too few to hold back {n} for validation; "
                 "lower validation_prompts_per_category."
             )
         val.update(rng.sample(ids, n))
-    return [p for p in train_prompts if p["prompt_id"] not in val], [p for p in train_prompts if p["prompt_id"] in val]
+    return _partition(train_prompts, val)
+
+
+def _ids_by_category(prompts: list[dict]) -> dict[str, list[str]]:
+    """Sorted prompt ids per category, categories in sorted order: a fixed order for the seeded draws."""
+    by_cat = defaultdict(list)
+    for p in prompts:
+        by_cat[p.get("category", "all")].append(p["prompt_id"])
+    return {cat: sorted(by_cat[cat]) for cat in sorted(by_cat)}
+
+
+def _partition(prompts: list[dict], chosen: set) -> tuple[list[dict], list[dict]]:
+    """(prompts not chosen, prompts chosen), each in the original order."""
+    return [p for p in prompts if p["prompt_id"] not in chosen], [p for p in prompts if p["prompt_id"] in chosen]
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict:
