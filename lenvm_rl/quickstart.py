@@ -174,8 +174,6 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     t0 = time.time()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    model_path = resolve_model(cfg.model)
 
     # 1. sample ------------------------------------------------------------------------------------
     train_prompts, eval_prompts = split_prompts(load_prompts(cfg.prompts), cfg)
@@ -202,7 +200,26 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     val_ids = {p["prompt_id"] for p in split_validation(train_prompts, cfg)[1]}
     val_records = [r for r in train_records if r["prompt_id"] in val_ids]
     train_records = [r for r in train_records if r["prompt_id"] not in val_ids]
-    t_sample = time.time() - t0
+    report = train_and_report(cfg, train_records, eval_records, val_records, sampling_seconds=time.time() - t0)
+    print(f"  rollouts: {train_file}, {eval_file}")
+    return report
+
+
+def train_and_report(
+    cfg: QuickstartConfig,
+    train_records: list[dict],
+    eval_records: list[dict],
+    val_records: list[dict] = (),
+    sampling_seconds: float = 0.0,
+) -> dict:
+    """Steps 2-5 of the quickstart on rollouts already sampled: build the targets, train (or reuse the model in
+    ``<output_dir>/model`` trained with the same settings), judge it on the held-out records beside the train-mean
+    constants, and write metrics.json and summary.md. Experiments call it with rollouts drawn their own way."""
+    t0 = time.time()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # the value head's initialisation, whether or not sampling ran in this process
+    model_path = resolve_model(cfg.model)
 
     # 2. build targets -----------------------------------------------------------------------------
     from transformers import AutoTokenizer
@@ -271,7 +288,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         validation_curve(trainer.state.log_history, model_dir)
         stamp.write_text(json.dumps(cfg.training_key(), indent=2))
     gamma = trainer.gamma
-    t_train = time.time() - t0 - t_sample
+    t_train = time.time() - t0
 
     # 4. evaluate ----------------------------------------------------------------------------------
     print("[lenvm] 4/5 evaluating on held-out prompts")
@@ -308,7 +325,11 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         "truth_noise_floor_mre": floor,
         "online_eval": online,
         "validation": _read_validation(model_dir),
-        "seconds": {"sampling": round(t_sample), "training": round(t_train), "total": round(time.time() - t0)},
+        "seconds": {
+            "sampling": round(sampling_seconds),
+            "training": round(t_train),
+            "total": round(sampling_seconds + time.time() - t0),
+        },
         "config": asdict(cfg),
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
@@ -317,8 +338,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     print("\n" + summary)
     print(
         f"[lenvm] 5/5 done in {report['seconds']['total']} s.\n  model:   {model_dir}\n  plot:    {png}\n"
-        f"  summary: {out / 'summary.md'}\n  metrics: {out / 'metrics.json'}\n"
-        f"  rollouts: {train_file}, {eval_file}"
+        f"  summary: {out / 'summary.md'}\n  metrics: {out / 'metrics.json'}"
     )
     return report
 
