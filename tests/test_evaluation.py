@@ -255,6 +255,24 @@ def test_length_prediction_categories_by_hand():
     assert errors_by_category(preds, truth, {"x": "code", "y": "code", "w": "code"}) == {}  # one category
 
 
+def test_online_errors_in_batches_equal_one_batch_of_all_rows(quickstart_layout, tokenizer):
+    from transformers import EvalPrediction
+
+    from lenvm_rl.critic import LengthCritic
+    from lenvm_rl.data import LengthValueCollator, build_dataset
+    from lenvm_rl.evaluation.length_prediction import online_errors
+    from lenvm_rl.trainer import value_metrics
+
+    critic = LengthCritic.from_pretrained(quickstart_layout / "model")
+    ds, _ = build_dataset(make_records(tokenizer, n=11, seed=5, max_len=30), tokenizer, max_length=96, truncated="drop")
+    batch = LengthValueCollator(critic._pad_id())([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in ds])
+    with torch.no_grad():
+        values = critic.values(batch["input_ids"], batch["attention_mask"]).float().numpy()
+    whole = value_metrics(EvalPrediction(predictions=values, label_ids=batch["labels"].numpy()), critic.gamma)
+    for size in (1, 4, 64):  # uneven last batch, one batch
+        assert online_errors(critic, ds, batch_size=size) == pytest.approx(whole, rel=1e-5)
+
+
 def test_length_prediction_refuses_trained_prompts(quickstart_layout, tiny_causal_dir, tmp_path):
     leaked = tmp_path / "leaked.jsonl"
     write_jsonl(leaked, [{"prompt_id": "p0", "prompt": "Question number 0?"}])
