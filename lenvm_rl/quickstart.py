@@ -53,7 +53,7 @@ class QuickstartConfig:
         metadata={
             "help": "Comma-separated categories of the built-in prompts ('' = all). "
             "'long' is left out by default: its answers outrun the CPU budget. The last four (code, "
-            "length_request, multi_turn, rewrite) cost about 40 % more time and give a critic that predicts those "
+            "length_request, multi_turn, rewrite) take about 1.4x the time and give a critic that predicts those "
             "styles far better (evals/experiments/broad_categories.py)."
         },
     )

@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--output_dir", default="evals/results/broad_categories")
     a = p.parse_args(argv)
     from lenvm_rl.data import load_rollouts
+    from lenvm_rl.evaluation.common import write_outputs
 
     seeds = [int(s) for s in a.seeds.split(",")]
     runs, extra = Path(a.runs_dir), load_rollouts(a.extra_rollouts)
@@ -184,14 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
         ]
         lines.append(f"- broad - default on {sub} (per seed): " + "; ".join(parts))
     lines.append(f"- rule: {rule} -> switch the default: {result['switch_default']}")
-    md = "\n".join(lines) + "\n"
-    print(md)
-    out = Path(a.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "broad_categories.json").write_text(json.dumps(result, indent=2))
     command = " ".join(["python -m evals.experiments.broad_categories", *(sys.argv[1:] if argv is None else argv)])
-    (out / "broad_categories.md").write_text(f"<!-- {command} -->\n" + md)
-    return result
+    return write_outputs(a.output_dir, "broad_categories", {"command": command, **result}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
