@@ -103,12 +103,18 @@ class LengthCritic:
             mask = attention_mask.to(self.device)
             out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask, **vision).value * mask
             return out.to(input_ids.device)
-        out = []
+        out = None
         for start in range(0, input_ids.shape[0], self.batch_size):
-            ids = input_ids[start : start + self.batch_size].to(self.device)
-            mask = attention_mask[start : start + self.batch_size].to(self.device)
-            out.append(self.model(input_ids=ids, attention_mask=mask).value * mask)
-        return torch.cat(out).to(input_ids.device)
+            mask = attention_mask[start : start + self.batch_size]
+            # Columns after every row's last token are padding for the whole chunk: a causal model's values at
+            # earlier positions do not depend on them, so they are not computed (rows sorted by length gain most).
+            width = int(mask.nonzero()[:, 1].max()) + 1 if mask.any() else 1
+            ids, mask = input_ids[start : start + self.batch_size, :width], mask[:, :width].to(self.device)
+            value = self.model(input_ids=ids.to(self.device), attention_mask=mask).value * mask
+            if out is None:  # padded positions hold 0
+                out = torch.zeros(input_ids.shape, dtype=value.dtype, device=input_ids.device)
+            out[start : start + len(ids), :width] = value.to(out.device)
+        return out
 
     def _encode_prompts(self, prompts) -> list[list[int]]:
         """Prompt ids in the format the LenVM was trained on (chat template or plain text)."""

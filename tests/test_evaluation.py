@@ -269,8 +269,9 @@ def test_online_errors_in_batches_equal_one_batch_of_all_rows(quickstart_layout,
     with torch.no_grad():
         values = critic.values(batch["input_ids"], batch["attention_mask"]).float().numpy()
     whole = value_metrics(EvalPrediction(predictions=values, label_ids=batch["labels"].numpy()), critic.gamma)
-    for size in (1, 4, 64):  # uneven last batch, one batch
-        assert online_errors(critic, ds, batch_size=size) == pytest.approx(whole, rel=1e-5)
+    for size in (1, 4, 64):  # the critic's batches: each row alone, an uneven last batch, one batch
+        critic.batch_size = size
+        assert online_errors(critic, ds) == pytest.approx(whole, rel=1e-5)
 
 
 def test_length_prediction_refuses_trained_prompts(quickstart_layout, tiny_causal_dir, tmp_path):

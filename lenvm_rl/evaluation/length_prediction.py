@@ -143,31 +143,19 @@ def fit_bucket_classifier(
 
 
 @torch.no_grad()
-def online_errors(critic, dataset, batch_size: int | None = None) -> dict:
+def online_errors(critic, dataset) -> dict:
     """The LenVM's value MSE and relative error at 0 / 25 / 50 / 75 % of each completion (trainer metrics).
 
-    Scored ``batch_size`` rows at a time (default: the critic's), shortest first so little is padded; the batches
-    are padded to one width with ignored labels, which leaves every metric as one batch of all rows gives it."""
+    Rows go shortest first, so each of the critic's batches is computed only as wide as its longest row."""
     from transformers import EvalPrediction
 
-    from ..data import IGNORE_INDEX, LengthValueCollator
+    from ..data import LengthValueCollator
     from ..trainer import value_metrics
 
-    collate = LengthValueCollator(critic._pad_id())
-    order = sorted(range(len(dataset)), key=lambda i: len(dataset[i]["input_ids"]))
-    size = batch_size or critic.batch_size
-    values, labels = [], []
-    for start in range(0, len(order), size):
-        rows = [dataset[i] for i in order[start : start + size]]
-        batch = collate([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
-        values.append(critic.values(batch["input_ids"], batch["attention_mask"]).float().numpy())
-        labels.append(batch["labels"].numpy())
-    width = max(v.shape[1] for v in values)
-    values = np.concatenate([np.pad(v, ((0, 0), (0, width - v.shape[1]))) for v in values])
-    labels = np.concatenate(
-        [np.pad(y, ((0, 0), (0, width - y.shape[1])), constant_values=IGNORE_INDEX) for y in labels]
-    )
-    return value_metrics(EvalPrediction(predictions=values, label_ids=labels), critic.gamma)
+    rows = sorted((dataset[i] for i in range(len(dataset))), key=lambda r: len(r["input_ids"]))
+    batch = LengthValueCollator(critic._pad_id())([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+    values = critic.values(batch["input_ids"], batch["attention_mask"]).float().numpy()
+    return value_metrics(EvalPrediction(predictions=values, label_ids=batch["labels"].numpy()), critic.gamma)
 
 
 def plot(results: dict, truth: dict, predictions: dict, path: Path) -> Path:
