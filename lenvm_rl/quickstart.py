@@ -158,6 +158,17 @@ def split_validation(train_prompts: list[dict], cfg: QuickstartConfig) -> tuple[
     return _partition(train_prompts, val)
 
 
+def finished_report(cfg: QuickstartConfig) -> dict | None:
+    """The metrics.json in ``cfg.output_dir`` when a run with the same training settings wrote it, else None: lets
+    experiments that run many quickstarts resume."""
+    path = Path(cfg.output_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    key = cfg.training_key()
+    return report if cfg.trained_with_same_settings({k: v for k, v in report["config"].items() if k in key}) else None
+
+
 def _ids_by_category(prompts: list[dict]) -> dict[str, list[str]]:
     """Sorted prompt ids per category, categories in sorted order: a fixed order for the seeded draws."""
     by_cat = defaultdict(list)

@@ -63,18 +63,13 @@ def check_same_sampling(extra: list[dict], base: list[dict]) -> None:
 
 def train_broad(default_dir: Path, out: Path, train: list[dict], heldout: list[dict]) -> dict:
     """The broad arm's quickstart report (trained unless ``out`` holds a run with the same settings)."""
-    from lenvm_rl.quickstart import QuickstartConfig, train_and_report
+    from lenvm_rl.quickstart import QuickstartConfig, finished_report, train_and_report
 
     m = json.loads((default_dir / "metrics.json").read_text())
     known = {f.name for f in fields(QuickstartConfig)}
     base = QuickstartConfig(**{k: v for k, v in m["config"].items() if k in known})
     cfg = replace(base, output_dir=str(out), categories=f"{base.categories},{','.join(EXTRA)}", gamma=str(m["gamma"]))
-    metrics = out / "metrics.json"
-    if metrics.is_file():
-        done = json.loads(metrics.read_text())
-        if cfg.trained_with_same_settings({k: v for k, v in done["config"].items() if k in cfg.training_key()}):
-            return done
-    return train_and_report(cfg, train, heldout)
+    return finished_report(cfg) or train_and_report(cfg, train, heldout)
 
 
 def judge(critic_dir: Path, heldout: list[dict], train: list[dict], gamma: float, default_cats: set) -> dict:

@@ -62,15 +62,11 @@ def run_one(arm: str, seed: int, runs_dir: Path, backend: str) -> dict:
 
 
 def _metrics(arm: str, seed: int, out: Path, runs_dir: Path, backend: str) -> dict:
-    from lenvm_rl.quickstart import QuickstartConfig, run_quickstart
+    from lenvm_rl.quickstart import QuickstartConfig, finished_report, run_quickstart
 
     cfg = replace(QuickstartConfig(), output_dir=str(out), seed=seed, backend=backend, **ARMS[arm])
-    metrics = out / "metrics.json"
-    if metrics.is_file():
-        m = json.loads(metrics.read_text())
-        key = cfg.training_key()
-        if cfg.trained_with_same_settings({k: v for k, v in m["config"].items() if k in key}):
-            return m
+    if done := finished_report(cfg):
+        return done
     if arm != "default":  # the paired default's rollouts: the same held-out samples, a superset of its training data
         base = runs_dir / f"default_s{seed}"
         out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +74,7 @@ def _metrics(arm: str, seed: int, out: Path, runs_dir: Path, backend: str) -> di
             if not (out / name).exists():
                 shutil.copy(base / name, out / name)
     run_quickstart(cfg)
-    return json.loads(metrics.read_text())
+    return json.loads((out / "metrics.json").read_text())
 
 
 def fmt(name: str, x: float | None) -> str:
