@@ -11,7 +11,7 @@ from evals.experiments import quickstart_seeds
 def test_pairs_each_seed_reuses_finished_runs_and_summarises(tmp_path, monkeypatch, tokenizer):
     import lenvm_rl.quickstart as qs
 
-    calls = []
+    calls, categories = [], []
 
     def fake_run(cfg):
         out = tmp_path / "runs" / f"{'default' if cfg.freeze_layers == 0 else 'freeze20_x2'}_s{cfg.seed}"
@@ -21,10 +21,11 @@ def test_pairs_each_seed_reuses_finished_runs_and_summarises(tmp_path, monkeypat
             for name in quickstart_seeds.ROLLOUTS:
                 assert [json.loads(line) for line in (out / name).read_text().splitlines()] == records
         else:
-            out.mkdir(parents=True)
+            out.mkdir(parents=True, exist_ok=True)
             for name in quickstart_seeds.ROLLOUTS:
                 write_jsonl(out / name, records)
         calls.append((cfg.freeze_layers, cfg.train_samples, cfg.seed))
+        categories.append(cfg.categories)
         mre = 0.4 - 0.1 * bool(cfg.freeze_layers) + 0.01 * cfg.seed
         lenvm = {"mre": mre, "mae": 100 * mre, "kendall_tau": 0.7, "mre_longest_quartile": mre}
         metrics = {
@@ -44,6 +45,8 @@ def test_pairs_each_seed_reuses_finished_runs_and_summarises(tmp_path, monkeypat
     argv = ["--seeds", "0,1", "--runs_dir", str(tmp_path / "runs"), "--output_dir", str(tmp_path / "out")]
     result = quickstart_seeds.main(argv)
     assert calls == [(0, 1, 0), (20, 2, 0), (0, 1, 1), (20, 2, 1)]
+    assert set(categories) == {qs.QuickstartConfig().categories} == {result["categories"]}  # the quickstart's own
+    assert json.loads((tmp_path / "out" / "quickstart_seeds.json").read_text())["machine"]  # the shared writer
     assert result["per_seed"]["default"]["MRE"] == pytest.approx([0.40, 0.41])
     assert result["mean"]["freeze20_x2"]["MRE"] == pytest.approx(0.305)
     assert result["sd"]["default"]["MRE"] == pytest.approx(0.01 / 2**0.5)
@@ -57,5 +60,8 @@ def test_pairs_each_seed_reuses_finished_runs_and_summarises(tmp_path, monkeypat
     assert len(calls) == 4
     alone = quickstart_seeds.main([*argv, "--arms", "default"])  # one arm: its spread, no difference
     assert list(alone["per_seed"]) == ["default"] and "freeze20_x2_minus_default" not in alone and len(calls) == 4
+    other = quickstart_seeds.main([*argv, "--arms", "default", "--categories", "one_word,story"])
+    assert len(calls) == 6 and categories[4:] == ["one_word,story"] * 2  # other settings: trained again
+    assert other["categories"] == "one_word,story"
     with pytest.raises(SystemExit, match="unknown arm"):
         quickstart_seeds.main([*argv, "--arms", "default,frozen"])

@@ -5,9 +5,10 @@ on the same 252 completions plus one more sample per prompt and is judged on the
 samples: the two differ only in what they train on and how. The seed sets the held-out split, the sampling and
 the training. Each row is the quickstart's own held-out table (4 samples per held-out prompt; its noise floor
 beside it). A run already in ``--runs_dir`` with the same settings is reused, so the script resumes.
+``--categories`` defaults to the quickstart's own; the committed results used the earlier seven-category default:
 
     python -m evals.experiments.quickstart_seeds --seeds 0,1,2 --runs_dir lenvm_runs/seeds \
-        --output_dir evals/results/quickstart_seeds
+        --categories one_word,yes_no,short_fact,list,explain,steps,story --output_dir evals/results/quickstart_seeds
 """
 
 from __future__ import annotations
@@ -50,21 +51,23 @@ def stat(f, values: list) -> float | None:
     return float(f(values)) if len(values) >= 2 else None
 
 
-def run_one(arm: str, seed: int, runs_dir: Path, backend: str) -> dict:
+def run_one(arm: str, seed: int, runs_dir: Path, backend: str, categories: str) -> dict:
     """The run's metrics.json (computed unless a run with these settings is there), with ``heldout_cut``: the
     share of its held-out completions cut at the cap."""
     out = runs_dir / f"{arm}_s{seed}"
-    m = _metrics(arm, seed, out, runs_dir, backend)
+    m = _metrics(arm, seed, out, runs_dir, backend, categories)
     from lenvm_rl.data import load_rollouts
 
     heldout = load_rollouts(out / "rollouts_heldout.jsonl")
     return m | {"heldout_cut": sum(r["finish_reason"] != "stop" for r in heldout) / len(heldout)}
 
 
-def _metrics(arm: str, seed: int, out: Path, runs_dir: Path, backend: str) -> dict:
+def _metrics(arm: str, seed: int, out: Path, runs_dir: Path, backend: str, categories: str) -> dict:
     from lenvm_rl.quickstart import QuickstartConfig, finished_report, run_quickstart
 
-    cfg = replace(QuickstartConfig(), output_dir=str(out), seed=seed, backend=backend, **ARMS[arm])
+    cfg = replace(
+        QuickstartConfig(), output_dir=str(out), seed=seed, backend=backend, categories=categories, **ARMS[arm]
+    )
     if done := finished_report(cfg):
         return done
     if arm != "default":  # the paired default's rollouts: the same held-out samples, a superset of its training data
@@ -89,8 +92,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
     p.add_argument("--runs_dir", default="lenvm_runs/seeds")
     p.add_argument("--backend", default="hf_continuous", help="rollout sampler (the same distribution either way)")
+    p.add_argument("--categories", default=None, help="built-in prompt categories; default: the quickstart's")
     p.add_argument("--output_dir", default="evals/results/quickstart_seeds")
     a = p.parse_args(argv)
+    from lenvm_rl.evaluation.common import write_outputs
+    from lenvm_rl.quickstart import QuickstartConfig
+
+    categories = QuickstartConfig().categories if a.categories is None else a.categories
     seeds = [int(s) for s in a.seeds.split(",")]
     arms = [arm for arm in ARMS if arm in a.arms.split(",")]  # the default first: the others copy its rollouts
     if unknown := set(a.arms.split(",")) - set(ARMS):
@@ -98,10 +106,11 @@ def main(argv: list[str] | None = None) -> dict:
     if len(seeds) < 2:
         raise SystemExit("a spread needs at least two seeds")
 
-    runs = {(arm, s): run_one(arm, s, Path(a.runs_dir), a.backend) for s in seeds for arm in arms}
+    runs = {(arm, s): run_one(arm, s, Path(a.runs_dir), a.backend, categories) for s in seeds for arm in arms}
     table = {arm: {name: [get(runs[arm, s]) for s in seeds] for name, get in COLUMNS.items()} for arm in arms}
     result = {
         "seeds": seeds,
+        "categories": categories,
         "arms": {arm: ARMS[arm] for arm in arms},
         "per_seed": table,
         "mean": {arm: {k: stat(np.mean, v) for k, v in cols.items()} for arm, cols in table.items()},
@@ -128,14 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{n} {', '.join(fmt(n, d) for d in diff[n])} (better in {wins[n]}/{len(seeds)})" for n in names
             ),
         ]
-    md = "\n".join(lines) + "\n"
-    print(md)
-    out = Path(a.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "quickstart_seeds.json").write_text(json.dumps(result, indent=2))
     command = " ".join(["python -m evals.experiments.quickstart_seeds", *(sys.argv[1:] if argv is None else argv)])
-    (out / "quickstart_seeds.md").write_text(f"<!-- {command} -->\n" + md)
-    return result
+    return write_outputs(a.output_dir, "quickstart_seeds", {"command": command, **result}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
