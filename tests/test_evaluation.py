@@ -331,6 +331,23 @@ def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_
     assert (out / "lifebench_cells.jsonl").read_text().splitlines() == cells
     assert again["summary"] == result["summary"]
 
+    # another folder started from this run's cells (--base_cells): a copy, every cell reused, the source untouched
+    other = tmp_path / "other"
+    argv = ["--tiny", "--critic", str(quickstart_layout / "model"), "--generator", str(tiny_causal_dir)]
+    argv += [
+        "--data",
+        str(lifebench_file),
+        "--output_dir",
+        str(other),
+        "--base_cells",
+        str(out / "lifebench_cells.jsonl"),
+    ]
+    assert lifebench.main(argv)["summary"] == result["summary"]
+    assert (other / "lifebench_cells.jsonl").read_text().splitlines() == cells
+    assert (out / "lifebench_cells.jsonl").read_text().splitlines() == cells
+    with pytest.raises(FileNotFoundError, match="base_cells"):
+        lifebench.main([*argv[:-1], str(tmp_path / "none.jsonl")])
+
 
 def test_length_groups_keep_long_prompts_from_padding_short_ones():
     from lenvm_rl.evaluation.common import length_groups

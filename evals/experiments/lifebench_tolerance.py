@@ -9,8 +9,8 @@ rho on the same prompts and seeds: natural ends and Length Score against the NLL
 
 The control is ``rules_only`` at every rho (a constant critic: every candidate has the same value gap, so the
 weight cancels and its answers should not move with rho; the table says whether they do). Each rho runs in its own
-folder under ``--runs_dir``, started from ``--base_cells`` (a lifebench_cells.jsonl) so that plain answers, and any
-cell with the same settings, are reused. Not a tuning run: the default rho stays 0.1 whatever this shows.
+folder under ``--runs_dir``, started from ``--base_cells`` (`lenvm eval lifebench`'s: another run's cells file) so
+that plain answers, and any cell with the same settings, are reused. Not a tuning run: the default rho stays 0.1 whatever this shows.
 
     python -m evals.experiments.lifebench_tolerance --critic lenvm_runs/seeds/broad_s0/model \
         --data ~/data/LIFEBench/data_no_summary.jsonl --rows_per_cell 30 --batch_size 33 --targets 16,32 \
@@ -22,7 +22,6 @@ cell with the same settings, are reused. Not a tuning run: the default rho stays
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,12 +38,6 @@ class ToleranceArguments:
     runs_dir: str = field(
         default="lenvm_runs/eval/lifebench_tolerance",
         metadata={"help": "One `lenvm eval lifebench` output folder per rho (rho_<x>/) goes here."},
-    )
-    base_cells: str | None = field(
-        default=None,
-        metadata={
-            "help": "A lifebench_cells.jsonl copied into each rho's folder first, so its matching cells are reused."
-        },
     )
 
 
@@ -142,16 +135,10 @@ def main(argv: list[str] | None = None) -> dict:
     arms = {a.strip() for a in cfg.arms.split(",")}
     if not {"lenvm", "rules_only"} <= arms:
         raise ValueError(f"--arms must include lenvm and rules_only (the control), got {cfg.arms!r}")
-    if sweep.base_cells and not Path(sweep.base_cells).is_file():
-        raise FileNotFoundError(f"--base_cells {sweep.base_cells} not found")
     out_dir = cfg.output_dir or f"lenvm_runs/eval/{NAME}"
     rows, runs = [], {}
     for rho in rhos:
         run_dir = Path(sweep.runs_dir) / f"rho_{rho:g}"
-        cells = run_dir / lifebench.CELLS_FILE
-        if sweep.base_cells and not cells.exists():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(sweep.base_cells, cells)
         print(f"[{NAME}] value tolerance {rho:g} -> {run_dir}")
         result = lifebench.run(
             replace(cfg, value_tolerance=rho, output_dir=str(run_dir)), f"lenvm eval lifebench (rho {rho:g})"

@@ -46,6 +46,7 @@ import hashlib
 import json
 import math
 import random
+import shutil
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -141,6 +142,14 @@ class LifebenchArguments(common.EvalArguments):
         },
     )
     nll_batch_size: int = field(default=8, metadata={"help": "Rows per forward when scoring answers' NLL."})
+    base_cells: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Another run's {NAME}_cells.jsonl, copied into --output_dir when it has none yet: its cells "
+            "with the same settings are reused (e.g. the critic-free arms, for a new critic with the same prompt "
+            "format)."
+        },
+    )
     max_batch_tokens: int = field(
         default=4096,
         metadata={
@@ -268,6 +277,8 @@ def parse_config(cfg: LifebenchArguments) -> tuple[list[int], list[str], list[st
         raise ValueError(f"rows_per_cell must be >= 1, got {cfg.rows_per_cell}")
     if not math.isfinite(cfg.value_tolerance) or cfg.value_tolerance < 0:
         raise ValueError(f"value_tolerance must be >= 0, got {cfg.value_tolerance}")
+    if cfg.base_cells and not Path(cfg.base_cells).is_file():
+        raise FileNotFoundError(f"--base_cells {cfg.base_cells} not found: pass another run's {CELLS_FILE}")
     return targets, modes, arms
 
 
@@ -674,6 +685,9 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
 
     out_dir = Path(cfg.output_dir)
     cells_path = out_dir / CELLS_FILE
+    if cfg.base_cells and not cells_path.exists():  # a copy: this run's file grows, the other run's stays as it is
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cfg.base_cells, cells_path)
     stored = load_cells(cells_path)
     reused = 0
     sampling = dict(
