@@ -1,0 +1,254 @@
+"""Does a better length predictor make a better length-guided decoder? The LenVM arm of token-level LIFEBench with
+several critics, each beside its own length-prediction error and the rules alone.
+
+One critic per training seed says little: the quickstart critics' held-out MRE moves by 20 points with the seed
+(evals/results/quickstart_seeds). So this runs the same LIFEBench cells (same prompts, sampling seeds, rules) with
+every critic given, ``--critics name=path,...`` (names ending in ``_s<seed>`` form families, e.g. default_s0..2),
+each in its own folder under ``--runs_dir`` started from ``--base_cells`` so the critic-free arms are computed once.
+Per cell and critic: LS, natural ends, NLL gap to plain and degenerate rate, and the margins over ``rules_only``
+(the same answers for every critic). Each critic's length-prediction error is the MRE on its own held-out split,
+read from the quickstart's metrics.json beside its model (none for a critic without one, e.g. an untrained head);
+the splits differ by seed, so it is a rough axis. Kendall tau across critics says whether a lower MRE goes with more
+natural ends or a smaller quality cost; with a handful of critics it is a direction, not a test.
+
+    python -m evals.experiments.lifebench_critics --critics default_s0=lenvm_runs/seeds/default_s0/model,... \
+        --data ~/data/LIFEBench/data_no_summary.jsonl --rows_per_cell 30 --batch_size 33 --targets 16,32 \
+        --modes equal,at_most --arms plain,rules_only,lenvm --base_cells evals/results/lifebench/lifebench_cells.jsonl \
+        --runs_dir lenvm_runs/eval/lifebench_critics --output_dir evals/results/lifebench_critics
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+NAME = "lifebench_critics"
+FIGURES = ("ls_margin", "natural_margin", "nll_gap_to_plain", "degenerate_rate")
+
+
+@dataclass
+class CriticsArguments:
+    """The experiment's own options; every other flag is `lenvm eval lifebench`'s (its --critic is not used)."""
+
+    critics: str = field(default="", metadata={"help": "Comma-separated name=path pairs, e.g. default_s0=DIR."})
+    runs_dir: str = field(
+        default="lenvm_runs/eval/lifebench_critics",
+        metadata={"help": "One `lenvm eval lifebench` output folder per critic (<name>/) goes here."},
+    )
+
+
+def parse_critics(text: str) -> dict[str, str]:
+    """``name=path`` pairs in the order given; names must be distinct and usable as folder names."""
+    pairs = [p.strip() for p in text.split(",") if p.strip()]
+    critics = {}
+    for p in pairs:
+        name, eq, path = p.partition("=")
+        if not eq or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not path:
+            raise ValueError(f"--critics takes name=path pairs (name: letters, digits, _ . -), got {p!r}")
+        if name in critics:
+            raise ValueError(f"--critics names a critic twice: {name!r}")
+        critics[name] = path
+    if len(critics) < 2:
+        raise ValueError("--critics needs at least two name=path pairs to compare")
+    return critics
+
+
+def family(name: str) -> str:
+    """``default_s2`` -> ``default``; a name without a seed suffix is its own family."""
+    return re.sub(r"_s\d+$", "", name)
+
+
+def heldout_mre(critic: str) -> float | None:
+    """The critic's held-out MRE from the quickstart's metrics.json beside its model, if there is one."""
+    path = Path(critic).parent / "metrics.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("length_prediction", {}).get("LenVM", {}).get("mre")
+
+
+def compare(summaries: dict[str, list[dict]], mre: dict[str, float | None]) -> tuple[list[dict], list[dict]]:
+    """(one row per critic and cell with its margins over rules_only, the rules_only row per cell). The rules_only
+    cells must be the same for every critic (they carry no critic): a difference is an error, not a figure."""
+    rows, controls = [], {}
+    for name, summary in summaries.items():
+        by = {(c["mode"], c["arm"], c["target"]): c for c in summary}
+        for (mode, arm, target), c in sorted(by.items()):
+            if arm != "lenvm":
+                continue
+            ref = by[mode, "rules_only", target]
+            if controls.setdefault((mode, target), ref) != ref:
+                raise ValueError(f"rules_only differs between critics at {mode} {target}: not the same prompts/seeds")
+            rows.append(
+                dict(c, critic=name, family=family(name), heldout_mre=mre[name])
+                | {"ls_margin": c["ls"] - ref["ls"], "natural_margin": c["natural_end_rate"] - ref["natural_end_rate"]}
+            )
+    return rows, [controls[k] for k in sorted(controls)]
+
+
+def by_family(rows: list[dict]) -> list[dict]:
+    """Mean and sd (over a family's critics) of each figure per cell."""
+    out = []
+    for key in sorted({(r["mode"], r["target"], r["family"]) for r in rows}):
+        members = [r for r in rows if (r["mode"], r["target"], r["family"]) == key]
+        entry = {"mode": key[0], "target": key[1], "family": key[2], "n_critics": len(members)}
+        for f in ("heldout_mre", *FIGURES):
+            vals = [r[f] for r in members if r[f] is not None]
+            entry[f] = float(np.mean(vals)) if vals else None
+            entry[f"{f}_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+        out.append(entry)
+    return out
+
+
+def rank_agreement(rows: list[dict]) -> list[dict]:
+    """Kendall tau across the critics with an MRE, per cell, between the MRE and each decoding figure."""
+    from lenvm_rl.metrics import kendall_tau
+
+    out = []
+    for mode, target in sorted({(r["mode"], r["target"]) for r in rows}):
+        cell = [r for r in rows if (r["mode"], r["target"]) == (mode, target) and r["heldout_mre"] is not None]
+        if len(cell) < 3:
+            continue
+        mre = [r["heldout_mre"] for r in cell]
+        entry = {"mode": mode, "target": target, "n_critics": len(cell)}
+        entry |= {f"tau_mre_{f}": kendall_tau(mre, [r[f] for r in cell]) for f in FIGURES}
+        out.append(entry)
+    return out
+
+
+def pct(x, signed: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:+.0f}" if signed else f"{100 * x:.0f} %"
+
+
+def mean_sd(entry: dict, f: str) -> str:
+    """A family's mean ± sd of figure ``f``: LS margins in LS points, the rest (shares) in percent / points."""
+    mean, sd = entry[f], entry[f"{f}_sd"]
+    if mean is None:
+        return "-"
+    scale, sign = (1.0, True) if f == "ls_margin" else (100.0, f in ("natural_margin", "nll_gap_to_plain"))
+    text = f"{scale * mean:+.1f}" if sign else f"{scale * mean:.1f}"
+    return text + ("" if sd is None else f" ± {scale * sd:.1f}")
+
+
+def markdown(rows: list[dict], controls: list[dict], families: list[dict], taus: list[dict]) -> str:
+    lines = [
+        "| mode | target | critic | held-out MRE | LS (margin) | natural (margin, points) | NLL gap | degenerate |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for c in controls:
+        lines.append(
+            f"| {c['mode']} | {c['target']} | *rules_only* | - | {c['ls']:.1f} | {pct(c['natural_end_rate'])} | "
+            f"{pct(c['nll_gap_to_plain'], True)} % | {pct(c['degenerate_rate'])} |"
+        )
+        for r in (r for r in rows if (r["mode"], r["target"]) == (c["mode"], c["target"])):
+            lines.append(
+                f"| | | {r['critic']} | {pct(r['heldout_mre'])} | {r['ls']:.1f} ({r['ls_margin']:+.1f}) | "
+                f"{pct(r['natural_end_rate'])} ({pct(r['natural_margin'], True)}) | "
+                f"{pct(r['nll_gap_to_plain'], True)} % | {pct(r['degenerate_rate'])} |"
+            )
+    lines += [
+        "",
+        "Per family (mean ± sd over its critics):",
+        "",
+        "| mode | target | family | critics | held-out MRE (%) | LS margin | natural margin (points) | NLL gap (%) | "
+        "degenerate (%) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in families:
+        figures = " | ".join(mean_sd(e, f) for f in ("heldout_mre", *FIGURES))
+        lines.append(f"| {e['mode']} | {e['target']} | {e['family']} | {e['n_critics']} | {figures} |")
+    if taus:
+        lines += [
+            "",
+            "Kendall tau across critics between the held-out MRE and each figure (negative: lower MRE, higher figure):",
+            "",
+            "| mode | target | critics | " + " | ".join(FIGURES) + " |",
+            "|---|---:|---:|" + "---:|" * len(FIGURES),
+        ]
+        for t in taus:
+            lines.append(
+                f"| {t['mode']} | {t['target']} | {t['n_critics']} | "
+                + " | ".join(f"{t[f'tau_mre_{f}']:+.2f}" for f in FIGURES)
+                + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    """Natural-end margin (top) and NLL gap (bottom) against the critic's held-out MRE, one column per cell, a colour
+    per family; critics without an MRE as dashed lines."""
+    from lenvm_rl.plots import plt, save_figure
+
+    cells = sorted({(r["mode"], r["target"]) for r in rows})
+    families = sorted({r["family"] for r in rows})
+    colors = dict(zip(families, plt.get_cmap("tab10").colors))
+    fig, axes = plt.subplots(2, len(cells), figsize=(4 * len(cells), 7), squeeze=False, sharey="row")
+    for j, (mode, target) in enumerate(cells):
+        for r in (r for r in rows if (r["mode"], r["target"]) == (mode, target)):
+            for i, f in enumerate(("natural_margin", "nll_gap_to_plain")):
+                y = 100 * (r[f] or 0.0)
+                if r["heldout_mre"] is None:
+                    axes[i, j].axhline(y, ls="--", color=colors[r["family"]], label=r["family"] if i == 0 else None)
+                else:
+                    axes[i, j].scatter(
+                        100 * r["heldout_mre"], y, color=colors[r["family"]], label=r["family"] if i == 0 else None
+                    )
+        axes[0, j].set(title=f"{mode.replace('_', ' ')} {target}")
+        axes[1, j].set(xlabel="critic's held-out MRE (%)")
+        for ax in axes[:, j]:
+            ax.axhline(0, color="gray", lw=0.8)
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("natural ends over rules_only (points)")
+    axes[1, 0].set_ylabel("NLL gap to plain (%)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    axes[0, -1].legend(unique.values(), unique.keys(), fontsize=8)
+    fig.suptitle("LenVM decoding with several critics, against each critic's length-prediction error")
+    return save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from lenvm_rl.args import make_parser, parse
+    from lenvm_rl.evaluation import lifebench
+    from lenvm_rl.evaluation.common import write_outputs
+
+    parser = make_parser([CriticsArguments, lifebench.LifebenchArguments], f"python -m evals.experiments.{NAME}")
+    own, cfg = parse(parser, argv)
+    critics = parse_critics(own.critics)
+    arms = {a.strip() for a in cfg.arms.split(",")}
+    if not {"lenvm", "rules_only", "plain"} <= arms:
+        raise ValueError(f"--arms must include plain, rules_only (the control) and lenvm, got {cfg.arms!r}")
+    missing = [p for p in critics.values() if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"no critic at {missing}")
+    summaries = {}
+    for name, path in critics.items():
+        print(f"[{NAME}] critic {name}: {path}")
+        result = lifebench.run(
+            replace(cfg, critic=path, output_dir=str(Path(own.runs_dir) / name)), f"lenvm eval lifebench ({name})"
+        )
+        summaries[name] = result["summary"]
+    mre = {name: heldout_mre(path) for name, path in critics.items()}
+    rows, controls = compare(summaries, mre)
+    families, taus = by_family(rows), rank_agreement(rows)
+    out_dir = cfg.output_dir or f"lenvm_runs/eval/{NAME}"
+    plot(rows, Path(out_dir) / f"{NAME}.png")
+    result = {
+        "command": " ".join([f"python -m evals.experiments.{NAME}", *(sys.argv[1:] if argv is None else argv)]),
+        "critics": critics,
+        "rows": rows,
+        "rules_only": controls,
+        "families": families,
+        "rank_agreement": taus,
+    }
+    return write_outputs(out_dir, NAME, result, markdown(rows, controls, families, taus))
+
+
+if __name__ == "__main__":
+    main()

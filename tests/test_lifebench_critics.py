@@ -1,0 +1,93 @@
+"""evals/experiments/lifebench_critics.py: one LIFEBench run per critic on the same cells, margins over the shared
+rules-only control, family means, rank agreement with each critic's held-out MRE, and the input checks."""
+
+import json
+
+import pytest
+import torch
+
+from evals.experiments import lifebench_critics as lc
+
+
+def _cell(mode, arm, target, ls, natural, gap=0.1, degenerate=0.0):
+    return {
+        "mode": mode,
+        "arm": arm,
+        "target": target,
+        "ls": ls,
+        "natural_end_rate": natural,
+        "nll_gap_to_plain": gap,
+        "degenerate_rate": degenerate,
+    }
+
+
+def test_compare_margins_families_and_rank_agreement():
+    ref = _cell("equal", "rules_only", 16, 60.0, 0.1)
+    summaries = {
+        f"a_s{i}": [ref, _cell("equal", "lenvm", 16, 60.0 + i, 0.1 + 0.1 * i, gap=0.3 - 0.1 * i)] for i in range(3)
+    } | {"rand": [ref, _cell("equal", "lenvm", 16, 59.0, 0.1)]}
+    mre = {"a_s0": 0.6, "a_s1": 0.5, "a_s2": 0.4, "rand": None}
+    rows, controls = lc.compare(summaries, mre)
+    assert controls == [ref]
+    assert [r["family"] for r in rows] == ["a", "a", "a", "rand"]
+    assert [r["ls_margin"] for r in rows] == pytest.approx([0.0, 1.0, 2.0, -1.0])
+    assert [r["natural_margin"] for r in rows] == pytest.approx([0.0, 0.1, 0.2, 0.0])
+    fam = {e["family"]: e for e in lc.by_family(rows)}
+    assert fam["a"]["ls_margin"] == pytest.approx(1.0) and fam["a"]["ls_margin_sd"] == pytest.approx(1.0)
+    assert fam["a"]["heldout_mre"] == pytest.approx(0.5) and fam["rand"]["heldout_mre"] is None
+    assert fam["rand"]["n_critics"] == 1 and fam["rand"]["ls_margin_sd"] is None
+    (tau,) = lc.rank_agreement(rows)  # the critic without an MRE is left out
+    assert tau["n_critics"] == 3
+    assert tau["tau_mre_natural_margin"] == pytest.approx(-1.0)  # lower MRE, more natural ends
+    assert tau["tau_mre_nll_gap_to_plain"] == pytest.approx(1.0)  # lower MRE, smaller quality cost
+    md = lc.markdown(rows, controls, lc.by_family(rows), [tau])
+    assert "| equal | 16 | a | 3 | 50.0 ± 10.0 | +1.0 ± 1.0 | +10.0 ± 10.0 |" in md
+    # the control must be the same answers for every critic
+    other = dict(summaries, b_s0=[_cell("equal", "rules_only", 16, 61.0, 0.1), _cell("equal", "lenvm", 16, 1, 0)])
+    with pytest.raises(ValueError, match="rules_only differs"):
+        lc.compare(other, mre | {"b_s0": None})
+
+
+def test_names_and_bad_input(tmp_path):
+    assert lc.parse_critics("x_s0=/a, y=/b") == {"x_s0": "/a", "y": "/b"}
+    assert lc.family("default_s12") == "default" and lc.family("random") == "random"
+    for bad in ("x=/a", "x=/a,x=/b", "x/y=/a,z=/b", "x,y=/b", ""):
+        with pytest.raises(ValueError, match="critics"):
+            lc.parse_critics(bad)
+    with pytest.raises(ValueError, match="rules_only"):
+        lc.main(["--critics", "a=/x,b=/y", "--arms", "plain,lenvm"])
+    with pytest.raises(FileNotFoundError, match="no critic"):
+        lc.main(["--critics", f"a={tmp_path},b={tmp_path / 'missing'}", "--output_dir", str(tmp_path)])
+
+
+def test_tiny_run_two_critics(tmp_path, tiny_causal_dir, tokenizer, lifebench_file):
+    from lenvm_rl.modeling import LengthValueModel
+
+    critics = {}
+    for seed in (0, 1):
+        path = tmp_path / f"c{seed}" / "model"
+        torch.manual_seed(seed)
+        LengthValueModel.from_backbone(str(tiny_causal_dir), gamma=0.95).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        critics[f"tiny_s{seed}"] = path
+    metrics = {"length_prediction": {"LenVM": {"mre": 0.42}}}
+    (tmp_path / "c1" / "metrics.json").write_text(json.dumps(metrics))  # a quickstart layout for one critic
+    argv = ["--tiny", "--generator", str(tiny_causal_dir), "--data", str(lifebench_file), "--modes", "equal,at_most"]
+    argv += ["--arms", "plain,rules_only,lenvm", "--critics", ",".join(f"{k}={v}" for k, v in critics.items())]
+    argv += ["--runs_dir", str(tmp_path / "runs"), "--output_dir", str(tmp_path / "out")]
+    result = lc.main(argv)
+    assert [(r["critic"], r["mode"]) for r in result["rows"]] == [
+        ("tiny_s0", "at_most"),
+        ("tiny_s0", "equal"),
+        ("tiny_s1", "at_most"),
+        ("tiny_s1", "equal"),
+    ]
+    assert [r["heldout_mre"] for r in result["rows"]] == [None, None, 0.42, 0.42]
+    assert [(c["mode"], c["arm"]) for c in result["rules_only"]] == [("at_most", "rules_only"), ("equal", "rules_only")]
+    for r in result["rows"]:
+        ref = next(c for c in result["rules_only"] if c["mode"] == r["mode"])
+        assert r["ls_margin"] == pytest.approx(r["ls"] - ref["ls"]) and r["n"] == ref["n"] == 5
+    for name in critics:  # each critic in its own lifebench folder
+        assert json.loads((tmp_path / "runs" / name / "lifebench.json").read_text())["critic"] == str(critics[name])
+    assert [e["family"] for e in result["families"]] == ["tiny", "tiny"] and result["rank_agreement"] == []
+    assert (tmp_path / "out" / f"{lc.NAME}.png").stat().st_size > 0
