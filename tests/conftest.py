@@ -103,6 +103,20 @@ def make_records(tokenizer, n: int = 24, seed: int = 0, truncated_every: int = 0
     return records
 
 
+def summary_cell(mode, arm, target, ls, natural, gap=0.05, degenerate=0.0, repetitive=0.0) -> dict:
+    """A LIFEBench cell summary with the figures the goal and the experiments read."""
+    return {
+        "mode": mode,
+        "arm": arm,
+        "target": target,
+        "ls": ls,
+        "natural_end_rate": natural,
+        "nll_gap_to_plain": gap,
+        "degenerate_rate": degenerate,
+        "repetitive_rate": repetitive,
+    }
+
+
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path

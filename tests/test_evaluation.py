@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import make_records, shared_data_file, write_jsonl
+from conftest import make_records, shared_data_file, summary_cell, write_jsonl
 
 from lenvm_rl.evaluation import lifebench, tradeoff
 from lenvm_rl.evaluation.length_prediction import (
@@ -40,30 +40,17 @@ def test_lifebench_averages_per_target_first():
     assert agg["abs_ld"] == 0.25
 
 
-def _cell(mode, arm, target, ls, natural, gap=0.05, degenerate=0.0, repetitive=0.0):
-    return {
-        "mode": mode,
-        "arm": arm,
-        "target": target,
-        "ls": ls,
-        "natural_end_rate": natural,
-        "nll_gap_to_plain": gap,
-        "degenerate_rate": degenerate,
-        "repetitive_rate": repetitive,
-    }
-
-
 def test_lifebench_goal_compares_lenvm_with_rules_only_per_target():
     summary = [
-        _cell("equal", "rules_only", 16, 60.0, 0.10),
-        _cell("equal", "lenvm", 16, 70.0, 0.80),  # exactly +10 LS and 80 % natural: met
-        _cell("equal", "rules_only", 32, 60.0, 0.10),
-        _cell("equal", "lenvm", 32, 75.0, 0.79),  # LS fine, too few natural ends: not met
-        _cell("at_most", "rules_only", 16, 100.0, 0.20),
-        _cell("at_most", "lenvm", 16, 96.0, 0.50),  # +30 points natural at LS >= 95: met
-        _cell("at_least", "rules_only", 16, 100.0, 0.20),
-        _cell("at_least", "lenvm", 16, 94.0, 0.90),  # natural fine, LS below 95: not met
-        _cell("at_least", "plain", 16, 50.0, 1.0),  # not compared
+        summary_cell("equal", "rules_only", 16, 60.0, 0.10),
+        summary_cell("equal", "lenvm", 16, 70.0, 0.80),  # exactly +10 LS and 80 % natural: met
+        summary_cell("equal", "rules_only", 32, 60.0, 0.10),
+        summary_cell("equal", "lenvm", 32, 75.0, 0.79),  # LS fine, too few natural ends: not met
+        summary_cell("at_most", "rules_only", 16, 100.0, 0.20),
+        summary_cell("at_most", "lenvm", 16, 96.0, 0.50),  # +30 points natural at LS >= 95: met
+        summary_cell("at_least", "rules_only", 16, 100.0, 0.20),
+        summary_cell("at_least", "lenvm", 16, 94.0, 0.90),  # natural fine, LS below 95: not met
+        summary_cell("at_least", "plain", 16, 50.0, 1.0),  # not compared
     ]
     g = lifebench.goal(summary)
     met = {(c["mode"], c["target"]): c["met"] for c in g["checks"]}
@@ -71,12 +58,12 @@ def test_lifebench_goal_compares_lenvm_with_rules_only_per_target():
     assert g["met"] is False
     only_met = [c for c in summary if (c["mode"], c["target"]) in {("equal", 16), ("at_most", 16)}]
     assert lifebench.goal(only_met)["met"] is True
-    assert lifebench.goal([_cell("equal", "lenvm", 16, 90.0, 1.0)]) is None  # no control arm: no verdict
+    assert lifebench.goal([summary_cell("equal", "lenvm", 16, 90.0, 1.0)]) is None  # no control arm: no verdict
 
     def quality(ls, gap, degenerate, repetitive=0.0):
         cells = [
-            _cell("equal", "rules_only", 16, 60.0, 0.1),
-            _cell("equal", "lenvm", 16, ls, 0.9, gap, degenerate, repetitive),
+            summary_cell("equal", "rules_only", 16, 60.0, 0.1),
+            summary_cell("equal", "lenvm", 16, ls, 0.9, gap, degenerate, repetitive),
         ]
         return lifebench.goal(cells)["quality_met"]
 

@@ -5,27 +5,16 @@ import json
 
 import pytest
 import torch
+from conftest import summary_cell
 
 from evals.experiments import lifebench_critics as lc
 
 
-def _cell(mode, arm, target, ls, natural, gap=0.1, degenerate=0.0):
-    return {
-        "mode": mode,
-        "arm": arm,
-        "target": target,
-        "ls": ls,
-        "natural_end_rate": natural,
-        "nll_gap_to_plain": gap,
-        "degenerate_rate": degenerate,
-    }
-
-
 def test_compare_margins_families_and_rank_agreement():
-    ref = _cell("equal", "rules_only", 16, 60.0, 0.1)
+    ref = summary_cell("equal", "rules_only", 16, 60.0, 0.1)
     summaries = {
-        f"a_s{i}": [ref, _cell("equal", "lenvm", 16, 60.0 + i, 0.1 + 0.1 * i, gap=0.3 - 0.1 * i)] for i in range(3)
-    } | {"rand": [ref, _cell("equal", "lenvm", 16, 59.0, 0.1)]}
+        f"a_s{i}": [ref, summary_cell("equal", "lenvm", 16, 60.0 + i, 0.1 + 0.1 * i, 0.3 - 0.1 * i)] for i in range(3)
+    } | {"rand": [ref, summary_cell("equal", "lenvm", 16, 59.0, 0.1)]}
     mre = {"a_s0": 0.6, "a_s1": 0.5, "a_s2": 0.4, "rand": None}
     rows, controls = lc.compare(summaries, mre)
     assert controls == [ref]
@@ -43,7 +32,9 @@ def test_compare_margins_families_and_rank_agreement():
     md = lc.markdown(rows, controls, lc.by_family(rows), [tau])
     assert "| equal | 16 | a | 3 | 50.0 ± 10.0 | +1.0 ± 1.0 | +10.0 ± 10.0 |" in md
     # the control must be the same answers for every critic
-    other = dict(summaries, b_s0=[_cell("equal", "rules_only", 16, 61.0, 0.1), _cell("equal", "lenvm", 16, 1, 0)])
+    other = dict(
+        summaries, b_s0=[summary_cell("equal", "rules_only", 16, 61.0, 0.1), summary_cell("equal", "lenvm", 16, 1, 0)]
+    )
     with pytest.raises(ValueError, match="rules_only differs"):
         lc.compare(other, mre | {"b_s0": None})
 

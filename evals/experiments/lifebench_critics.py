@@ -214,16 +214,12 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from lenvm_rl.args import make_parser, parse
     from lenvm_rl.evaluation import lifebench
     from lenvm_rl.evaluation.common import write_outputs
 
-    parser = make_parser([CriticsArguments, lifebench.LifebenchArguments], f"python -m evals.experiments.{NAME}")
-    own, cfg = parse(parser, argv)
+    prog = f"python -m evals.experiments.{NAME}"
+    own, cfg = lifebench.parse_with(CriticsArguments, prog, argv, ("plain", "rules_only", "lenvm"))
     critics = parse_critics(own.critics)
-    arms = {a.strip() for a in cfg.arms.split(",")}
-    if not {"lenvm", "rules_only", "plain"} <= arms:
-        raise ValueError(f"--arms must include plain, rules_only (the control) and lenvm, got {cfg.arms!r}")
     missing = [p for p in critics.values() if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"no critic at {missing}")

@@ -125,16 +125,12 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from lenvm_rl.args import make_parser, parse
     from lenvm_rl.evaluation import lifebench
     from lenvm_rl.evaluation.common import write_outputs
 
-    parser = make_parser([ToleranceArguments, lifebench.LifebenchArguments], f"python -m evals.experiments.{NAME}")
-    sweep, cfg = parse(parser, argv)
+    prog = f"python -m evals.experiments.{NAME}"
+    sweep, cfg = lifebench.parse_with(ToleranceArguments, prog, argv, ("plain", "rules_only", "lenvm"))
     rhos = parse_tolerances(sweep.tolerances)
-    arms = {a.strip() for a in cfg.arms.split(",")}
-    if not {"lenvm", "rules_only"} <= arms:
-        raise ValueError(f"--arms must include lenvm and rules_only (the control), got {cfg.arms!r}")
     out_dir = cfg.output_dir or f"lenvm_runs/eval/{NAME}"
     rows, runs = [], {}
     for rho in rhos:

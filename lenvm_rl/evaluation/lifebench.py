@@ -282,6 +282,20 @@ def parse_config(cfg: LifebenchArguments) -> tuple[list[int], list[str], list[st
     return targets, modes, arms
 
 
+def parse_with(own_type: type, prog: str, argv: list[str] | None, required_arms: tuple[str, ...]):
+    """(``own_type``'s options, :class:`LifebenchArguments`) for a script that runs this evaluation several times
+    (evals/experiments); an ``--arms`` list without the arms the script compares is refused."""
+    from ..args import make_parser, parse
+
+    own, cfg = parse(make_parser([own_type, LifebenchArguments], prog), argv)
+    arms = {a.strip() for a in cfg.arms.split(",")}
+    if missing := [a for a in required_arms if a not in arms]:
+        raise ValueError(
+            f"--arms must include {', '.join(required_arms)}: {', '.join(missing)} missing from {cfg.arms!r}"
+        )
+    return own, cfg
+
+
 def cap_for(target: int, cfg: LifebenchArguments) -> int:
     return min(cfg.max_new_tokens, math.ceil(cfg.max_new_factor * target))
 
