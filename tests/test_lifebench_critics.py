@@ -29,6 +29,7 @@ def test_compare_margins_families_and_rank_agreement():
     assert tau["n_critics"] == 3
     assert tau["tau_mre_natural_margin"] == pytest.approx(-1.0)  # lower MRE, more natural ends
     assert tau["tau_mre_nll_gap_to_plain"] == pytest.approx(1.0)  # lower MRE, smaller quality cost
+    assert tau["tau_mre_degenerate_rate"] is None  # the same for every critic: no ranking
     md = lc.markdown(rows, controls, lc.by_family(rows), [tau])
     assert "| equal | 16 | a | 3 | 50.0 ± 10.0 | +1.0 ± 1.0 | +10.0 ± 10.0 |" in md
     # the control must be the same answers for every critic

@@ -115,7 +115,9 @@ def rank_agreement(rows: list[dict]) -> list[dict]:
             continue
         mre = [r["heldout_mre"] for r in cell]
         entry = {"mode": mode, "target": target, "n_critics": len(cell)}
-        entry |= {f"tau_mre_{f}": kendall_tau(mre, [r[f] for r in cell]) for f in FIGURES}
+        for f in FIGURES:  # a figure equal for every critic (e.g. LS 100 under a maximum) has no ranking: None
+            tau = kendall_tau(mre, [r[f] for r in cell])
+            entry[f"tau_mre_{f}"] = float(tau) if np.isfinite(tau) else None
         out.append(entry)
     return out
 
@@ -174,7 +176,7 @@ def markdown(rows: list[dict], controls: list[dict], families: list[dict], taus:
         for t in taus:
             lines.append(
                 f"| {t['mode']} | {t['target']} | {t['n_critics']} | "
-                + " | ".join(f"{t[f'tau_mre_{f}']:+.2f}" for f in FIGURES)
+                + " | ".join("-" if t[f"tau_mre_{f}"] is None else f"{t[f'tau_mre_{f}']:+.2f}" for f in FIGURES)
                 + " |"
             )
     return "\n".join(lines) + "\n"
