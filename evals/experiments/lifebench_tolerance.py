@@ -79,8 +79,7 @@ def table(rows: list[dict]) -> list[str]:
 
 def plot(rows: list[dict], path: Path) -> Path:
     """Per mode: LS (top) and natural ends (bottom) against the NLL gap to plain; a line per target through the
-    tolerances (labelled), the rules-only cells as squares."""
-    from lenvm_rl.evaluation.lifebench import ARM_COLORS
+    tolerances (labelled), the rules-only cells as squares of the same colour."""
     from lenvm_rl.plots import plt, save_figure
 
     modes = sorted({r["mode"] for r in rows})
@@ -99,7 +98,7 @@ def plot(rows: list[dict], path: Path) -> Path:
                     continue
                 x = [100 * r["nll_gap_to_plain"] for r in cells]
                 label = f"{arm}, target {target}"
-                color = shades[k] if arm == "lenvm" else ARM_COLORS["rules_only"]
+                color = shades[k]  # one colour per target; the marker tells the arm
                 for i, key in enumerate(("ls", "natural_end_rate")):
                     y = [r[key] if key == "ls" else 100 * r[key] for r in cells]
                     axes[i, j].plot(x, y, marker=marker, ls=style, color=color, label=label if i == 0 else None)
