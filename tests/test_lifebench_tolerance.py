@@ -80,6 +80,9 @@ def test_sweep_runs_each_tolerance_with_its_control(tiny_critic, tiny_causal_dir
         cell = next(c for c in map(json.loads, lines) if c["arm"] == "rules_only")
         answers.append([r["token_ids"] for r in cell["rows"]])
     assert answers[0] == answers[1]
+    # without --base_cells, each rho starts from the previous rho's cells: plain is generated once
+    lt.main(_argv(tiny_critic, tiny_causal_dir, lifebench_file, tmp_path / "c", tmp_path / "out_c", "0.1,2"))
+    assert len((tmp_path / "c" / "rho_2" / lifebench.CELLS_FILE).read_text().splitlines()) == 3 + 2
     md = (tmp_path / "out_b" / f"{lt.NAME}.md").read_text()
     assert "rules_only the same at every rho > 0: yes" in md
     assert (tmp_path / "out_b" / f"{lt.NAME}.png").stat().st_size > 0

@@ -4,7 +4,8 @@ several critics, each beside its own length-prediction error and the rules alone
 One critic per training seed says little: the quickstart critics' held-out MRE moves by 20 points with the seed
 (evals/results/quickstart_seeds). So this runs the same LIFEBench cells (same prompts, sampling seeds, rules) with
 every critic given, ``--critics name=path,...`` (names ending in ``_s<seed>`` form families, e.g. default_s0..2),
-each in its own folder under ``--runs_dir`` started from ``--base_cells`` so the critic-free arms are computed once.
+each in its own folder under ``--runs_dir``, started from the previous critic's cells (the first from
+``--base_cells``), so the critic-free arms are computed once.
 Per cell and critic: LS, natural ends, NLL gap to plain and degenerate rate, and the margins over ``rules_only``
 (the same answers for every critic). Each critic's length-prediction error is the MRE on its own held-out split,
 read from the quickstart's metrics.json beside its model (none for a critic without one, e.g. an untrained head);
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -225,13 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
     missing = [p for p in critics.values() if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"no critic at {missing}")
-    summaries = {}
-    for name, path in critics.items():
-        print(f"[{NAME}] critic {name}: {path}")
-        result = lifebench.run(
-            replace(cfg, critic=path, output_dir=str(Path(own.runs_dir) / name)), f"lenvm eval lifebench ({name})"
-        )
-        summaries[name] = result["summary"]
+    results = lifebench.run_series(cfg, {name: {"critic": path} for name, path in critics.items()}, own.runs_dir)
+    summaries = {name: result["summary"] for name, result in results.items()}
     mre = {name: heldout_mre(path) for name, path in critics.items()}
     rows, controls = compare(summaries, mre)
     families, taus = by_family(rows), rank_agreement(rows)

@@ -9,8 +9,8 @@ rho on the same prompts and seeds: natural ends and Length Score against the NLL
 
 The control is ``rules_only`` at every rho (a constant critic: every candidate has the same value gap, so the
 weight cancels and its answers should not move with rho; the table says whether they do). Each rho runs in its own
-folder under ``--runs_dir``, started from ``--base_cells`` (`lenvm eval lifebench`'s: another run's cells file) so
-that plain answers, and any cell with the same settings, are reused. Not a tuning run: the default rho stays 0.1 whatever this shows.
+folder under ``--runs_dir``, started from the previous rho's cells (the first from ``--base_cells``, another run's
+cells file) so that plain answers, and any cell with the same settings, are generated once. Not a tuning run: the default rho stays 0.1 whatever this shows.
 
     python -m evals.experiments.lifebench_tolerance --critic lenvm_runs/seeds/broad_s0/model \
         --data ~/data/LIFEBench/data_no_summary.jsonl --rows_per_cell 30 --batch_size 33 --targets 16,32 \
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 NAME = "lifebench_tolerance"
@@ -131,15 +131,14 @@ def main(argv: list[str] | None = None) -> dict:
     sweep, cfg = lifebench.parse_with(ToleranceArguments, prog, argv, ("plain", "rules_only", "lenvm"))
     rhos = parse_tolerances(sweep.tolerances)
     out_dir = cfg.output_dir or f"lenvm_runs/eval/{NAME}"
-    rows, runs = [], {}
-    for rho in rhos:
-        run_dir = Path(sweep.runs_dir) / f"rho_{rho:g}"
-        print(f"[{NAME}] value tolerance {rho:g} -> {run_dir}")
-        result = lifebench.run(
-            replace(cfg, value_tolerance=rho, output_dir=str(run_dir)), f"lenvm eval lifebench (rho {rho:g})"
-        )
-        runs[f"{rho:g}"] = str(run_dir)
-        rows += [dict(c, value_tolerance=rho) for c in result["summary"] if c["arm"] in ("lenvm", "rules_only")]
+    results = lifebench.run_series(cfg, {f"rho_{rho:g}": {"value_tolerance": rho} for rho in rhos}, sweep.runs_dir)
+    runs = {f"{rho:g}": str(Path(sweep.runs_dir) / f"rho_{rho:g}") for rho in rhos}
+    rows = [
+        dict(c, value_tolerance=rho)
+        for rho, result in zip(rhos, results.values())
+        for c in result["summary"]
+        if c["arm"] in ("lenvm", "rules_only")
+    ]
     moved = rules_only_moves(rows)
     lines = table(rows) + [
         "",

@@ -296,6 +296,21 @@ def parse_with(own_type: type, prog: str, argv: list[str] | None, required_arms:
     return own, cfg
 
 
+def run_series(cfg: LifebenchArguments, changes: dict[str, dict], runs_dir: str) -> dict[str, dict]:
+    """:func:`run` once per ``name -> {field: value}`` in ``changes``, each in ``runs_dir/name``. Each run starts from
+    the cells of the one before (the first from ``cfg.base_cells``), so what the runs share (plain answers, the
+    critic-free arms) is generated once."""
+    from dataclasses import replace
+
+    results, base = {}, cfg.base_cells
+    for name, fields in changes.items():
+        out = Path(runs_dir) / name
+        print(f"[{NAME}] {name} -> {out}")
+        results[name] = run(replace(cfg, output_dir=str(out), base_cells=base, **fields), f"lenvm eval {NAME} ({name})")
+        base = str(out / CELLS_FILE)
+    return results
+
+
 def cap_for(target: int, cfg: LifebenchArguments) -> int:
     return min(cfg.max_new_tokens, math.ceil(cfg.max_new_factor * target))
 
