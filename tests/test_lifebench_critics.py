@@ -50,6 +50,9 @@ def test_names_and_bad_input(tmp_path):
         lc.main(["--critics", "a=/x,b=/y", "--arms", "plain,lenvm"])
     with pytest.raises(FileNotFoundError, match="no critic"):
         lc.main(["--critics", f"a={tmp_path},b={tmp_path / 'missing'}", "--output_dir", str(tmp_path)])
+    # a hub id is left to the loader (no local check, no MRE); a missing local path is refused whatever its shape
+    assert not lc.looks_local("org/critic") and lc.heldout_mre("org/critic") is None
+    assert lc.looks_local("runs/seeds/a/model") and lc.looks_local("./a") and lc.looks_local("missing")
 
 
 def test_tiny_run_two_critics(tmp_path, tiny_causal_dir, tokenizer, lifebench_file):

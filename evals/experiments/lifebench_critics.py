@@ -64,10 +64,20 @@ def family(name: str) -> str:
     return re.sub(r"_s\d+$", "", name)
 
 
+def looks_local(critic: str) -> bool:
+    """A path rather than a hub id (``org/name``): it exists, or it is absolute, relative to ``.``/``~``, or
+    deeper than one slash. Missing local paths are refused up front; hub ids are left to the loader."""
+    if Path(critic).expanduser().exists() or critic.startswith((".", "/", "~")):
+        return True
+    return not re.fullmatch(r"[\w.-]+/[\w.-]+", critic)
+
+
 def heldout_mre(critic: str) -> float | None:
-    """The critic's held-out MRE from the quickstart's metrics.json beside its model, if there is one."""
-    path = Path(critic).parent / "metrics.json"
-    if not path.is_file():
+    """The critic's held-out MRE from the quickstart's metrics.json beside its model, if there is one (none for a
+    hub id: its training split is not ours to read)."""
+    folder = Path(critic).expanduser()
+    path = folder.parent / "metrics.json"
+    if not folder.exists() or not path.is_file():
         return None
     return json.loads(path.read_text()).get("length_prediction", {}).get("LenVM", {}).get("mre")
 
@@ -123,10 +133,9 @@ def rank_agreement(rows: list[dict]) -> list[dict]:
     return out
 
 
-def pct(x, signed: bool = False) -> str:
-    if x is None:
-        return "-"
-    return f"{100 * x:+.0f}" if signed else f"{100 * x:.0f} %"
+def points(x) -> str:
+    """A margin between two shares, in percentage points."""
+    return "-" if x is None else f"{100 * x:+.0f}"
 
 
 def mean_sd(entry: dict, f: str) -> str:
@@ -140,20 +149,22 @@ def mean_sd(entry: dict, f: str) -> str:
 
 
 def markdown(rows: list[dict], controls: list[dict], families: list[dict], taus: list[dict]) -> str:
+    from lenvm_rl.evaluation.lifebench import fmt
+
     lines = [
         "| mode | target | critic | held-out MRE | LS (margin) | natural (margin, points) | NLL gap | degenerate |",
         "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for c in controls:
         lines.append(
-            f"| {c['mode']} | {c['target']} | *rules_only* | - | {c['ls']:.1f} | {pct(c['natural_end_rate'])} | "
-            f"{pct(c['nll_gap_to_plain'], True)} % | {pct(c['degenerate_rate'])} |"
+            f"| {c['mode']} | {c['target']} | *rules_only* | - | {c['ls']:.1f} | {fmt(c['natural_end_rate'], share=True)} | "
+            f"{fmt(c['nll_gap_to_plain'], pct=True, digits=0)} | {fmt(c['degenerate_rate'], share=True)} |"
         )
         for r in (r for r in rows if (r["mode"], r["target"]) == (c["mode"], c["target"])):
             lines.append(
-                f"| | | {r['critic']} | {pct(r['heldout_mre'])} | {r['ls']:.1f} ({r['ls_margin']:+.1f}) | "
-                f"{pct(r['natural_end_rate'])} ({pct(r['natural_margin'], True)}) | "
-                f"{pct(r['nll_gap_to_plain'], True)} % | {pct(r['degenerate_rate'])} |"
+                f"| | | {r['critic']} | {fmt(r['heldout_mre'], share=True)} | {r['ls']:.1f} ({r['ls_margin']:+.1f}) | "
+                f"{fmt(r['natural_end_rate'], share=True)} ({points(r['natural_margin'])}) | "
+                f"{fmt(r['nll_gap_to_plain'], pct=True, digits=0)} | {fmt(r['degenerate_rate'], share=True)} |"
             )
     lines += [
         "",
@@ -223,9 +234,9 @@ def main(argv: list[str] | None = None) -> dict:
     prog = f"python -m evals.experiments.{NAME}"
     own, cfg = lifebench.parse_with(CriticsArguments, prog, argv, ("plain", "rules_only", "lenvm"))
     critics = parse_critics(own.critics)
-    missing = [p for p in critics.values() if not Path(p).exists()]
+    missing = [p for p in critics.values() if looks_local(p) and not Path(p).expanduser().exists()]
     if missing:
-        raise FileNotFoundError(f"no critic at {missing}")
+        raise FileNotFoundError(f"no critic at {missing} (give a LenVM folder or a hub id such as org/name)")
     results = lifebench.run_series(cfg, {name: {"critic": path} for name, path in critics.items()}, own.runs_dir)
     summaries = {name: result["summary"] for name, result in results.items()}
     mre = {name: heldout_mre(path) for name, path in critics.items()}

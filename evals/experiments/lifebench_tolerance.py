@@ -62,17 +62,17 @@ def rules_only_moves(rows: list[dict]) -> list[tuple[str, int]]:
 
 
 def table(rows: list[dict]) -> list[str]:
-    pct = lambda x: "-" if x is None else f"{100 * x:.0f} %"  # noqa: E731
+    from lenvm_rl.evaluation.lifebench import fmt
+
     lines = [
         "| mode | target | arm | rho | LS | natural | forced | capped | NLL gap to plain | degenerate |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(rows, key=lambda r: (r["mode"], r["target"], r["arm"] != "rules_only", r["value_tolerance"])):
-        gap = "-" if r["nll_gap_to_plain"] is None else f"{100 * r['nll_gap_to_plain']:+.1f} %"
+        shares = [fmt(r[k], share=True) for k in ("natural_end_rate", "forced_stop_rate", "capped_rate")]
         lines.append(
             f"| {r['mode']} | {r['target']} | {r['arm']} | {r['value_tolerance']:g} | {r['ls']:.1f} | "
-            f"{pct(r['natural_end_rate'])} | {pct(r['forced_stop_rate'])} | {pct(r['capped_rate'])} | {gap} | "
-            f"{pct(r['degenerate_rate'])} |"
+            f"{' | '.join(shares)} | {fmt(r['nll_gap_to_plain'], pct=True)} | {fmt(r['degenerate_rate'], share=True)} |"
         )
     return lines
 

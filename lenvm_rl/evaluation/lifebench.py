@@ -605,8 +605,9 @@ def plot_quality(summary: list[dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _fmt(x, pct: bool = False, digits: int = 1, share: bool = False) -> str:
-    """A number for the tables; None (no value, e.g. no finite NLL) as '-'."""
+def fmt(x, pct: bool = False, digits: int = 1, share: bool = False) -> str:
+    """A figure for the markdown tables: a share as ``37 %`` (``share``), a relative gap as ``+12.5 %`` (``pct``), else
+    a plain number; None (no value, e.g. no finite NLL) as ``-``. Shared by the experiments that tabulate cells."""
     if x is None:
         return "-"
     if share:
@@ -625,12 +626,12 @@ def markdown(result: dict) -> str:
     ]
     for c in result["summary"]:
         lines.append(
-            f"| {c['mode']} | {c['arm']} | {c['target']} | {c['n']} | {_fmt(c['ls'])} | "
+            f"| {c['mode']} | {c['arm']} | {c['target']} | {c['n']} | {fmt(c['ls'])} | "
             f"{100 * c['mean_abs_ld']:.0f} % | {100 * c['natural_end_rate']:.0f} % | "
             f"{100 * c['forced_stop_rate']:.0f} % | {100 * c['capped_rate']:.0f} % | "
-            f"{_fmt(c['mean_nll'], digits=2)} | {_fmt(c['nll_gap_to_plain'], pct=True)} | "
-            f"{_fmt(c['degenerate_rate'], share=True)} | {_fmt(c.get('mean_rep4'), digits=3)} | "
-            f"{_fmt(c.get('repetitive_rate'), share=True)} |"
+            f"{fmt(c['mean_nll'], digits=2)} | {fmt(c['nll_gap_to_plain'], pct=True)} | "
+            f"{fmt(c['degenerate_rate'], share=True)} | {fmt(c.get('mean_rep4'), digits=3)} | "
+            f"{fmt(c.get('repetitive_rate'), share=True)} |"
         )
     lines += [
         "",
@@ -658,8 +659,8 @@ def markdown(result: dict) -> str:
         lines += [
             f"| {c['mode']} | {c['target']} | {c['ls_lenvm']:.1f} | {c['ls_rules_only']:.1f} | "
             f"{100 * c['natural_lenvm']:.0f} % | {100 * c['natural_rules_only']:.0f} % | {'yes' if c['met'] else 'no'} | "
-            f"{_fmt(c['nll_gap'], pct=True)} | {_fmt(c['degenerate_rate'], share=True)} | "
-            f"{_fmt(c.get('repetitive_rate'), share=True)} | {'yes' if c['quality_met'] else 'no'} |"
+            f"{fmt(c['nll_gap'], pct=True)} | {fmt(c['degenerate_rate'], share=True)} | "
+            f"{fmt(c.get('repetitive_rate'), share=True)} | {'yes' if c['quality_met'] else 'no'} |"
             for c in g["checks"]
         ]
     return "\n".join(lines) + "\n"
@@ -783,7 +784,7 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
                 print(
                     f"[lifebench] {desc}: mean tokens {np.mean([r['num_tokens'] for r in rows]):.1f}, "
                     f"LS {summary['ls']:.1f}, natural {100 * summary['natural_end_rate']:.0f} %, "
-                    f"NLL {_fmt(summary['mean_nll'], digits=2)} ({_fmt(summary['nll_gap_to_plain'], pct=True)})"
+                    f"NLL {fmt(summary['mean_nll'], digits=2)} ({fmt(summary['nll_gap_to_plain'], pct=True)})"
                 )
     if reused:
         print(f"[lifebench] reused {reused} finished cells from {cells_path}")
