@@ -86,3 +86,31 @@ def test_tiny_run_two_critics(tmp_path, tiny_causal_dir, tokenizer, lifebench_fi
         assert json.loads((tmp_path / "runs" / name / "lifebench.json").read_text())["critic"] == str(critics[name])
     assert [e["family"] for e in result["families"]] == ["tiny", "tiny"] and result["rank_agreement"] == []
     assert (tmp_path / "out" / f"{lc.NAME}.png").stat().st_size > 0
+    for mode in ("equal", "at_most"):  # the family's rows pooled over both critics; the controls counted once
+        per = {
+            a: sum(e["n"] for e in result["by_category"] if (e["mode"], e["arm"]) == (mode, a))
+            for a in ("tiny", "plain")
+        }
+        assert per == {"tiny": 10, "plain": 5}
+
+
+def test_by_category_pools_a_family_and_counts_controls_once():
+    def row(arm, cat, end):
+        return {"mode": "equal", "target": 16, "arm": arm, "category": cat, "end": end}
+
+    controls = [row("plain", "qa", "natural"), row("rules_only", "qa", "forced")]
+    results = {
+        "a_s0": {"rows": [*controls, row("lenvm", "qa", "natural"), row("lenvm", "create", "forced")]},
+        "a_s1": {"rows": [*controls, row("lenvm", "qa", "cap"), row("lenvm", "create", "natural")]},
+        "rand": {"rows": [*controls, row("lenvm", "qa", "natural")]},
+    }
+    got = {(e["category"], e["arm"]): (e["natural"], e["n"]) for e in lc.by_category(results)}
+    assert got == {
+        ("create", "a"): (1, 2),
+        ("qa", "a"): (1, 2),
+        ("qa", "plain"): (1, 1),
+        ("qa", "rules_only"): (0, 1),
+        ("qa", "rand"): (1, 1),
+    }
+    text = lc.markdown([], [], [], [], lc.by_category(results))
+    assert "| equal | 16 | qa | 1/1 | 0/1 | 1/2 | 1/1 |" in text and "| equal | 16 | create | - | - | 1/2 | - |" in text

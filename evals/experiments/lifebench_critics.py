@@ -133,6 +133,34 @@ def rank_agreement(rows: list[dict]) -> list[dict]:
     return out
 
 
+def by_category(results: dict[str, dict]) -> list[dict]:
+    """Natural ends per LIFEBench category and cell: plain and rules_only (the same answers for every critic: read from
+    the first) and each family's lenvm answers pooled over its critics. Shows which kinds of prompt the signal fails
+    on, with more rows per category than one critic gives."""
+    groups: dict[tuple, list[bool]] = {}
+    for name, result in results.items():
+        for r in result["rows"]:
+            if r["arm"] == "lenvm":
+                who = family(name)
+            elif r["arm"] in ("plain", "rules_only") and name == next(iter(results)):
+                who = r["arm"]
+            else:
+                continue
+            groups.setdefault((r["mode"], r["target"], str(r.get("category")), who), []).append(r["end"] == "natural")
+    return [
+        {
+            "mode": m,
+            "target": t,
+            "category": c,
+            "arm": who,
+            "n": len(v),
+            "natural": sum(v),
+            "natural_end_rate": sum(v) / len(v),
+        }
+        for (m, t, c, who), v in sorted(groups.items(), key=lambda kv: kv[0][:3])
+    ]
+
+
 def points(x) -> str:
     """A margin between two shares, in percentage points."""
     return "-" if x is None else f"{100 * x:+.0f}"
@@ -148,7 +176,9 @@ def mean_sd(entry: dict, f: str) -> str:
     return text + ("" if sd is None else f" ± {scale * sd:.1f}")
 
 
-def markdown(rows: list[dict], controls: list[dict], families: list[dict], taus: list[dict]) -> str:
+def markdown(
+    rows: list[dict], controls: list[dict], families: list[dict], taus: list[dict], categories: list[dict] = ()
+) -> str:
     from lenvm_rl.evaluation.lifebench import fmt
 
     lines = [
@@ -191,6 +221,19 @@ def markdown(rows: list[dict], controls: list[dict], families: list[dict], taus:
                 + " | ".join("-" if t[f"tau_mre_{f}"] is None else f"{t[f'tau_mre_{f}']:+.2f}" for f in FIGURES)
                 + " |"
             )
+    if categories:
+        arms = sorted(dict.fromkeys(e["arm"] for e in categories), key=lambda a: a not in ("plain", "rules_only"))
+        lines += [
+            "",
+            "Natural ends per LIFEBench category (lenvm: pooled over each family's critics; natural / rows):",
+            "",
+            "| mode | target | category | " + " | ".join(arms) + " |",
+            "|---|---:|---|" + "---:|" * len(arms),
+        ]
+        for key in dict.fromkeys((e["mode"], e["target"], e["category"]) for e in categories):
+            got = {e["arm"]: e for e in categories if (e["mode"], e["target"], e["category"]) == key}
+            cells = [f"{got[a]['natural']}/{got[a]['n']}" if a in got else "-" for a in arms]
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -251,8 +294,9 @@ def main(argv: list[str] | None = None) -> dict:
         "rules_only": controls,
         "families": families,
         "rank_agreement": taus,
+        "by_category": by_category(results),
     }
-    return write_outputs(out_dir, NAME, result, markdown(rows, controls, families, taus))
+    return write_outputs(out_dir, NAME, result, markdown(rows, controls, families, taus, result["by_category"]))
 
 
 if __name__ == "__main__":
