@@ -54,17 +54,12 @@ class SamplerBenchOptions:
 
 def spread_prompts(n: int, seed: int = 0) -> list[dict]:
     """``n`` built-in prompts taken in turn from each quickstart category (seeded)."""
+    from lenvm_rl.evaluation.common import take_in_turn
     from lenvm_rl.rollouts import load_prompts
 
     rng = random.Random(seed)
     by_cat = {c: [p for p in load_prompts("builtin") if p.get("category") == c] for c in CATEGORIES}
-    queues = [rng.sample(v, len(v)) for v in by_cat.values() if v]
-    picked = []
-    while len(picked) < n and any(queues):
-        for q in queues:
-            if q and len(picked) < n:
-                picked.append(q.pop())
-    return picked
+    return take_in_turn([rng.sample(v, len(v))[::-1] for v in by_cat.values() if v], n)  # [::-1]: the draw as committed
 
 
 def ks_distance(a: list[int], b: list[int]) -> float:

@@ -240,6 +240,18 @@ def repeated_ngram_share(token_ids, n: int = REPEAT_N) -> float | None:
     return 1.0 - len(set(grams)) / len(grams) if grams else None
 
 
+def take_in_turn(queues: list[list], n: int) -> list:
+    """Up to ``n`` items, one from the front of each queue in turn: every group is as evenly represented as its size
+    allows (a seeded shuffle of each group first gives a stratified draw)."""
+    queues = [list(q) for q in queues]
+    picked = []
+    while len(picked) < n and any(queues):
+        for q in queues:
+            if q and len(picked) < n:
+                picked.append(q.pop(0))
+    return picked
+
+
 def machine() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)

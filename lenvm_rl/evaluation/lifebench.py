@@ -213,13 +213,7 @@ def draw_tasks(tasks: list[dict], n: int, seed: int) -> list[dict]:
     for t in tasks:
         groups[t["lang"], str(t.get("category"))].append(t)
     rng = random.Random(seed)
-    queues = [rng.sample(groups[k], len(groups[k])) for k in sorted(groups)]
-    picked = []
-    while len(picked) < n and any(queues):
-        for q in queues:
-            if q and len(picked) < n:
-                picked.append(q.pop(0))
-    return picked
+    return common.take_in_turn([rng.sample(groups[k], len(groups[k])) for k in sorted(groups)], n)
 
 
 def user_tasks() -> list[dict]:
