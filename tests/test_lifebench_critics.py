@@ -43,7 +43,7 @@ def test_compare_margins_families_and_rank_agreement():
 def test_names_and_bad_input(tmp_path):
     assert lc.parse_critics("x_s0=/a, y=/b") == {"x_s0": "/a", "y": "/b"}
     assert lc.family("default_s12") == "default" and lc.family("random") == "random"
-    for bad in ("x=/a", "x=/a,x=/b", "x/y=/a,z=/b", "x,y=/b", ""):
+    for bad in ("x=/a", "x=/a,x=/b", "x/y=/a,z=/b", "x,y=/b", "", "plain_s0=/a,y=/b"):
         with pytest.raises(ValueError, match="critics"):
             lc.parse_critics(bad)
     with pytest.raises(ValueError, match="rules_only"):

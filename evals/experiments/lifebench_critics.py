@@ -10,7 +10,8 @@ Per cell and critic: LS, natural ends, NLL gap to plain and degenerate rate, and
 (the same answers for every critic). Each critic's length-prediction error is the MRE on its own held-out split,
 read from the quickstart's metrics.json beside its model (none for a critic without one, e.g. an untrained head);
 the splits differ by seed, so it is a rough axis. Kendall tau across critics says whether a lower MRE goes with more
-natural ends or a smaller quality cost; with a handful of critics it is a direction, not a test.
+natural ends or a smaller quality cost; with a handful of critics it is a direction, not a test. Natural ends are
+also tabulated per LIFEBench category, each family pooled over its critics (which kinds of prompt the signal fails on).
 
     python -m evals.experiments.lifebench_critics --critics default_s0=lenvm_runs/seeds/default_s0/model,... \
         --data ~/data/LIFEBench/data_no_summary.jsonl --rows_per_cell 30 --batch_size 33 --targets 16,32 \
@@ -53,6 +54,8 @@ def parse_critics(text: str) -> dict[str, str]:
             raise ValueError(f"--critics takes name=path pairs (name: letters, digits, _ . -), got {p!r}")
         if name in critics:
             raise ValueError(f"--critics names a critic twice: {name!r}")
+        if family(name) in ("plain", "truncate", "rules_only", "lenvm", "extreme"):
+            raise ValueError(f"--critics: {name!r} would be read as the {family(name)!r} arm; rename the critic")
         critics[name] = path
     if len(critics) < 2:
         raise ValueError("--critics needs at least two name=path pairs to compare")
