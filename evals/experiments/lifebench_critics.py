@@ -141,11 +141,12 @@ def by_category(results: dict[str, dict]) -> list[dict]:
     the first) and each family's lenvm answers pooled over its critics. Shows which kinds of prompt the signal fails
     on, with more rows per category than one critic gives."""
     groups: dict[tuple, list[bool]] = {}
+    first = next(iter(results))
     for name, result in results.items():
         for r in result["rows"]:
             if r["arm"] == "lenvm":
                 who = family(name)
-            elif r["arm"] in ("plain", "rules_only") and name == next(iter(results)):
+            elif r["arm"] in ("plain", "rules_only") and name == first:
                 who = r["arm"]
             else:
                 continue

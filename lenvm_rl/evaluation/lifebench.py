@@ -621,8 +621,8 @@ def markdown(result: dict) -> str:
     for c in result["summary"]:
         lines.append(
             f"| {c['mode']} | {c['arm']} | {c['target']} | {c['n']} | {fmt(c['ls'])} | "
-            f"{100 * c['mean_abs_ld']:.0f} % | {100 * c['natural_end_rate']:.0f} % | "
-            f"{100 * c['forced_stop_rate']:.0f} % | {100 * c['capped_rate']:.0f} % | "
+            f"{fmt(c['mean_abs_ld'], share=True)} | {fmt(c['natural_end_rate'], share=True)} | "
+            f"{fmt(c['forced_stop_rate'], share=True)} | {fmt(c['capped_rate'], share=True)} | "
             f"{fmt(c['mean_nll'], digits=2)} | {fmt(c['nll_gap_to_plain'], pct=True)} | "
             f"{fmt(c['degenerate_rate'], share=True)} | {fmt(c.get('mean_rep4'), digits=3)} | "
             f"{fmt(c.get('repetitive_rate'), share=True)} |"
@@ -652,7 +652,8 @@ def markdown(result: dict) -> str:
         ]
         lines += [
             f"| {c['mode']} | {c['target']} | {c['ls_lenvm']:.1f} | {c['ls_rules_only']:.1f} | "
-            f"{100 * c['natural_lenvm']:.0f} % | {100 * c['natural_rules_only']:.0f} % | {'yes' if c['met'] else 'no'} | "
+            f"{fmt(c['natural_lenvm'], share=True)} | {fmt(c['natural_rules_only'], share=True)} | "
+            f"{'yes' if c['met'] else 'no'} | "
             f"{fmt(c['nll_gap'], pct=True)} | {fmt(c['degenerate_rate'], share=True)} | "
             f"{fmt(c.get('repetitive_rate'), share=True)} | {'yes' if c['quality_met'] else 'no'} |"
             for c in g["checks"]
