@@ -67,9 +67,15 @@ def test_tiny_run_two_critics(tmp_path, tiny_causal_dir, tokenizer, lifebench_fi
         critics[f"tiny_s{seed}"] = path
     metrics = {"length_prediction": {"LenVM": {"mre": 0.42}}}
     (tmp_path / "c1" / "metrics.json").write_text(json.dumps(metrics))  # a quickstart layout for one critic
-    argv = ["--tiny", "--generator", str(tiny_causal_dir), "--data", str(lifebench_file), "--modes", "equal,at_most"]
-    argv += ["--arms", "plain,rules_only,lenvm", "--critics", ",".join(f"{k}={v}" for k, v in critics.items())]
-    argv += ["--runs_dir", str(tmp_path / "runs"), "--output_dir", str(tmp_path / "out")]
+    common = ["--tiny", "--generator", str(tiny_causal_dir), "--data", str(lifebench_file), "--modes", "equal,at_most"]
+    common += ["--arms", "plain,rules_only,lenvm", "--runs_dir", str(tmp_path / "runs")]
+    argv = [
+        *common,
+        "--critics",
+        ",".join(f"{k}={v}" for k, v in critics.items()),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     result = lc.main(argv)
     assert [(r["critic"], r["mode"]) for r in result["rows"]] == [
         ("tiny_s0", "at_most"),
@@ -92,6 +98,38 @@ def test_tiny_run_two_critics(tmp_path, tiny_causal_dir, tokenizer, lifebench_fi
             for a in ("tiny", "plain")
         }
         assert per == {"tiny": 10, "plain": 5}
+
+    # A later session adds a critic to this table without the first two: the rules-only cells are regenerated and
+    # must match; the new critic (the seed-1 weights again) scores what tiny_s1 scored, and the family pools 3 runs.
+    previous = ["--previous", str(tmp_path / "out" / f"{lc.NAME}.json"), "--output_dir", str(tmp_path / "out_b")]
+    joined = lc.main([*common, "--critics", f"tiny_s2={critics['tiny_s1']}", *previous])
+    assert [r["critic"] for r in joined["rows"]] == ["tiny_s0", "tiny_s0", "tiny_s1", "tiny_s1", "tiny_s2", "tiny_s2"]
+    for a, b in zip(joined["rows"][2:4], joined["rows"][4:6]):
+        assert {k: v for k, v in a.items() if k != "critic"} == {k: v for k, v in b.items() if k != "critic"}
+    assert set(joined["critics"]) == {"tiny_s0", "tiny_s1", "tiny_s2"} and len(joined["previous_commands"]) == 1
+    assert [e["n_critics"] for e in joined["families"]] == [3, 3]
+    for mode in ("equal", "at_most"):
+        per = {
+            a: sum(e["n"] for e in joined["by_category"] if (e["mode"], e["arm"]) == (mode, a))
+            for a in ("tiny", "plain", "rules_only")
+        }
+        assert per == {"tiny": 15, "plain": 5, "rules_only": 5}
+    with pytest.raises(ValueError, match="already has critic"):
+        lc.main([*common, "--critics", f"tiny_s1={critics['tiny_s1']}", *previous])
+
+
+def test_join_previous_refuses_another_draw():
+    ref = summary_cell("equal", "rules_only", 16, 60.0, 0.1)
+    rows, controls = lc.compare({"a_s0": [ref, summary_cell("equal", "lenvm", 16, 62.0, 0.3)]}, {"a_s0": None})
+    previous = {"rows": rows, "rules_only": controls, "by_category": [], "critics": {"a_s0": "/a"}, "command": "x"}
+    new_rows, new_controls = lc.compare({"a_s1": [ref, summary_cell("equal", "lenvm", 16, 61.0, 0.2)]}, {"a_s1": None})
+    joined, _ = lc.join_previous(previous, new_rows, new_controls, [])
+    assert [r["critic"] for r in joined] == ["a_s0", "a_s1"]
+    other = [summary_cell("equal", "rules_only", 16, 60.0, 0.2)]  # one more natural end: other answers
+    with pytest.raises(ValueError, match="not the same draw"):
+        lc.join_previous(previous, new_rows, other, [])
+    with pytest.raises(ValueError, match="same --modes/--targets"):
+        lc.join_previous(previous, new_rows, [summary_cell("equal", "rules_only", 32, 60.0, 0.1)], [])
 
 
 def test_by_category_pools_a_family_and_counts_controls_once():

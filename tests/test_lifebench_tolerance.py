@@ -67,6 +67,7 @@ def test_sweep_runs_each_tolerance_with_its_control(tiny_critic, tiny_causal_dir
         ("lenvm", 2.0),
     ]
     assert all(r["mode"] == "equal" and r["target"] == 6 and r["n"] == 5 for r in rows)
+    assert result["runs"] == {"0.1": str(tmp_path / "b" / "rho_0.1"), "2": str(tmp_path / "b" / "rho_2")}
     # the base cells were reused for rho 0.1: nothing appended, the same figures as the first sweep
     assert (tmp_path / "b" / "rho_0.1" / lifebench.CELLS_FILE).read_text() == base.read_text()
     assert rows[:2] == first["summary"]

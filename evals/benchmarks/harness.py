@@ -542,10 +542,11 @@ def markdown_head(result: dict, threads, extra: str = "") -> list[str]:
     ]
 
 
-def markdown_table(columns: list[str], rows: list[list]) -> list[str]:
-    """A markdown table: the first column left-aligned, the others (figures) right-aligned."""
-    lines = ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
-    return lines + ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+def markdown_table(columns: list[str], rows: list[list], text: tuple[int, ...] = (0,)) -> list[str]:
+    """A markdown table: the columns at the ``text`` positions left-aligned, the others (figures) right-aligned."""
+    rule = "".join("---|" if i in text else "---:|" for i in range(len(columns)))
+    lines = ["| " + " | ".join(columns) + " |", "|" + rule]
+    return lines + ["|" + "|".join(f" {x} " if str(x) else " " for x in row) + "|" for row in rows]
 
 
 def busy_warning(shares, limit: float, advice: str) -> list[str]:

@@ -12,6 +12,9 @@ read from the quickstart's metrics.json beside its model (none for a critic with
 the splits differ by seed, so it is a rough axis. Kendall tau across critics says whether a lower MRE goes with more
 natural ends or a smaller quality cost; with a handful of critics it is a direction, not a test. Natural ends are
 also tabulated per LIFEBench category, each family pooled over its critics (which kinds of prompt the signal fails on).
+``--previous`` adds the critics of an earlier run of this experiment on the same cells without rerunning them (a
+trained critic need not outlive the session that judged it); its rules_only cells must equal this run's, which checks
+that the prompts, seeds and rules are the same.
 
     python -m evals.experiments.lifebench_critics --critics default_s0=lenvm_runs/seeds/default_s0/model,... \
         --data ~/data/LIFEBench/data_no_summary.jsonl --rows_per_cell 30 --batch_size 33 --targets 16,32 \
@@ -42,10 +45,18 @@ class CriticsArguments:
         default="lenvm_runs/eval/lifebench_critics",
         metadata={"help": "One `lenvm eval lifebench` output folder per critic (<name>/) goes here."},
     )
+    previous: str = field(
+        default="",
+        metadata={
+            "help": "An earlier lifebench_critics.json on the same cells: its critics join the tables without a "
+            "rerun (its rules_only cells must equal this run's)."
+        },
+    )
 
 
-def parse_critics(text: str) -> dict[str, str]:
-    """``name=path`` pairs in the order given; names must be distinct and usable as folder names."""
+def parse_critics(text: str, minimum: int = 2) -> dict[str, str]:
+    """``name=path`` pairs in the order given; names must be distinct and usable as folder names. ``minimum``: how
+    many the comparison needs (fewer when an earlier run's critics join)."""
     pairs = [p.strip() for p in text.split(",") if p.strip()]
     critics = {}
     for p in pairs:
@@ -57,8 +68,8 @@ def parse_critics(text: str) -> dict[str, str]:
         if family(name) in ("plain", "truncate", "rules_only", "lenvm", "extreme"):
             raise ValueError(f"--critics: {name!r} would be read as the {family(name)!r} arm; rename the critic")
         critics[name] = path
-    if len(critics) < 2:
-        raise ValueError("--critics needs at least two name=path pairs to compare")
+    if len(critics) < minimum:
+        raise ValueError(f"--critics needs at least {minimum} name=path pair(s) to compare")
     return critics
 
 
@@ -102,6 +113,37 @@ def compare(summaries: dict[str, list[dict]], mre: dict[str, float | None]) -> t
                 | {"ls_margin": c["ls"] - ref["ls"], "natural_margin": c["natural_end_rate"] - ref["natural_end_rate"]}
             )
     return rows, [controls[k] for k in sorted(controls)]
+
+
+SAME_DRAW = ("n", "ls", "mean_abs_ld", "natural_end_rate", "forced_stop_rate", "capped_rate", "mean_nll")
+
+
+def join_previous(previous: dict, rows: list[dict], controls: list[dict], categories: list[dict]) -> tuple:
+    """(rows, categories) of an earlier result of this experiment joined with this run's. The earlier rules_only
+    cells must be this run's (the same draw: same answers, so the same figures); critic names must not repeat.
+    Per category, plain and rules_only are shared and a family's counts add up over the two runs."""
+    old = {(c["mode"], c["target"]): c for c in previous["rules_only"]}
+    new = {(c["mode"], c["target"]): c for c in controls}
+    if old.keys() != new.keys():
+        raise ValueError(f"--previous has cells {sorted(old)}, this run {sorted(new)}: use the same --modes/--targets")
+    for key, c in new.items():
+        shared = [f for f in SAME_DRAW if c.get(f) is not None and old[key].get(f) is not None]
+        if any(not np.isclose(c[f], old[key][f], rtol=1e-6, atol=0) for f in shared):
+            raise ValueError(f"--previous: its rules_only cell {key} differs from this run's: not the same draw")
+    if repeated := sorted({r["critic"] for r in rows} & {r["critic"] for r in previous["rows"]}):
+        raise ValueError(f"--previous already has critic(s) {repeated}; give new names")
+    pooled: dict[tuple, dict] = {}
+    for e in [*previous["by_category"], *categories]:
+        key = (e["mode"], e["target"], e["category"], e["arm"])
+        if key not in pooled:
+            pooled[key] = e
+        elif e["arm"] in ("plain", "rules_only"):  # the same answers in both runs
+            if (e["n"], e["natural"]) != (pooled[key]["n"], pooled[key]["natural"]):
+                raise ValueError(f"--previous: {e['arm']} ends differ at {key[:3]}: not the same draw")
+        else:  # the same family in both runs: its rows add up
+            n, natural = pooled[key]["n"] + e["n"], pooled[key]["natural"] + e["natural"]
+            pooled[key] = dict(e, n=n, natural=natural, natural_end_rate=natural / n)
+    return [*previous["rows"], *rows], sorted(pooled.values(), key=lambda e: (e["mode"], e["target"], e["category"]))
 
 
 def by_family(rows: list[dict]) -> list[dict]:
@@ -183,61 +225,55 @@ def mean_sd(entry: dict, f: str) -> str:
 def markdown(
     rows: list[dict], controls: list[dict], families: list[dict], taus: list[dict], categories: list[dict] = ()
 ) -> str:
+    from evals.benchmarks.harness import markdown_table
     from lenvm_rl.evaluation.lifebench import fmt
 
-    lines = [
-        "| mode | target | critic | held-out MRE | LS (margin) | natural (margin, points) | NLL gap | degenerate |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
-    ]
+    def quality(r: dict) -> list[str]:
+        return [fmt(r["nll_gap_to_plain"], pct=True, digits=0), fmt(r["degenerate_rate"], share=True)]
+
+    cells = []
     for c in controls:
-        lines.append(
-            f"| {c['mode']} | {c['target']} | *rules_only* | - | {c['ls']:.1f} | {fmt(c['natural_end_rate'], share=True)} | "
-            f"{fmt(c['nll_gap_to_plain'], pct=True, digits=0)} | {fmt(c['degenerate_rate'], share=True)} |"
-        )
+        cells.append([c["mode"], c["target"], "*rules_only*", "-", f"{c['ls']:.1f}"])
+        cells[-1] += [fmt(c["natural_end_rate"], share=True), *quality(c)]
         for r in (r for r in rows if (r["mode"], r["target"]) == (c["mode"], c["target"])):
-            lines.append(
-                f"| | | {r['critic']} | {fmt(r['heldout_mre'], share=True)} | {r['ls']:.1f} ({r['ls_margin']:+.1f}) | "
-                f"{fmt(r['natural_end_rate'], share=True)} ({points(r['natural_margin'])}) | "
-                f"{fmt(r['nll_gap_to_plain'], pct=True, digits=0)} | {fmt(r['degenerate_rate'], share=True)} |"
-            )
-    lines += [
-        "",
-        "Per family (mean ± sd over its critics):",
-        "",
-        "| mode | target | family | critics | held-out MRE (%) | LS margin | natural margin (points) | NLL gap (%) | "
-        "degenerate (%) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for e in families:
-        figures = " | ".join(mean_sd(e, f) for f in ("heldout_mre", *FIGURES))
-        lines.append(f"| {e['mode']} | {e['target']} | {e['family']} | {e['n_critics']} | {figures} |")
+            ls, natural = f"{r['ls']:.1f} ({r['ls_margin']:+.1f})", fmt(r["natural_end_rate"], share=True)
+            cells.append(["", "", r["critic"], fmt(r["heldout_mre"], share=True), ls])
+            cells[-1] += [f"{natural} ({points(r['natural_margin'])})", *quality(r)]
+    columns = ["mode", "target", "critic", "held-out MRE", "LS (margin)", "natural (margin, points)", "NLL gap"]
+    lines = markdown_table([*columns, "degenerate"], cells, text=(0, 2))
+    columns = ["mode", "target", "family", "critics", "held-out MRE (%)", "LS margin", "natural margin (points)"]
+    lines += ["", "Per family (mean ± sd over its critics):", ""] + markdown_table(
+        [*columns, "NLL gap (%)", "degenerate (%)"],
+        [
+            [e["mode"], e["target"], e["family"], e["n_critics"], *(mean_sd(e, f) for f in ("heldout_mre", *FIGURES))]
+            for e in families
+        ],
+        text=(0, 2),
+    )
     if taus:
         lines += [
             "",
             "Kendall tau across critics between the held-out MRE and each figure (negative: lower MRE, higher figure):",
             "",
-            "| mode | target | critics | " + " | ".join(FIGURES) + " |",
-            "|---|---:|---:|" + "---:|" * len(FIGURES),
-        ]
-        for t in taus:
-            lines.append(
-                f"| {t['mode']} | {t['target']} | {t['n_critics']} | "
-                + " | ".join("-" if t[f"tau_mre_{f}"] is None else f"{t[f'tau_mre_{f}']:+.2f}" for f in FIGURES)
-                + " |"
-            )
+        ] + markdown_table(
+            ["mode", "target", "critics", *FIGURES],
+            [
+                [t["mode"], t["target"], t["n_critics"]]
+                + ["-" if t[f"tau_mre_{f}"] is None else f"{t[f'tau_mre_{f}']:+.2f}" for f in FIGURES]
+                for t in taus
+            ],
+        )
     if categories:
         arms = sorted(dict.fromkeys(e["arm"] for e in categories), key=lambda a: a not in ("plain", "rules_only"))
+        table = []
+        for key in dict.fromkeys((e["mode"], e["target"], e["category"]) for e in categories):
+            got = {e["arm"]: e for e in categories if (e["mode"], e["target"], e["category"]) == key}
+            table.append([*key, *(f"{got[a]['natural']}/{got[a]['n']}" if a in got else "-" for a in arms)])
         lines += [
             "",
             "Natural ends per LIFEBench category (lenvm: pooled over each family's critics; natural / rows):",
             "",
-            "| mode | target | category | " + " | ".join(arms) + " |",
-            "|---|---:|---|" + "---:|" * len(arms),
-        ]
-        for key in dict.fromkeys((e["mode"], e["target"], e["category"]) for e in categories):
-            got = {e["arm"]: e for e in categories if (e["mode"], e["target"], e["category"]) == key}
-            cells = [f"{got[a]['natural']}/{got[a]['n']}" if a in got else "-" for a in arms]
-            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+        ] + markdown_table(["mode", "target", "category", *arms], table, text=(0, 2))
     return "\n".join(lines) + "\n"
 
 
@@ -280,7 +316,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     prog = f"python -m evals.experiments.{NAME}"
     own, cfg = lifebench.parse_with(CriticsArguments, prog, argv, ("plain", "rules_only", "lenvm"))
-    critics = parse_critics(own.critics)
+    previous = json.loads(Path(own.previous).read_text()) if own.previous else None
+    critics = parse_critics(own.critics, minimum=1 if previous else 2)
     missing = [p for p in critics.values() if looks_local(p) and not Path(p).expanduser().exists()]
     if missing:
         raise FileNotFoundError(f"no critic at {missing} (give a LenVM folder or a hub id such as org/name)")
@@ -288,6 +325,10 @@ def main(argv: list[str] | None = None) -> dict:
     summaries = {name: result["summary"] for name, result in results.items()}
     mre = {name: heldout_mre(path) for name, path in critics.items()}
     rows, controls = compare(summaries, mre)
+    categories = by_category(results)
+    if previous:
+        rows, categories = join_previous(previous, rows, controls, categories)
+        critics = previous["critics"] | critics
     families, taus = by_family(rows), rank_agreement(rows)
     out_dir = cfg.output_dir or f"lenvm_runs/eval/{NAME}"
     plot(rows, Path(out_dir) / f"{NAME}.png")
@@ -298,9 +339,11 @@ def main(argv: list[str] | None = None) -> dict:
         "rules_only": controls,
         "families": families,
         "rank_agreement": taus,
-        "by_category": by_category(results),
+        "by_category": categories,
     }
-    return write_outputs(out_dir, NAME, result, markdown(rows, controls, families, taus, result["by_category"]))
+    if previous:
+        result["previous_commands"] = [*previous.get("previous_commands", []), previous["command"]]
+    return write_outputs(out_dir, NAME, result, markdown(rows, controls, families, taus, categories))
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     rhos = parse_tolerances(sweep.tolerances)
     out_dir = cfg.output_dir or f"lenvm_runs/eval/{NAME}"
     results = lifebench.run_series(cfg, {f"rho_{rho:g}": {"value_tolerance": rho} for rho in rhos}, sweep.runs_dir)
-    runs = {f"{rho:g}": str(Path(sweep.runs_dir) / f"rho_{rho:g}") for rho in rhos}
+    runs = {f"{rho:g}": result["config"]["output_dir"] for rho, result in zip(rhos, results.values())}
     rows = [
         dict(c, value_tolerance=rho)
         for rho, result in zip(rhos, results.values())
