@@ -119,13 +119,18 @@ def test_tiny_run_two_critics(tmp_path, tiny_causal_dir, tokenizer, lifebench_fi
 
 
 def test_join_previous_refuses_another_draw():
-    ref = summary_cell("equal", "rules_only", 16, 60.0, 0.1)
+    ref = summary_cell("equal", "rules_only", 16, 60.0, 0.1) | {"mean_nll": 1.5}
     rows, controls = lc.compare({"a_s0": [ref, summary_cell("equal", "lenvm", 16, 62.0, 0.3)]}, {"a_s0": None})
     previous = {"rows": rows, "rules_only": controls, "by_category": [], "critics": {"a_s0": "/a"}, "command": "x"}
     new_rows, new_controls = lc.compare({"a_s1": [ref, summary_cell("equal", "lenvm", 16, 61.0, 0.2)]}, {"a_s1": None})
     joined, _ = lc.join_previous(previous, new_rows, new_controls, [])
     assert [r["critic"] for r in joined] == ["a_s0", "a_s1"]
+    # the same answers whose likelihood another thread count summed in another order: the same draw
+    lc.join_previous(previous, new_rows, [dict(ref, mean_nll=1.5 * (1 + 1e-6))], [])
     other = [summary_cell("equal", "rules_only", 16, 60.0, 0.2)]  # one more natural end: other answers
+    with pytest.raises(ValueError, match="not the same draw"):
+        lc.join_previous(previous, new_rows, other, [])
+    other = [dict(ref, mean_nll=1.51)]  # the same counts, other text
     with pytest.raises(ValueError, match="not the same draw"):
         lc.join_previous(previous, new_rows, other, [])
     with pytest.raises(ValueError, match="same --modes/--targets"):
