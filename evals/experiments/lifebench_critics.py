@@ -20,6 +20,10 @@ that the prompts, seeds and rules are the same.
         --data ~/data/LIFEBench/data_no_summary.jsonl --rows_per_cell 30 --batch_size 33 --targets 16,32 \
         --modes equal,at_most --arms plain,rules_only,lenvm --base_cells evals/results/lifebench/lifebench_cells.jsonl \
         --runs_dir lenvm_runs/eval/lifebench_critics --output_dir evals/results/lifebench_critics
+
+    # later, one more critic on the same cells (the same flags, without --base_cells):
+    python -m evals.experiments.lifebench_critics --critics new_s0=DIR --previous \
+        evals/results/lifebench_critics/lifebench_critics.json ... --output_dir lenvm_runs/eval/lifebench_critics_joined
 """
 
 from __future__ import annotations
