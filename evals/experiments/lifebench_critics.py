@@ -38,6 +38,7 @@ import numpy as np
 
 NAME = "lifebench_critics"
 FIGURES = ("ls_margin", "natural_margin", "nll_gap_to_plain", "degenerate_rate")
+CONTROLS = ("plain", "rules_only")  # the critic-free arms: the same answers for every critic
 
 
 @dataclass
@@ -61,6 +62,8 @@ class CriticsArguments:
 def parse_critics(text: str, minimum: int = 2) -> dict[str, str]:
     """``name=path`` pairs in the order given; names must be distinct and usable as folder names. ``minimum``: how
     many the comparison needs (fewer when an earlier run's critics join)."""
+    from lenvm_rl.evaluation.lifebench import ARMS
+
     pairs = [p.strip() for p in text.split(",") if p.strip()]
     critics = {}
     for p in pairs:
@@ -69,7 +72,7 @@ def parse_critics(text: str, minimum: int = 2) -> dict[str, str]:
             raise ValueError(f"--critics takes name=path pairs (name: letters, digits, _ . -), got {p!r}")
         if name in critics:
             raise ValueError(f"--critics names a critic twice: {name!r}")
-        if family(name) in ("plain", "truncate", "rules_only", "lenvm", "extreme"):
+        if family(name) in ARMS:
             raise ValueError(f"--critics: {name!r} would be read as the {family(name)!r} arm; rename the critic")
         critics[name] = path
     if len(critics) < minimum:
@@ -143,7 +146,7 @@ def join_previous(previous: dict, rows: list[dict], controls: list[dict], catego
         key = (e["mode"], e["target"], e["category"], e["arm"])
         if key not in pooled:
             pooled[key] = e
-        elif e["arm"] in ("plain", "rules_only"):  # the same answers in both runs
+        elif e["arm"] in CONTROLS:  # the same answers in both runs
             if (e["n"], e["natural"]) != (pooled[key]["n"], pooled[key]["natural"]):
                 raise ValueError(f"--previous: {e['arm']} ends differ at {key[:3]}: not the same draw")
         else:  # the same family in both runs: its rows add up
@@ -194,7 +197,7 @@ def by_category(results: dict[str, dict]) -> list[dict]:
         for r in result["rows"]:
             if r["arm"] == "lenvm":
                 who = family(name)
-            elif r["arm"] in ("plain", "rules_only") and name == first:
+            elif r["arm"] in CONTROLS and name == first:
                 who = r["arm"]
             else:
                 continue
@@ -270,7 +273,7 @@ def markdown(
             ],
         )
     if categories:
-        arms = sorted(dict.fromkeys(e["arm"] for e in categories), key=lambda a: a not in ("plain", "rules_only"))
+        arms = sorted(dict.fromkeys(e["arm"] for e in categories), key=lambda a: a not in CONTROLS)
         table = []
         for key in dict.fromkeys((e["mode"], e["target"], e["category"]) for e in categories):
             got = {e["arm"]: e for e in categories if (e["mode"], e["target"], e["category"]) == key}
