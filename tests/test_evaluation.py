@@ -520,3 +520,44 @@ def test_visualize_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
     assert page.startswith("<!doctype html>") and page.count(" data-i=") == len(rows) and "title=" in page
     with pytest.raises(ValueError, match="out of range"):
         _run("visualize", quickstart_layout, tiny_causal_dir, tmp_path, "--index", "999")
+
+
+def test_lifebench_exclude_tasks_draws_from_the_rest(
+    quickstart_layout, tiny_causal_dir, tmp_path, lifebench_file, monkeypatch
+):
+    tasks = lifebench.load_tasks(str(lifebench_file), {"en"})  # 7 rows: create 3, qa 2, reasoning 2
+    first = [dict(t, uid=lifebench.task_uid(t, i)) for i, t in enumerate(lifebench.draw_tasks(tasks, 3, seed=0))]
+    rows = [{"uid": t["uid"], "category": t["category"]} for t in first] + [{"uid": "user-1", "category": "user"}]
+    run_json = tmp_path / "lifebench.json"
+    run_json.write_text(json.dumps({"rows": rows}))
+    cells = tmp_path / "lifebench_cells.jsonl"
+    cells.write_text(json.dumps({"mode": "equal", "arm": "plain", "target": 16, "key": "k", "rows": rows}) + "\n")
+    assert lifebench.tasks_of_run(str(run_json)) == lifebench.tasks_of_run(str(cells)) == {t["uid"] for t in first}
+    with pytest.raises(FileNotFoundError, match="exclude_tasks"):
+        lifebench.tasks_of_run(str(tmp_path / "missing.json"))
+    only_user = tmp_path / "user.json"
+    only_user.write_text(json.dumps({"rows": rows[-1:]}))
+    with pytest.raises(ValueError, match="no LIFEBench task"):
+        lifebench.tasks_of_run(str(only_user))
+
+    # end to end on the tiny critic: the second draw shares no task with the first
+    argv = ["--critic", str(quickstart_layout / "model"), "--generator", str(tiny_causal_dir), "--data"]
+    argv += [str(lifebench_file), "--targets", "6", "--modes", "equal", "--arms", "plain", "--max_new_tokens", "8"]
+    argv += ["--rows_per_cell", "4", "--no_user_prompts", "--seed", "1"]
+    result = lifebench.main(argv + ["--output_dir", str(tmp_path / "second"), "--exclude_tasks", str(run_json)])
+    second = {r["uid"] for r in result["rows"]}
+    assert len(second) == 4 and not second & {t["uid"] for t in first}
+    assert result["config"]["exclude_tasks"] == str(run_json)
+
+    # excluding every task is refused before a model is loaded
+    from lenvm_rl.evaluation import common
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("a model was loaded before the request was checked")
+
+    monkeypatch.setattr(common, "load_critic", no_models)
+    everything = tmp_path / "all.json"
+    all_rows = [{"uid": lifebench.task_uid(t, i), "category": t["category"]} for i, t in enumerate(tasks)]
+    everything.write_text(json.dumps({"rows": all_rows}))
+    with pytest.raises(ValueError, match="leaves no LIFEBench task"):
+        lifebench.main(argv + ["--output_dir", str(tmp_path / "none"), "--exclude_tasks", str(everything)])

@@ -15,7 +15,8 @@ sees the same prompt (the constraint is stated in it) and runs the same generato
 
 Prompts: the LIFEBench tasks of ``--langs`` (Summarization is skipped; ``--rows_per_cell N`` draws N of them,
 seeded and stratified: as evenly as possible across every (language, category)), plus three everyday prompts
-(category ``user``; ``--no_user_prompts`` leaves them out). Data: the hub id ``LIFEBench/LIFEBench`` by default,
+(category ``user``; ``--no_user_prompts`` leaves them out); ``--exclude_tasks RUN.json`` leaves out an earlier
+run's LIFEBench tasks before the draw (a decision made on one draw, checked on prompts it never saw). Data: the hub id ``LIFEBench/LIFEBench`` by default,
 ``--data PATH`` for a local ``.jsonl`` copy.
 
 Per (mode, arm, target) cell (the ``summary`` list of lifebench.json):
@@ -118,6 +119,13 @@ class LifebenchArguments(common.EvalArguments):
             "help": "LIFEBench tasks per cell: a seeded draw spread evenly over (language, category); default all."
         },
     )
+    exclude_tasks: str | None = field(
+        default=None,
+        metadata={
+            "help": f"An earlier run's {NAME}.json or {NAME}_cells.jsonl: its LIFEBench tasks are left out before "
+            "the draw, so a decision is checked on prompts it was not made on."
+        },
+    )
     limit: int | None = field(default=None, metadata={"help": "First N LIFEBench tasks only (before the draw)."})
     per_category: int | None = field(default=None, metadata={"help": "First N tasks of each language and category."})
     user_prompts: bool = field(
@@ -214,6 +222,25 @@ def draw_tasks(tasks: list[dict], n: int, seed: int) -> list[dict]:
         groups[t["lang"], str(t.get("category"))].append(t)
     rng = random.Random(seed)
     return common.take_in_turn([rng.sample(groups[k], len(groups[k])) for k in sorted(groups)], n)
+
+
+def task_uid(task: dict, index: int) -> str:
+    return f"{task['lang']}:{task.get('id', index)}"
+
+
+def tasks_of_run(path: str) -> set[str]:
+    """The LIFEBench task uids (``lang:id``) answered in an earlier run's json or cells file (not the ``user`` ones)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--exclude_tasks {path} not found: pass an earlier run's {NAME}.json or {CELLS_FILE}")
+    if p.suffix == ".jsonl":
+        rows = [r for c in load_cells(p).values() for r in c["rows"]]
+    else:
+        rows = json.loads(p.read_text()).get("rows", [])
+    uids = {r["uid"] for r in rows if r.get("category") != "user"}
+    if not uids:
+        raise ValueError(f"--exclude_tasks {path} lists no LIFEBench task: pass an earlier run's {NAME}.json or cells")
+    return uids
 
 
 def user_tasks() -> list[dict]:
@@ -681,9 +708,14 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
     cfg.output_dir = cfg.output_dir or f"lenvm_runs/eval/{NAME}"
     langs = {lang.strip() for lang in cfg.langs.split(",") if lang.strip()}
     bench = load_tasks(cfg.data, langs, cfg.limit, cfg.per_category)
+    if cfg.exclude_tasks:
+        seen = tasks_of_run(cfg.exclude_tasks)
+        bench = [t for i, t in enumerate(bench) if task_uid(t, i) not in seen]
+        if not bench:
+            raise ValueError(f"--exclude_tasks {cfg.exclude_tasks} leaves no LIFEBench task in {cfg.data}")
     if cfg.rows_per_cell is not None:
         bench = draw_tasks(bench, cfg.rows_per_cell, cfg.seed)
-    tasks = [dict(t, uid=f"{t['lang']}:{t.get('id', i)}") for i, t in enumerate(bench)]
+    tasks = [dict(t, uid=task_uid(t, i)) for i, t in enumerate(bench)]
     if cfg.user_prompts and "en" in langs:
         tasks += [dict(t, uid=t["id"]) for t in user_tasks()]
     if len({t["uid"] for t in tasks}) != len(tasks):
