@@ -1,0 +1,125 @@
+"""Apply a decision rule written before the runs to a `lifebench_critics` table: a candidate family against a
+baseline family, seed by seed, so the verdict is computed from the json rather than read off a table by eye.
+
+The rule (the one the quickstart's recipes are adopted by): on **every** seed the two families share, the
+candidate's natural-end margin over ``rules_only`` in ``--decide_mode`` is strictly above the baseline's of the same
+seed at every target, and in ``--keep_mode`` the candidate keeps the goal of `lenvm eval lifebench` (At Most: +30
+points of natural ends at LS >= 95) at every target. Quality is printed beside it and decides nothing.
+
+    python -m evals.experiments.paired_rule --table evals/results/lifebench_adoption/lifebench_critics.json \
+        --candidate broad_x2 --baseline broad_bf16 --output_dir evals/results/lifebench_adoption
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NAME = "paired_rule"
+
+
+@dataclass
+class RuleArguments:
+    table: str = field(metadata={"help": "A lifebench_critics.json (critics named <family>_s<seed>)."})
+    candidate: str = field(metadata={"help": "The candidate family, e.g. broad_x2."})
+    baseline: str = field(metadata={"help": "The family it must beat on every shared seed, e.g. broad_bf16."})
+    decide_mode: str = field(default="equal", metadata={"help": "The mode whose natural-end margin decides."})
+    keep_mode: str = field(default="at_most", metadata={"help": "The mode whose goal the candidate must keep."})
+    output_dir: str | None = field(default=None, metadata={"help": "Where paired_rule.json / .md go (else printed)."})
+
+
+def by_seed(rows: list[dict], family: str) -> dict[int, dict]:
+    """``seed -> {(mode, target): row}`` for the critics ``<family>_s<seed>``."""
+    out: dict[int, dict] = {}
+    for r in rows:
+        m = re.fullmatch(rf"{re.escape(family)}_s(\d+)", r["critic"])
+        if m:
+            out.setdefault(int(m.group(1)), {})[r["mode"], r["target"]] = r
+    return out
+
+
+def keeps_goal(row: dict) -> bool:
+    from lenvm_rl.evaluation.lifebench import GOAL_BOUND_LS, GOAL_BOUND_NATURAL_MARGIN
+
+    return row["natural_margin"] >= GOAL_BOUND_NATURAL_MARGIN and row["ls"] >= GOAL_BOUND_LS
+
+
+def verdict(rows: list[dict], candidate: str, baseline: str, decide_mode: str = "equal", keep_mode: str = "at_most"):
+    """One check per (seed, mode, target) and whether all hold. Refused: a family with no critic, seeds or cells
+    that do not pair up (a missing cell would otherwise pass by omission)."""
+    cand, base = by_seed(rows, candidate), by_seed(rows, baseline)
+    for fam, got in ((candidate, cand), (baseline, base)):
+        if not got:
+            raise ValueError(f"no critic named {fam}_s<seed> in the table")
+    if sorted(cand) != sorted(base):
+        raise ValueError(f"seeds differ: {candidate} has {sorted(cand)}, {baseline} has {sorted(base)}")
+    checks = []
+    for seed in sorted(cand):
+        decide = sorted(t for (m, t) in cand[seed] if m == decide_mode)
+        keep = sorted(t for (m, t) in cand[seed] if m == keep_mode)
+        if not decide or not keep:
+            raise ValueError(f"{candidate}_s{seed} lacks {decide_mode} or {keep_mode} cells")
+        for t in decide:
+            if (decide_mode, t) not in base[seed]:
+                raise ValueError(f"{baseline}_s{seed} lacks the {decide_mode} {t} cell")
+            c, b = cand[seed][decide_mode, t], base[seed][decide_mode, t]
+            checks.append(
+                dict(seed=seed, mode=decide_mode, target=t, candidate=c["natural_margin"], baseline=b["natural_margin"])
+                | dict(
+                    ok=c["natural_margin"] > b["natural_margin"], nll_gap=[c["nll_gap_to_plain"], b["nll_gap_to_plain"]]
+                )
+            )
+        for t in keep:
+            c = cand[seed][keep_mode, t]
+            b = base[seed].get((keep_mode, t), {})
+            checks.append(
+                dict(
+                    seed=seed, mode=keep_mode, target=t, candidate=c["natural_margin"], baseline=b.get("natural_margin")
+                )
+                | dict(ok=keeps_goal(c), ls=c["ls"], nll_gap=[c["nll_gap_to_plain"], b.get("nll_gap_to_plain")])
+            )
+    return checks, all(c["ok"] for c in checks)
+
+
+def markdown(checks: list[dict], met: bool, args: RuleArguments) -> str:
+    def pct(x):
+        return "" if x is None else f"{100 * x:+.0f}"
+
+    lines = [
+        f"### {args.candidate} against {args.baseline}: {'**met**' if met else '**not met**'}",
+        "",
+        f"Natural-end margin over rules_only in points; {args.decide_mode}: the candidate must be above the baseline "
+        f"on every seed; {args.keep_mode}: it must keep the goal (+30 points at LS >= 95). NLL gap to plain: "
+        "candidate / baseline, not part of the rule.",
+        "",
+        "| seed | mode | target | candidate | baseline | holds | NLL gap % |",
+        "|---:|---|---:|---:|---:|---|---|",
+    ]
+    for c in checks:
+        gap = " / ".join(pct(g) for g in c["nll_gap"])
+        row = f"| {c['seed']} | {c['mode']} | {c['target']} | {pct(c['candidate'])} | {pct(c['baseline'])} |"
+        lines.append(f"{row} {'yes' if c['ok'] else '**no**'} | {gap} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from trl import TrlParser
+
+    (args,) = TrlParser([RuleArguments], prog=f"python -m evals.experiments.{NAME}").parse_args_and_config(argv)
+    table = json.loads(Path(args.table).read_text())
+    checks, met = verdict(table["rows"], args.candidate, args.baseline, args.decide_mode, args.keep_mode)
+    result = {"table": args.table, "candidate": args.candidate, "baseline": args.baseline, "met": met, "checks": checks}
+    md = markdown(checks, met, args)
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{NAME}_{args.candidate}_vs_{args.baseline}.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out / f"{NAME}_{args.candidate}_vs_{args.baseline}.md").write_text(md)
+    print(md)
+    return result
+
+
+if __name__ == "__main__":
+    main()

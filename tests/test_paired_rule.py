@@ -1,0 +1,63 @@
+"""The rule that adopts a recipe, applied to a critics table: seed by seed, every cell, nothing passes by omission."""
+
+import json
+
+import pytest
+
+from evals.experiments import paired_rule
+
+
+def row(critic, mode, target, natural_margin, ls=100.0):
+    return dict(critic=critic, mode=mode, target=target, natural_margin=natural_margin, ls=ls, nll_gap_to_plain=0.3)
+
+
+def table(cand_equal, base_equal, cand_at_most=(0.4, 0.4), ls=100.0):
+    """Two seeds; equal margins per (seed, target 16/32) for each family, at_most margins for the candidate."""
+    rows = []
+    for seed in (0, 1):
+        for i, t in enumerate((16, 32)):
+            rows.append(row(f"new_s{seed}", "equal", t, cand_equal[seed][i]))
+            rows.append(row(f"old_s{seed}", "equal", t, base_equal[seed][i]))
+            rows.append(row(f"new_s{seed}", "at_most", t, cand_at_most[i], ls))
+            rows.append(row(f"old_s{seed}", "at_most", t, 0.5))
+        rows.append(row(f"other_s{seed}", "equal", 16, 0.9))  # another family: ignored
+    return rows
+
+
+def test_met_only_when_every_seed_and_target_holds():
+    ahead = ((0.3, 0.3), (0.3, 0.3))
+    behind_once = ((0.3, 0.3), (0.3, 0.1))
+    base = ((0.2, 0.2), (0.2, 0.2))
+    checks, met = paired_rule.verdict(table(ahead, base), "new", "old")
+    assert met and len(checks) == 2 * 4 and {c["seed"] for c in checks} == {0, 1}
+    checks, met = paired_rule.verdict(table(behind_once, base), "new", "old")
+    failed = [(c["seed"], c["mode"], c["target"]) for c in checks if not c["ok"]]
+    assert not met and failed == [(1, "equal", 32)]
+    _, met = paired_rule.verdict(table(base, base), "new", "old")  # a tie is not "above"
+    assert not met
+    _, met = paired_rule.verdict(table(ahead, base, cand_at_most=(0.4, 0.2)), "new", "old")  # At Most goal lost
+    assert not met
+    _, met = paired_rule.verdict(table(ahead, base, ls=90.0), "new", "old")  # natural ends, but LS under 95
+    assert not met
+
+
+def test_refuses_tables_that_do_not_pair():
+    rows = table(((0.3, 0.3), (0.3, 0.3)), ((0.2, 0.2), (0.2, 0.2)))
+    with pytest.raises(ValueError, match="no critic named missing_s"):
+        paired_rule.verdict(rows, "missing", "old")
+    with pytest.raises(ValueError, match="seeds differ"):
+        paired_rule.verdict([r for r in rows if r["critic"] != "old_s1"], "new", "old")
+    with pytest.raises(ValueError, match="lacks the equal 32 cell"):
+        paired_rule.verdict([r for r in rows if (r["critic"], r["target"]) != ("old_s0", 32)], "new", "old")
+
+
+def test_cli_writes_the_verdict(tmp_path, capsys):
+    path = tmp_path / "lifebench_critics.json"
+    path.write_text(json.dumps({"rows": table(((0.3, 0.3), (0.3, 0.1)), ((0.2, 0.2), (0.2, 0.2)))}))
+    result = paired_rule.main(
+        ["--table", str(path), "--candidate", "new", "--baseline", "old", "--output_dir", str(tmp_path)]
+    )
+    assert result["met"] is False
+    md = (tmp_path / "paired_rule_new_vs_old.md").read_text()
+    assert "**not met**" in md and md in capsys.readouterr().out
+    assert json.loads((tmp_path / "paired_rule_new_vs_old.json").read_text())["checks"] == result["checks"]
