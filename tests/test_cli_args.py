@@ -236,3 +236,15 @@ def test_a_quickstart_model_stamped_before_a_field_existed_is_reused_only_at_tha
     assert not QuickstartConfig(freeze_layers=20).trained_with_same_settings(old_stamp)
     assert not QuickstartConfig(learning_rate=3e-4).trained_with_same_settings(old_stamp)
     assert not QuickstartConfig().trained_with_same_settings({**old_stamp, "retired_field": 1})
+
+
+def test_a_quickstart_folder_trained_with_other_settings_names_them(tmp_path):
+    import json
+
+    from lenvm_rl.quickstart import QuickstartConfig, _settings_diff
+
+    stamp = tmp_path / "quickstart_config.json"
+    assert _settings_diff(QuickstartConfig(), stamp) == ""  # no stamp: nothing to name
+    stamp.write_text(json.dumps({**QuickstartConfig(train_samples=1).training_key()}))
+    assert _settings_diff(QuickstartConfig(), stamp) == " (train_samples: 1 there, 2 now)"
+    assert _settings_diff(QuickstartConfig(train_samples=1), stamp) == ""

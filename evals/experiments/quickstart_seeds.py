@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-ARMS = {"default": {}, "freeze20_x2": {"freeze_layers": 20, "train_samples": 2}}
+# "default": the quickstart's default when these runs were made (one answer per prompt; two since 2026-12-01)
+ARMS = {"default": {"train_samples": 1}, "freeze20_x2": {"freeze_layers": 20, "train_samples": 2}}
 ROLLOUTS = ("rollouts_train.jsonl", "rollouts_heldout.jsonl")
 COLUMNS = {  # name in the table: how to read it from a run's metrics.json
     "MRE": lambda m: m["length_prediction"]["LenVM"]["mre"],
