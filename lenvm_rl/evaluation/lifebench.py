@@ -16,8 +16,8 @@ sees the same prompt (the constraint is stated in it) and runs the same generato
 Prompts: the LIFEBench tasks of ``--langs`` (Summarization is skipped; ``--rows_per_cell N`` draws N of them,
 seeded and stratified: as evenly as possible across every (language, category)), plus three everyday prompts
 (category ``user``; ``--no_user_prompts`` leaves them out); ``--exclude_tasks RUN.json`` leaves out an earlier
-run's LIFEBench tasks before the draw (a decision made on one draw, checked on prompts it never saw). Data: the hub id ``LIFEBench/LIFEBench`` by default,
-``--data PATH`` for a local ``.jsonl`` copy.
+run's LIFEBench tasks before the draw (a decision made on one draw, checked on prompts it never saw). Data: the hub
+id ``LIFEBench/LIFEBench`` by default, ``--data PATH`` for a local ``.jsonl`` copy.
 
 Per (mode, arm, target) cell (the ``summary`` list of lifebench.json):
 
