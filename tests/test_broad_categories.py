@@ -27,10 +27,10 @@ def categorised(tokenizer, categories, per_category, samples, seed):
     return records
 
 
-def save_critic(path, source, tokenizer):
+def save_critic(path, source, tokenizer, seed=0):
     from lenvm_rl.modeling import LengthValueModel
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)  # the value head's initialisation
     LengthValueModel.from_backbone(str(source), gamma=GAMMA).save_pretrained(path)
     tokenizer.save_pretrained(path)
 

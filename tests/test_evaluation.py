@@ -549,7 +549,12 @@ def test_lifebench_exclude_tasks_draws_from_the_rest(
     assert len(second) == 4 and not second & {t["uid"] for t in first}
     assert result["config"]["exclude_tasks"] == str(run_json)
 
-    # excluding every task is refused before a model is loaded
+    no_uid = tmp_path / "no_uid.json"
+    no_uid.write_text(json.dumps({"rows": [{"critic": "x", "mode": "equal"}]}))
+    with pytest.raises(ValueError, match="rows have no 'uid'"):
+        lifebench.tasks_of_run(str(no_uid))
+
+    # excluding every task, or tasks this data does not have, is refused before a model is loaded
     from lenvm_rl.evaluation import common
 
     def no_models(*args, **kwargs):
@@ -561,3 +566,7 @@ def test_lifebench_exclude_tasks_draws_from_the_rest(
     everything.write_text(json.dumps({"rows": all_rows}))
     with pytest.raises(ValueError, match="leaves no LIFEBench task"):
         lifebench.main(argv + ["--output_dir", str(tmp_path / "none"), "--exclude_tasks", str(everything)])
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({"rows": rows[:2] + [{"uid": "cn:404", "category": "qa"}]}))
+    with pytest.raises(ValueError, match="3 tasks listed, 2 found"):
+        lifebench.main(argv + ["--output_dir", str(tmp_path / "none"), "--exclude_tasks", str(elsewhere)])

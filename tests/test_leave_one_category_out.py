@@ -10,8 +10,13 @@ from test_broad_categories import GAMMA, categorised, save_critic
 
 from evals.experiments import leave_one_category_out as loco
 from lenvm_rl.metrics import finished_lengths_by_prompt, per_prompt_truth
+from lenvm_rl.returns import return_consistent_length
 
 CATS = ["list", "story", "yes_no"]
+
+
+def predictions(critic_dir, records, gamma):
+    return loco.predictions(critic_dir, {r["prompt_id"]: r["prompt"] for r in records}, gamma)
 
 
 def test_each_fold_leaves_out_its_category_and_pools_every_prompt_once(
@@ -33,7 +38,7 @@ def test_each_fold_leaves_out_its_category_and_pools_every_prompt_once(
 
     def fake_train_and_report(cfg, train_records, heldout, val_records=(), sampling_seconds=0.0):
         calls.append((cfg, train_records, heldout))
-        save_critic(f"{cfg.output_dir}/model", tiny_causal_dir, tokenizer)
+        save_critic(f"{cfg.output_dir}/model", tiny_causal_dir, tokenizer, seed=1)  # not the run's critic
         report = {"gamma": float(cfg.gamma), "seconds": {"training": 1}, "config": cfg.__dict__}
         (tmp_path / "folds" / cfg.output_dir.split("/")[-1] / "metrics.json").write_text(json.dumps(report))
         return report
@@ -54,8 +59,20 @@ def test_each_fold_leaves_out_its_category_and_pools_every_prompt_once(
         == len(truth)
         == sum(e["left out"]["prompts"] for e in result["per_category"].values())
     )
-    # the same tiny critic for the run and every fold: identical errors; the constant by hand
-    assert pooled["left out"] == pooled["random split"]
+    # the folds' critics (another initialisation) against the run's: each arm predicts with its own
+    run_pred = predictions(run / "model", held, GAMMA)
+    fold_pred = predictions(tmp_path / "folds" / CATS[0] / "model", held, GAMMA)
+    assert run_pred != fold_pred
+    for c in CATS:
+        ids = result["folds"][c]["truth"]  # batched with other prompts here: equal up to float noise
+        assert result["folds"][c]["random split"] == pytest.approx({i: run_pred[i] for i in ids}, rel=1e-5)
+        assert result["folds"][c]["left out"] == pytest.approx({i: fold_pred[i] for i in ids}, rel=1e-5)
+    assert pooled["left out"] != pooled["random split"]
+    # each fold's constant: the return-consistent mean of the other categories' finished training lengths
+    for c in CATS:
+        others = [r["num_tokens"] for r in train if r["category"] != c and r["finish_reason"] == "stop"]
+        expected = return_consistent_length(others, GAMMA)
+        assert all(v == pytest.approx(expected) for v in result["folds"][c]["constant"].values())
     consts = {c: next(iter(result["folds"][c]["constant"].values())) for c in CATS}
     by_hand = np.mean([abs(consts[pid[1:].split("-")[0]] - t) / max(t, 1.0) for pid, t in truth.items()])
     assert pooled["constant"]["mre"] == pytest.approx(by_hand)
@@ -65,5 +82,9 @@ def test_each_fold_leaves_out_its_category_and_pools_every_prompt_once(
     assert len(calls) == 3
     with pytest.raises(SystemExit, match="unknown categories"):
         loco.main(argv + ["--categories", "code"])
+    with_val = qs.QuickstartConfig(categories=",".join(CATS), seed=0, validation_prompts_per_category=1)
+    (run / "metrics.json").write_text(json.dumps({"gamma": GAMMA, "config": with_val.__dict__}))
+    with pytest.raises(SystemExit, match="validation split"):
+        loco.main(argv)
     with pytest.raises(SystemExit, match="not a finished quickstart run"):
         loco.main(["--run_dir", str(tmp_path / "nothing")])

@@ -47,8 +47,24 @@ def test_refuses_tables_that_do_not_pair():
         paired_rule.verdict(rows, "missing", "old")
     with pytest.raises(ValueError, match="seeds differ"):
         paired_rule.verdict([r for r in rows if r["critic"] != "old_s1"], "new", "old")
-    with pytest.raises(ValueError, match="lacks the equal 32 cell"):
+    with pytest.raises(ValueError, match=r"old_s0 lacks the cells \[\('at_most', 32\), \('equal', 32\)\]"):
         paired_rule.verdict([r for r in rows if (r["critic"], r["target"]) != ("old_s0", 32)], "new", "old")
+    # a candidate cell missing (a check that would pass by omission), on a seed after the first
+    without = [r for r in rows if (r["critic"], r["mode"], r["target"]) != ("new_s1", "equal", 32)]
+    with pytest.raises(ValueError, match=r"new_s1 lacks the cells \[\('equal', 32\)\]"):
+        paired_rule.verdict(without, "new", "old")
+    with pytest.raises(ValueError, match="want \\[0, 1, 2\\]"):  # a pre-set seed missing from both families
+        paired_rule.verdict(rows, "new", "old", seeds=[0, 1, 2])
+    with pytest.raises(ValueError, match="lacks the cells"):  # a pre-set target missing
+        paired_rule.verdict(rows, "new", "old", targets=[16, 32, 64])
+    with pytest.raises(ValueError, match="two equal 16 rows"):
+        paired_rule.verdict(rows + rows[:1], "new", "old")
+    assert paired_rule.verdict(rows, "new", "old", seeds=[1, 0], targets=[32, 16])[1]
+
+
+def test_a_margin_of_exactly_thirty_points_keeps_the_goal():
+    assert paired_rule.keeps_goal({"natural_margin": 42 / 60 - 24 / 60, "ls": 100.0})
+    assert not paired_rule.keeps_goal({"natural_margin": 41 / 60 - 24 / 60, "ls": 100.0})
 
 
 def test_cli_writes_the_verdict(tmp_path, capsys):

@@ -10,8 +10,9 @@ held-out prompt is predicted once by a critic that never saw its category: the l
 with the random split's MRE on the same prompts.
 
 Each fold's critic goes to ``--folds_dir/<category>`` and is reused by a rerun with the same settings, so a run can
-be split across processes (``--categories``) and joined by a last run over all of them; the json is rewritten after
-every fold.
+be split across processes (``--categories``, each with its own ``--output_dir``) and joined by a last run over all of
+them; the json (of the folds given) is rewritten after every fold. A run that chose its epoch on a validation split
+is refused (its training rollouts hold the validation prompts).
 
     python -m evals.experiments.leave_one_category_out --run_dir lenvm_runs/quickstart \
         --folds_dir lenvm_runs/loco --output_dir evals/results/leave_one_category_out
@@ -41,10 +42,12 @@ def fold_config(run_dir: Path, category: str, folds_dir: Path, categories: list[
     return replace(base, output_dir=str(folds_dir / category), categories=rest, gamma=str(m["gamma"])), m["gamma"]
 
 
-def predictions(critic_dir: Path, prompts: dict[str, str]) -> dict[str, float]:
+def predictions(critic_dir: Path, prompts: dict[str, str], gamma: float) -> dict[str, float]:
     from lenvm_rl.critic import LengthCritic
 
     critic = LengthCritic.from_pretrained(critic_dir)
+    if abs(critic.gamma - gamma) > 1e-9:
+        raise SystemExit(f"{critic_dir} has gamma {critic.gamma}, the ground truth uses {gamma}")
     ids = sorted(prompts)
     return dict(zip(ids, critic.predict_length([prompts[i] for i in ids]).tolist()))
 
@@ -55,10 +58,12 @@ def run_fold(run_dir: Path, category: str, folds_dir: Path, categories: list[str
     from lenvm_rl.quickstart import finished_report, train_and_report
 
     cfg, gamma = fold_config(run_dir, category, folds_dir, categories)
+    if cfg.validation_prompts_per_category:  # its training rollouts hold the validation prompts too
+        raise SystemExit(f"{run_dir} chose its epoch on a validation split; use a run without one")
     fold_train = [r for r in train if r["category"] != category]
     fold_held = [r for r in heldout if r["category"] == category]
-    if len(fold_train) == len(train) or not fold_held:
-        raise SystemExit(f"category {category!r} has no training or no held-out rollouts in {run_dir}")
+    if not fold_train or not fold_held:
+        raise SystemExit(f"fold {category!r}: no training rollouts of other categories or no held-out ones of it")
     report = finished_report(cfg) or train_and_report(cfg, fold_train, fold_held)
     if abs(report["gamma"] - gamma) > 1e-9:
         raise SystemExit(f"fold {category} trained with gamma {report['gamma']}, the run with {gamma}")
@@ -68,8 +73,8 @@ def run_fold(run_dir: Path, category: str, folds_dir: Path, categories: list[str
     const = train_mean_baselines(finished, gamma)["train mean (return-consistent)"]
     return {
         "truth": truth,
-        "random split": predictions(run_dir / "model", prompts),
-        "left out": predictions(Path(cfg.output_dir) / "model", prompts),
+        "random split": predictions(run_dir / "model", prompts, gamma),
+        "left out": predictions(Path(cfg.output_dir) / "model", prompts, gamma),
         "constant": {i: const for i in truth},
         "train_rollouts": len(fold_train),
         "training_seconds": report["seconds"]["training"],

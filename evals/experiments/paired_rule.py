@@ -27,43 +27,69 @@ class RuleArguments:
     baseline: str = field(metadata={"help": "The family it must beat on every shared seed, e.g. broad_bf16."})
     decide_mode: str = field(default="equal", metadata={"help": "The mode whose natural-end margin decides."})
     keep_mode: str = field(default="at_most", metadata={"help": "The mode whose goal the candidate must keep."})
+    seeds: str = field(
+        default="", metadata={"help": "Seeds that must all be there, e.g. 0,1,2 (default: the table's)."}
+    )
+    targets: str = field(
+        default="", metadata={"help": "Targets that must all be there, e.g. 16,32 (default: the table's)."}
+    )
     output_dir: str | None = field(default=None, metadata={"help": "Where paired_rule.json / .md go (else printed)."})
 
 
 def by_seed(rows: list[dict], family: str) -> dict[int, dict]:
-    """``seed -> {(mode, target): row}`` for the critics ``<family>_s<seed>``."""
+    """``seed -> {(mode, target): row}`` for the critics ``<family>_s<seed>``; a repeated row is refused."""
     out: dict[int, dict] = {}
     for r in rows:
         m = re.fullmatch(rf"{re.escape(family)}_s(\d+)", r["critic"])
         if m:
-            out.setdefault(int(m.group(1)), {})[r["mode"], r["target"]] = r
+            cells = out.setdefault(int(m.group(1)), {})
+            if (r["mode"], r["target"]) in cells:
+                raise ValueError(f"{r['critic']} has two {r['mode']} {r['target']} rows")
+            cells[r["mode"], r["target"]] = r
     return out
 
 
 def keeps_goal(row: dict) -> bool:
     from lenvm_rl.evaluation.lifebench import GOAL_BOUND_LS, GOAL_BOUND_NATURAL_MARGIN
 
-    return row["natural_margin"] >= GOAL_BOUND_NATURAL_MARGIN and row["ls"] >= GOAL_BOUND_LS
+    # 1e-9: a margin of exactly 30 points (42/60 - 24/60) must not fail on rounding
+    return row["natural_margin"] >= GOAL_BOUND_NATURAL_MARGIN - 1e-9 and row["ls"] >= GOAL_BOUND_LS
 
 
-def verdict(rows: list[dict], candidate: str, baseline: str, decide_mode: str = "equal", keep_mode: str = "at_most"):
-    """One check per (seed, mode, target) and whether all hold. Refused: a family with no critic, seeds or cells
-    that do not pair up (a missing cell would otherwise pass by omission)."""
+def verdict(
+    rows: list[dict],
+    candidate: str,
+    baseline: str,
+    decide_mode: str = "equal",
+    keep_mode: str = "at_most",
+    seeds: list[int] | None = None,
+    targets: list[int] | None = None,
+):
+    """One check per (seed, mode, target) and whether all hold. Every critic of both families must have the same
+    cells of both modes (``targets`` when given), and the families the same seeds (``seeds`` when given): a missing
+    cell or seed would otherwise pass by omission, so it is refused."""
     cand, base = by_seed(rows, candidate), by_seed(rows, baseline)
     for fam, got in ((candidate, cand), (baseline, base)):
         if not got:
             raise ValueError(f"no critic named {fam}_s<seed> in the table")
-    if sorted(cand) != sorted(base):
-        raise ValueError(f"seeds differ: {candidate} has {sorted(cand)}, {baseline} has {sorted(base)}")
+    want_seeds = sorted(seeds) if seeds else sorted(cand)
+    if sorted(cand) != want_seeds or sorted(base) != want_seeds:
+        raise ValueError(
+            f"seeds differ: {candidate} has {sorted(cand)}, {baseline} has {sorted(base)}, want {want_seeds}"
+        )
+    first = cand[want_seeds[0]]
+    want_targets = sorted(targets) if targets else sorted(t for (m, t) in first if m == decide_mode)
+    want = {(m, t) for m in (decide_mode, keep_mode) for t in want_targets}
+    for fam, got in ((candidate, cand), (baseline, base)):
+        for seed in want_seeds:
+            if missing := sorted(want - {k for k in got[seed] if k[0] in (decide_mode, keep_mode)}):
+                raise ValueError(f"{fam}_s{seed} lacks the cells {missing}")
+            if extra := sorted({k for k in got[seed] if k[0] in (decide_mode, keep_mode)} - want):
+                raise ValueError(f"{fam}_s{seed} has cells the others lack: {extra}")
     checks = []
-    for seed in sorted(cand):
-        decide = sorted(t for (m, t) in cand[seed] if m == decide_mode)
-        keep = sorted(t for (m, t) in cand[seed] if m == keep_mode)
-        if not decide or not keep:
-            raise ValueError(f"{candidate}_s{seed} lacks {decide_mode} or {keep_mode} cells")
+    for seed in want_seeds:
+        decide, keep = want_targets, want_targets
         for t in decide:
-            if (decide_mode, t) not in base[seed]:
-                raise ValueError(f"{baseline}_s{seed} lacks the {decide_mode} {t} cell")
             c, b = cand[seed][decide_mode, t], base[seed][decide_mode, t]
             checks.append(
                 dict(seed=seed, mode=decide_mode, target=t, candidate=c["natural_margin"], baseline=b["natural_margin"])
@@ -109,7 +135,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     (args,) = TrlParser([RuleArguments], prog=f"python -m evals.experiments.{NAME}").parse_args_and_config(argv)
     table = json.loads(Path(args.table).read_text())
-    checks, met = verdict(table["rows"], args.candidate, args.baseline, args.decide_mode, args.keep_mode)
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()] or None
+    targets = [int(x) for x in args.targets.split(",") if x.strip()] or None
+    checks, met = verdict(
+        table["rows"], args.candidate, args.baseline, args.decide_mode, args.keep_mode, seeds, targets
+    )
     result = {"table": args.table, "candidate": args.candidate, "baseline": args.baseline, "met": met, "checks": checks}
     md = markdown(checks, met, args)
     if args.output_dir:

@@ -237,6 +237,8 @@ def tasks_of_run(path: str) -> set[str]:
         rows = [r for c in load_cells(p).values() for r in c["rows"]]
     else:
         rows = json.loads(p.read_text()).get("rows", [])
+    if any("uid" not in r for r in rows):
+        raise ValueError(f"--exclude_tasks {path}: its rows have no 'uid'; pass a {NAME}.json or {CELLS_FILE}")
     uids = {r["uid"] for r in rows if r.get("category") != "user"}
     if not uids:
         raise ValueError(f"--exclude_tasks {path} lists no LIFEBench task: pass an earlier run's {NAME}.json or cells")
@@ -426,7 +428,9 @@ def goal(summary: list[dict]) -> dict | None:
         if mode == "equal":
             met = d_ls >= GOAL_EQUAL_LS_MARGIN and ours["natural_end_rate"] >= GOAL_EQUAL_NATURAL
         else:
-            met = d_nat >= GOAL_BOUND_NATURAL_MARGIN and ours["ls"] >= GOAL_BOUND_LS
+            met = (
+                d_nat >= GOAL_BOUND_NATURAL_MARGIN - 1e-9 and ours["ls"] >= GOAL_BOUND_LS
+            )  # 42/60 - 24/60 is 0.2999...
         checks.append(
             {
                 "mode": mode,
@@ -710,7 +714,15 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
     bench = load_tasks(cfg.data, langs, cfg.limit, cfg.per_category)
     if cfg.exclude_tasks:
         seen = tasks_of_run(cfg.exclude_tasks)
-        bench = [t for i, t in enumerate(bench) if task_uid(t, i) not in seen]
+        if any("id" not in t for t in bench) or len({task_uid(t, 0) for t in bench}) != len(bench):
+            raise ValueError(f"--exclude_tasks needs a unique 'id' on every task of {cfg.data}")
+        kept = [t for t in bench if task_uid(t, 0) not in seen]
+        if len(bench) - len(kept) != len(seen):  # an exclusion that matched nothing would exclude silently less
+            raise ValueError(
+                f"--exclude_tasks {cfg.exclude_tasks}: {len(seen)} tasks listed, {len(bench) - len(kept)} found in "
+                f"{cfg.data} ({cfg.langs}); pass a run on the same data and languages"
+            )
+        bench = kept
         if not bench:
             raise ValueError(f"--exclude_tasks {cfg.exclude_tasks} leaves no LIFEBench task in {cfg.data}")
     if cfg.rows_per_cell is not None:
