@@ -70,8 +70,8 @@ class QuickstartConfig:
         default=2,
         metadata={
             "help": "Completions per training prompt. Two end more length-guided answers naturally than one on a "
-            "fresh LIFEBench draw, on every seed tried (evals/results, 'Two answers per prompt'); 1 samples half "
-            "as many and trains faster."
+            "fresh LIFEBench draw, on every seed tried (evals/results, 'Two answers per prompt'); 1 samples the "
+            "training prompts once and trains faster."
         },
     )
     eval_samples: int = field(default=4, metadata={"help": "Completions per held-out prompt (for L_GT)."})

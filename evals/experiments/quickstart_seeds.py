@@ -1,6 +1,7 @@
-"""Quickstart critics over seeds: the default against ``--freeze_layers 20 --train_samples 2``, paired by seed.
+"""Quickstart critics over seeds: one answer per prompt (the arm named ``default``: the quickstart's default when the
+committed runs were made; two since 2026-12-01) against ``--freeze_layers 20 --train_samples 2``, paired by seed.
 
-For each seed the default quickstart runs first; the other arm starts from a copy of its rollouts, so it trains
+For each seed the one-answer quickstart runs first; the other arm starts from a copy of its rollouts, so it trains
 on the same 252 completions plus one more sample per prompt and is judged on the same held-out split and
 samples: the two differ only in what they train on and how. The seed sets the held-out split, the sampling and
 the training. Each row is the quickstart's own held-out table (4 samples per held-out prompt; its noise floor
