@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+import torch
 from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import AutoTokenizer
@@ -66,3 +67,7 @@ if __name__ == "__main__":
     if int(os.environ.get("RANK", "0")) == 0:
         logged = [h["length/term_abs_mean"] for h in trainer.state.log_history if "length/term_abs_mean" in h]
         json.dump({"shapes": Recording.shapes, "term_abs_mean": logged, "terms": Recording.terms}, open(result, "w"))
+    # Both ranks leave together and close the process group: a rank exiting while gloo's threads still run aborted
+    # once ("terminate called without an active exception", SIGABRT) after a finished run.
+    trainer.accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
