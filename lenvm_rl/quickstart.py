@@ -124,11 +124,16 @@ class QuickstartConfig:
         skip = {"output_dir", "generation_batch_size", "backend", "overwrite"}  # how, not what, is sampled
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
-    def trained_with_same_settings(self, stamp: dict) -> bool:
-        """``stamp`` (a saved training key) matches; a field it lacks (added later) matches at its default."""
+    def settings_differing_from(self, stamp: dict) -> dict:
+        """``{field: (stamp's value, ours)}`` where a saved training key differs; a field it lacks (added later)
+        counts at its default."""
         defaults = {f.name: f.default for f in fields(self)}
         key = self.training_key()
-        return all(stamp.get(k, defaults[k]) == v for k, v in key.items()) and set(stamp) <= set(key)
+        return {k: (stamp.get(k, defaults[k]), v) for k, v in key.items() if stamp.get(k, defaults[k]) != v}
+
+    def trained_with_same_settings(self, stamp: dict) -> bool:
+        """``stamp`` (a saved training key) matches; a field it lacks (added later) matches at its default."""
+        return not self.settings_differing_from(stamp) and set(stamp) <= set(self.training_key())
 
 
 def split_prompts(prompts: list[dict], cfg: QuickstartConfig) -> tuple[list[dict], list[dict]]:
@@ -169,13 +174,8 @@ def _settings_diff(cfg: QuickstartConfig, stamp: Path) -> str:
     """' (train_samples: 1 there, 2 now)' for the fields where a saved training key differs, '' without one."""
     if not stamp.is_file():
         return ""
-    old, defaults = json.loads(stamp.read_text()), {f.name: f.default for f in fields(cfg)}
-    diff = [
-        f"{k}: {old.get(k, defaults[k])!r} there, {v!r} now"
-        for k, v in cfg.training_key().items()
-        if old.get(k, defaults[k]) != v
-    ]
-    return f" ({'; '.join(diff)})" if diff else ""
+    diff = cfg.settings_differing_from(json.loads(stamp.read_text()))
+    return f" ({'; '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in diff.items())})" if diff else ""
 
 
 def finished_report(cfg: QuickstartConfig) -> dict | None:

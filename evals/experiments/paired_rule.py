@@ -50,10 +50,9 @@ def by_seed(rows: list[dict], family: str) -> dict[int, dict]:
 
 
 def keeps_goal(row: dict) -> bool:
-    from lenvm_rl.evaluation.lifebench import GOAL_BOUND_LS, GOAL_BOUND_NATURAL_MARGIN
+    from lenvm_rl.evaluation.lifebench import bound_goal_met
 
-    # 1e-9: a margin of exactly 30 points (42/60 - 24/60) must not fail on rounding
-    return row["natural_margin"] >= GOAL_BOUND_NATURAL_MARGIN - 1e-9 and row["ls"] >= GOAL_BOUND_LS
+    return bound_goal_met(row["natural_margin"], row["ls"])
 
 
 def verdict(
@@ -82,14 +81,14 @@ def verdict(
     want = {(m, t) for m in (decide_mode, keep_mode) for t in want_targets}
     for fam, got in ((candidate, cand), (baseline, base)):
         for seed in want_seeds:
-            if missing := sorted(want - {k for k in got[seed] if k[0] in (decide_mode, keep_mode)}):
+            have = {k for k in got[seed] if k[0] in (decide_mode, keep_mode)}
+            if missing := sorted(want - have):
                 raise ValueError(f"{fam}_s{seed} lacks the cells {missing}")
-            if extra := sorted({k for k in got[seed] if k[0] in (decide_mode, keep_mode)} - want):
+            if extra := sorted(have - want):
                 raise ValueError(f"{fam}_s{seed} has cells the others lack: {extra}")
-    checks = []
+    checks = []  # every cell is there on both sides from here on
     for seed in want_seeds:
-        decide, keep = want_targets, want_targets
-        for t in decide:
+        for t in want_targets:
             c, b = cand[seed][decide_mode, t], base[seed][decide_mode, t]
             checks.append(
                 dict(seed=seed, mode=decide_mode, target=t, candidate=c["natural_margin"], baseline=b["natural_margin"])
@@ -97,14 +96,11 @@ def verdict(
                     ok=c["natural_margin"] > b["natural_margin"], nll_gap=[c["nll_gap_to_plain"], b["nll_gap_to_plain"]]
                 )
             )
-        for t in keep:
-            c = cand[seed][keep_mode, t]
-            b = base[seed].get((keep_mode, t), {})
+        for t in want_targets:
+            c, b = cand[seed][keep_mode, t], base[seed][keep_mode, t]
             checks.append(
-                dict(
-                    seed=seed, mode=keep_mode, target=t, candidate=c["natural_margin"], baseline=b.get("natural_margin")
-                )
-                | dict(ok=keeps_goal(c), ls=c["ls"], nll_gap=[c["nll_gap_to_plain"], b.get("nll_gap_to_plain")])
+                dict(seed=seed, mode=keep_mode, target=t, candidate=c["natural_margin"], baseline=b["natural_margin"])
+                | dict(ok=keeps_goal(c), ls=c["ls"], nll_gap=[c["nll_gap_to_plain"], b["nll_gap_to_plain"]])
             )
     return checks, all(c["ok"] for c in checks)
 

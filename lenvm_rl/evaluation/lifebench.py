@@ -409,6 +409,12 @@ def aggregate(rows: list[dict]) -> dict:
     }
 
 
+def bound_goal_met(natural_margin: float, ls: float) -> bool:
+    """At Most / At Least: natural ends at least GOAL_BOUND_NATURAL_MARGIN above rules_only at LS >= GOAL_BOUND_LS
+    (1e-9: a margin of exactly 30 points, 42/60 - 24/60, is 0.2999... in floats)."""
+    return natural_margin >= GOAL_BOUND_NATURAL_MARGIN - 1e-9 and ls >= GOAL_BOUND_LS
+
+
 def goal(summary: list[dict]) -> dict | None:
     """The issue's goal, per (mode, target), against ``rules_only`` on the same prompts (None without both arms).
 
@@ -428,9 +434,7 @@ def goal(summary: list[dict]) -> dict | None:
         if mode == "equal":
             met = d_ls >= GOAL_EQUAL_LS_MARGIN and ours["natural_end_rate"] >= GOAL_EQUAL_NATURAL
         else:
-            met = (
-                d_nat >= GOAL_BOUND_NATURAL_MARGIN - 1e-9 and ours["ls"] >= GOAL_BOUND_LS
-            )  # 42/60 - 24/60 is 0.2999...
+            met = bound_goal_met(d_nat, ours["ls"])
         checks.append(
             {
                 "mode": mode,
