@@ -119,6 +119,13 @@ class QuickstartConfig:
     seed: int = field(default=0, metadata={"help": "Seed for the prompt split, sampling and training."})
     overwrite: bool = field(default=False, metadata={"help": "Retrain even if a model with other settings exists."})
 
+    @classmethod
+    def from_report(cls, report: dict) -> QuickstartConfig:
+        """The settings a run's metrics.json records; keys this version does not know (removed fields) are ignored
+        and fields added since take their defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in report["config"].items() if k in known})
+
     def training_key(self) -> dict:
         """The settings a cached model depends on."""
         skip = {"output_dir", "generation_batch_size", "backend", "overwrite"}  # how, not what, is sampled
@@ -185,8 +192,7 @@ def finished_report(cfg: QuickstartConfig) -> dict | None:
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
-    key = cfg.training_key()
-    return report if cfg.trained_with_same_settings({k: v for k, v in report["config"].items() if k in key}) else None
+    return report if cfg.trained_with_same_settings(QuickstartConfig.from_report(report).training_key()) else None
 
 
 def _ids_by_category(prompts: list[dict]) -> dict[str, list[str]]:

@@ -548,6 +548,18 @@ def test_lifebench_exclude_tasks_draws_from_the_rest(
     second = {r["uid"] for r in result["rows"]}
     assert len(second) == 4 and not second & {t["uid"] for t in first}
     assert result["config"]["exclude_tasks"] == str(run_json)
+    # several earlier runs at once: the third draw shares no task with either (7 tasks - 3 - 4 leaves nothing)
+    with pytest.raises(ValueError, match="leaves no LIFEBench task"):
+        second_json = tmp_path / "second" / "lifebench.json"
+        lifebench.main(
+            argv + ["--output_dir", str(tmp_path / "third"), "--exclude_tasks", f"{run_json}, {second_json}"]
+        )
+    third = lifebench.main(
+        argv[:-5]
+        + ["--rows_per_cell", "2", "--no_user_prompts", "--seed", "1", "--output_dir", str(tmp_path / "third")]
+        + ["--exclude_tasks", f"{run_json},{cells}"]  # the same tasks twice: excluded once, nothing refused
+    )
+    assert not {r["uid"] for r in third["rows"]} & {t["uid"] for t in first}
 
     no_uid = tmp_path / "no_uid.json"
     no_uid.write_text(json.dumps({"rows": [{"critic": "x", "mode": "equal"}]}))

@@ -62,6 +62,38 @@ def test_refuses_tables_that_do_not_pair():
     assert paired_rule.verdict(rows, "new", "old", seeds=[1, 0], targets=[32, 16])[1]
 
 
+def with_mre(rows, cand_mre, base_mre):
+    """The critics' held-out MRE on each of their rows, per seed."""
+    mre = {f"new_s{s}": m for s, m in enumerate(cand_mre)} | {f"old_s{s}": m for s, m in enumerate(base_mre)}
+    return [dict(r, heldout_mre=mre.get(r["critic"])) for r in rows]
+
+
+def test_non_inferior_compares_family_means_within_the_allowance():
+    base = ((0.30, 0.30), (0.20, 0.20))
+    # seed 1 loses 10 points at 16, seed 0 gains 4: the mean loses 3 points, within 5
+    cand = ((0.34, 0.30), (0.10, 0.20))
+    checks, met = paired_rule.verdict(table(cand, base), "new", "old", non_inferior=5)
+    assert met
+    per_seed = [c for c in checks if c["mode"] == "equal" and c["seed"] != "mean"]
+    assert len(per_seed) == 4 and all(c["ok"] is None for c in per_seed)  # information only
+    means = {c["target"]: c for c in checks if c["seed"] == "mean"}
+    assert means[16]["candidate"] == pytest.approx(0.22) and means[16]["baseline"] == pytest.approx(0.25)
+    assert not paired_rule.verdict(table(cand, base), "new", "old", non_inferior=2)[1]  # 3 points lost > 2
+    # a loss of exactly the allowance passes: 0.25 - 0.20 in floats is 0.04999...
+    assert paired_rule.verdict(table(((0.25, 0.3), (0.15, 0.2)), base), "new", "old", non_inferior=5)[1]
+    # the kept mode's goal still holds seed by seed
+    assert not paired_rule.verdict(table(cand, base, cand_at_most=(0.4, 0.2)), "new", "old", non_inferior=5)[1]
+
+
+def test_max_mre_rise_checks_the_family_mean_and_needs_the_mre():
+    rows = table(((0.3, 0.3), (0.3, 0.3)), ((0.2, 0.2), (0.2, 0.2)))
+    ok = paired_rule.verdict(with_mre(rows, (0.50, 0.44), (0.45, 0.45)), "new", "old", max_mre_rise=2)
+    assert ok[1] and ok[0][-1]["mode"] == "heldout_mre" and ok[0][-1]["candidate"] == pytest.approx(0.47)
+    assert not paired_rule.verdict(with_mre(rows, (0.50, 0.46), (0.45, 0.45)), "new", "old", max_mre_rise=2)[1]
+    with pytest.raises(ValueError, match="new_s0 has no single held-out MRE"):
+        paired_rule.verdict(rows, "new", "old", max_mre_rise=2)
+
+
 def test_a_margin_of_exactly_thirty_points_keeps_the_goal():
     assert paired_rule.keeps_goal({"natural_margin": 42 / 60 - 24 / 60, "ls": 100.0})
     assert not paired_rule.keeps_goal({"natural_margin": 41 / 60 - 24 / 60, "ls": 100.0})

@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +66,7 @@ def train_broad(default_dir: Path, out: Path, train: list[dict], heldout: list[d
     from lenvm_rl.quickstart import QuickstartConfig, finished_report, train_and_report
 
     m = json.loads((default_dir / "metrics.json").read_text())
-    known = {f.name for f in fields(QuickstartConfig)}
-    base = QuickstartConfig(**{k: v for k, v in m["config"].items() if k in known})
+    base = QuickstartConfig.from_report(m)
     cfg = replace(base, output_dir=str(out), categories=f"{base.categories},{','.join(EXTRA)}", gamma=str(m["gamma"]))
     return finished_report(cfg) or train_and_report(cfg, train, heldout)
 

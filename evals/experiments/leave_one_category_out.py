@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 NAME = "leave_one_category_out"
@@ -36,8 +36,7 @@ def fold_config(run_dir: Path, category: str, folds_dir: Path, categories: list[
     from lenvm_rl.quickstart import QuickstartConfig
 
     m = json.loads((run_dir / "metrics.json").read_text())
-    known = {f.name for f in fields(QuickstartConfig)}
-    base = QuickstartConfig(**{k: v for k, v in m["config"].items() if k in known})
+    base = QuickstartConfig.from_report(m)
     rest = ",".join(c for c in categories if c != category)
     return replace(base, output_dir=str(folds_dir / category), categories=rest, gamma=str(m["gamma"])), m["gamma"]
 

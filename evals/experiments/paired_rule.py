@@ -6,6 +6,11 @@ candidate's natural-end margin over ``rules_only`` in ``--decide_mode`` is stric
 seed at every target, and in ``--keep_mode`` the candidate keeps the goal of `lenvm eval lifebench` (At Most: +30
 points of natural ends at LS >= 95) at every target. Quality is printed beside it and decides nothing.
 
+For a change that saves time rather than promises more (fewer epochs, say), ``--non_inferior P`` asks instead that
+the candidate lose at most P points of natural-end margin in ``--decide_mode``, on the family mean over the seeds at
+every target (a per-seed bound would fail an equal recipe by chance with 60 rows a cell); ``--max_mre_rise Q``
+adds that the family's mean held-out MRE rises by at most Q points. The per-seed rows are printed for information.
+
     python -m evals.experiments.paired_rule --table evals/results/lifebench_adoption/lifebench_critics.json \
         --candidate broad_x2 --baseline broad_bf16 --output_dir evals/results/lifebench_adoption
 """
@@ -16,6 +21,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 NAME = "paired_rule"
 
@@ -32,6 +39,13 @@ class RuleArguments:
     )
     targets: str = field(
         default="", metadata={"help": "Targets that must all be there, e.g. 16,32 (default: the table's)."}
+    )
+    non_inferior: float | None = field(
+        default=None,
+        metadata={"help": "Points of natural-end margin the family mean may lose (default: beat every seed)."},
+    )
+    max_mre_rise: float | None = field(
+        default=None, metadata={"help": "Points the family's mean held-out MRE may rise (default: not checked)."}
     )
     output_dir: str | None = field(default=None, metadata={"help": "Where paired_rule.json / .md go (else printed)."})
 
@@ -63,8 +77,11 @@ def verdict(
     keep_mode: str = "at_most",
     seeds: list[int] | None = None,
     targets: list[int] | None = None,
+    non_inferior: float | None = None,
+    max_mre_rise: float | None = None,
 ):
-    """One check per (seed, mode, target) and whether all hold. Every critic of both families must have the same
+    """One check per (seed, mode, target) and whether all hold; with ``non_inferior`` (points) the deciding mode's
+    per-seed rows are information (``ok`` None) and one check per target compares the family means. Every critic of both families must have the same
     cells of both modes (``targets`` when given), and the families the same seeds (``seeds`` when given): a missing
     cell or seed would otherwise pass by omission, so it is refused."""
     cand, base = by_seed(rows, candidate), by_seed(rows, baseline)
@@ -90,11 +107,10 @@ def verdict(
     for seed in want_seeds:
         for t in want_targets:
             c, b = cand[seed][decide_mode, t], base[seed][decide_mode, t]
+            ok = c["natural_margin"] > b["natural_margin"] if non_inferior is None else None
             checks.append(
                 dict(seed=seed, mode=decide_mode, target=t, candidate=c["natural_margin"], baseline=b["natural_margin"])
-                | dict(
-                    ok=c["natural_margin"] > b["natural_margin"], nll_gap=[c["nll_gap_to_plain"], b["nll_gap_to_plain"]]
-                )
+                | dict(ok=ok, nll_gap=[c["nll_gap_to_plain"], b["nll_gap_to_plain"]])
             )
         for t in want_targets:
             c, b = cand[seed][keep_mode, t], base[seed][keep_mode, t]
@@ -102,27 +118,63 @@ def verdict(
                 dict(seed=seed, mode=keep_mode, target=t, candidate=c["natural_margin"], baseline=b["natural_margin"])
                 | dict(ok=keeps_goal(c), ls=c["ls"], nll_gap=[c["nll_gap_to_plain"], b["nll_gap_to_plain"]])
             )
-    return checks, all(c["ok"] for c in checks)
+    if non_inferior is not None:
+        for t in want_targets:
+            c, b = (float(np.mean([f[s][decide_mode, t]["natural_margin"] for s in want_seeds])) for f in (cand, base))
+            ok = c >= b - non_inferior / 100 - 1e-9  # 1e-9: a loss of exactly P points (a float) still passes
+            checks.append(dict(seed="mean", mode=decide_mode, target=t, candidate=c, baseline=b, ok=ok, nll_gap=[]))
+    if max_mre_rise is not None:
+        c, b = (
+            float(np.mean([_heldout_mre(f, s, fam) for s in want_seeds]))
+            for f, fam in ((cand, candidate), (base, baseline))
+        )
+        checks.append(
+            dict(seed="mean", mode="heldout_mre", target=None, candidate=c, baseline=b, nll_gap=[])
+            | dict(ok=c <= b + max_mre_rise / 100 + 1e-9)
+        )
+    return checks, all(c["ok"] for c in checks if c["ok"] is not None)
+
+
+def _heldout_mre(family: dict[int, dict], seed: int, name: str) -> float:
+    """The critic's held-out MRE (the same on each of its rows); refused when the table lacks it."""
+    mres = {r.get("heldout_mre") for r in family[seed].values()}
+    if None in mres or len(mres) != 1:
+        raise ValueError(f"{name}_s{seed} has no single held-out MRE in the table ({sorted(map(str, mres))})")
+    return mres.pop()
 
 
 def markdown(checks: list[dict], met: bool, args: RuleArguments) -> str:
     def pct(x):
         return "" if x is None else f"{100 * x:+.0f}"
 
+    if args.non_inferior is None:
+        decide = "the candidate must be above the baseline on every seed"
+    else:
+        decide = (
+            f"the candidate's mean over the seeds must be at most {args.non_inferior:g} points below the baseline's"
+        )
+    mre = (
+        ""
+        if args.max_mre_rise is None
+        else f" Held-out MRE (%): the family mean may rise by {args.max_mre_rise:g} points."
+    )
     lines = [
         f"### {args.candidate} against {args.baseline}: {'**met**' if met else '**not met**'}",
         "",
-        f"Natural-end margin over rules_only in points; {args.decide_mode}: the candidate must be above the baseline "
-        f"on every seed; {args.keep_mode}: it must keep the goal (+30 points at LS >= 95). NLL gap to plain: "
-        "candidate / baseline, not part of the rule.",
+        f"Natural-end margin over rules_only in points; {args.decide_mode}: {decide}; {args.keep_mode}: it must keep "
+        f"the goal (+30 points at LS >= 95).{mre} NLL gap to plain: candidate / baseline, not part of the rule.",
         "",
         "| seed | mode | target | candidate | baseline | holds | NLL gap % |",
         "|---:|---|---:|---:|---:|---|---|",
     ]
     for c in checks:
         gap = " / ".join(pct(g) for g in c["nll_gap"])
-        row = f"| {c['seed']} | {c['mode']} | {c['target']} | {pct(c['candidate'])} | {pct(c['baseline'])} |"
-        lines.append(f"{row} {'yes' if c['ok'] else '**no**'} | {gap} |")
+        fig = (lambda x: f"{100 * x:.1f}") if c["mode"] == "heldout_mre" else pct
+        holds = "-" if c["ok"] is None else "yes" if c["ok"] else "**no**"
+        target = "" if c["target"] is None else c["target"]
+        lines.append(
+            f"| {c['seed']} | {c['mode']} | {target} | {fig(c['candidate'])} | {fig(c['baseline'])} | {holds} | {gap} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -134,9 +186,18 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()] or None
     targets = [int(x) for x in args.targets.split(",") if x.strip()] or None
     checks, met = verdict(
-        table["rows"], args.candidate, args.baseline, args.decide_mode, args.keep_mode, seeds, targets
+        table["rows"],
+        args.candidate,
+        args.baseline,
+        args.decide_mode,
+        args.keep_mode,
+        seeds,
+        targets,
+        args.non_inferior,
+        args.max_mre_rise,
     )
-    result = {"table": args.table, "candidate": args.candidate, "baseline": args.baseline, "met": met, "checks": checks}
+    result = {"table": args.table, "candidate": args.candidate, "baseline": args.baseline, "met": met}
+    result |= {"non_inferior": args.non_inferior, "max_mre_rise": args.max_mre_rise, "checks": checks}
     md = markdown(checks, met, args)
     if args.output_dir:
         out = Path(args.output_dir)

@@ -15,8 +15,8 @@ sees the same prompt (the constraint is stated in it) and runs the same generato
 
 Prompts: the LIFEBench tasks of ``--langs`` (Summarization is skipped; ``--rows_per_cell N`` draws N of them,
 seeded and stratified: as evenly as possible across every (language, category)), plus three everyday prompts
-(category ``user``; ``--no_user_prompts`` leaves them out); ``--exclude_tasks RUN.json`` leaves out an earlier
-run's LIFEBench tasks before the draw (a decision made on one draw, checked on prompts it never saw). Data: the hub
+(category ``user``; ``--no_user_prompts`` leaves them out); ``--exclude_tasks RUN.json[,RUN2.json]`` leaves out earlier
+runs' LIFEBench tasks before the draw (a decision made on one draw, checked on prompts it never saw). Data: the hub
 id ``LIFEBench/LIFEBench`` by default, ``--data PATH`` for a local ``.jsonl`` copy.
 
 Per (mode, arm, target) cell (the ``summary`` list of lifebench.json):
@@ -122,8 +122,8 @@ class LifebenchArguments(common.EvalArguments):
     exclude_tasks: str | None = field(
         default=None,
         metadata={
-            "help": f"An earlier run's {NAME}.json or {NAME}_cells.jsonl: its LIFEBench tasks are left out before "
-            "the draw, so a decision is checked on prompts it was not made on."
+            "help": f"Earlier runs' {NAME}.json or {NAME}_cells.jsonl, comma-separated: their LIFEBench tasks are "
+            "left out before the draw, so a decision is checked on prompts it was not made on."
         },
     )
     limit: int | None = field(default=None, metadata={"help": "First N LIFEBench tasks only (before the draw)."})
@@ -697,6 +697,23 @@ def markdown(result: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the run
+def without_tasks_of_run(bench: list[dict], path: str, source: str) -> list[dict]:
+    """``bench`` less the tasks earlier runs answered (``--exclude_tasks``, comma-separated files); refuses an
+    exclusion that would silently leave out less than listed, or nothing at all."""
+    seen = set().union(*(tasks_of_run(p.strip()) for p in path.split(",") if p.strip()))
+    if any("id" not in t for t in bench) or len({(t["lang"], t["id"]) for t in bench}) != len(bench):
+        raise ValueError(f"--exclude_tasks needs a unique 'id' on every task of {source}")
+    kept = [t for t in bench if f"{t['lang']}:{t['id']}" not in seen]
+    if len(bench) - len(kept) != len(seen):
+        raise ValueError(
+            f"--exclude_tasks {path}: {len(seen)} tasks listed, {len(bench) - len(kept)} found in {source}; pass a "
+            "run on the same data and languages"
+        )
+    if not kept:
+        raise ValueError(f"--exclude_tasks {path} leaves no LIFEBench task in {source}")
+    return kept
+
+
 def in_groups(groups: list[tuple[int, int]], prompts: list, generate, seed: int, desc: str) -> list[dict]:
     """``generate(part, batch_size=, seed=, desc=)`` over the length groups, in order; group g samples with
     ``seed + g``."""
@@ -717,18 +734,7 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
     langs = {lang.strip() for lang in cfg.langs.split(",") if lang.strip()}
     bench = load_tasks(cfg.data, langs, cfg.limit, cfg.per_category)
     if cfg.exclude_tasks:
-        seen = tasks_of_run(cfg.exclude_tasks)
-        if any("id" not in t for t in bench) or len({task_uid(t, 0) for t in bench}) != len(bench):
-            raise ValueError(f"--exclude_tasks needs a unique 'id' on every task of {cfg.data}")
-        kept = [t for t in bench if task_uid(t, 0) not in seen]
-        if len(bench) - len(kept) != len(seen):  # an exclusion that matched nothing would exclude silently less
-            raise ValueError(
-                f"--exclude_tasks {cfg.exclude_tasks}: {len(seen)} tasks listed, {len(bench) - len(kept)} found in "
-                f"{cfg.data} ({cfg.langs}); pass a run on the same data and languages"
-            )
-        bench = kept
-        if not bench:
-            raise ValueError(f"--exclude_tasks {cfg.exclude_tasks} leaves no LIFEBench task in {cfg.data}")
+        bench = without_tasks_of_run(bench, cfg.exclude_tasks, f"{cfg.data} ({cfg.langs})")
     if cfg.rows_per_cell is not None:
         bench = draw_tasks(bench, cfg.rows_per_cell, cfg.seed)
     tasks = [dict(t, uid=task_uid(t, i)) for i, t in enumerate(bench)]
