@@ -248,3 +248,19 @@ def test_a_quickstart_folder_trained_with_other_settings_names_them(tmp_path):
     stamp.write_text(json.dumps({**QuickstartConfig(train_samples=1).training_key()}))
     assert _settings_diff(QuickstartConfig(), stamp) == " (train_samples: 1 there, 2 now)"
     assert _settings_diff(QuickstartConfig(train_samples=1), stamp) == ""
+
+
+def test_a_quickstart_config_rebuilt_from_its_report(tmp_path):
+    import json
+
+    from lenvm_rl.quickstart import QuickstartConfig, finished_report
+
+    cfg = QuickstartConfig(output_dir=str(tmp_path), train_samples=1, seed=3)
+    report = {"config": {**cfg.training_key(), "output_dir": str(tmp_path), "retired_field": 1}, "gamma": 0.98}
+    report["config"].pop("freeze_layers")  # a report written before the field existed
+    rebuilt = QuickstartConfig.from_report(report)
+    assert rebuilt.seed == 3 and rebuilt.train_samples == 1 and rebuilt.freeze_layers == 0
+    assert finished_report(cfg) is None  # no metrics.json yet
+    (tmp_path / "metrics.json").write_text(json.dumps(report))
+    assert finished_report(cfg) == report
+    assert finished_report(QuickstartConfig(output_dir=str(tmp_path), seed=3)) is None  # train_samples differs
