@@ -264,3 +264,7 @@ def test_a_quickstart_config_rebuilt_from_its_report(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps(report))
     assert finished_report(cfg) == report
     assert finished_report(QuickstartConfig(output_dir=str(tmp_path), seed=3)) is None  # train_samples differs
+    # the field the report lacks counts at its default, so another value does not match
+    assert (
+        finished_report(QuickstartConfig(output_dir=str(tmp_path), train_samples=1, seed=3, freeze_layers=20)) is None
+    )

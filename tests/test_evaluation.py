@@ -541,23 +541,23 @@ def test_lifebench_exclude_tasks_draws_from_the_rest(
         lifebench.tasks_of_run(str(only_user))
 
     # end to end on the tiny critic: the second draw shares no task with the first
-    argv = ["--critic", str(quickstart_layout / "model"), "--generator", str(tiny_causal_dir), "--data"]
-    argv += [str(lifebench_file), "--targets", "6", "--modes", "equal", "--arms", "plain", "--max_new_tokens", "8"]
-    argv += ["--rows_per_cell", "4", "--no_user_prompts", "--seed", "1"]
+    base_argv = ["--critic", str(quickstart_layout / "model"), "--generator", str(tiny_causal_dir), "--data"]
+    base_argv += [str(lifebench_file), "--targets", "6", "--modes", "equal", "--arms", "plain", "--max_new_tokens", "8"]
+    base_argv += ["--no_user_prompts", "--seed", "1"]
+    argv = base_argv + ["--rows_per_cell", "4"]
     result = lifebench.main(argv + ["--output_dir", str(tmp_path / "second"), "--exclude_tasks", str(run_json)])
     second = {r["uid"] for r in result["rows"]}
     assert len(second) == 4 and not second & {t["uid"] for t in first}
     assert result["config"]["exclude_tasks"] == str(run_json)
     # several earlier runs at once: the third draw shares no task with either (7 tasks - 3 - 4 leaves nothing)
+    second_json = tmp_path / "second" / "lifebench.json"
     with pytest.raises(ValueError, match="leaves no LIFEBench task"):
-        second_json = tmp_path / "second" / "lifebench.json"
         lifebench.main(
             argv + ["--output_dir", str(tmp_path / "third"), "--exclude_tasks", f"{run_json}, {second_json}"]
         )
-    third = lifebench.main(
-        argv[:-5]
-        + ["--rows_per_cell", "2", "--no_user_prompts", "--seed", "1", "--output_dir", str(tmp_path / "third")]
-        + ["--exclude_tasks", f"{run_json},{cells}"]  # the same tasks twice: excluded once, nothing refused
+    third = lifebench.main(  # the same tasks twice: excluded once, nothing refused
+        base_argv
+        + ["--rows_per_cell", "2", "--output_dir", str(tmp_path / "third"), "--exclude_tasks", f"{run_json},{cells}"]
     )
     assert not {r["uid"] for r in third["rows"]} & {t["uid"] for t in first}
 
@@ -580,5 +580,7 @@ def test_lifebench_exclude_tasks_draws_from_the_rest(
         lifebench.main(argv + ["--output_dir", str(tmp_path / "none"), "--exclude_tasks", str(everything)])
     elsewhere = tmp_path / "elsewhere.json"
     elsewhere.write_text(json.dumps({"rows": rows[:2] + [{"uid": "cn:404", "category": "qa"}]}))
-    with pytest.raises(ValueError, match="3 tasks listed, 2 found"):
+    with pytest.raises(ValueError, match="names no file"):  # only commas: it would exclude nothing
+        lifebench.main(argv + ["--output_dir", str(tmp_path / "none"), "--exclude_tasks", " , "])
+    with pytest.raises(ValueError, match="elsewhere.json: 3 tasks listed, 1 of them not in"):
         lifebench.main(argv + ["--output_dir", str(tmp_path / "none"), "--exclude_tasks", str(elsewhere)])

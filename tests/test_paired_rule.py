@@ -79,8 +79,11 @@ def test_non_inferior_compares_family_means_within_the_allowance():
     means = {c["target"]: c for c in checks if c["seed"] == "mean"}
     assert means[16]["candidate"] == pytest.approx(0.22) and means[16]["baseline"] == pytest.approx(0.25)
     assert not paired_rule.verdict(table(cand, base), "new", "old", non_inferior=2)[1]  # 3 points lost > 2
-    # a loss of exactly the allowance passes: 0.25 - 0.20 in floats is 0.04999...
-    assert paired_rule.verdict(table(((0.25, 0.3), (0.15, 0.2)), base), "new", "old", non_inferior=5)[1]
+    # a loss of exactly the allowance passes on the 1/60 grid of a 60-row cell: the mean of (0, 20/60) is
+    # 0.16666666666666666, the baseline's (0, 26/60) less 5 points 0.16666666666666669
+    exact, grid_base = ((0.0, 0.3), (20 / 60, 0.3)), ((0.0, 0.3), (26 / 60, 0.3))
+    assert paired_rule.verdict(table(exact, grid_base), "new", "old", non_inferior=5)[1]
+    assert not paired_rule.verdict(table(((0.0, 0.3), (19 / 60, 0.3)), grid_base), "new", "old", non_inferior=5)[1]
     # the kept mode's goal still holds seed by seed
     assert not paired_rule.verdict(table(cand, base, cand_at_most=(0.4, 0.2)), "new", "old", non_inferior=5)[1]
 
@@ -90,8 +93,19 @@ def test_max_mre_rise_checks_the_family_mean_and_needs_the_mre():
     ok = paired_rule.verdict(with_mre(rows, (0.50, 0.44), (0.45, 0.45)), "new", "old", max_mre_rise=2)
     assert ok[1] and ok[0][-1]["mode"] == "heldout_mre" and ok[0][-1]["candidate"] == pytest.approx(0.47)
     assert not paired_rule.verdict(with_mre(rows, (0.50, 0.46), (0.45, 0.45)), "new", "old", max_mre_rise=2)[1]
-    with pytest.raises(ValueError, match="new_s0 has no single held-out MRE"):
+    with pytest.raises(ValueError, match="new_s0's rows lack heldout_mre"):
         paired_rule.verdict(rows, "new", "old", max_mre_rise=2)
+    disagree = [dict(r, heldout_mre=0.4 if r["target"] == 16 else 0.5) for r in with_mre(rows, (0.5, 0.5), (0.5, 0.5))]
+    with pytest.raises(ValueError, match="rows disagree on heldout_mre"):
+        paired_rule.verdict(disagree, "new", "old", max_mre_rise=2)
+    # a rise of exactly 2 points passes although 0.18 + 0.02 is 0.19999999999999998 in floats
+    assert paired_rule.verdict(with_mre(rows, (0.20, 0.20), (0.18, 0.18)), "new", "old", max_mre_rise=2)[1]
+
+
+def test_a_mode_without_cells_is_refused_rather_than_passed():
+    rows = table(((0.3, 0.3), (0.3, 0.3)), ((0.2, 0.2), (0.2, 0.2)))
+    with pytest.raises(ValueError, match="no 'equl' cells"):
+        paired_rule.verdict(rows, "new", "old", decide_mode="equl", keep_mode="at_mst")
 
 
 def test_a_margin_of_exactly_thirty_points_keeps_the_goal():
@@ -109,3 +123,13 @@ def test_cli_writes_the_verdict(tmp_path, capsys):
     md = (tmp_path / "paired_rule_new_vs_old.md").read_text()
     assert "**not met**" in md and md in capsys.readouterr().out
     assert json.loads((tmp_path / "paired_rule_new_vs_old.json").read_text())["checks"] == result["checks"]
+    assert result["non_inferior"] is None and "above the baseline on every seed" in md
+
+    # the non-inferior form from the command line: the bound and the means (to a tenth of a point) in the text
+    result = paired_rule.main(
+        ["--table", str(path), "--candidate", "new", "--baseline", "old", "--non_inferior", "5"]
+        + ["--output_dir", str(tmp_path)]
+    )
+    md = (tmp_path / "paired_rule_new_vs_old.md").read_text()
+    assert result["met"] is True and result["non_inferior"] == 5.0  # 32: mean 20 points vs 20, 16: 30 vs 20
+    assert "at most 5 points below" in md and "| mean | equal | 32 | +20.0 | +20.0 | yes |" in md

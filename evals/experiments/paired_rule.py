@@ -8,8 +8,9 @@ points of natural ends at LS >= 95) at every target. Quality is printed beside i
 
 For a change that saves time rather than promises more (fewer epochs, say), ``--non_inferior P`` asks instead that
 the candidate lose at most P points of natural-end margin in ``--decide_mode``, on the family mean over the seeds at
-every target (a per-seed bound would fail an equal recipe by chance with 60 rows a cell); ``--max_mre_rise Q``
-adds that the family's mean held-out MRE rises by at most Q points. The per-seed rows are printed for information.
+every target (a per-seed bound would fail an equal recipe by chance with 60-70 rows a cell); ``--max_mre_rise Q``
+adds that the family's mean held-out MRE rises by at most Q points. The deciding mode's per-seed rows are then
+printed for information; ``--keep_mode`` still decides seed by seed.
 
     python -m evals.experiments.paired_rule --table evals/results/lifebench_adoption/lifebench_critics.json \
         --candidate broad_x2 --baseline broad_bf16 --output_dir evals/results/lifebench_adoption
@@ -21,8 +22,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from statistics import fmean
 
 NAME = "paired_rule"
 
@@ -31,7 +31,7 @@ NAME = "paired_rule"
 class RuleArguments:
     table: str = field(metadata={"help": "A lifebench_critics.json (critics named <family>_s<seed>)."})
     candidate: str = field(metadata={"help": "The candidate family, e.g. broad_x2."})
-    baseline: str = field(metadata={"help": "The family it must beat on every shared seed, e.g. broad_bf16."})
+    baseline: str = field(metadata={"help": "The family it is judged against, e.g. broad_bf16."})
     decide_mode: str = field(default="equal", metadata={"help": "The mode whose natural-end margin decides."})
     keep_mode: str = field(default="at_most", metadata={"help": "The mode whose goal the candidate must keep."})
     seeds: str = field(
@@ -81,9 +81,9 @@ def verdict(
     max_mre_rise: float | None = None,
 ):
     """One check per (seed, mode, target) and whether all hold; with ``non_inferior`` (points) the deciding mode's
-    per-seed rows are information (``ok`` None) and one check per target compares the family means. Every critic of both families must have the same
-    cells of both modes (``targets`` when given), and the families the same seeds (``seeds`` when given): a missing
-    cell or seed would otherwise pass by omission, so it is refused."""
+    per-seed rows are information (``ok`` None) and one check per target compares the family means. Every critic
+    of both families must have the same cells of both modes (``targets`` when given), and the families the same
+    seeds (``seeds`` when given): a missing cell or seed would otherwise pass by omission, so it is refused."""
     cand, base = by_seed(rows, candidate), by_seed(rows, baseline)
     for fam, got in ((candidate, cand), (baseline, base)):
         if not got:
@@ -95,6 +95,8 @@ def verdict(
         )
     first = cand[want_seeds[0]]
     want_targets = sorted(targets) if targets else sorted(t for (m, t) in first if m == decide_mode)
+    if not want_targets:  # no check at all would pass
+        raise ValueError(f"{candidate}_s{want_seeds[0]} has no {decide_mode!r} cells: check --decide_mode")
     want = {(m, t) for m in (decide_mode, keep_mode) for t in want_targets}
     for fam, got in ((candidate, cand), (baseline, base)):
         for seed in want_seeds:
@@ -120,27 +122,37 @@ def verdict(
             )
     if non_inferior is not None:
         for t in want_targets:
-            c, b = (float(np.mean([f[s][decide_mode, t]["natural_margin"] for s in want_seeds])) for f in (cand, base))
-            ok = c >= b - non_inferior / 100 - 1e-9  # 1e-9: a loss of exactly P points (a float) still passes
-            checks.append(dict(seed="mean", mode=decide_mode, target=t, candidate=c, baseline=b, ok=ok, nll_gap=[]))
+            c, b = (fmean(f[s][decide_mode, t]["natural_margin"] for s in want_seeds) for f in (cand, base))
+            checks.append(mean_check(decide_mode, t, c, b, c >= b - non_inferior / 100 - 1e-9))
     if max_mre_rise is not None:
         c, b = (
-            float(np.mean([_heldout_mre(f, s, fam) for s in want_seeds]))
-            for f, fam in ((cand, candidate), (base, baseline))
+            fmean(_heldout_mre(f[s], f"{n}_s{s}") for s in want_seeds) for f, n in ((cand, candidate), (base, baseline))
         )
-        checks.append(
-            dict(seed="mean", mode="heldout_mre", target=None, candidate=c, baseline=b, nll_gap=[])
-            | dict(ok=c <= b + max_mre_rise / 100 + 1e-9)
-        )
+        checks.append(mean_check("heldout_mre", None, c, b, c <= b + max_mre_rise / 100 + 1e-9))
     return checks, all(c["ok"] for c in checks if c["ok"] is not None)
 
 
-def _heldout_mre(family: dict[int, dict], seed: int, name: str) -> float:
+def mean_check(mode: str, target: int | None, candidate: float, baseline: float, ok: bool) -> dict:
+    """A check on the family means; the bounds carry 1e-9 so that exactly P points (a float on a 1/n grid) pass."""
+    return dict(seed="mean", mode=mode, target=target, candidate=candidate, baseline=baseline, ok=ok, nll_gap=[])
+
+
+def _heldout_mre(cells: dict, critic: str) -> float:
     """The critic's held-out MRE (the same on each of its rows); refused when the table lacks it."""
-    mres = {r.get("heldout_mre") for r in family[seed].values()}
-    if None in mres or len(mres) != 1:
-        raise ValueError(f"{name}_s{seed} has no single held-out MRE in the table ({sorted(map(str, mres))})")
+    mres = {r.get("heldout_mre") for r in cells.values()}
+    if None in mres:
+        raise ValueError(f"{critic}'s rows lack heldout_mre (no quickstart metrics.json beside its model?)")
+    if len(mres) != 1:
+        raise ValueError(f"{critic}'s rows disagree on heldout_mre: {sorted(mres)}")
     return mres.pop()
+
+
+def figure(check: dict, x: float) -> str:
+    """Margins in whole points, family means to a tenth (they move in fractions of a point and the bound is decided
+    on them), the held-out MRE as a level."""
+    if check["mode"] == "heldout_mre":
+        return f"{100 * x:.1f} %"
+    return f"{100 * x:+.1f}" if check["seed"] == "mean" else f"{100 * x:+.0f}"
 
 
 def markdown(checks: list[dict], met: bool, args: RuleArguments) -> str:
@@ -169,12 +181,10 @@ def markdown(checks: list[dict], met: bool, args: RuleArguments) -> str:
     ]
     for c in checks:
         gap = " / ".join(pct(g) for g in c["nll_gap"])
-        fig = (lambda x: f"{100 * x:.1f}") if c["mode"] == "heldout_mre" else pct
         holds = "-" if c["ok"] is None else "yes" if c["ok"] else "**no**"
         target = "" if c["target"] is None else c["target"]
-        lines.append(
-            f"| {c['seed']} | {c['mode']} | {target} | {fig(c['candidate'])} | {fig(c['baseline'])} | {holds} | {gap} |"
-        )
+        figures = f"{figure(c, c['candidate'])} | {figure(c, c['baseline'])}"
+        lines.append(f"| {c['seed']} | {c['mode']} | {target} | {figures} | {holds} | {gap} |")
     return "\n".join(lines) + "\n"
 
 

@@ -697,20 +697,27 @@ def markdown(result: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the run
-def without_tasks_of_run(bench: list[dict], path: str, source: str) -> list[dict]:
-    """``bench`` less the tasks earlier runs answered (``--exclude_tasks``, comma-separated files); refuses an
-    exclusion that would silently leave out less than listed, or nothing at all."""
-    seen = set().union(*(tasks_of_run(p.strip()) for p in path.split(",") if p.strip()))
-    if any("id" not in t for t in bench) or len({(t["lang"], t["id"]) for t in bench}) != len(bench):
+def without_tasks_of_runs(bench: list[dict], paths: str, source: str) -> list[dict]:
+    """``bench`` less the tasks earlier runs answered (``--exclude_tasks``, comma-separated files); refuses a list
+    naming no file, a file whose tasks this data lacks (it would silently leave out less), and keeping no task."""
+    files = [p.strip() for p in paths.split(",") if p.strip()]
+    if not files:
+        raise ValueError(f"--exclude_tasks {paths!r} names no file: pass earlier runs' {NAME}.json or {CELLS_FILE}")
+    if any("id" not in t for t in bench) or len({task_uid(t, 0) for t in bench}) != len(bench):
         raise ValueError(f"--exclude_tasks needs a unique 'id' on every task of {source}")
-    kept = [t for t in bench if f"{t['lang']}:{t['id']}" not in seen]
-    if len(bench) - len(kept) != len(seen):
-        raise ValueError(
-            f"--exclude_tasks {path}: {len(seen)} tasks listed, {len(bench) - len(kept)} found in {source}; pass a "
-            "run on the same data and languages"
-        )
+    have = {task_uid(t, 0) for t in bench}
+    seen = set()
+    for f in files:
+        listed = tasks_of_run(f)
+        if missing := listed - have:
+            raise ValueError(
+                f"--exclude_tasks {f}: {len(listed)} tasks listed, {len(missing)} of them not in {source}; pass a "
+                "run on the same data and languages"
+            )
+        seen |= listed
+    kept = [t for t in bench if task_uid(t, 0) not in seen]
     if not kept:
-        raise ValueError(f"--exclude_tasks {path} leaves no LIFEBench task in {source}")
+        raise ValueError(f"--exclude_tasks {paths} leaves no LIFEBench task in {source}")
     return kept
 
 
@@ -734,7 +741,7 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
     langs = {lang.strip() for lang in cfg.langs.split(",") if lang.strip()}
     bench = load_tasks(cfg.data, langs, cfg.limit, cfg.per_category)
     if cfg.exclude_tasks:
-        bench = without_tasks_of_run(bench, cfg.exclude_tasks, f"{cfg.data} ({cfg.langs})")
+        bench = without_tasks_of_runs(bench, cfg.exclude_tasks, f"{cfg.data} ({cfg.langs})")
     if cfg.rows_per_cell is not None:
         bench = draw_tasks(bench, cfg.rows_per_cell, cfg.seed)
     tasks = [dict(t, uid=task_uid(t, i)) for i, t in enumerate(bench)]
