@@ -268,7 +268,7 @@ def test_length_prediction_refuses_trained_prompts(quickstart_layout, tiny_causa
         _run("length_prediction", quickstart_layout, tiny_causal_dir, tmp_path, "--prompts", str(leaked))
 
 
-def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_file):
+def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_file, monkeypatch):
     result, out = _run("lifebench", quickstart_layout, tiny_causal_dir, tmp_path, "--data", str(lifebench_file))
     assert (out / "lifebench_quality.png").stat().st_size > 0
     arms = ["plain", "truncate", "rules_only", "lenvm", "extreme"]
@@ -334,6 +334,16 @@ def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_
     assert (out / "lifebench_cells.jsonl").read_text().splitlines() == cells
     with pytest.raises(FileNotFoundError, match="base_cells"):
         lifebench.main([*argv[:-1], str(tmp_path / "none.jsonl")])
+
+    # a folder that already holds some cells (an earlier run with fewer modes) gets the other run's missing ones
+    # appended and reuses them: nothing is generated
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "lifebench_cells.jsonl").write_text(cells[0] + "\n")
+    monkeypatch.setattr(lifebench, "in_groups", lambda *a, **k: pytest.fail("a stored cell was generated again"))
+    argv[argv.index(str(other))] = str(partial)
+    assert lifebench.main(argv)["summary"] == result["summary"]
+    assert sorted((partial / "lifebench_cells.jsonl").read_text().splitlines()) == sorted(cells)
 
 
 def test_length_groups_keep_long_prompts_from_padding_short_ones():

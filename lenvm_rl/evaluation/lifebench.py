@@ -47,7 +47,6 @@ import hashlib
 import json
 import math
 import random
-import shutil
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -153,9 +152,8 @@ class LifebenchArguments(common.EvalArguments):
     base_cells: str | None = field(
         default=None,
         metadata={
-            "help": f"Another run's {NAME}_cells.jsonl, copied into --output_dir when it has none yet: its cells "
-            "with the same settings are reused (e.g. the critic-free arms, for a new critic with the same prompt "
-            "format)."
+            "help": f"Another run's {NAME}_cells.jsonl: the cells --output_dir lacks are copied in, and those with "
+            "the same settings are reused (e.g. the critic-free arms, for a new critic with the same prompt format)."
         },
     )
     max_batch_tokens: int = field(
@@ -555,6 +553,16 @@ def load_cells(path: Path) -> dict:
     return cells
 
 
+def merge_cells(base: Path, path: Path) -> int:
+    """Append to ``path`` the cells of ``base`` it lacks (a copy when it has none), so a folder that already holds
+    some cells (an earlier run with fewer modes, say) still reuses the other run's; returns how many were added."""
+    have = load_cells(path)
+    new = [c for k, c in load_cells(base).items() if k not in have]
+    for c in new:
+        append_cell(path, c)
+    return len(new)
+
+
 def append_cell(path: Path, cell: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
@@ -771,9 +779,8 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
 
     out_dir = Path(cfg.output_dir)
     cells_path = out_dir / CELLS_FILE
-    if cfg.base_cells and not cells_path.exists():  # a copy: this run's file grows, the other run's stays as it is
-        out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(cfg.base_cells, cells_path)
+    if cfg.base_cells:  # copied in: this run's file grows, the other run's stays as it is
+        merge_cells(Path(cfg.base_cells), cells_path)
     stored = load_cells(cells_path)
     reused = 0
     sampling = dict(
