@@ -553,14 +553,16 @@ def load_cells(path: Path) -> dict:
     return cells
 
 
-def merge_cells(base: Path, path: Path) -> int:
+def merge_cells(base: Path, path: Path) -> dict:
     """Append to ``path`` the cells of ``base`` it lacks (a copy when it has none), so a folder that already holds
-    some cells (an earlier run with fewer modes, say) still reuses the other run's; returns how many were added."""
-    have = load_cells(path)
-    new = [c for k, c in load_cells(base).items() if k not in have]
-    for c in new:
-        append_cell(path, c)
-    return len(new)
+    some cells (an earlier run with fewer modes, say) still reuses the other run's; returns ``path``'s cells after
+    the merge, as :func:`load_cells` would."""
+    cells = load_cells(path)
+    for k, c in load_cells(base).items():
+        if k not in cells:
+            append_cell(path, c)
+            cells[k] = c
+    return cells
 
 
 def append_cell(path: Path, cell: dict) -> None:
@@ -711,9 +713,9 @@ def without_tasks_of_runs(bench: list[dict], paths: str, source: str) -> list[di
     files = [p.strip() for p in paths.split(",") if p.strip()]
     if not files:
         raise ValueError(f"--exclude_tasks {paths!r} names no file: pass earlier runs' {NAME}.json or {CELLS_FILE}")
-    if any("id" not in t for t in bench) or len({task_uid(t, 0) for t in bench}) != len(bench):
-        raise ValueError(f"--exclude_tasks needs a unique 'id' on every task of {source}")
     have = {task_uid(t, 0) for t in bench}
+    if any("id" not in t for t in bench) or len(have) != len(bench):
+        raise ValueError(f"--exclude_tasks needs a unique 'id' on every task of {source}")
     seen = set()
     for f in files:
         listed = tasks_of_run(f)
@@ -779,9 +781,8 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
 
     out_dir = Path(cfg.output_dir)
     cells_path = out_dir / CELLS_FILE
-    if cfg.base_cells:  # copied in: this run's file grows, the other run's stays as it is
-        merge_cells(Path(cfg.base_cells), cells_path)
-    stored = load_cells(cells_path)
+    # the other run's cells copied in: this run's file grows, the other run's stays as it is
+    stored = merge_cells(Path(cfg.base_cells), cells_path) if cfg.base_cells else load_cells(cells_path)
     reused = 0
     sampling = dict(
         temperature=cfg.temperature, top_p=cfg.top_p, use_chat_template=critic.use_chat_template
