@@ -6,6 +6,7 @@ import json
 import math
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_records, shared_data_file, summary_cell, write_jsonl
@@ -144,6 +145,70 @@ def test_tradeoff_counts_answers_over_the_budget_as_wrong():
     assert s["accuracy"] == pytest.approx(2 / 3)  # the unfinished one is cut, so wrong
     curve = [{"mean_tokens": 10.0, "accuracy": 0.2}, {"mean_tokens": 30.0, "accuracy": 0.6}]
     assert tradeoff.accuracy_at(curve, 20.0) == pytest.approx(0.4)
+
+
+def _point(correct, tokens, **extra):
+    return {
+        "accuracy": float(np.mean(correct)),
+        "mean_tokens": float(np.mean(tokens)),
+        "per_answer": {"correct": list(correct), "tokens": list(tokens)},
+        **extra,
+    }
+
+
+def test_tradeoff_goal_bootstraps_paired_margins_over_prompts():
+    rng = np.random.default_rng(0)
+    n, samples = 60, 2
+    hard = rng.random(n * samples) < 0.4  # a curve: right 40 % of the time at 10 and 30 tokens
+    curve = [_point(hard, [10] * (n * samples)), _point(hard, [30] * (n * samples))]
+    # A tilt point at 20 tokens that is right on every prompt the curve gets right, and on 20 more.
+    better = hard.copy()
+    better[np.flatnonzero(~hard)[:20]] = True
+    tilt = [_point(better, [20] * (n * samples), beta=1.0)]
+    for q in tilt:
+        tradeoff.compare(q, {"budget": curve, "prompted": curve})
+    g = tradeoff.goal(tilt, {"budget": curve, "prompted": curve}, samples)
+    assert g["margin_vs_prompted"] == pytest.approx(20 / (n * samples))
+    lo, hi = g["margin_vs_prompted_ci95"]
+    assert 0 < lo < g["margin_vs_prompted"] < hi  # never worse on a prompt: every resample is ahead
+    assert g["prompted_comparison"] == "same tokens" and g["met"] is False  # 1.4x the "hard budget": not 3x
+    assert g["vs_budget_ratio_ci95"][0] < 3.0 and g["met_with_ci"] is False
+    # The same answers as the curve: the point estimate is 0 and the interval straddles it.
+    same = [_point(hard, [20] * (n * samples), beta=1.0)]
+    tradeoff.compare(same[0], {"budget": curve, "prompted": curve})
+    g = tradeoff.goal(same, {"prompted": curve}, samples)
+    lo, hi = g["margin_vs_prompted_ci95"]
+    assert g["margin_vs_prompted"] == pytest.approx(0.0) and lo <= 0 <= hi and g["met_with_ci"] is False
+    with pytest.raises(ValueError, match="do not split"):
+        tradeoff.goal(tilt, {"prompted": curve}, samples=7)
+
+
+def test_tradeoff_comparison_outside_a_curve():
+    curve = [_point([1, 0], [20, 20]), _point([1, 1], [40, 40])]  # 50 % at 20 tokens, 100 % at 40
+    assert tradeoff.comparison(_point([1, 1], [10, 10]), curve) == "dominates its shortest point"
+    assert tradeoff.comparison(_point([0, 0], [10, 10]), curve) == "outside its range"  # shorter but worse
+    assert tradeoff.comparison(_point([1, 1], [50, 50]), curve) == "outside its range"  # longer: no comparison
+    assert tradeoff.comparison(_point([1, 1], [30, 30]), curve) == "same tokens"
+
+
+def test_opposites_words_file(tmp_path):
+    good = tmp_path / "words.jsonl"
+    good.write_text('{"word": "calm", "answer": ["Stormy", "agitated"]}\n\n{"word": "raw", "answer": "cooked"}\n')
+    rows, reward = tradeoff.task_rows("opposites", str(good), 64, 0)
+    assert [(r["word"], r["answer"]) for r in rows] == [("calm", ["stormy", "agitated"]), ("raw", ["cooked"])]
+    assert rows[0]["prompt"][-1]["content"] == "What is the opposite of 'calm'?"
+    said = [{"text": "The opposite of 'calm' is stormy."}, {"text": "Raw means uncooked."}]
+    assert tradeoff.rewards(said, rows, reward) == [1.0, 0.0]
+    for text, match in (
+        ('{"word": "calm"}', "needs a 'word'"),
+        ('{"word": "calm", "answer": ["very stormy"]}', "one word"),
+        ('{"word": "calm", "answer": ["stormy"]}\n{"word": "calm", "answer": ["agitated"]}', "twice"),
+        ("\n", "no opposites rows"),
+    ):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            tradeoff.opposites_words(str(bad))
 
 
 def test_eval_cli_lists_and_rejects_names(capsys):
@@ -482,6 +547,15 @@ def test_tradeoff_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
     assert [q["asked"] for q in result["prompted"]] == [4]
     for q in result["tilt"]:
         assert {"budget_accuracy_at_same_tokens", "forcing_in_range", "prompted_accuracy_at_same_tokens"} <= set(q)
+    for q in result["budget"] + result["forcing"] + result["prompted"] + result["tilt"]:
+        assert len(q["per_answer"]["correct"]) == len(q["per_answer"]["tokens"]) == result["answers"]
+        assert sum(q["ends"].values()) == result["answers"]
+        assert q["mean_tokens"] == pytest.approx(np.mean(q["per_answer"]["tokens"]))
+    g = result["goal"]
+    for name in ("forcing", "prompted"):
+        lo, hi = g[f"margin_vs_{name}_ci95"]
+        assert lo <= g[f"margin_vs_{name}"] + 1e-9 and g[f"margin_vs_{name}"] - 1e-9 <= hi
+    assert isinstance(g["met_with_ci"], bool)
 
 
 def test_budget_forcing_keeps_short_answers_and_reads_the_forced_answer(tiny_causal_dir, tokenizer):

@@ -13,10 +13,14 @@ spending fewer tokens without a critic.
                   budget; an answer cut by the cap counts as wrong
 
 Each tilt point is compared with each curve at the same mean tokens (linear interpolation; a point outside a
-curve's token range is compared with its nearest end and flagged). Tasks: ``opposites`` (the 48 held-out words
-of the GRPO task; the 135M default is right about half the time and verbose), ``addition`` ("What is a + b?",
-exact match) and ``gsm8k`` (the last number; the 135M default cannot solve it: for the record). ``--samples K``
-samples every prompt K times. Prompts the critic was trained on (the rollouts beside it) are left out.
+curve's token range is compared with its nearest end and flagged). The margins at the shortest tilt point (the
+goal) carry a 95 % interval from a paired bootstrap over prompts: every arm answered the same prompts, so a
+prompt is resampled with all its answers in every arm, and the curves are re-interpolated at the resampled
+tilt point's tokens. Tasks: ``opposites`` (the 48 held-out words of the GRPO task, or ``--data`` a jsonl of
+``{"word", "answer": [accepted words]}`` rows; the 135M default is right about half the time and verbose),
+``addition`` ("What is a + b?", exact match) and ``gsm8k`` (the last number; the 135M default cannot solve it:
+for the record). ``--samples K`` samples every prompt K times. Prompts the critic was trained on (the rollouts
+beside it) are left out.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ def task_rows(task: str, data: str | None, n: int, seed: int) -> tuple[list[dict
     if task == "addition":
         return list(addition_dataset(n=4 * n, seed=seed)), addition_reward
     if task == "opposites":
+        if data:
+            return [{"prompt": opposites_prompt(r["word"]), **r} for r in opposites_words(data)], opposites_reward
         _, held_out = opposites_split()
         return [{"prompt": opposites_prompt(w), "word": w, "answer": OPPOSITES[w].split()} for w in held_out], (
             opposites_reward
@@ -66,6 +72,33 @@ def task_rows(task: str, data: str | None, n: int, seed: int) -> tuple[list[dict
     raise ValueError(f"unknown task {task!r}; choose 'opposites', 'addition' or 'gsm8k'")
 
 
+def opposites_words(path: str) -> list[dict]:
+    """``{"word", "answer"}`` rows from a local jsonl: ``answer`` a list of accepted one-word answers (or one
+    space-separated string of them), compared in lower case with the first word the answer states."""
+    rows = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            answer = r.get("answer")
+            answer = answer.split() if isinstance(answer, str) else answer
+            if not isinstance(r.get("word"), str) or not r["word"].strip() or not answer:
+                raise ValueError(
+                    f"{path}, line {n}: an opposites row needs a 'word' (string) and an 'answer' (accepted words, "
+                    f'a list or a space-separated string), e.g. {{"word": "hot", "answer": ["cold", "cool"]}}'
+                )
+            if any(not isinstance(w, str) or len(w.split()) != 1 for w in answer):
+                raise ValueError(f"{path}, line {n}: every accepted answer must be one word, got {answer!r}")
+            rows.append({"word": r["word"].strip(), "answer": [w.lower() for w in answer]})
+    if not rows:
+        raise ValueError(f"{path} holds no opposites rows")
+    words = [r["word"] for r in rows]
+    if len(set(words)) != len(words):
+        raise ValueError(f"{path} lists a word twice: {sorted({w for w in words if words.count(w) > 1})}")
+    return rows
+
+
 def rewards(outs: list[dict], rows: list[dict], reward) -> list[float]:
     """The task reward of each answer's ``text``, with every column of its row but the prompt."""
     columns = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
@@ -73,24 +106,37 @@ def rewards(outs: list[dict], rows: list[dict], reward) -> list[float]:
 
 
 def score(outs: list[dict], rows: list[dict], reward, budget: int) -> dict:
-    """Accuracy (answers over the budget count as wrong) and mean of min(length, budget)."""
+    """Accuracy (answers over the budget count as wrong) and mean of min(length, budget); ``per_answer`` keeps
+    each answer's score and tokens (for the bootstrap), ``ends`` how the answers ended."""
     correct = rewards(outs, rows, reward)
     within = [o["finished"] and o["num_tokens"] <= budget for o in outs]  # EOS not counted
+    scored = [c if w else 0.0 for c, w in zip(correct, within)]
+    tokens = [min(o["num_tokens"], budget) for o in outs]
     return {
-        "accuracy": float(np.mean([c if w else 0.0 for c, w in zip(correct, within)])),
-        "mean_tokens": float(np.mean([min(o["num_tokens"], budget) for o in outs])),
+        "accuracy": float(np.mean(scored)),
+        "mean_tokens": float(np.mean(tokens)),
         "over_budget": 1.0 - float(np.mean(within)),
+        "ends": end_counts(outs),
+        "per_answer": {"correct": scored, "tokens": tokens},
     }
 
 
 def score_forced(outs: list[dict], rows: list[dict], reward) -> dict:
     """Budget forcing: every answer counts (a forced one by its cue and tail), every written token counts."""
     correct = rewards(outs, rows, reward)
+    tokens = [o["num_tokens"] for o in outs]
     return {
         "accuracy": float(np.mean(correct)),
-        "mean_tokens": float(np.mean([o["num_tokens"] for o in outs])),
+        "mean_tokens": float(np.mean(tokens)),
         "forced": float(np.mean([o["end"] == "forced" for o in outs])),
+        "ends": end_counts(outs),
+        "per_answer": {"correct": list(correct), "tokens": tokens},
     }
+
+
+def end_counts(outs: list[dict]) -> dict:
+    """How many answers ended naturally, were forced by a rule (budget forcing's cue) or were cut by the cap."""
+    return {e: sum(o.get("end") == e for o in outs) for e in ("natural", "forced", "cap")}
 
 
 def with_budget_request(prompt: list[dict], n: int) -> list[dict]:
@@ -148,8 +194,57 @@ def compare(q: dict, curves: dict[str, list[dict]]) -> None:
         q[f"{name}_in_range"] = min(xs) <= q["mean_tokens"] <= max(xs)
 
 
-def goal(tilt: list[dict]) -> dict:
-    """The issue's goal at the shortest tilt point: >= 3x the hard budget's accuracy, above forcing and prompting."""
+def prompt_means(values: list[float], samples: int) -> np.ndarray:
+    """Per-prompt means of per-answer values laid out prompt by prompt (each prompt's samples side by side)."""
+    v = np.asarray(values, dtype=float)
+    if samples < 1 or len(v) % samples:
+        raise ValueError(f"{len(v)} answers do not split into prompts of {samples} samples")
+    return v.reshape(-1, samples).mean(1)
+
+
+def bootstrap_margins(q: dict, curves: dict[str, list[dict]], samples: int, n_boot: int = 2000, seed: int = 0):
+    """Paired bootstrap over prompts of the tilt point ``q`` against each curve at the same mean tokens.
+
+    Returns ``{name: draws}``: for each resample of prompts (every arm keeps its answers to the resampled
+    prompts), the tilt point's accuracy minus the curve's accuracy interpolated at the tilt point's mean tokens,
+    plus ``"<name>_ratio"``: the tilt accuracy over the curve's there."""
+    acc, tok = (prompt_means(q["per_answer"][k], samples) for k in ("correct", "tokens"))
+    idx = np.random.default_rng(seed).integers(0, len(acc), size=(n_boot, len(acc)))
+    tilt_acc, tilt_tok = acc[idx].mean(1), tok[idx].mean(1)
+    out = {}
+    for name, pts in curves.items():
+        if not pts:
+            continue
+        c_acc = np.stack([prompt_means(p["per_answer"]["correct"], samples)[idx].mean(1) for p in pts], 1)
+        c_tok = np.stack([prompt_means(p["per_answer"]["tokens"], samples)[idx].mean(1) for p in pts], 1)
+        there = np.empty(n_boot)
+        for b in range(n_boot):  # np.interp needs increasing x: sort each resample's curve by its tokens
+            order = np.argsort(c_tok[b])
+            there[b] = np.interp(tilt_tok[b], c_tok[b, order], c_acc[b, order])
+        out[name] = tilt_acc - there
+        out[f"{name}_ratio"] = tilt_acc / np.maximum(there, 1e-9)
+    return out
+
+
+def comparison(q: dict, pts: list[dict]) -> str:
+    """How the tilt point meets a curve: "same tokens" inside its range; "dominates its shortest point" when the
+    tilt point uses fewer tokens than any point of the curve and is more accurate than that point (the curve
+    cannot get there, so its end is the fair comparison); otherwise "outside its range" (no comparison)."""
+    xs = [p["mean_tokens"] for p in pts]
+    if min(xs) <= q["mean_tokens"] <= max(xs):
+        return "same tokens"
+    shortest = min(pts, key=lambda p: p["mean_tokens"])
+    if q["mean_tokens"] < shortest["mean_tokens"] and q["accuracy"] > shortest["accuracy"]:
+        return "dominates its shortest point"
+    return "outside its range"
+
+
+def goal(tilt: list[dict], curves: dict[str, list[dict]] | None = None, samples: int = 1) -> dict:
+    """The issue's goal at the shortest tilt point: >= 3x the hard budget's accuracy, above forcing and prompting.
+
+    ``met`` reads the point estimates, as the goal is written; ``met_with_ci`` also asks every margin's 95 %
+    paired-bootstrap interval to lie above 0 (the ratio's above 3) and every comparison to be at the same tokens
+    or a dominated shortest point (needs ``curves`` and answers stored per answer)."""
     shortening = [q for q in tilt if q["beta"] > 0]
     if not shortening:
         return {}
@@ -162,6 +257,24 @@ def goal(tilt: list[dict]) -> dict:
             out[f"above_{name}"] = q["accuracy"] > q[f"{name}_accuracy_at_same_tokens"]
             checks.append(out[f"above_{name}"])
     out["met"] = all(checks)
+    if not curves or "per_answer" not in q:
+        return out
+    draws = bootstrap_margins(q, curves, samples)
+    ci_checks = []
+    for name, pts in curves.items():
+        if name not in draws:
+            continue
+        lo, hi = np.percentile(draws[name], [2.5, 97.5])
+        out[f"margin_vs_{name}"] = q["accuracy"] - q[f"{name}_accuracy_at_same_tokens"]
+        out[f"margin_vs_{name}_ci95"] = [float(lo), float(hi)]
+        out[f"{name}_comparison"] = comparison(q, pts)
+        if name == "budget":
+            rlo, rhi = np.percentile(draws["budget_ratio"], [2.5, 97.5])
+            out["vs_budget_ratio_ci95"] = [float(rlo), float(rhi)]
+            ci_checks.append(rlo >= 3.0)
+        else:
+            ci_checks.append(lo > 0 and out[f"{name}_comparison"] != "outside its range")
+    out["met_with_ci"] = bool(ci_checks) and all(ci_checks)
     return out
 
 
@@ -203,8 +316,9 @@ def markdown(result: dict) -> str:
         f"### Accuracy vs. tokens on {result['task']} ({result['prompts']} prompts x {result['samples']} samples, "
         f"cap {result['cap']} tokens)",
         "",
-        "| method | mean tokens | accuracy | hard budget there | forcing there | prompted there |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | mean tokens | accuracy | ends: natural / forced / cap | hard budget there | forcing there | "
+        "prompted there |",
+        "|---|---:|---:|---|---:|---:|---:|",
     ]
 
     def there(q, name):
@@ -213,20 +327,28 @@ def markdown(result: dict) -> str:
             return "-"
         return f"{100 * q[key]:.1f} %" + ("" if q[f"{name}_in_range"] else " (end)")
 
+    def ends(q):
+        e = q.get("ends")
+        return f"{e['natural']} / {e['forced']} / {e['cap']}" if e else "-"
+
     for q in result["budget"]:
-        lines.append(f"| budget B = {q['budget']} | {q['mean_tokens']:.1f} | {100 * q['accuracy']:.1f} % | - | - | - |")
+        lines.append(
+            f"| budget B = {q['budget']} ({100 * q['over_budget']:.0f} % over) | {q['mean_tokens']:.1f} | "
+            f"{100 * q['accuracy']:.1f} % | {ends(q)} | - | - | - |"
+        )
     for q in result["forcing"]:
         lines.append(
             f"| forcing B = {q['budget']} ({100 * q['forced']:.0f} % forced) | {q['mean_tokens']:.1f} | "
-            f"{100 * q['accuracy']:.1f} % | - | - | - |"
+            f"{100 * q['accuracy']:.1f} % | {ends(q)} | - | - | - |"
         )
     for q in result["prompted"]:
         lines.append(
-            f"| prompted N = {q['asked']} | {q['mean_tokens']:.1f} | {100 * q['accuracy']:.1f} % | - | - | - |"
+            f"| prompted N = {q['asked']} | {q['mean_tokens']:.1f} | {100 * q['accuracy']:.1f} % | {ends(q)} | "
+            "- | - | - |"
         )
     for q in result["tilt"]:
         lines.append(
-            f"| LenVM tilt beta = {q['beta']:g} | {q['mean_tokens']:.1f} | {100 * q['accuracy']:.1f} % | "
+            f"| LenVM tilt beta = {q['beta']:g} | {q['mean_tokens']:.1f} | {100 * q['accuracy']:.1f} % | {ends(q)} | "
             f"{there(q, 'budget')} | {there(q, 'forcing')} | {there(q, 'prompted')} |"
         )
     g = result.get("goal") or {}
@@ -236,8 +358,21 @@ def markdown(result: dict) -> str:
             f"Goal at the shortest tilt point (beta {g['beta']:g}, {g['mean_tokens']:.1f} tokens): "
             f"{g['vs_budget_ratio']:.2f}x the hard budget's accuracy (goal >= 3x), above forcing: "
             f"{g.get('above_forcing', '-')}, above prompting: {g.get('above_prompted', '-')} -> "
-            f"**{'met' if g['met'] else 'not met'}**.",
+            f"**{'met' if g['met'] else 'not met'}** (point estimates).",
         ]
+        if "met_with_ci" in g:
+            lines += ["", "Paired bootstrap over prompts (95 % intervals):", ""]
+            if "vs_budget_ratio_ci95" in g:
+                lo, hi = g["vs_budget_ratio_ci95"]
+                lines.append(f"- hard budget: ratio {g['vs_budget_ratio']:.2f}x [{lo:.2f}, {hi:.2f}]")
+            for name in ("forcing", "prompted"):
+                if f"margin_vs_{name}" in g:
+                    lo, hi = g[f"margin_vs_{name}_ci95"]
+                    lines.append(
+                        f"- {name}: {100 * g[f'margin_vs_{name}']:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] "
+                        f"({g[f'{name}_comparison']})"
+                    )
+            lines += ["", f"With the intervals: **{'met' if g['met_with_ci'] else 'not met'}**."]
     return "\n".join(lines) + "\n"
 
 
@@ -247,9 +382,15 @@ class TradeoffArguments(common.EvalArguments):
 
     task: Literal["opposites", "addition", "gsm8k"] = field(default="addition", metadata={"help": "Task to score."})
     data: str | None = field(
-        default=None, metadata={"help": "gsm8k: a local test.jsonl or a dataset id (default openai/gsm8k)."}
+        default=None,
+        metadata={
+            "help": "gsm8k: a local test.jsonl or a dataset id (default openai/gsm8k); opposites: a local jsonl of "
+            '{"word": ..., "answer": [accepted one-word answers]} rows (default: the 48 held-out words).'
+        },
     )
-    prompts: int = field(default=64, metadata={"help": "How many prompts (opposites: at most its 48 held-out words)."})
+    prompts: int = field(
+        default=64, metadata={"help": "How many prompts (opposites: the first of its words, in the file's order)."}
+    )
     samples: int = field(default=1, metadata={"help": "Answers sampled per prompt, in every arm."})
     budgets: str = field(
         default="8,16,24,32,48,64,96", metadata={"help": "Hard token budgets, comma-separated; the largest is the cap."}
@@ -366,7 +507,7 @@ def main(argv=None) -> dict:
         "forcing": forcing,
         "prompted": prompted,
         "tilt": tilt,
-        "goal": goal(tilt),
+        "goal": goal(tilt, {"budget": budget, "forcing": forcing, "prompted": prompted}, a.samples),
         "sampling": sampling,
         "plain_lengths": [o["num_tokens"] for o in plain],
         "plain_ends": {e: sum(o["end"] == e for o in plain) for e in ("natural", "cap")},
