@@ -181,6 +181,12 @@ def test_tradeoff_goal_bootstraps_paired_margins_over_prompts():
     assert g["margin_vs_prompted"] == pytest.approx(0.0) and lo <= 0 <= hi and g["met_with_ci"] is False
     with pytest.raises(ValueError, match="do not split"):
         tradeoff.goal(tilt, {"prompted": curve}, samples=7)
+    assert tradeoff.accuracy_interval(_point([1] * 8, [5] * 8), samples=2) == [1.0, 1.0]
+    half = _point([1, 1, 0, 0] * 30, [5] * 120)  # prompts alternate: both samples right, both wrong
+    lo, hi = tradeoff.accuracy_interval(half, samples=2)
+    assert 0.3 < lo < 0.5 < hi < 0.7
+    lo1, hi1 = tradeoff.accuracy_interval(half, samples=1)  # read as 120 independent prompts: narrower
+    assert hi1 - lo1 < hi - lo
 
 
 def test_tradeoff_comparison_outside_a_curve():
@@ -551,6 +557,7 @@ def test_tradeoff_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
         assert len(q["per_answer"]["correct"]) == len(q["per_answer"]["tokens"]) == result["answers"]
         assert sum(q["ends"].values()) == result["answers"]
         assert q["mean_tokens"] == pytest.approx(np.mean(q["per_answer"]["tokens"]))
+        assert q["accuracy_ci95"][0] <= q["accuracy_ci95"][1]
     g = result["goal"]
     for name in ("forcing", "prompted"):
         lo, hi = g[f"margin_vs_{name}_ci95"]

@@ -226,6 +226,13 @@ def bootstrap_margins(q: dict, curves: dict[str, list[dict]], samples: int, n_bo
     return out
 
 
+def accuracy_interval(q: dict, samples: int, n_boot: int = 2000, seed: int = 0) -> list[float]:
+    """95 % bootstrap interval over prompts of one point's accuracy (a prompt keeps all its samples)."""
+    acc = prompt_means(q["per_answer"]["correct"], samples)
+    idx = np.random.default_rng(seed).integers(0, len(acc), size=(n_boot, len(acc)))
+    return [float(x) for x in np.percentile(acc[idx].mean(1), [2.5, 97.5])]
+
+
 def comparison(q: dict, pts: list[dict]) -> str:
     """How the tilt point meets a curve: "same tokens" inside its range; "dominates its shortest point" when the
     tilt point uses fewer tokens than any point of the curve and is more accurate than that point (the curve
@@ -292,7 +299,13 @@ def plot(result: dict, path: Path) -> Path:
         pts = result.get(key) or []
         if not pts:
             continue
-        ax.plot([q["mean_tokens"] for q in pts], [100 * q["accuracy"] for q in pts], marker=marker, label=label)
+        xs, ys = [q["mean_tokens"] for q in pts], [100 * q["accuracy"] for q in pts]
+        if all("accuracy_ci95" in q for q in pts):  # 95 % intervals over prompts
+            err = [[y - 100 * q["accuracy_ci95"][0] for y, q in zip(ys, pts)]]
+            err.append([100 * q["accuracy_ci95"][1] - y for y, q in zip(ys, pts)])
+            ax.errorbar(xs, ys, yerr=err, marker=marker, label=label, capsize=2, elinewidth=0.8)
+        else:
+            ax.plot(xs, ys, marker=marker, label=label)
         for q in pts:
             ax.annotate(
                 f"{'B' if tag == 'budget' else 'N' if tag == 'asked' else 'beta'}={q[tag]:g}",
@@ -304,7 +317,7 @@ def plot(result: dict, path: Path) -> Path:
     ax.set(
         xlabel="mean generated tokens",
         ylabel="accuracy (%)",
-        title=f"{result['task']}: accuracy vs. tokens ({result['answers']} answers)",
+        title=f"{result['task']}: accuracy vs. tokens ({result['answers']} answers; bars: 95 % over prompts)",
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -492,6 +505,8 @@ def main(argv=None) -> dict:
             f"[tradeoff] beta={beta:g}: accuracy {100 * q['accuracy']:.1f} % at {q['mean_tokens']:.1f} tokens "
             f"(hard budget there: {100 * q['budget_accuracy_at_same_tokens']:.1f} %)"
         )
+    for q in budget + forcing + prompted + tilt:
+        q["accuracy_ci95"] = accuracy_interval(q, a.samples)
     result = {
         "command": common.command_line(NAME, argv),
         "task": a.task,
