@@ -294,6 +294,7 @@ def plot(result: dict, path: Path) -> Path:
         ("forcing", "budget forcing at B", "D", "budget"),
         ("prompted", "prompted budget N", "v", "asked"),
         ("tilt", "LenVM tilting", "o", "beta"),
+        ("tilt_control", "tilting with the control critic", "x", "beta"),  # evals/experiments/tradeoff_control.py
     )
     for key, label, marker, tag in curves:
         pts = result.get(key) or []

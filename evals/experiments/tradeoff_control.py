@@ -1,0 +1,147 @@
+"""Set a control critic's tilt points beside a trained critic's in two `lenvm eval tradeoff` runs on the same
+prompts: is the shortening the trained values', or would any values tilted as hard do the same?
+
+The control run (e.g. a random value head on the same backbone) needs only its tilt arm: with the same seed,
+prompts and samples its plain answers are the trained run's draw for draw (checked here, answer by answer), so
+its tilt points are compared with the trained run's curves (hard budget, forcing, prompted budget). For each
+control tilt point: its margins over those curves at the same tokens, and the trained critic's point at the same
+beta minus it (accuracy and mean tokens), each with a 95 % paired bootstrap interval over prompts.
+
+    python -m evals.experiments.tradeoff_control --result evals/results/tradeoff_fresh_words/trained/tradeoff.json \
+        --control evals/results/tradeoff_fresh_words/random/tradeoff.json \
+        --output_dir evals/results/tradeoff_fresh_words
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lenvm_rl.evaluation import tradeoff
+
+NAME = "tradeoff_control"
+CURVES = ("budget", "forcing", "prompted")
+
+
+@dataclass
+class ControlArguments:
+    result: str = field(metadata={"help": "tradeoff.json of the trained critic (with the curves)."})
+    control: str = field(metadata={"help": "tradeoff.json of the control critic (its tilt points are read)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Where tradeoff_control.json / .md / .png go."})
+    n_boot: int = field(default=2000, metadata={"help": "Bootstrap resamples over prompts."})
+
+
+def check_paired(result: dict, control: dict) -> None:
+    """Refuse two runs that did not answer the same prompts with the same plain draws."""
+    for key in ("task", "prompts", "samples", "cap", "sampling"):
+        if result.get(key) != control.get(key):
+            raise ValueError(f"the runs differ in {key!r}: {result.get(key)!r} vs {control.get(key)!r}")
+    if "per_answer" not in result["budget"][-1] or "per_answer" not in control["budget"][-1]:
+        raise ValueError("both runs need per-answer scores (tradeoff.json from this version of `lenvm eval tradeoff`)")
+    if result["plain_lengths"] != control["plain_lengths"] or (
+        result["budget"][-1]["per_answer"] != control["budget"][-1]["per_answer"]
+    ):
+        raise ValueError(
+            "the runs' plain answers differ, so their prompts or draws are not the same: rerun the control with the "
+            "trained run's --seed, --data, --prompts, --samples and --batch-size"
+        )
+
+
+def interval(draws: np.ndarray) -> list[float]:
+    return [float(x) for x in np.percentile(draws, [2.5, 97.5])]
+
+
+def paired_difference(a: dict, b: dict, samples: int, n_boot: int, seed: int = 0) -> dict:
+    """``a - b`` in accuracy and mean tokens, with 95 % intervals from one paired bootstrap over prompts."""
+    acc_a, tok_a, acc_b, tok_b = (
+        tradeoff.prompt_means(q["per_answer"][k], samples) for q in (a, b) for k in ("correct", "tokens")
+    )
+    idx = np.random.default_rng(seed).integers(0, len(acc_a), size=(n_boot, len(acc_a)))
+    return {
+        "accuracy": a["accuracy"] - b["accuracy"],
+        "accuracy_ci95": interval((acc_a - acc_b)[idx].mean(1)),
+        "mean_tokens": a["mean_tokens"] - b["mean_tokens"],
+        "mean_tokens_ci95": interval((tok_a - tok_b)[idx].mean(1)),
+    }
+
+
+def compare_control(result: dict, control: dict, n_boot: int = 2000) -> list[dict]:
+    check_paired(result, control)
+    samples = result["samples"]
+    curves = {name: result.get(name) or [] for name in CURVES}
+    trained = {q["beta"]: q for q in result["tilt"]}
+    rows = []
+    for c in control["tilt"]:
+        q = {k: c[k] for k in ("beta", "accuracy", "mean_tokens", "ends", "per_answer")}
+        tradeoff.compare(q, curves)
+        draws = tradeoff.bootstrap_margins(q, curves, samples, n_boot)
+        row = {k: v for k, v in q.items() if k != "per_answer"}
+        for name, pts in curves.items():
+            if name in draws:
+                row[f"margin_vs_{name}"] = q["accuracy"] - q[f"{name}_accuracy_at_same_tokens"]
+                row[f"margin_vs_{name}_ci95"] = interval(draws[name])
+                row[f"{name}_comparison"] = tradeoff.comparison(q, pts)
+        if c["beta"] in trained:
+            row["trained_minus_control"] = paired_difference(trained[c["beta"]], c, samples, n_boot)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], result: dict, control: dict) -> str:
+    lines = [
+        f"### Tilting with the control critic ({control['critic']}) beside the trained one ({result['critic']})",
+        "",
+        "| beta | control: mean tokens | accuracy | ends natural / cap | over the hard budget | over forcing | "
+        "over the prompted budget | trained minus control: accuracy | tokens |",
+        "|---:|---:|---:|---|---|---|---|---|---|",
+    ]
+
+    def margin(r, name):
+        if f"margin_vs_{name}" not in r:
+            return "-"
+        lo, hi = r[f"margin_vs_{name}_ci95"]
+        where = "" if r[f"{name}_comparison"] == "same tokens" else f" ({r[f'{name}_comparison']})"
+        return f"{100 * r[f'margin_vs_{name}']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{where}"
+
+    for r in rows:
+        d = r.get("trained_minus_control")
+        diff = (
+            f"{100 * d['accuracy']:+.1f} [{100 * d['accuracy_ci95'][0]:+.1f}, {100 * d['accuracy_ci95'][1]:+.1f}] | "
+            f"{d['mean_tokens']:+.1f} [{d['mean_tokens_ci95'][0]:+.1f}, {d['mean_tokens_ci95'][1]:+.1f}]"
+            if d
+            else "- | -"
+        )
+        lines.append(
+            f"| {r['beta']:g} | {r['mean_tokens']:.1f} | {100 * r['accuracy']:.1f} % | {r['ends']['natural']} / "
+            f"{r['ends']['cap']} | {margin(r, 'budget')} | {margin(r, 'forcing')} | {margin(r, 'prompted')} | {diff} |"
+        )
+    lines += ["", "Points in accuracy; brackets: 95 % paired bootstrap intervals over prompts."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from trl import TrlParser
+
+    (args,) = TrlParser([ControlArguments], prog=f"python -m evals.experiments.{NAME}").parse_args_and_config(argv)
+    result, control = (json.loads(Path(p).read_text()) for p in (args.result, args.control))
+    rows = compare_control(result, control, args.n_boot)
+    out = {"result": args.result, "control": args.control, "control_critic": control["critic"], "tilt": rows}
+    md = markdown(rows, result, control)
+    if args.output_dir:
+        path = Path(args.output_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / f"{NAME}.json").write_text(json.dumps(out, indent=1) + "\n")
+        (path / f"{NAME}.md").write_text(md)
+        both = dict(result, tilt_control=[dict(c) for c in control["tilt"]])
+        for q in [q for name in (*CURVES, "tilt", "tilt_control") for q in both.get(name) or []]:
+            q.setdefault("accuracy_ci95", tradeoff.accuracy_interval(q, result["samples"]))
+        tradeoff.plot(both, path / f"{NAME}.png")
+    print(md)
+    return out
+
+
+if __name__ == "__main__":
+    main()
