@@ -40,6 +40,9 @@ from .returns import value_to_remaining
 from .rollouts import SamplingConfig, generate_rollouts, load_prompts
 from .trainer import LengthValueConfig, LengthValueTrainer
 
+# Fields that change how a run is carried out, not what it samples or trains: left out of the training key.
+HOW_NOT_WHAT = frozenset({"output_dir", "generation_batch_size", "backend", "overwrite"})
+
 
 @dataclass
 class QuickstartConfig:
@@ -128,8 +131,7 @@ class QuickstartConfig:
 
     def training_key(self) -> dict:
         """The settings a cached model depends on."""
-        skip = {"output_dir", "generation_batch_size", "backend", "overwrite"}  # how, not what, is sampled
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+        return {k: v for k, v in asdict(self).items() if k not in HOW_NOT_WHAT}
 
     def settings_differing_from(self, stamp: dict) -> dict:
         """``{field: (stamp's value, ours)}`` where a saved training key differs; a field it lacks (added later)
@@ -192,7 +194,10 @@ def finished_report(cfg: QuickstartConfig) -> dict | None:
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
-    return report if cfg.trained_with_same_settings(QuickstartConfig.from_report(report).training_key()) else None
+    # The recorded settings as they are: a field this version no longer has makes the run another one, as it does
+    # for the model's own reuse check (a report lacking a newer field matches at that field's default).
+    stamp = {k: v for k, v in report["config"].items() if k not in HOW_NOT_WHAT}
+    return report if cfg.trained_with_same_settings(stamp) else None
 
 
 def _ids_by_category(prompts: list[dict]) -> dict[str, list[str]]:

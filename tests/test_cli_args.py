@@ -262,6 +262,9 @@ def test_a_quickstart_config_rebuilt_from_its_report(tmp_path):
     assert rebuilt.seed == 3 and rebuilt.train_samples == 1 and rebuilt.freeze_layers == 0
     assert finished_report(cfg) is None  # no metrics.json yet
     (tmp_path / "metrics.json").write_text(json.dumps(report))
+    assert finished_report(cfg) is None  # a field this version lacks: another run, as for the model's reuse
+    report["config"].pop("retired_field")
+    (tmp_path / "metrics.json").write_text(json.dumps(report))
     assert finished_report(cfg) == report
     assert finished_report(QuickstartConfig(output_dir=str(tmp_path), seed=3)) is None  # train_samples differs
     # the field the report lacks counts at its default, so another value does not match
