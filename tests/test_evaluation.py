@@ -141,6 +141,7 @@ def test_tradeoff_counts_answers_over_the_budget_as_wrong():
     s = tradeoff.score(outs, rows, addition_reward, budget=8)
     assert s["accuracy"] == pytest.approx(1 / 3) and s["mean_tokens"] == pytest.approx((2 + 8 + 8) / 3)
     assert s["over_budget"] == pytest.approx(2 / 3)
+    assert s["ends"] == {"natural": 1, "forced": 0, "cap": 2}  # the 12-token answer finished, but past the budget
     s = tradeoff.score(outs, rows, addition_reward, budget=16)
     assert s["accuracy"] == pytest.approx(2 / 3)  # the unfinished one is cut, so wrong
     curve = [{"mean_tokens": 10.0, "accuracy": 0.2}, {"mean_tokens": 30.0, "accuracy": 0.6}]

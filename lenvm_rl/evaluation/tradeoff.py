@@ -107,16 +107,18 @@ def rewards(outs: list[dict], rows: list[dict], reward) -> list[float]:
 
 def score(outs: list[dict], rows: list[dict], reward, budget: int) -> dict:
     """Accuracy (answers over the budget count as wrong) and mean of min(length, budget); ``per_answer`` keeps
-    each answer's score and tokens (for the bootstrap), ``ends`` how the answers ended."""
+    each answer's score and tokens (for the bootstrap), ``ends`` how many ended naturally within the budget and
+    how many the budget (the cap, where the budget is the cap) cut."""
     correct = rewards(outs, rows, reward)
     within = [o["finished"] and o["num_tokens"] <= budget for o in outs]  # EOS not counted
     scored = [c if w else 0.0 for c, w in zip(correct, within)]
     tokens = [min(o["num_tokens"], budget) for o in outs]
+    cut = len(outs) - sum(within)  # by the budget, or by the cap where the budget is the cap
     return {
         "accuracy": float(np.mean(scored)),
         "mean_tokens": float(np.mean(tokens)),
         "over_budget": 1.0 - float(np.mean(within)),
-        "ends": end_counts(outs),
+        "ends": {"natural": sum(within), "forced": 0, "cap": cut},
         "per_answer": {"correct": scored, "tokens": tokens},
     }
 
@@ -330,7 +332,7 @@ def markdown(result: dict) -> str:
         f"### Accuracy vs. tokens on {result['task']} ({result['prompts']} prompts x {result['samples']} samples, "
         f"cap {result['cap']} tokens)",
         "",
-        "| method | mean tokens | accuracy | ends: natural / forced / cap | hard budget there | forcing there | "
+        "| method | mean tokens | accuracy | ends: natural / forced / cut | hard budget there | forcing there | "
         "prompted there |",
         "|---|---:|---:|---|---:|---:|---:|",
     ]
