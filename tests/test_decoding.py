@@ -384,3 +384,18 @@ def test_vocabulary_mismatch_is_refused(setup, tokenizer):
     other.add_tokens(["<zzz_new>"])
     with pytest.raises(TokenizerMismatchError):
         generate_with_length(model, critic, ["hi"], tokenizer=other, mode="at_most", target_tokens=4, max_new_tokens=8)
+
+
+def test_tilting_with_a_constant_critic_only_favours_eos():
+    """The EOS-bonus control of `lenvm eval tradeoff`: with every value -1 (EOS keeps 0), tilting at beta = b
+    multiplies EOS's probability by e^b among the candidates and leaves the other candidates' ratios alone."""
+    critic = SimpleNamespace(gamma=GAMMA, tokenizer=SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD))
+    ids = torch.tensor([[PAD, 3, 4, 10]])  # promise 0: EOS is the likeliest candidate
+    logits = toy_logits(ids)
+    logits[0, 11] = 1.0  # one other candidate more likely than the rest
+    base = torch.log_softmax(logits.float(), -1)[0]
+    for b in (0.0, 2.0):
+        proc = LengthGuidedLogitsProcessor(critic, "tilt", beta=b, top_k=11, scorer=ConstantScorer(-1.0))
+        out = torch.log_softmax(proc(ids, logits.clone()), -1)[0]
+        assert out[EOS] - out[12] == pytest.approx((base[EOS] - base[12]).item() + b, abs=1e-5)
+        assert out[11] - out[12] == pytest.approx((base[11] - base[12]).item(), abs=1e-5)

@@ -552,9 +552,12 @@ def test_tradeoff_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
     (forced,) = result["forcing"]
     assert forced["budget"] == 4 and forced["mean_tokens"] >= result["budget"][0]["mean_tokens"]
     assert [q["asked"] for q in result["prompted"]] == [4]
+    assert [q["bonus"] for q in result["eos_bonus"]] == [1.0] and 0 <= result["eos_bonus"][0]["mean_tokens"] <= 8
+    assert "eos_bonus_accuracy_at_same_tokens" in result["tilt"][1]
+    assert isinstance(result["goal"]["above_eos_bonus_ci"], bool)  # reported, not part of met_with_ci
     for q in result["tilt"]:
         assert {"budget_accuracy_at_same_tokens", "forcing_in_range", "prompted_accuracy_at_same_tokens"} <= set(q)
-    for q in result["budget"] + result["forcing"] + result["prompted"] + result["tilt"]:
+    for q in result["budget"] + result["forcing"] + result["prompted"] + result["eos_bonus"] + result["tilt"]:
         assert len(q["per_answer"]["correct"]) == len(q["per_answer"]["tokens"]) == result["answers"]
         assert sum(q["ends"].values()) == result["answers"]
         assert q["mean_tokens"] == pytest.approx(np.mean(q["per_answer"]["tokens"]))

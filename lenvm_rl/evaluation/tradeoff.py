@@ -11,6 +11,11 @@ spending fewer tokens without a critic.
                   tilting is
     tilt beta     LenVM tilting p'(x) ~ p(x) exp(beta V(s + x)) (beta > 0 shortens), capped at the largest
                   budget; an answer cut by the cap counts as wrong
+    EOS bonus b   the control for tilting (``--eos_bonuses``): the same rule with a critic that carries no length
+                  information (every candidate V = -1 but EOS, whose V is 0 by definition), so EOS's probability
+                  is multiplied by e^b among the candidates and nothing else moves. Tilting favours EOS this way
+                  with any critic whose values are below 0; a tilt point has to beat this curve for its values'
+                  ranking of the other tokens to count
 
 Each tilt point is compared with each curve at the same mean tokens (linear interpolation; a point outside a
 curve's token range is compared with its nearest end and flagged). The margins at the shortest tilt point (the
@@ -253,7 +258,8 @@ def goal(tilt: list[dict], curves: dict[str, list[dict]] | None = None, samples:
 
     ``met`` reads the point estimates, as the goal is written; ``met_with_ci`` also asks every margin's 95 %
     paired-bootstrap interval to lie above 0 (the ratio's above 3) and every comparison to be at the same tokens
-    or a dominated shortest point (needs ``curves`` and answers stored per answer)."""
+    or a dominated shortest point (needs ``curves`` and answers stored per answer). The EOS-bonus control, when
+    there, is reported as ``above_eos_bonus_ci`` and decides neither."""
     shortening = [q for q in tilt if q["beta"] > 0]
     if not shortening:
         return {}
@@ -277,7 +283,9 @@ def goal(tilt: list[dict], curves: dict[str, list[dict]] | None = None, samples:
         out[f"margin_vs_{name}"] = q["accuracy"] - q[f"{name}_accuracy_at_same_tokens"]
         out[f"margin_vs_{name}_ci95"] = [float(lo), float(hi)]
         out[f"{name}_comparison"] = comparison(q, pts)
-        if name == "budget":
+        if name == "eos_bonus":  # the control: reported beside the goal, which is written without it
+            out["above_eos_bonus_ci"] = bool(lo > 0 and out[f"{name}_comparison"] != "outside its range")
+        elif name == "budget":
             rlo, rhi = np.percentile(draws["budget_ratio"], [2.5, 97.5])
             out["vs_budget_ratio_ci95"] = [float(rlo), float(rhi)]
             ci_checks.append(rlo >= 3.0)
@@ -295,6 +303,7 @@ def plot(result: dict, path: Path) -> Path:
         ("budget", "hard token budget B", "s", "budget"),
         ("forcing", "budget forcing at B", "D", "budget"),
         ("prompted", "prompted budget N", "v", "asked"),
+        ("eos_bonus", "EOS bonus only (constant critic)", "P", "bonus"),
         ("tilt", "LenVM tilting", "o", "beta"),
         ("tilt_control", "tilting with the control critic", "x", "beta"),  # evals/experiments/tradeoff_control.py
     )
@@ -311,7 +320,7 @@ def plot(result: dict, path: Path) -> Path:
             ax.plot(xs, ys, marker=marker, label=label)
         for q in pts:
             ax.annotate(
-                f"{'B' if tag == 'budget' else 'N' if tag == 'asked' else 'beta'}={q[tag]:g}",
+                f"{ {'budget': 'B', 'asked': 'N', 'bonus': 'b'}.get(tag, 'beta') }={q[tag]:g}",
                 (q["mean_tokens"], 100 * q["accuracy"]),
                 fontsize=6,
                 xytext=(3, 3),
@@ -333,8 +342,8 @@ def markdown(result: dict) -> str:
         f"cap {result['cap']} tokens)",
         "",
         "| method | mean tokens | accuracy | ends: natural / forced / cut | hard budget there | forcing there | "
-        "prompted there |",
-        "|---|---:|---:|---|---:|---:|---:|",
+        "prompted there | EOS bonus there |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
 
     def there(q, name):
@@ -350,22 +359,27 @@ def markdown(result: dict) -> str:
     for q in result["budget"]:
         lines.append(
             f"| budget B = {q['budget']} ({100 * q['over_budget']:.0f} % over) | {q['mean_tokens']:.1f} | "
-            f"{100 * q['accuracy']:.1f} % | {ends(q)} | - | - | - |"
+            f"{100 * q['accuracy']:.1f} % | {ends(q)} | - | - | - | - |"
         )
     for q in result["forcing"]:
         lines.append(
             f"| forcing B = {q['budget']} ({100 * q['forced']:.0f} % forced) | {q['mean_tokens']:.1f} | "
-            f"{100 * q['accuracy']:.1f} % | {ends(q)} | - | - | - |"
+            f"{100 * q['accuracy']:.1f} % | {ends(q)} | - | - | - | - |"
         )
     for q in result["prompted"]:
         lines.append(
             f"| prompted N = {q['asked']} | {q['mean_tokens']:.1f} | {100 * q['accuracy']:.1f} % | {ends(q)} | "
-            "- | - | - |"
+            "- | - | - | - |"
+        )
+    for q in result.get("eos_bonus") or []:
+        lines.append(
+            f"| EOS bonus b = {q['bonus']:g} (constant critic) | {q['mean_tokens']:.1f} | "
+            f"{100 * q['accuracy']:.1f} % | {ends(q)} | - | - | - | - |"
         )
     for q in result["tilt"]:
         lines.append(
             f"| LenVM tilt beta = {q['beta']:g} | {q['mean_tokens']:.1f} | {100 * q['accuracy']:.1f} % | {ends(q)} | "
-            f"{there(q, 'budget')} | {there(q, 'forcing')} | {there(q, 'prompted')} |"
+            f"{there(q, 'budget')} | {there(q, 'forcing')} | {there(q, 'prompted')} | {there(q, 'eos_bonus')} |"
         )
     g = result.get("goal") or {}
     if g:
@@ -381,7 +395,7 @@ def markdown(result: dict) -> str:
             if "vs_budget_ratio_ci95" in g:
                 lo, hi = g["vs_budget_ratio_ci95"]
                 lines.append(f"- hard budget: ratio {g['vs_budget_ratio']:.2f}x [{lo:.2f}, {hi:.2f}]")
-            for name in ("forcing", "prompted"):
+            for name in ("forcing", "prompted", "eos_bonus"):
                 if f"margin_vs_{name}" in g:
                     lo, hi = g[f"margin_vs_{name}_ci95"]
                     lines.append(
@@ -389,6 +403,8 @@ def markdown(result: dict) -> str:
                         f"({g[f'{name}_comparison']})"
                     )
             lines += ["", f"With the intervals: **{'met' if g['met_with_ci'] else 'not met'}**."]
+            if "above_eos_bonus_ci" in g:
+                lines.append(f"Above the EOS-bonus control (decides nothing above): {g['above_eos_bonus_ci']}.")
     return "\n".join(lines) + "\n"
 
 
@@ -419,6 +435,13 @@ class TradeoffArguments(common.EvalArguments):
         metadata={"help": "Budgets asked for in the prompt, comma-separated ('' leaves the prompted arm out)."},
     )
     betas: str = field(default="0,5,10,20,40", metadata={"help": "Tilting strengths, comma-separated (> 0 shortens)."})
+    eos_bonuses: str = field(
+        default="",
+        metadata={
+            "help": "The control for tilting, comma-separated nats b: the tilt rule with a constant critic, which "
+            "only multiplies EOS's probability by e^b among the candidates ('' leaves it out)."
+        },
+    )
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (every arm)."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (every arm)."})
     top_k: int | None = field(
@@ -433,13 +456,41 @@ def parse_numbers(text: str, kind=int, what: str = "--budgets") -> list:
         raise ValueError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
+def eos_bonus_points(model, critic, tokenizer, prompts, rows, reward, bonuses, cap, sampling, a) -> list[dict]:
+    """The EOS-bonus curve: tilting at beta = b with a constant critic of value -1 (EOS keeps V = 0)."""
+    from ..decoding import ConstantScorer
+
+    points = []
+    for b in bonuses:
+        outs = common.guided(
+            model,
+            critic,
+            tokenizer,
+            prompts,
+            a.batch_size,
+            f"EOS bonus b={b:g}",
+            mode="tilt",
+            beta=b,
+            scorer=ConstantScorer(-1.0),
+            top_k=a.top_k,
+            max_new_tokens=cap,
+            **sampling,
+        )
+        points.append({"bonus": b, **score(outs, rows, reward, cap)})
+    return points
+
+
 def main(argv=None) -> dict:
     a = common.parse_args(TradeoffArguments, NAME, __doc__.split("\n")[0], argv)
     if a.tiny:
         a.prompts, a.budgets, a.betas, a.prompted_budgets, a.forcing_tokens = 4, "4,8", "0,2", "4", 2
+        a.eos_bonuses = "1"
     budgets = sorted(parse_numbers(a.budgets))
     betas = parse_numbers(a.betas, float, "--betas")
     asked = parse_numbers(a.prompted_budgets, int, "--prompted_budgets")
+    bonuses = parse_numbers(a.eos_bonuses, float, "--eos_bonuses")
+    if any(b <= 0 for b in bonuses):
+        raise ValueError(f"--eos_bonuses must be positive (nats added to EOS's log-probability), got {a.eos_bonuses!r}")
     if not budgets or min(budgets) < 1:
         raise ValueError(f"--budgets must be positive token counts, got {a.budgets!r}")
     if a.samples < 1 or a.forcing_tokens < 1:
@@ -485,6 +536,9 @@ def main(argv=None) -> dict:
         )
         prompted.append({"asked": n, **score(outs, rows, reward, cap)})
         save_partial(budget=budget, forcing=forcing, prompted=prompted)
+    eos_bonus = eos_bonus_points(model, critic, tokenizer, prompts, rows, reward, bonuses, cap, sampling, a)
+    curves = {"budget": budget, "forcing": forcing, "prompted": prompted, "eos_bonus": eos_bonus}
+    save_partial(**curves)
     tilt = []
     for beta in betas:
         outs = common.guided(
@@ -501,14 +555,14 @@ def main(argv=None) -> dict:
             **sampling,
         )
         q = {"beta": beta, **score(outs, rows, reward, cap)}
-        compare(q, {"budget": budget, "forcing": forcing, "prompted": prompted})
+        compare(q, curves)
         tilt.append(q)
-        save_partial(budget=budget, forcing=forcing, prompted=prompted, tilt=tilt)
+        save_partial(**curves, tilt=tilt)
         print(
             f"[tradeoff] beta={beta:g}: accuracy {100 * q['accuracy']:.1f} % at {q['mean_tokens']:.1f} tokens "
             f"(hard budget there: {100 * q['budget_accuracy_at_same_tokens']:.1f} %)"
         )
-    for q in budget + forcing + prompted + tilt:
+    for q in budget + forcing + prompted + eos_bonus + tilt:
         q["accuracy_ci95"] = accuracy_interval(q, a.samples)
     result = {
         "command": common.command_line(NAME, argv),
@@ -524,8 +578,9 @@ def main(argv=None) -> dict:
         "budget": budget,
         "forcing": forcing,
         "prompted": prompted,
+        "eos_bonus": eos_bonus,
         "tilt": tilt,
-        "goal": goal(tilt, {"budget": budget, "forcing": forcing, "prompted": prompted}, a.samples),
+        "goal": goal(tilt, curves, a.samples),
         "sampling": sampling,
         "plain_lengths": [o["num_tokens"] for o in plain],
         "plain_ends": {e: sum(o["end"] == e for o in plain) for e in ("natural", "cap")},
