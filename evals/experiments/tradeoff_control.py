@@ -1,14 +1,17 @@
-"""Set a control critic's tilt points beside a trained critic's in two `lenvm eval tradeoff` runs on the same
-prompts: is the shortening the trained values', or would any values tilted as hard do the same?
+"""Set control runs beside a trained critic's `lenvm eval tradeoff` run on the same prompts: is the shortening the
+trained values', or would any values tilted as hard (or favouring EOS alone) do the same?
 
-The control run (e.g. a random value head on the same backbone) needs only its tilt arm: with the same seed,
-prompts and samples its plain answers are the trained run's draw for draw (checked here, answer by answer), so
-its tilt points are compared with the trained run's curves (hard budget, forcing, prompted budget). For each
-control tilt point: its margins over those curves at the same tokens, and the trained critic's point at the same
-beta minus it (accuracy and mean tokens), each with a 95 % paired bootstrap interval over prompts.
+A control run needs only its own arm: with the same seed, prompts and samples its plain answers are the trained
+run's draw for draw (checked here, answer by answer). Two kinds: a run with another critic's tilt points (e.g. a
+random value head on the same backbone), and a run with the EOS-bonus curve (``--eos_bonuses``: the tilt rule with
+a constant critic, which only favours EOS). Reported, each with a 95 % paired bootstrap interval over prompts:
+
+- every control tilt point against the trained run's curves at the same tokens, and the trained critic's point at
+  the same beta minus it (accuracy and mean tokens);
+- every trained tilt point against every curve, the EOS-bonus curve included.
 
     python -m evals.experiments.tradeoff_control --result evals/results/tradeoff_fresh_words/trained/tradeoff.json \
-        --control evals/results/tradeoff_fresh_words/random/tradeoff.json \
+        --control evals/results/tradeoff_fresh_words/random/tradeoff.json,evals/results/tradeoff_fresh_words/eos_bonus/tradeoff.json \
         --output_dir evals/results/tradeoff_fresh_words
 """
 
@@ -23,13 +26,15 @@ import numpy as np
 from lenvm_rl.evaluation import tradeoff
 
 NAME = "tradeoff_control"
-CURVES = ("budget", "forcing", "prompted")
+CURVES = ("budget", "forcing", "prompted", "eos_bonus")
 
 
 @dataclass
 class ControlArguments:
     result: str = field(metadata={"help": "tradeoff.json of the trained critic (with the curves)."})
-    control: str = field(metadata={"help": "tradeoff.json of the control critic (its tilt points are read)."})
+    control: str = field(
+        metadata={"help": "Control runs' tradeoff.json, comma-separated (their tilt and EOS-bonus points are read)."}
+    )
     output_dir: str | None = field(default=None, metadata={"help": "Where tradeoff_control.json / .md / .png go."})
     n_boot: int = field(default=2000, metadata={"help": "Bootstrap resamples over prompts."})
 
@@ -68,57 +73,80 @@ def paired_difference(a: dict, b: dict, samples: int, n_boot: int, seed: int = 0
     }
 
 
-def compare_control(result: dict, control: dict, n_boot: int = 2000) -> list[dict]:
-    check_paired(result, control)
+def against_curves(point: dict, curves: dict[str, list[dict]], samples: int, n_boot: int) -> dict:
+    """A tilt point's margins over every curve at its tokens, with intervals, and how it meets each curve."""
+    q = {k: point[k] for k in ("beta", "accuracy", "mean_tokens", "ends", "per_answer")}
+    tradeoff.compare(q, curves)
+    draws = tradeoff.bootstrap_margins(q, curves, samples, n_boot)
+    row = {k: v for k, v in q.items() if k != "per_answer"}
+    for name, pts in curves.items():
+        if name in draws:
+            row[f"margin_vs_{name}"] = q["accuracy"] - q[f"{name}_accuracy_at_same_tokens"]
+            row[f"margin_vs_{name}_ci95"] = interval(draws[name])
+            row[f"{name}_comparison"] = tradeoff.comparison(q, pts)
+    return row
+
+
+def compare_control(result: dict, controls: list[dict], n_boot: int = 2000) -> dict:
+    """``{"control_tilt": rows, "trained_tilt": rows}`` (module docstring)."""
     samples = result["samples"]
     curves = {name: result.get(name) or [] for name in CURVES}
+    for control in controls:
+        check_paired(result, control)
+        if control.get("eos_bonus"):
+            if curves["eos_bonus"]:
+                raise ValueError("two runs bring an EOS-bonus curve; pass one")
+            curves["eos_bonus"] = control["eos_bonus"]
     trained = {q["beta"]: q for q in result["tilt"]}
-    rows = []
-    for c in control["tilt"]:
-        q = {k: c[k] for k in ("beta", "accuracy", "mean_tokens", "ends", "per_answer")}
-        tradeoff.compare(q, curves)
-        draws = tradeoff.bootstrap_margins(q, curves, samples, n_boot)
-        row = {k: v for k, v in q.items() if k != "per_answer"}
-        for name, pts in curves.items():
-            if name in draws:
-                row[f"margin_vs_{name}"] = q["accuracy"] - q[f"{name}_accuracy_at_same_tokens"]
-                row[f"margin_vs_{name}_ci95"] = interval(draws[name])
-                row[f"{name}_comparison"] = tradeoff.comparison(q, pts)
-        if c["beta"] in trained:
-            row["trained_minus_control"] = paired_difference(trained[c["beta"]], c, samples, n_boot)
-        rows.append(row)
-    return rows
+    control_rows = []
+    for control in controls:
+        for c in control["tilt"]:
+            row = {"critic": control["critic"], **against_curves(c, curves, samples, n_boot)}
+            if c["beta"] in trained:
+                row["trained_minus_control"] = paired_difference(trained[c["beta"]], c, samples, n_boot)
+            control_rows.append(row)
+    trained_rows = [against_curves(q, curves, samples, n_boot) for q in result["tilt"]]
+    return {"control_tilt": control_rows, "trained_tilt": trained_rows, "curves": curves}
 
 
-def markdown(rows: list[dict], result: dict, control: dict) -> str:
+def margin(r: dict, name: str) -> str:
+    if f"margin_vs_{name}" not in r:
+        return "-"
+    lo, hi = r[f"margin_vs_{name}_ci95"]
+    where = "" if r[f"{name}_comparison"] == "same tokens" else f" ({r[f'{name}_comparison']})"
+    return f"{100 * r[f'margin_vs_{name}']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{where}"
+
+
+def markdown(out: dict, result: dict) -> str:
     lines = [
-        f"### Tilting with the control critic ({control['critic']}) beside the trained one ({result['critic']})",
+        f"### Tilting beside its controls (trained critic: {result['critic']})",
         "",
-        "| beta | control: mean tokens | accuracy | ends natural / cap | over the hard budget | over forcing | "
-        "over the prompted budget | trained minus control: accuracy | tokens |",
-        "|---:|---:|---:|---|---|---|---|---|---|",
+        "| tilt point | mean tokens | accuracy | ends natural / cut | over the hard budget | over forcing | "
+        "over the prompted budget | over the EOS bonus |",
+        "|---|---:|---:|---|---|---|---|---|",
     ]
-
-    def margin(r, name):
-        if f"margin_vs_{name}" not in r:
-            return "-"
-        lo, hi = r[f"margin_vs_{name}_ci95"]
-        where = "" if r[f"{name}_comparison"] == "same tokens" else f" ({r[f'{name}_comparison']})"
-        return f"{100 * r[f'margin_vs_{name}']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{where}"
-
-    for r in rows:
-        d = r.get("trained_minus_control")
-        diff = (
-            f"{100 * d['accuracy']:+.1f} [{100 * d['accuracy_ci95'][0]:+.1f}, {100 * d['accuracy_ci95'][1]:+.1f}] | "
-            f"{d['mean_tokens']:+.1f} [{d['mean_tokens_ci95'][0]:+.1f}, {d['mean_tokens_ci95'][1]:+.1f}]"
-            if d
-            else "- | -"
-        )
+    points = [("trained", r) for r in out["trained_tilt"]] + [(r["critic"], r) for r in out["control_tilt"]]
+    for who, r in points:
         lines.append(
-            f"| {r['beta']:g} | {r['mean_tokens']:.1f} | {100 * r['accuracy']:.1f} % | {r['ends']['natural']} / "
-            f"{r['ends']['cap']} | {margin(r, 'budget')} | {margin(r, 'forcing')} | {margin(r, 'prompted')} | {diff} |"
+            f"| {who}, beta {r['beta']:g} | {r['mean_tokens']:.1f} | {100 * r['accuracy']:.1f} % | "
+            f"{r['ends']['natural']} / {r['ends']['cap']} | " + " | ".join(margin(r, name) for name in CURVES) + " |"
         )
-    lines += ["", "Points in accuracy; brackets: 95 % paired bootstrap intervals over prompts."]
+    diffs = [r for r in out["control_tilt"] if "trained_minus_control" in r]
+    if diffs:
+        lines += ["", "| trained minus control, same beta | accuracy | mean tokens |", "|---|---|---|"]
+        for r in diffs:
+            d = r["trained_minus_control"]
+            lo, hi = d["accuracy_ci95"]
+            tlo, thi = d["mean_tokens_ci95"]
+            lines.append(
+                f"| {r['critic']}, beta {r['beta']:g} | {100 * d['accuracy']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
+                f"{d['mean_tokens']:+.1f} [{tlo:+.1f}, {thi:+.1f}] |"
+            )
+    lines += [
+        "",
+        "Margins in points of accuracy at the tilt point's mean tokens; brackets: 95 % paired bootstrap "
+        "intervals over prompts.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -126,16 +154,18 @@ def main(argv: list[str] | None = None) -> dict:
     from trl import TrlParser
 
     (args,) = TrlParser([ControlArguments], prog=f"python -m evals.experiments.{NAME}").parse_args_and_config(argv)
-    result, control = (json.loads(Path(p).read_text()) for p in (args.result, args.control))
-    rows = compare_control(result, control, args.n_boot)
-    out = {"result": args.result, "control": args.control, "control_critic": control["critic"], "tilt": rows}
-    md = markdown(rows, result, control)
+    result = json.loads(Path(args.result).read_text())
+    paths = [p for p in args.control.split(",") if p.strip()]
+    controls = [json.loads(Path(p).read_text()) for p in paths]
+    compared = compare_control(result, controls, args.n_boot)
+    out = {"result": args.result, "controls": paths, **{k: v for k, v in compared.items() if k != "curves"}}
+    md = markdown(out, result)
     if args.output_dir:
         path = Path(args.output_dir)
         path.mkdir(parents=True, exist_ok=True)
         (path / f"{NAME}.json").write_text(json.dumps(out, indent=1) + "\n")
         (path / f"{NAME}.md").write_text(md)
-        both = dict(result, tilt_control=[dict(c) for c in control["tilt"]])
+        both = dict(result, **compared["curves"], tilt_control=[dict(q) for c in controls for q in c["tilt"]])
         for q in [q for name in (*CURVES, "tilt", "tilt_control") for q in both.get(name) or []]:
             q.setdefault("accuracy_ci95", tradeoff.accuracy_interval(q, result["samples"]))
         tradeoff.plot(both, path / f"{NAME}.png")
