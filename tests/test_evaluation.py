@@ -178,8 +178,9 @@ def test_tradeoff_goal_bootstraps_paired_margins_over_prompts():
     same = [_point(hard, [20] * (n * samples), beta=1.0)]
     tradeoff.compare(same[0], {"budget": curve, "prompted": curve})
     g = tradeoff.goal(same, {"prompted": curve}, samples)
-    lo, hi = g["margin_vs_prompted_ci95"]
-    assert g["margin_vs_prompted"] == pytest.approx(0.0) and lo <= 0 <= hi and g["met_with_ci"] is False
+    # Paired: each resample takes the same prompts from both arms, so identical answers differ by exactly 0.
+    assert g["margin_vs_prompted"] == pytest.approx(0.0) and g["margin_vs_prompted_ci95"] == [0.0, 0.0]
+    assert g["met_with_ci"] is False and g["ci_checks"] == {"prompted": False}  # and no hard budget to read
     with pytest.raises(ValueError, match="do not split"):
         tradeoff.goal(tilt, {"prompted": curve}, samples=7)
     assert tradeoff.accuracy_interval(_point([1] * 8, [5] * 8), samples=2) == [1.0, 1.0]
@@ -188,6 +189,46 @@ def test_tradeoff_goal_bootstraps_paired_margins_over_prompts():
     assert 0.3 < lo < 0.5 < hi < 0.7
     lo1, hi1 = tradeoff.accuracy_interval(half, samples=1)  # read as 120 independent prompts: narrower
     assert hi1 - lo1 < hi - lo
+
+
+def test_tradeoff_goal_met_with_intervals_and_the_eos_bonus_decides_nothing():
+    k, samples = 120, 2
+    right = np.arange(k) % 10 < 7  # the tilt point: 70 % at 15 tokens
+    tilt = [_point(right, [15] * k, beta=20.0)]
+    hard = [_point(np.arange(k) % 10 == 0, [10] * k), _point(np.arange(k) % 10 < 2, [40] * k)]  # 10 -> 20 %
+    prompted = [_point(np.arange(k) % 10 < 3, [20] * k), _point(np.arange(k) % 10 < 4, [25] * k)]  # longer, worse
+    eos = [_point(np.arange(k) % 10 < 8, [12] * k), _point(np.arange(k) % 10 < 8, [30] * k)]  # 80 %: better
+    curves = {"budget": hard, "prompted": prompted, "eos_bonus": eos}
+    tradeoff.compare(tilt[0], curves)
+    g = tradeoff.goal(tilt, curves, samples)
+    assert g["prompted_comparison"] == "dominates its shortest point" and g["margin_vs_prompted"] == pytest.approx(0.4)
+    assert g["vs_budget_ratio"] == pytest.approx(0.7 / (0.1 + 5 / 30 * 0.1)) and g["vs_budget_ratio_ci95"][0] >= 3
+    assert g["met_with_ci"] is True and g["ci_checks"] == {"budget": True, "prompted": True}
+    assert g["above_eos_bonus_ci"] is False and g["margin_vs_eos_bonus"] == pytest.approx(-0.1)
+    # A prompted curve the tilt point is shorter than but not more accurate than: no comparison, not met.
+    better = [_point(np.arange(k) % 10 < 8, [20] * k), _point(np.arange(k) % 10 < 8, [25] * k)]
+    g = tradeoff.goal(tilt, {"budget": hard, "prompted": better}, samples)
+    assert g["prompted_comparison"] == "outside its range" and g["met_with_ci"] is False
+
+
+def test_tradeoff_bootstrap_keeps_the_full_samples_end_of_a_flat_curve():
+    """Two prompted points at nearly the same tokens swap order in many resamples; the comparison stays with the
+    point that is shortest in the full sample, so the draws are the tilt point minus that point, resample by
+    resample (re-sorting every resample would pick whichever came out shortest)."""
+    rng = np.random.default_rng(1)
+    k, samples = 200, 1
+    tok_a, tok_b = rng.integers(15, 25, k), rng.integers(15, 25, k)
+    tok_a = tok_a - (tok_a.mean() - 19.9)  # a: 19.9 tokens on average, b: 20.0
+    tok_b = tok_b - (tok_b.mean() - 20.0)
+    a, b = _point(rng.random(k) < 0.2, tok_a), _point(rng.random(k) < 0.5, tok_b)
+    q = _point(rng.random(k) < 0.4, [10] * k, beta=1.0)
+    draws = tradeoff.bootstrap_margins(q, {"prompted": [b, a]}, samples, n_boot=500)["prompted"]
+    idx = np.random.default_rng(0).integers(0, k, size=(500, k))  # the same resamples
+    expected = np.asarray(q["per_answer"]["correct"])[idx].mean(1) - np.asarray(a["per_answer"]["correct"])[idx].mean(1)
+    assert np.allclose(draws, expected)
+    assert (
+        np.asarray(b["per_answer"]["tokens"])[idx].mean(1) < np.asarray(tok_a)[idx].mean(1)
+    ).any()  # b can be shorter
 
 
 def test_tradeoff_comparison_outside_a_curve():

@@ -64,7 +64,7 @@ def test_control_tilt_points_against_the_trained_runs_curves(tmp_path):
     (mine,) = out["trained_tilt"]
     assert mine["margin_vs_eos_bonus"] == pytest.approx(0.8 - 0.7) and mine["eos_bonus_comparison"] == "same tokens"
     assert len(out["control_tilt"]) == 1  # the EOS-bonus run has no tilt point
-    with pytest.raises(ValueError, match="two runs bring an EOS-bonus curve"):
+    with pytest.raises(ValueError, match="two runs bring the EOS bonus b = 1"):
         tradeoff_control.compare_control(trained, [eos, eos])
 
     paths = []

@@ -41,7 +41,7 @@ class ControlArguments:
 
 def check_paired(result: dict, control: dict) -> None:
     """Refuse two runs that did not answer the same prompts with the same plain draws."""
-    for key in ("task", "prompts", "samples", "cap", "sampling"):
+    for key in ("task", "prompts", "samples", "cap", "sampling", "tilt_top_k"):
         if result.get(key) != control.get(key):
             raise ValueError(f"the runs differ in {key!r}: {result.get(key)!r} vs {control.get(key)!r}")
     if "per_answer" not in result["budget"][-1] or "per_answer" not in control["budget"][-1]:
@@ -93,10 +93,10 @@ def compare_control(result: dict, controls: list[dict], n_boot: int = 2000) -> d
     curves = {name: result.get(name) or [] for name in CURVES}
     for control in controls:
         check_paired(result, control)
-        if control.get("eos_bonus"):
-            if curves["eos_bonus"]:
-                raise ValueError("two runs bring an EOS-bonus curve; pass one")
-            curves["eos_bonus"] = control["eos_bonus"]
+        for point in control.get("eos_bonus") or []:  # several runs may each bring part of the curve
+            if any(p["bonus"] == point["bonus"] for p in curves["eos_bonus"]):
+                raise ValueError(f"two runs bring the EOS bonus b = {point['bonus']:g}; pass one")
+            curves["eos_bonus"] = [*curves["eos_bonus"], point]
     trained = {q["beta"]: q for q in result["tilt"]}
     control_rows = []
     for control in controls:

@@ -213,8 +213,11 @@ def bootstrap_margins(q: dict, curves: dict[str, list[dict]], samples: int, n_bo
     """Paired bootstrap over prompts of the tilt point ``q`` against each curve at the same mean tokens.
 
     Returns ``{name: draws}``: for each resample of prompts (every arm keeps its answers to the resampled
-    prompts), the tilt point's accuracy minus the curve's accuracy interpolated at the tilt point's mean tokens,
-    plus ``"<name>_ratio"``: the tilt accuracy over the curve's there."""
+    prompts), the tilt point's accuracy minus the curve's accuracy at the tilt point's mean tokens, plus
+    ``"<name>_ratio"``: the tilt accuracy over the curve's there. Which part of a curve the tilt point is compared
+    with is fixed by the full sample (the segment it falls in, or the end it lies beyond), and only the points'
+    values are resampled: re-sorting a flat, noisy curve in every resample would compare with whichever point
+    happened to come out shortest, a selected point, and bias the interval."""
     acc, tok = (prompt_means(q["per_answer"][k], samples) for k in ("correct", "tokens"))
     idx = np.random.default_rng(seed).integers(0, len(acc), size=(n_boot, len(acc)))
     tilt_acc, tilt_tok = acc[idx].mean(1), tok[idx].mean(1)
@@ -222,15 +225,30 @@ def bootstrap_margins(q: dict, curves: dict[str, list[dict]], samples: int, n_bo
     for name, pts in curves.items():
         if not pts:
             continue
-        c_acc = np.stack([prompt_means(p["per_answer"]["correct"], samples)[idx].mean(1) for p in pts], 1)
-        c_tok = np.stack([prompt_means(p["per_answer"]["tokens"], samples)[idx].mean(1) for p in pts], 1)
-        there = np.empty(n_boot)
-        for b in range(n_boot):  # np.interp needs increasing x: sort each resample's curve by its tokens
-            order = np.argsort(c_tok[b])
-            there[b] = np.interp(tilt_tok[b], c_tok[b, order], c_acc[b, order])
+        pts = sorted(pts, key=lambda p: p["mean_tokens"])
+        i, j = segment([p["mean_tokens"] for p in pts], q["mean_tokens"])
+        acc_i, tok_i, acc_j, tok_j = [
+            prompt_means(pts[k]["per_answer"][key], samples)[idx].mean(1)
+            for k in (i, j)
+            for key in ("correct", "tokens")
+        ]
+        span = tok_j - tok_i
+        w = np.clip(np.divide(tilt_tok - tok_i, span, out=np.full(n_boot, 0.5), where=span != 0), 0.0, 1.0)
+        there = acc_i + w * (acc_j - acc_i) if i != j else acc_i
         out[name] = tilt_acc - there
         out[f"{name}_ratio"] = tilt_acc / np.maximum(there, 1e-9)
     return out
+
+
+def segment(xs: list[float], x: float) -> tuple[int, int]:
+    """Indices ``(i, j)`` of the points of an increasing ``xs`` that bracket ``x``; ``(k, k)`` for the end ``x``
+    lies beyond (or on)."""
+    if x <= xs[0]:
+        return 0, 0
+    if x >= xs[-1]:
+        return len(xs) - 1, len(xs) - 1
+    i = int(np.searchsorted(xs, x, side="right")) - 1
+    return i, i + 1
 
 
 def accuracy_interval(q: dict, samples: int, n_boot: int = 2000, seed: int = 0) -> list[float]:
@@ -258,8 +276,9 @@ def goal(tilt: list[dict], curves: dict[str, list[dict]] | None = None, samples:
 
     ``met`` reads the point estimates, as the goal is written; ``met_with_ci`` also asks every margin's 95 %
     paired-bootstrap interval to lie above 0 (the ratio's above 3) and every comparison to be at the same tokens
-    or a dominated shortest point (needs ``curves`` and answers stored per answer). The EOS-bonus control, when
-    there, is reported as ``above_eos_bonus_ci`` and decides neither."""
+    or a dominated shortest point (needs ``curves`` and answers stored per answer); ``ci_checks`` lists the
+    baselines it read (a run without forcing or prompting has fewer), and without the hard budget it is False.
+    The EOS-bonus control, when there, is reported as ``above_eos_bonus_ci`` and decides neither."""
     shortening = [q for q in tilt if q["beta"] > 0]
     if not shortening:
         return {}
@@ -275,7 +294,7 @@ def goal(tilt: list[dict], curves: dict[str, list[dict]] | None = None, samples:
     if not curves or "per_answer" not in q:
         return out
     draws = bootstrap_margins(q, curves, samples)
-    ci_checks = []
+    ci_checks = {}
     for name, pts in curves.items():
         if name not in draws:
             continue
@@ -288,10 +307,11 @@ def goal(tilt: list[dict], curves: dict[str, list[dict]] | None = None, samples:
         elif name == "budget":
             rlo, rhi = np.percentile(draws["budget_ratio"], [2.5, 97.5])
             out["vs_budget_ratio_ci95"] = [float(rlo), float(rhi)]
-            ci_checks.append(rlo >= 3.0)
+            ci_checks[name] = bool(rlo >= 3.0)
         else:
-            ci_checks.append(lo > 0 and out[f"{name}_comparison"] != "outside its range")
-    out["met_with_ci"] = bool(ci_checks) and all(ci_checks)
+            ci_checks[name] = bool(lo > 0 and out[f"{name}_comparison"] != "outside its range")
+    out["ci_checks"] = ci_checks  # which baselines the interval verdict read (a run may leave an arm out)
+    out["met_with_ci"] = "budget" in ci_checks and all(ci_checks.values())
     return out
 
 
@@ -308,7 +328,7 @@ def plot(result: dict, path: Path) -> Path:
         ("tilt_control", "tilting with the control critic", "x", "beta"),  # evals/experiments/tradeoff_control.py
     )
     for key, label, marker, tag in curves:
-        pts = result.get(key) or []
+        pts = sorted(result.get(key) or [], key=lambda q: q["mean_tokens"])  # a line left to right
         if not pts:
             continue
         xs, ys = [q["mean_tokens"] for q in pts], [100 * q["accuracy"] for q in pts]
