@@ -21,8 +21,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from lenvm_rl.evaluation import tradeoff
 
 NAME = "tradeoff_control"
@@ -55,21 +53,17 @@ def check_paired(result: dict, control: dict) -> None:
         )
 
 
-def interval(draws: np.ndarray) -> list[float]:
-    return [float(x) for x in np.percentile(draws, [2.5, 97.5])]
-
-
 def paired_difference(a: dict, b: dict, samples: int, n_boot: int, seed: int = 0) -> dict:
     """``a - b`` in accuracy and mean tokens, with 95 % intervals from one paired bootstrap over prompts."""
     acc_a, tok_a, acc_b, tok_b = (
         tradeoff.prompt_means(q["per_answer"][k], samples) for q in (a, b) for k in ("correct", "tokens")
     )
-    idx = np.random.default_rng(seed).integers(0, len(acc_a), size=(n_boot, len(acc_a)))
+    idx = tradeoff.resamples(len(acc_a), n_boot, seed)
     return {
         "accuracy": a["accuracy"] - b["accuracy"],
-        "accuracy_ci95": interval((acc_a - acc_b)[idx].mean(1)),
+        "accuracy_ci95": tradeoff.interval95((acc_a - acc_b)[idx].mean(1)),
         "mean_tokens": a["mean_tokens"] - b["mean_tokens"],
-        "mean_tokens_ci95": interval((tok_a - tok_b)[idx].mean(1)),
+        "mean_tokens_ci95": tradeoff.interval95((tok_a - tok_b)[idx].mean(1)),
     }
 
 
@@ -77,14 +71,8 @@ def against_curves(point: dict, curves: dict[str, list[dict]], samples: int, n_b
     """A tilt point's margins over every curve at its tokens, with intervals, and how it meets each curve."""
     q = {k: point[k] for k in ("beta", "accuracy", "mean_tokens", "ends", "per_answer")}
     tradeoff.compare(q, curves)
-    draws = tradeoff.bootstrap_margins(q, curves, samples, n_boot)
-    row = {k: v for k, v in q.items() if k != "per_answer"}
-    for name, pts in curves.items():
-        if name in draws:
-            row[f"margin_vs_{name}"] = q["accuracy"] - q[f"{name}_accuracy_at_same_tokens"]
-            row[f"margin_vs_{name}_ci95"] = interval(draws[name])
-            row[f"{name}_comparison"] = tradeoff.comparison(q, pts)
-    return row
+    found, _ = tradeoff.margins(q, curves, samples, n_boot)
+    return {k: v for k, v in q.items() if k != "per_answer"} | found
 
 
 def compare_control(result: dict, controls: list[dict], n_boot: int = 2000) -> dict:

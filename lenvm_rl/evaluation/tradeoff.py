@@ -12,8 +12,8 @@ spending fewer tokens without a critic.
     tilt beta     LenVM tilting p'(x) ~ p(x) exp(beta V(s + x)) (beta > 0 shortens), capped at the largest
                   budget; an answer cut by the cap counts as wrong
     EOS bonus b   the control for tilting (``--eos_bonuses``): the same rule with a critic that carries no length
-                  information (every candidate V = -1 but EOS, whose V is 0 by definition), so EOS's probability
-                  is multiplied by e^b among the candidates and nothing else moves. Tilting favours EOS this way
+                  information (every candidate V = -1 but EOS, whose V is 0 by definition), so EOS's weight
+                  against every other candidate is multiplied by e^b and nothing else moves. Tilting favours EOS this way
                   with any critic whose values are below 0; a tilt point has to beat this curve for its values'
                   ranking of the other tokens to count
 
@@ -209,6 +209,15 @@ def prompt_means(values: list[float], samples: int) -> np.ndarray:
     return v.reshape(-1, samples).mean(1)
 
 
+def resamples(n_prompts: int, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """(n_boot, n_prompts) prompt indices drawn with replacement: one set shared by every arm makes it paired."""
+    return np.random.default_rng(seed).integers(0, n_prompts, size=(n_boot, n_prompts))
+
+
+def interval95(draws: np.ndarray) -> list[float]:
+    return [float(x) for x in np.percentile(draws, [2.5, 97.5])]
+
+
 def bootstrap_margins(q: dict, curves: dict[str, list[dict]], samples: int, n_boot: int = 2000, seed: int = 0):
     """Paired bootstrap over prompts of the tilt point ``q`` against each curve at the same mean tokens.
 
@@ -219,7 +228,7 @@ def bootstrap_margins(q: dict, curves: dict[str, list[dict]], samples: int, n_bo
     values are resampled: re-sorting a flat, noisy curve in every resample would compare with whichever point
     happened to come out shortest, a selected point, and bias the interval."""
     acc, tok = (prompt_means(q["per_answer"][k], samples) for k in ("correct", "tokens"))
-    idx = np.random.default_rng(seed).integers(0, len(acc), size=(n_boot, len(acc)))
+    idx = resamples(len(acc), n_boot, seed)
     tilt_acc, tilt_tok = acc[idx].mean(1), tok[idx].mean(1)
     out = {}
     for name, pts in curves.items():
@@ -254,8 +263,7 @@ def segment(xs: list[float], x: float) -> tuple[int, int]:
 def accuracy_interval(q: dict, samples: int, n_boot: int = 2000, seed: int = 0) -> list[float]:
     """95 % bootstrap interval over prompts of one point's accuracy (a prompt keeps all its samples)."""
     acc = prompt_means(q["per_answer"]["correct"], samples)
-    idx = np.random.default_rng(seed).integers(0, len(acc), size=(n_boot, len(acc)))
-    return [float(x) for x in np.percentile(acc[idx].mean(1), [2.5, 97.5])]
+    return interval95(acc[resamples(len(acc), n_boot, seed)].mean(1))
 
 
 def comparison(q: dict, pts: list[dict]) -> str:
@@ -269,6 +277,19 @@ def comparison(q: dict, pts: list[dict]) -> str:
     if q["mean_tokens"] < shortest["mean_tokens"] and q["accuracy"] > shortest["accuracy"]:
         return "dominates its shortest point"
     return "outside its range"
+
+
+def margins(q: dict, curves: dict[str, list[dict]], samples: int, n_boot: int = 2000) -> tuple[dict, dict]:
+    """For a tilt point already :func:`compare`-d with ``curves``: ``margin_vs_<curve>`` (point estimate), its
+    ``_ci95`` and ``<curve>_comparison`` for every non-empty curve, and the bootstrap draws they came from."""
+    draws = bootstrap_margins(q, curves, samples, n_boot)
+    out = {}
+    for name, pts in curves.items():
+        if name in draws:
+            out[f"margin_vs_{name}"] = q["accuracy"] - q[f"{name}_accuracy_at_same_tokens"]
+            out[f"margin_vs_{name}_ci95"] = interval95(draws[name])
+            out[f"{name}_comparison"] = comparison(q, pts)
+    return out, draws
 
 
 def goal(tilt: list[dict], curves: dict[str, list[dict]] | None = None, samples: int = 1) -> dict:
@@ -293,21 +314,18 @@ def goal(tilt: list[dict], curves: dict[str, list[dict]] | None = None, samples:
     out["met"] = all(checks)
     if not curves or "per_answer" not in q:
         return out
-    draws = bootstrap_margins(q, curves, samples)
+    found, draws = margins(q, curves, samples)
+    out |= found
     ci_checks = {}
-    for name, pts in curves.items():
+    for name in curves:
         if name not in draws:
             continue
-        lo, hi = np.percentile(draws[name], [2.5, 97.5])
-        out[f"margin_vs_{name}"] = q["accuracy"] - q[f"{name}_accuracy_at_same_tokens"]
-        out[f"margin_vs_{name}_ci95"] = [float(lo), float(hi)]
-        out[f"{name}_comparison"] = comparison(q, pts)
+        lo = out[f"margin_vs_{name}_ci95"][0]
         if name == "eos_bonus":  # the control: reported beside the goal, which is written without it
             out["above_eos_bonus_ci"] = bool(lo > 0 and out[f"{name}_comparison"] != "outside its range")
         elif name == "budget":
-            rlo, rhi = np.percentile(draws["budget_ratio"], [2.5, 97.5])
-            out["vs_budget_ratio_ci95"] = [float(rlo), float(rhi)]
-            ci_checks[name] = bool(rlo >= 3.0)
+            out["vs_budget_ratio_ci95"] = interval95(draws["budget_ratio"])
+            ci_checks[name] = bool(out["vs_budget_ratio_ci95"][0] >= 3.0)
         else:
             ci_checks[name] = bool(lo > 0 and out[f"{name}_comparison"] != "outside its range")
     out["ci_checks"] = ci_checks  # which baselines the interval verdict read (a run may leave an arm out)
@@ -476,28 +494,23 @@ def parse_numbers(text: str, kind=int, what: str = "--budgets") -> list:
         raise ValueError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
-def eos_bonus_points(model, critic, tokenizer, prompts, rows, reward, bonuses, cap, sampling, a) -> list[dict]:
-    """The EOS-bonus curve: tilting at beta = b with a constant critic of value -1 (EOS keeps V = 0)."""
-    from ..decoding import ConstantScorer
-
-    points = []
-    for b in bonuses:
-        outs = common.guided(
-            model,
-            critic,
-            tokenizer,
-            prompts,
-            a.batch_size,
-            f"EOS bonus b={b:g}",
-            mode="tilt",
-            beta=b,
-            scorer=ConstantScorer(-1.0),
-            top_k=a.top_k,
-            max_new_tokens=cap,
-            **sampling,
-        )
-        points.append({"bonus": b, **score(outs, rows, reward, cap)})
-    return points
+def tilted(model, critic, tokenizer, prompts, beta: float, cap: int, sampling: dict, a, desc: str, scorer=None):
+    """Tilted sampling of every prompt; ``scorer=ConstantScorer(-1.0)`` gives the EOS-bonus control (EOS keeps V = 0,
+    so only its weight moves, by e^beta)."""
+    return common.guided(
+        model,
+        critic,
+        tokenizer,
+        prompts,
+        a.batch_size,
+        desc,
+        mode="tilt",
+        beta=beta,
+        scorer=scorer,
+        top_k=a.top_k,
+        max_new_tokens=cap,
+        **sampling,
+    )
 
 
 def main(argv=None) -> dict:
@@ -517,6 +530,7 @@ def main(argv=None) -> dict:
         raise ValueError("--samples and --forcing_tokens must be at least 1")
     cap = budgets[-1]
     common.setup_threads()
+    from ..decoding import ConstantScorer  # torch: imported once the arguments are known to be good
 
     critic = common.load_critic(a.critic)
     model, tokenizer = common.load_generator(a.generator, critic)
@@ -556,24 +570,17 @@ def main(argv=None) -> dict:
         )
         prompted.append({"asked": n, **score(outs, rows, reward, cap)})
         save_partial(budget=budget, forcing=forcing, prompted=prompted)
-    eos_bonus = eos_bonus_points(model, critic, tokenizer, prompts, rows, reward, bonuses, cap, sampling, a)
+    eos_bonus = []
+    for b in bonuses:
+        outs = tilted(
+            model, critic, tokenizer, prompts, b, cap, sampling, a, f"EOS bonus b={b:g}", ConstantScorer(-1.0)
+        )
+        eos_bonus.append({"bonus": b, **score(outs, rows, reward, cap)})
     curves = {"budget": budget, "forcing": forcing, "prompted": prompted, "eos_bonus": eos_bonus}
     save_partial(**curves)
     tilt = []
     for beta in betas:
-        outs = common.guided(
-            model,
-            critic,
-            tokenizer,
-            prompts,
-            a.batch_size,
-            f"tilt beta={beta:g}",
-            mode="tilt",
-            beta=beta,
-            top_k=a.top_k,
-            max_new_tokens=cap,
-            **sampling,
-        )
+        outs = tilted(model, critic, tokenizer, prompts, beta, cap, sampling, a, f"tilt beta={beta:g}")
         q = {"beta": beta, **score(outs, rows, reward, cap)}
         compare(q, curves)
         tilt.append(q)
