@@ -15,9 +15,11 @@ a non-EOS candidate x fits when the tokens it predicts still to come, ``n(V(s+x)
     at_most   sample as usual among candidates that still fit (V >= v*); when none fits, the fitting step
               samples from ``p(x) * exp(-|V(s+x) - v*| / tau)`` (all are predicted too long, so this favours
               the shortest-predicted, trading a token of length against probability); EOS forced at the target
-    at_least  EOS masked before the target; sample among candidates predicted long enough (V <= v*); when
-              none is, the fitting step samples from ``p(x) * exp(-|V(s+x) - v*| / tau)`` (favouring the
-              longest-predicted); no steering after the target
+    at_least  EOS masked before the target; before it, sample from ``p(x) * exp(-|V(s+x) - v*| / tau)`` as
+              equal does (aim at a natural end near the target; EOS's mask keeps the answer from ending
+              sooner); from the target on, the generator alone (no steering, no hard stop). An earlier rule
+              sampled among the candidates predicted long enough (V <= v*): on token-level LIFEBench it led
+              more answers to the cap than no critic at all, since nothing kept them near the target
     tilt      sample from p'(x) ~ p(x) * exp(beta * V(s+x)) over the candidates; beta > 0 shortens
 
 Trading length against probability (``value_tolerance``, written rho below). The value-picking steps use a
@@ -266,7 +268,9 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
             )
         if self.rule == "extreme":
             return self._one_hot(values, keep, logp)  # the longest-predicted candidate
-        return self._allowed_or_fallback(keep & (values <= v_star), keep, logp, gap, generated)
+        # Aim at the target, as equal does: restricting to "predicted long enough" (V <= v*) let a critic walk
+        # into answers that ran to the cap (see the module docstring, at_least)
+        return self._value_weighted(gap, keep, logp, generated)
 
     def _value_weighted(self, gap, keep, logp, generated: int) -> torch.Tensor:
         """``log p(x) - |V(s+x) - v*| / tau`` over the candidates; with ``tau = 0`` the nearest value only."""

@@ -272,8 +272,11 @@ def test_the_toy_process_alone_would_miss():
 def test_at_most_and_at_least_with_an_oracle():
     assert run_toy("at_most", 9) == 5  # the base answer (5 tokens) fits: left alone
     assert run_toy("at_most", 3) <= 3
-    assert run_toy("at_least", 3) == 5  # long enough already: left alone
-    assert run_toy("at_least", 8) >= 8
+    # at_least aims at a natural end at the target, as the reference rule does (longest until the target, then
+    # the shortest): the 5-token answer ends at 3 (the reference's at 4), and a too-short one is led to 8
+    assert run_toy("at_least", 3) == 3 and run_toy("at_least", 3, rule="extreme") == 4
+    assert run_toy("at_least", 8) == 8
+    assert toy_end("at_least", 8) == ("natural", 8)
     assert run_toy("at_most", 9, rule="extreme") == 1  # the reference rule: shortest token (10), then EOS
     assert run_toy("at_least", 8, rule="extreme") >= 8
 

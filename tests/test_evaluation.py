@@ -489,6 +489,12 @@ def test_lifebench_cells_without_the_critics_values_survive_a_new_critic(tmp_pat
     for arm in ("lenvm", "extreme"):
         assert key(a, arm) != key(b, arm)
     assert key(a, "rules_only") != key(a, "plain")  # value_tolerance is part of a guided cell's key
+    # a cell stored under an older revision of its rule is recomputed, other modes' cells are kept
+    cfg = lifebench.LifebenchArguments(critic=str(a))
+    for arm in ("lenvm", "rules_only"):
+        at_least = lifebench.settings_key(cfg, tasks, arm, True, "at_least")
+        assert at_least != key(a, arm) and lifebench.settings_key(cfg, tasks, arm, True, "equal") == key(a, arm)
+    assert lifebench.settings_key(cfg, tasks, "plain", True, "at_least") == key(a, "plain")
 
 
 def test_lifebench_refuses_bad_requests_before_generating(

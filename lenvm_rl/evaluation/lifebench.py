@@ -510,10 +510,17 @@ def truncated(outs: list[dict], target: int, tokenizer) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------ resumable cells
-def settings_key(cfg: LifebenchArguments, tasks: list[dict], arm: str, use_chat_template: bool = True) -> str:
+# Guided cells whose decoding rule changed since cells were first stored: a stored cell of an older revision is
+# recomputed, never reused. at_least 2: aim at the target (value-weighted) instead of "predicted long enough".
+RULE_REVISIONS = {("at_least", "lenvm"): 2, ("at_least", "rules_only"): 2}
+
+
+def settings_key(
+    cfg: LifebenchArguments, tasks: list[dict], arm: str, use_chat_template: bool = True, mode: str | None = None
+) -> str:
     """What a cell's answers depend on; a rerun reuses a stored cell only when this matches. The arms without the
     critic's values (plain, truncate, rules_only) depend on its prompt format only, so another critic with the same
-    format reuses them."""
+    format reuses them. ``mode`` adds the rule's revision where it changed (``RULE_REVISIONS``)."""
     base = {
         "use_chat_template": use_chat_template,
         "generator": cfg.generator,
@@ -529,6 +536,8 @@ def settings_key(cfg: LifebenchArguments, tasks: list[dict], arm: str, use_chat_
     }
     if arm in ("lenvm", "rules_only"):
         base["value_tolerance"] = cfg.value_tolerance
+    if (mode, arm) in RULE_REVISIONS:
+        base["rule_revision"] = RULE_REVISIONS[mode, arm]
     if arm in ("lenvm", "extreme"):
         head = Path(cfg.critic) / "value_head.safetensors"
         base["critic"] = cfg.critic
@@ -799,7 +808,7 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
             cap = cap_for(target, cfg)
             plain_outs = None
             for arm in ["plain"] + [a for a in arms if a != "plain"]:  # plain first: the others compare with it
-                key = settings_key(cfg, tasks, arm, critic.use_chat_template)
+                key = settings_key(cfg, tasks, arm, critic.use_chat_template, mode)
                 if (mode, arm, target, key) in stored:
                     cells[mode, arm, target] = stored[mode, arm, target, key]["rows"]
                     for r in cells[mode, arm, target]:  # cells stored before rep-4 was recorded get it here
