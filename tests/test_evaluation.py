@@ -144,6 +144,9 @@ def test_tradeoff_counts_answers_over_the_budget_as_wrong():
     assert s["ends"] == {"natural": 1, "forced": 0, "cap": 2}  # the 12-token answer finished, but past the budget
     s = tradeoff.score(outs, rows, addition_reward, budget=16)
     assert s["accuracy"] == pytest.approx(2 / 3)  # the unfinished one is cut, so wrong
+    ruled = outs[:2] + [{"text": "3", "num_tokens": 6, "finished": False, "end": "forced"}]
+    s = tradeoff.score(ruled, rows, addition_reward, budget=16)  # a rule's EOS: not natural, not the cap's
+    assert s["ends"] == {"natural": 2, "forced": 1, "cap": 0} and s["accuracy"] == pytest.approx(2 / 3)
     curve = [{"mean_tokens": 10.0, "accuracy": 0.2}, {"mean_tokens": 30.0, "accuracy": 0.6}]
     assert tradeoff.accuracy_at(curve, 20.0) == pytest.approx(0.4)
 

@@ -112,18 +112,19 @@ def rewards(outs: list[dict], rows: list[dict], reward) -> list[float]:
 
 def score(outs: list[dict], rows: list[dict], reward, budget: int) -> dict:
     """Accuracy (answers over the budget count as wrong) and mean of min(length, budget); ``per_answer`` keeps
-    each answer's score and tokens (for the bootstrap), ``ends`` how many ended naturally within the budget and
-    how many the budget (the cap, where the budget is the cap) cut."""
+    each answer's score and tokens (for the bootstrap), ``ends`` how many ended naturally within the budget, how
+    many a decoding rule ended (``end == "forced"``, counted wrong like a cut one) and how many the budget (the
+    cap, where the budget is the cap) cut."""
     correct = rewards(outs, rows, reward)
     within = [o["finished"] and o["num_tokens"] <= budget for o in outs]  # EOS not counted
     scored = [c if w else 0.0 for c, w in zip(correct, within)]
     tokens = [min(o["num_tokens"], budget) for o in outs]
-    cut = len(outs) - sum(within)  # by the budget, or by the cap where the budget is the cap
+    forced = sum(o.get("end") == "forced" and o["num_tokens"] <= budget and not w for o, w in zip(outs, within))
     return {
         "accuracy": float(np.mean(scored)),
         "mean_tokens": float(np.mean(tokens)),
         "over_budget": 1.0 - float(np.mean(within)),
-        "ends": {"natural": sum(within), "forced": 0, "cap": cut},
+        "ends": {"natural": sum(within), "forced": forced, "cap": len(outs) - sum(within) - forced},
         "per_answer": {"correct": scored, "tokens": tokens},
     }
 
