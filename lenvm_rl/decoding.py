@@ -287,8 +287,8 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         return torch.full_like(logp, -math.inf).scatter(1, choice, 0.0)
 
     def _allowed_or_fallback(self, allowed, keep, logp, gap, generated: int) -> torch.Tensor:
-        """Base log-probs restricted to ``allowed``; rows with nothing allowed take the value-weighted fitting step
-        (every candidate is on the same side of v*, so the nearest is the shortest / longest-predicted)."""
+        """Base log-probs restricted to ``allowed`` (at_most: candidates that still fit); rows with nothing allowed take
+        the value-weighted fitting step (every candidate is predicted too long, so the nearest is the shortest)."""
         restricted = torch.where(allowed, logp, torch.full_like(logp, -math.inf))
         return torch.where(allowed.any(-1, keepdim=True), restricted, self._value_weighted(gap, keep, logp, generated))
 

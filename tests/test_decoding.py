@@ -178,17 +178,19 @@ def test_value_weighted_step_is_p_times_exp_minus_gap_over_tau():
         LengthGuidedLogitsProcessor(critic, "equal", 10, scorer=OracleScorer(), value_tolerance=-1)
 
 
-def test_fitting_steps_of_at_most_and_at_least_weigh_by_value():
-    """When no candidate fits, the fitting step samples p(x) exp(-|V - v*| / tau) instead of one candidate."""
+def test_value_weighted_steps_of_at_most_and_at_least():
+    """at_most's fitting step (no candidate fits) and every at_least step before the target sample
+    p(x) exp(-|V - v*| / tau) instead of one candidate."""
     critic = SimpleNamespace(gamma=GAMMA, tokenizer=SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD))
     logp = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.0]]), -1)
     ids, keep = torch.tensor([[11, 12, 13]]), torch.ones(1, 3, dtype=torch.bool)
     v_star = -(1 - GAMMA**8)
     for mode, values in (
         ("at_most", torch.tensor([[-0.9, -0.95, -0.99]])),  # all predicted too long
-        ("at_least", torch.tensor([[-0.1, -0.2, -0.3]])),
-    ):  # all predicted too short
-        assert (values > v_star).all() if mode == "at_least" else (values < v_star).all()
+        ("at_least", torch.tensor([[-0.1, -0.2, -0.3]])),  # all predicted too short
+        ("at_least", torch.tensor([[-0.1, -0.99, v_star]])),  # mixed: the long-enough ones are weighed too
+    ):
+        assert mode == "at_least" or (values < v_star).all()
         soft = LengthGuidedLogitsProcessor(critic, mode, 10, top_k=3, scorer=OracleScorer(), value_tolerance=0.5)
         out = soft.rule_logp(ids, logp, keep, values, generated=2)
         tau = soft.value_temperature(2)

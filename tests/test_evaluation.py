@@ -484,7 +484,7 @@ def test_lifebench_cells_without_the_critics_values_survive_a_new_critic(tmp_pat
         d.mkdir()
         (d / "value_head.safetensors").write_bytes(b"x")
     key = lambda critic, arm, chat=True: lifebench.settings_key(  # noqa: E731
-        lifebench.LifebenchArguments(critic=str(critic)), tasks, arm, chat
+        lifebench.LifebenchArguments(critic=str(critic)), tasks, arm, chat, "equal"
     )
     for arm in ("plain", "truncate", "rules_only"):
         assert key(a, arm) == key(b, arm)  # another critic: these cells are reused

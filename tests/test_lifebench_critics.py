@@ -135,6 +135,16 @@ def test_join_previous_refuses_another_draw():
         lc.join_previous(previous, new_rows, other, [])
     with pytest.raises(ValueError, match="same --modes/--targets"):
         lc.join_previous(previous, new_rows, [summary_cell("equal", "rules_only", 32, 60.0, 0.1)], [])
+    # At Least's rule was revised: a table made before (no revision recorded) is refused, one made after is joined
+    ref = summary_cell("at_least", "rules_only", 16, 100.0, 0.2)
+    rows, controls = lc.compare({"a_s0": [ref, summary_cell("at_least", "lenvm", 16, 100.0, 0.3)]}, {"a_s0": None})
+    old_rule = {"rows": rows, "rules_only": controls, "by_category": [], "critics": {"a_s0": "/a"}, "command": "x"}
+    new_rows, new_controls = lc.compare(
+        {"a_s1": [ref, summary_cell("at_least", "lenvm", 16, 100.0, 0.4)]}, {"a_s1": None}
+    )
+    with pytest.raises(ValueError, match="older decoding rule"):
+        lc.join_previous(old_rule, new_rows, new_controls, [])
+    lc.join_previous(old_rule | {"rule_revisions": lc.revisions()}, new_rows, new_controls, [])
 
 
 def test_by_category_pools_a_family_and_counts_controls_once():

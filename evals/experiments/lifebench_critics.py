@@ -127,10 +127,28 @@ SAME_DRAW = {f: 1e-9 for f in ("n", "ls", "mean_abs_ld", "natural_end_rate", "fo
 SAME_DRAW["mean_nll"] = 1e-4
 
 
+def revisions() -> dict:
+    """The guided (lenvm) rule's revision per mode, where it was revised (``lifebench.RULE_REVISIONS``)."""
+    from lenvm_rl.evaluation.lifebench import RULE_REVISIONS
+
+    return {mode: rev for (mode, arm), rev in RULE_REVISIONS.items() if arm == "lenvm"}
+
+
 def join_previous(previous: dict, rows: list[dict], controls: list[dict], categories: list[dict]) -> tuple:
     """(rows, categories) of an earlier result of this experiment joined with this run's. The earlier rules_only
     cells must be this run's (the same draw: same answers, so the same figures); critic names must not repeat.
     Per category, plain and rules_only are shared and a family's counts add up over the two runs."""
+    # rules_only can be the same under an older decoding rule (a constant critic's weight cancels), so the draw check
+    # below cannot see a critic row made by a rule since revised: the table records the revisions it was made under
+    stale = sorted(
+        {
+            r["mode"]
+            for r in previous["rows"]
+            if previous.get("rule_revisions", {}).get(r["mode"]) != revisions().get(r["mode"])
+        }
+    )
+    if stale:
+        raise ValueError(f"--previous has {stale} rows from an older decoding rule: rerun those critics on these cells")
     old = {(c["mode"], c["target"]): c for c in previous["rules_only"]}
     new = {(c["mode"], c["target"]): c for c in controls}
     if old.keys() != new.keys():
@@ -349,6 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
         "families": families,
         "rank_agreement": taus,
         "by_category": categories,
+        "rule_revisions": revisions(),
     }
     if previous:
         result["previous_commands"] = [*previous.get("previous_commands", []), previous["command"]]

@@ -515,12 +515,11 @@ def truncated(outs: list[dict], target: int, tokenizer) -> list[dict]:
 RULE_REVISIONS = {("at_least", "lenvm"): 2, ("at_least", "rules_only"): 2}
 
 
-def settings_key(
-    cfg: LifebenchArguments, tasks: list[dict], arm: str, use_chat_template: bool = True, mode: str | None = None
-) -> str:
+def settings_key(cfg: LifebenchArguments, tasks: list[dict], arm: str, use_chat_template: bool, mode: str) -> str:
     """What a cell's answers depend on; a rerun reuses a stored cell only when this matches. The arms without the
     critic's values (plain, truncate, rules_only) depend on its prompt format only, so another critic with the same
-    format reuses them. ``mode`` adds the rule's revision where it changed (``RULE_REVISIONS``)."""
+    format reuses them. ``mode`` is required: it adds the rule's revision where it changed (``RULE_REVISIONS``), and a
+    caller without it would reuse an older rule's cells."""
     base = {
         "use_chat_template": use_chat_template,
         "generator": cfg.generator,
