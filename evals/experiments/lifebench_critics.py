@@ -140,13 +140,8 @@ def join_previous(previous: dict, rows: list[dict], controls: list[dict], catego
     Per category, plain and rules_only are shared and a family's counts add up over the two runs."""
     # rules_only can be the same under an older decoding rule (a constant critic's weight cancels), so the draw check
     # below cannot see a critic row made by a rule since revised: the table records the revisions it was made under
-    stale = sorted(
-        {
-            r["mode"]
-            for r in previous["rows"]
-            if previous.get("rule_revisions", {}).get(r["mode"]) != revisions().get(r["mode"])
-        }
-    )
+    made_under, now = previous.get("rule_revisions", {}), revisions()
+    stale = sorted({r["mode"] for r in previous["rows"] if made_under.get(r["mode"]) != now.get(r["mode"])})
     if stale:
         raise ValueError(f"--previous has {stale} rows from an older decoding rule: rerun those critics on these cells")
     old = {(c["mode"], c["target"]): c for c in previous["rules_only"]}
