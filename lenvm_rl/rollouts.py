@@ -41,6 +41,7 @@ from .data import encode_prompt, prompt_messages
 from .defaults import DEFAULT_MODEL, resolve_model
 
 BUILTIN_PROMPTS = "builtin"
+BACKENDS = ("auto", "hf", "hf_continuous", "ctranslate2", "vllm")
 PAGE_SIZE = 64  # tokens per block of the continuous backend's paged cache
 
 
@@ -178,13 +179,22 @@ def generate_rollouts(
     use_chat_template: bool = True,
     progress: bool = True,
     processor=None,
+    engine_quantization: str = "float32",
+    engine_distribution_check: str | None = None,
 ) -> Path:
     """Sample ``sampling.num_samples`` completions per prompt and append them to ``output`` (resumable).
+
+    ``backend``: ``"hf"`` (padded ``generate`` batches, the reference), ``"hf_continuous"`` (transformers' continuous
+    batching), ``"ctranslate2"`` (the CPU engine, :mod:`lenvm_rl.ct2_engine`; ``engine_quantization="int8"`` needs
+    ``engine_distribution_check``), ``"vllm"`` (CUDA), or ``"auto"``: vLLM on CUDA when installed, the CPU engine
+    on CPU when it can take the model, else ``"hf"``, with the reason printed.
 
     A vision-language generator (its config has a ``vision_config``) samples with its processor (``processor``,
     or ``AutoProcessor`` from ``model``); prompts with images need one. Images given as pixels are saved as PNG
     files under ``<output>.images/`` before anything is generated, and every prompt is checked against its images
     (one per image part) first."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     sampling = sampling or SamplingConfig()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -199,17 +209,54 @@ def generate_rollouts(
     if backend == "vllm" and any(_has_images(p) for p, _ in todo):
         raise NotImplementedError("Prompts with images need --backend hf: the vLLM backend samples text prompts only.")
     todo = _with_image_refs(todo, Path(f"{output}.images"))
+    if backend == "auto":
+        backend = choose_backend(generator, processor is not None or any(_has_images(p) for p, _ in todo), dtype)
     if backend == "hf":
         _generate_hf(todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress, processor)
     elif backend == "hf_continuous":
         if processor is not None or any(_has_images(p) for p, _ in todo):
             raise NotImplementedError("--backend hf_continuous samples text prompts only; use --backend hf for images.")
         _generate_hf_continuous(todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress)
-    elif backend == "vllm":
-        _generate_vllm(todo, output, generator, sampling, dtype, use_chat_template)
+    elif backend == "ctranslate2":
+        if processor is not None or any(_has_images(p) for p, _ in todo):
+            raise NotImplementedError("--backend ctranslate2 samples text prompts only; use --backend hf for images.")
+        _generate_ct2(
+            todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress, engine_quantization,
+            engine_distribution_check,
+        )  # fmt: skip
     else:
-        raise ValueError(f"unknown backend {backend!r}; use 'hf', 'hf_continuous' or 'vllm'")
+        _generate_vllm(todo, output, generator, sampling, dtype, use_chat_template)
     return output
+
+
+def choose_backend(generator: str, has_images: bool, dtype: str = "auto") -> str:
+    """What ``backend="auto"`` samples with, printing why when it is not the fast engine for this device."""
+    if torch.cuda.is_available():
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            print("[lenvm] backend auto: CUDA without vLLM installed; sampling with hf (pip install 'lenvm-rl[vllm]').")
+            return "hf"
+        if has_images:
+            print("[lenvm] backend auto: prompts with images; sampling with hf (the vLLM backend takes text only).")
+            return "hf"
+        return "vllm"
+    from . import ct2_engine
+
+    if has_images:
+        print("[lenvm] backend auto: prompts with images; sampling with hf (the CPU engine takes text only).")
+        return "hf"
+    if dtype not in ("auto", "float32"):
+        print(f"[lenvm] backend auto: dtype {dtype} asked for; sampling with hf (the CPU engine samples float32).")
+        return "hf"
+    try:
+        path = resolve_model(generator)
+        ct2_engine.check_convertible(path)
+        ct2_engine.generation_options(_generation_config(path))
+    except ct2_engine.EngineUnavailable as e:
+        print(f"[lenvm] backend auto: sampling with hf, not the CPU engine: {e}")
+        return "hf"
+    return "ctranslate2"
 
 
 def _has_images(prompt: dict) -> bool:
@@ -443,6 +490,49 @@ def _generate_hf_continuous(todo, output, generator, sampling, batch_size, dtype
     bar.close()
 
 
+def _generate_ct2(
+    todo, output, generator, sampling, batch_size, dtype, use_chat_template, progress, quantization, distribution_check
+) -> None:
+    """Text prompts through CTranslate2 (:mod:`lenvm_rl.ct2_engine`): the generator converted once (float32 unless a
+    distribution check allows int8), batches of ``batch_size`` rows that shrink as rows end, each batch written when
+    done (so a run resumes). Same sampling settings and EOS ids as ``hf``, so the same output distribution."""
+    from transformers import AutoTokenizer
+
+    from . import ct2_engine
+
+    if dtype not in ("auto", "float32"):
+        raise ValueError(f"--backend ctranslate2 samples float32 (or a checked int8); dtype {dtype!r} is for hf.")
+    path = resolve_model(generator)
+    ct2_engine.check_quantized(generator, quantization, distribution_check)
+    generation_config = _generation_config(path)
+    options = ct2_engine.generation_options(generation_config)
+    ct2_path = ct2_engine.converted_model(path, quantization, progress)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    eos = _eos_ids(tokenizer, SimpleNamespace(generation_config=generation_config))
+    encoded = {p["prompt_id"]: encode_prompt(tokenizer, p["prompt"], use_chat_template) for p, _ in todo}
+    todo = sorted(todo, key=lambda item: (item[0]["prompt_id"], item[1]))  # similar answer lengths share a batch
+    bar = tqdm(total=len(todo), desc="rollouts (ctranslate2)", unit="completion", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        rows = ct2_engine.sample_batches(
+            ct2_path,
+            [encoded[p["prompt_id"]] for p, _ in batch],
+            tokenizer,
+            eos,
+            sampling.max_new_tokens,
+            sampling.temperature,
+            sampling.top_p,
+            seed=sampling.seed * 1_000_003 + start,
+            quantization=quantization,
+            options=options,
+        )
+        _append(
+            output, [_row_record(p, k, row, eos, tokenizer, generator, sampling) for (p, k), row in zip(batch, rows)]
+        )
+        bar.update(len(batch))
+    bar.close()
+
+
 def _generate_vllm(todo, output, generator, sampling, dtype, use_chat_template) -> None:
     """vLLM path for GPU users: same records, one ``LLM.generate`` call per missing sample index."""
     try:
@@ -521,4 +611,13 @@ def rollout_summary(path: str | os.PathLike) -> dict:
     }
 
 
-__all__ = ["SamplingConfig", "load_prompts", "generate_rollouts", "read_done", "rollout_summary", "asdict"]
+__all__ = [
+    "BACKENDS",
+    "SamplingConfig",
+    "choose_backend",
+    "load_prompts",
+    "generate_rollouts",
+    "read_done",
+    "rollout_summary",
+    "asdict",
+]
