@@ -16,7 +16,7 @@ never the 48 held-out evaluation words. Every run is evaluated on the held-out w
 seed, T 0.7, the same cap) at its start, middle and end. The main arms run 3 seeds with paired prompt order.
 Two single-thread worker processes share the 2 cores; each run writes its own file as it ends, and a rerun
 resumes. Outputs: results.json (``runs``), summary.md (mean +- std over seeds, the fixed success criterion),
-pareto.png, audit_<arm>.jsonl (50 final completions per arm).
+pareto.png, audit_<arm>.jsonl (50 final completions of each arm's reported coefficient at seed 0).
 
     python -m evals.experiments.rl_length_shaping           # about 90 minutes on the 2-core CPU
     python -m evals.experiments.rl_length_shaping --tiny    # CI-sized: a tiny random policy, 2 steps, in-process
@@ -36,9 +36,13 @@ from pathlib import Path
 # (arm, coef, seeds): the core arms run 3 seeds, the sweep points one.
 # Order = priority: every arm at seed 0 first, then the other seeds, then the rest of the sweep.
 CORE = (("task", 0.0), ("kimi", 1.0), ("l1_max", 16.0), ("lenvm_relative", 1.0))
+# The coefficient each arm is reported at (its row in the results and its audit file); the rest are sweep points.
+REPORTED = {**dict(CORE), "lenvm_seq": 1.0, "soft_overlong": 48.0}
 JOBS = [(arm, coef, 0) for arm, coef in CORE] + [("lenvm_seq", 1.0, 0), ("soft_overlong", 48.0, 0)]
 JOBS += [(arm, coef, seed) for seed in (1, 2) for arm, coef in CORE]
 JOBS += [("lenvm_seq", 2.0, 0), ("kimi", 0.5, 0), ("l1_max", 32.0, 0), ("lenvm_relative", 0.5, 0)]
+# The sequence-level control at its reported coefficient on the other two seeds (paired with `relative`).
+JOBS += [("lenvm_seq", 1.0, 1), ("lenvm_seq", 1.0, 2)]
 ARMS = ("task", "soft_overlong", "kimi", "l1_max", "lenvm_seq", "lenvm_relative")
 
 
@@ -285,17 +289,18 @@ def last_step_table(rows: list[dict], steps: int) -> dict:
 
 
 def per_seed_lines(rows: list[dict], steps: int) -> list[str]:
-    """The core arms seed by seed (the prompt order is paired per seed): accuracy / mean tokens at the last step."""
+    """The core arms and `lenvm_seq` seed by seed (the prompt order is paired per seed): accuracy / mean tokens at the last step."""
     last = {(r["arm"], r["coef"], r["seed"]): r for r in rows if r["step"] == steps}
     seeds = sorted({seed for _, _, seed in last})
+    columns = (*CORE, ("lenvm_seq", REPORTED["lenvm_seq"]))  # the control `relative` is paired with
     lines = [
         "Seed by seed (accuracy / mean tokens):",
         "",
-        "| seed | " + " | ".join(f"{arm} ({coef:g})" for arm, coef in CORE) + " |",
-        "|---:|" + "---:|" * len(CORE),
+        "| seed | " + " | ".join(f"{arm} ({coef:g})" for arm, coef in columns) + " |",
+        "|---:|" + "---:|" * len(columns),
     ]
     for seed in seeds:
-        cells = [last.get((arm, coef, seed)) for arm, coef in CORE]
+        cells = [last.get((arm, coef, seed)) for arm, coef in columns]
         lines.append(
             f"| {seed} | "
             + " | ".join("-" if c is None else f"{c['accuracy']:.3f} / {c['mean_tokens']:.1f}" for c in cells)
@@ -349,6 +354,27 @@ def verdict(table: dict) -> list[str]:
     return out
 
 
+def reported_coefs(a) -> dict:
+    """arm -> the coefficient its results row reports (the tiny run has one coefficient per arm)."""
+    return {arm: coef for arm, coef, _ in jobs(a)} if a.tiny else dict(REPORTED)
+
+
+def write_audits(out: Path, coefs: dict, seed: int = 0) -> list[Path]:
+    """``audit_<arm>.jsonl``: the final completions of the run each arm is reported at (its coefficient, ``seed``).
+
+    Picked by name, not by sorting: ``kimi_c0.5_s0`` sorts before ``kimi_c1_s0``, and the sweep point is not the
+    row the results report."""
+    written = []
+    for arm, coef in coefs.items():
+        path = out / "runs" / f"{job_name(arm, coef, seed)}.json"
+        if not path.is_file():
+            continue  # not run yet: no audit rather than another setting's
+        final = json.loads(path.read_text())["evals"][-1].get("completions", [])
+        (out / f"audit_{arm}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in final))
+        written.append(out / f"audit_{arm}.jsonl")
+    return written
+
+
 def report(a, start: dict) -> dict:
     from lenvm_rl.plots import plt, save_figure
 
@@ -396,10 +422,7 @@ def report(a, start: dict) -> dict:
     ax.legend(fontsize=7)
     save_figure(fig, out / "pareto.png")
 
-    for arm in ARMS:  # completions to audit for checker holes
-        for path in sorted((out / "runs").glob(f"{arm}_c*_s0.json"))[:1]:
-            final = json.loads(path.read_text())["evals"][-1].get("completions", [])
-            (out / f"audit_{arm}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in final))
+    write_audits(out, reported_coefs(a))
     results = {
         "command": "python -m evals.experiments.rl_length_shaping" + (" --tiny" if a.tiny else ""),
         "settings": {k: v for k, v in vars(a).items() if k not in ("worker",)},
