@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 
 def test_tiny_experiment_runs_every_arm_and_resumes(tiny_causal_dir, tmp_path):
@@ -50,3 +51,13 @@ def test_reported_coefficients_are_the_results_rows():
     # every reported arm runs at its coefficient; lenvm_seq runs the three seeds `relative` is paired with
     assert all((arm, coef, 0) in JOBS for arm, coef in REPORTED.items())
     assert {seed for arm, coef, seed in JOBS if (arm, coef) == ("lenvm_seq", REPORTED["lenvm_seq"])} == {0, 1, 2}
+
+
+def test_fp32_flag_keeps_added_runs_paired_with_the_recorded_fp32_runs(monkeypatch):
+    import lenvm_rl.defaults
+    from evals.experiments.rl_length_shaping import use_bf16
+
+    monkeypatch.setattr(lenvm_rl.defaults, "native_bf16", lambda: True)  # a machine with AVX512-BF16
+    assert use_bf16(SimpleNamespace(tiny=False, fp32=False))
+    assert not use_bf16(SimpleNamespace(tiny=False, fp32=True))
+    assert not use_bf16(SimpleNamespace(tiny=True, fp32=False))

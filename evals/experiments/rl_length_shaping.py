@@ -21,6 +21,11 @@ pareto.png, audit_<arm>.jsonl (50 final completions of each arm's reported coeff
     python -m evals.experiments.rl_length_shaping           # about 90 minutes on the 2-core CPU
     python -m evals.experiments.rl_length_shaping --tiny    # CI-sized: a tiny random policy, 2 steps, in-process
     python -m evals.experiments.rl_length_shaping --report_only   # the report of the runs finished so far
+    python -m evals.experiments.rl_length_shaping --arms lenvm_seq --fp32   # one arm's unfinished runs, in fp32
+
+The critic's weights are not committed (its rollouts are): a rerun trains it again from them before any run, and
+the trainer has changed since the recorded runs, so runs added later use a retrained critic (its metrics.json says
+how close it is; the recorded one's held-out MRE was 29.2 %).
 """
 
 from __future__ import annotations
@@ -115,7 +120,6 @@ def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, 
     from trl import GRPOConfig, GRPOTrainer
 
     from lenvm_rl.critic import LengthCritic
-    from lenvm_rl.defaults import native_bf16
     from lenvm_rl.rl import LengthShapedGRPOConfig, LengthShapedGRPOTrainer
     from lenvm_rl.rl.rewards import kimi_length_reward, l1_max_length_reward, lenvm_seq_reward, soft_overlong_reward
     from lenvm_rl.rl.tasks import opposites_dataset, opposites_reward
@@ -152,7 +156,7 @@ def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, 
         temperature=a.temperature,
         beta=0.0,
         use_cpu=True,
-        bf16=native_bf16() and not a.tiny,
+        bf16=use_bf16(a),
         report_to=[],
         save_strategy="no",
         logging_steps=1,
@@ -196,6 +200,14 @@ def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, 
 
 
 # ----------------------------------------------------------------------------------------- setup
+def use_bf16(a) -> bool:
+    """bf16 autocast where the machine computes it natively, unless ``--fp32`` (the recorded runs were fp32: a run
+    added to them on a bf16 machine needs it to stay paired) or ``--tiny``."""
+    from lenvm_rl.defaults import native_bf16
+
+    return native_bf16() and not (a.tiny or a.fp32)
+
+
 def train_critic(out: Path, policy: str, words: list[str], a) -> tuple[str, dict]:
     from lenvm_rl.quickstart import QuickstartConfig, run_quickstart
     from lenvm_rl.rl.tasks import opposites_prompt
@@ -217,7 +229,7 @@ def train_critic(out: Path, policy: str, words: list[str], a) -> tuple[str, dict
         top_p=1.0,
         num_train_epochs=1 if a.tiny else 3,
         max_length=256,
-        bf16=None if not a.tiny else False,
+        bf16=use_bf16(a),
         truncated="drop",
     )  # as in the recorded run (before censored targets existed)
     report = run_quickstart(cfg)
@@ -454,6 +466,7 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=2, help="single-thread worker processes (0: in this process)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--report_only", action="store_true", help="write the report from the finished runs and stop")
+    p.add_argument("--fp32", action="store_true", help="fp32 even where bf16 is native (as the recorded runs)")
     p.add_argument("--tiny", action="store_true", help="a tiny random policy, 2 steps, in-process (CI)")
     p.add_argument("--output_dir", default="evals/results/rl_length_shaping")
     a = p.parse_args(argv)
