@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 
 def test_tiny_experiment_runs_every_arm_and_resumes(tiny_causal_dir, tmp_path):
@@ -24,3 +25,39 @@ def test_tiny_experiment_runs_every_arm_and_resumes(tiny_causal_dir, tmp_path):
         main(["--tiny", "--policy", str(tiny_causal_dir), "--output_dir", str(out), "--report_only"])["runs"]
         == again["runs"]
     )
+
+
+def test_audit_files_come_from_the_reported_coefficient(tmp_path):
+    """audit_<arm>.jsonl holds the final completions of the arm's reported run, not of a sweep point that sorts
+    first (kimi_c0.5_s0 sorts before kimi_c1_s0)."""
+    from evals.experiments.rl_length_shaping import REPORTED, job_name, write_audits
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for coef, seed in ((0.5, 0), (REPORTED["kimi"], 0), (REPORTED["kimi"], 1)):
+        final = {"step": 20, "completions": [{"word": "alive", "text": f"coef {coef:g} seed {seed}"}]}
+        run = {"arm": "kimi", "coef": coef, "seed": seed, "evals": [{"step": 10}, final]}
+        (runs / f"{job_name('kimi', coef, seed)}.json").write_text(json.dumps(run))
+    written = write_audits(tmp_path, {"kimi": REPORTED["kimi"], "l1_max": REPORTED["l1_max"]})
+    assert written == [tmp_path / "audit_kimi.jsonl"]  # l1_max has no run: no audit file from another setting
+    rows = [json.loads(line) for line in (tmp_path / "audit_kimi.jsonl").read_text().splitlines()]
+    assert rows == [{"word": "alive", "text": f"coef {REPORTED['kimi']:g} seed 0"}]
+
+
+def test_reported_coefficients_are_the_results_rows():
+    from evals.experiments.rl_length_shaping import ARMS, CORE, JOBS, REPORTED
+
+    assert set(REPORTED) == set(ARMS) and all(REPORTED[arm] == coef for arm, coef in CORE)
+    # every reported arm runs at its coefficient; lenvm_seq runs the three seeds `relative` is paired with
+    assert all((arm, coef, 0) in JOBS for arm, coef in REPORTED.items())
+    assert {seed for arm, coef, seed in JOBS if (arm, coef) == ("lenvm_seq", REPORTED["lenvm_seq"])} == {0, 1, 2}
+
+
+def test_fp32_flag_keeps_added_runs_paired_with_the_recorded_fp32_runs(monkeypatch):
+    import lenvm_rl.defaults
+    from evals.experiments.rl_length_shaping import use_bf16
+
+    monkeypatch.setattr(lenvm_rl.defaults, "native_bf16", lambda: True)  # a machine with AVX512-BF16
+    assert use_bf16(SimpleNamespace(tiny=False, fp32=False))
+    assert not use_bf16(SimpleNamespace(tiny=False, fp32=True))
+    assert not use_bf16(SimpleNamespace(tiny=True, fp32=False))

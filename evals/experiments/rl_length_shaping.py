@@ -16,11 +16,16 @@ never the 48 held-out evaluation words. Every run is evaluated on the held-out w
 seed, T 0.7, the same cap) at its start, middle and end. The main arms run 3 seeds with paired prompt order.
 Two single-thread worker processes share the 2 cores; each run writes its own file as it ends, and a rerun
 resumes. Outputs: results.json (``runs``), summary.md (mean +- std over seeds, the fixed success criterion),
-pareto.png, audit_<arm>.jsonl (50 final completions per arm).
+pareto.png, audit_<arm>.jsonl (50 final completions of each arm's reported coefficient at seed 0).
 
     python -m evals.experiments.rl_length_shaping           # about 90 minutes on the 2-core CPU
     python -m evals.experiments.rl_length_shaping --tiny    # CI-sized: a tiny random policy, 2 steps, in-process
     python -m evals.experiments.rl_length_shaping --report_only   # the report of the runs finished so far
+    python -m evals.experiments.rl_length_shaping --arms lenvm_seq --fp32   # one arm's unfinished runs, in fp32
+
+The critic's weights are not committed (its rollouts are): a rerun trains it again from them before any run, and
+the trainer has changed since the recorded runs, so runs added later use a retrained critic (its metrics.json says
+how close it is; the recorded one's held-out MRE was 29.2 %).
 """
 
 from __future__ import annotations
@@ -36,9 +41,13 @@ from pathlib import Path
 # (arm, coef, seeds): the core arms run 3 seeds, the sweep points one.
 # Order = priority: every arm at seed 0 first, then the other seeds, then the rest of the sweep.
 CORE = (("task", 0.0), ("kimi", 1.0), ("l1_max", 16.0), ("lenvm_relative", 1.0))
+# The coefficient each arm is reported at (its row in the results and its audit file); the rest are sweep points.
+REPORTED = {**dict(CORE), "lenvm_seq": 1.0, "soft_overlong": 48.0}
 JOBS = [(arm, coef, 0) for arm, coef in CORE] + [("lenvm_seq", 1.0, 0), ("soft_overlong", 48.0, 0)]
 JOBS += [(arm, coef, seed) for seed in (1, 2) for arm, coef in CORE]
 JOBS += [("lenvm_seq", 2.0, 0), ("kimi", 0.5, 0), ("l1_max", 32.0, 0), ("lenvm_relative", 0.5, 0)]
+# The sequence-level control at its reported coefficient on the other two seeds (paired with `relative`).
+JOBS += [("lenvm_seq", 1.0, 1), ("lenvm_seq", 1.0, 2)]
 ARMS = ("task", "soft_overlong", "kimi", "l1_max", "lenvm_seq", "lenvm_relative")
 
 
@@ -111,7 +120,6 @@ def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, 
     from trl import GRPOConfig, GRPOTrainer
 
     from lenvm_rl.critic import LengthCritic
-    from lenvm_rl.defaults import native_bf16
     from lenvm_rl.rl import LengthShapedGRPOConfig, LengthShapedGRPOTrainer
     from lenvm_rl.rl.rewards import kimi_length_reward, l1_max_length_reward, lenvm_seq_reward, soft_overlong_reward
     from lenvm_rl.rl.tasks import opposites_dataset, opposites_reward
@@ -148,7 +156,7 @@ def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, 
         temperature=a.temperature,
         beta=0.0,
         use_cpu=True,
-        bf16=native_bf16() and not a.tiny,
+        bf16=use_bf16(a),
         report_to=[],
         save_strategy="no",
         logging_steps=1,
@@ -192,6 +200,14 @@ def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, 
 
 
 # ----------------------------------------------------------------------------------------- setup
+def use_bf16(a) -> bool:
+    """bf16 autocast where the machine computes it natively, unless ``--fp32`` (the recorded runs were fp32: a run
+    added to them on a bf16 machine needs it to stay paired) or ``--tiny``."""
+    from lenvm_rl.defaults import native_bf16
+
+    return native_bf16() and not (a.tiny or a.fp32)
+
+
 def train_critic(out: Path, policy: str, words: list[str], a) -> tuple[str, dict]:
     from lenvm_rl.quickstart import QuickstartConfig, run_quickstart
     from lenvm_rl.rl.tasks import opposites_prompt
@@ -213,7 +229,7 @@ def train_critic(out: Path, policy: str, words: list[str], a) -> tuple[str, dict
         top_p=1.0,
         num_train_epochs=1 if a.tiny else 3,
         max_length=256,
-        bf16=None if not a.tiny else False,
+        bf16=use_bf16(a),
         truncated="drop",
     )  # as in the recorded run (before censored targets existed)
     report = run_quickstart(cfg)
@@ -285,17 +301,18 @@ def last_step_table(rows: list[dict], steps: int) -> dict:
 
 
 def per_seed_lines(rows: list[dict], steps: int) -> list[str]:
-    """The core arms seed by seed (the prompt order is paired per seed): accuracy / mean tokens at the last step."""
+    """The core arms and `lenvm_seq` seed by seed (the prompt order is paired per seed): accuracy / mean tokens at the last step."""
     last = {(r["arm"], r["coef"], r["seed"]): r for r in rows if r["step"] == steps}
     seeds = sorted({seed for _, _, seed in last})
+    columns = (*CORE, ("lenvm_seq", REPORTED["lenvm_seq"]))  # the control `relative` is paired with
     lines = [
         "Seed by seed (accuracy / mean tokens):",
         "",
-        "| seed | " + " | ".join(f"{arm} ({coef:g})" for arm, coef in CORE) + " |",
-        "|---:|" + "---:|" * len(CORE),
+        "| seed | " + " | ".join(f"{arm} ({coef:g})" for arm, coef in columns) + " |",
+        "|---:|" + "---:|" * len(columns),
     ]
     for seed in seeds:
-        cells = [last.get((arm, coef, seed)) for arm, coef in CORE]
+        cells = [last.get((arm, coef, seed)) for arm, coef in columns]
         lines.append(
             f"| {seed} | "
             + " | ".join("-" if c is None else f"{c['accuracy']:.3f} / {c['mean_tokens']:.1f}" for c in cells)
@@ -349,6 +366,27 @@ def verdict(table: dict) -> list[str]:
     return out
 
 
+def reported_coefs(a) -> dict:
+    """arm -> the coefficient its results row reports (the tiny run has one coefficient per arm)."""
+    return {arm: coef for arm, coef, _ in jobs(a)} if a.tiny else dict(REPORTED)
+
+
+def write_audits(out: Path, coefs: dict, seed: int = 0) -> list[Path]:
+    """``audit_<arm>.jsonl``: the final completions of the run each arm is reported at (its coefficient, ``seed``).
+
+    Picked by name, not by sorting: ``kimi_c0.5_s0`` sorts before ``kimi_c1_s0``, and the sweep point is not the
+    row the results report."""
+    written = []
+    for arm, coef in coefs.items():
+        path = out / "runs" / f"{job_name(arm, coef, seed)}.json"
+        if not path.is_file():
+            continue  # not run yet: no audit rather than another setting's
+        final = json.loads(path.read_text())["evals"][-1].get("completions", [])
+        (out / f"audit_{arm}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in final))
+        written.append(out / f"audit_{arm}.jsonl")
+    return written
+
+
 def report(a, start: dict) -> dict:
     from lenvm_rl.plots import plt, save_figure
 
@@ -396,10 +434,7 @@ def report(a, start: dict) -> dict:
     ax.legend(fontsize=7)
     save_figure(fig, out / "pareto.png")
 
-    for arm in ARMS:  # completions to audit for checker holes
-        for path in sorted((out / "runs").glob(f"{arm}_c*_s0.json"))[:1]:
-            final = json.loads(path.read_text())["evals"][-1].get("completions", [])
-            (out / f"audit_{arm}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in final))
+    write_audits(out, reported_coefs(a))
     results = {
         "command": "python -m evals.experiments.rl_length_shaping" + (" --tiny" if a.tiny else ""),
         "settings": {k: v for k, v in vars(a).items() if k not in ("worker",)},
@@ -431,6 +466,7 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=2, help="single-thread worker processes (0: in this process)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--report_only", action="store_true", help="write the report from the finished runs and stop")
+    p.add_argument("--fp32", action="store_true", help="fp32 even where bf16 is native (as the recorded runs)")
     p.add_argument("--tiny", action="store_true", help="a tiny random policy, 2 steps, in-process (CI)")
     p.add_argument("--output_dir", default="evals/results/rl_length_shaping")
     a = p.parse_args(argv)
