@@ -1,14 +1,17 @@
 """Benchmark: completions per second of the rollout samplers, side by side in one process.
 
-    hf              padded batches through ``model.generate``: a batch runs until its longest row ends
+    hf              padded batches through ``model.generate``: a batch runs until its longest row ends (the reference)
     hf_continuous   transformers' continuous batching (``generate_batch``): a finished row's slot takes the
                     next prompt at once
+    ctranslate2     the CPU engine (lenvm_rl/ct2_engine.py), float32: batches that shrink as rows end
+    ctranslate2_int8  the same engine on an int8 conversion (a different model: see engine_distribution.py)
 
-Both sample the same prompts (the quickstart's built-in prompts, spread over its categories) with the same
-settings (T 0.7, top-p 0.9, the same cap and rows at once), so their answers come from the same distribution;
-the result says how close their lengths are (mean, finished share, the two-sample Kolmogorov-Smirnov distance).
-Arms alternate (hf, continuous, continuous, hf, ...), each repeat with its own seed; every call loads the model,
-in both arms. The figure is total completions / total seconds per arm, and continuous / hf.
+All sample the same prompts (the quickstart's built-in prompts, spread over its categories) with the same
+settings (T 0.7, top-p 0.9, the same cap), so their answers come from the same distribution; the result says how
+close each arm's lengths are to hf's (mean, finished share, the two-sample Kolmogorov-Smirnov distance and p).
+Each arm runs at its own rows at once (``--batch_size`` for hf, ``--engine_batch_size`` for the others). Arms
+rotate each repeat, each repeat with its own seed; every call loads the model (the engine's one-time conversion
+is done before the clock starts). The figure is total completions / total seconds per arm, and each / hf.
 
     python -m evals.benchmarks.rollout_sampler           # the embedded default, CPU
     python -m evals.benchmarks.rollout_sampler --tiny    # seconds: a tiny random model
@@ -29,7 +32,7 @@ from evals.benchmarks.harness import option
 
 MODULE = "evals.benchmarks.rollout_sampler"
 DEFAULT_OUTPUT = "evals/results/bench_rollout_sampler.json"
-ARMS = ("hf", "hf_continuous")
+ARMS = ("hf", "hf_continuous", "ctranslate2", "ctranslate2_int8")
 CATEGORIES = ("one_word", "yes_no", "short_fact", "list", "explain", "steps", "story")  # the quickstart's
 
 
@@ -41,7 +44,9 @@ class SamplerBenchOptions:
     prompts: int = option("Built-in prompts, spread over the quickstart's categories.", 32)
     samples: int = option("Completions per prompt.", 2)
     max_new_tokens: int = option("Completion cap (the quickstart's: 256).", 256)
-    batch_size: int = option("Rows at once, in both arms.", 16)
+    batch_size: int = option("Rows at once for hf (the quickstart's generation_batch_size is 32).", 16)
+    engine_batch_size: int = option("Rows at once for hf_continuous and the engine arms.", 64)
+    arms: str = option("Comma-separated arms (hf first: the others are compared with it).", ",".join(ARMS))
     repeats: int = option("Runs per arm (seeds 0, 1, ...).", 2)
     threads: int = option("torch threads.", 2)
     tiny: bool = option("Smoke mode: a tiny random model, 4 prompts x 2, 8 new tokens, 1 repeat.", False)
@@ -50,6 +55,10 @@ class SamplerBenchOptions:
     def __post_init__(self):
         if self.tiny:
             self.prompts, self.samples, self.max_new_tokens, self.repeats, self.batch_size = 4, 2, 8, 1, 4
+            self.engine_batch_size = 4
+        self.arm_list = [a.strip() for a in self.arms.split(",") if a.strip()]
+        if not self.arm_list or self.arm_list[0] != "hf" or not set(self.arm_list) <= set(ARMS):
+            raise ValueError(f"--arms must start with hf and name only {', '.join(ARMS)}; got {self.arms!r}")
 
 
 def spread_prompts(n: int, seed: int = 0) -> list[dict]:
@@ -94,30 +103,64 @@ def tiny_model(tmp: str) -> str:
     return tmp
 
 
+def ks_test(a: list[int], b: list[int]) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov distance and its asymptotic p-value (Stephens' correction)."""
+    import math
+
+    d = ks_distance(a, b)
+    n = len(a) * len(b) / (len(a) + len(b))
+    lam = (math.sqrt(n) + 0.12 + 0.11 / math.sqrt(n)) * d
+    p = 2 * sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))
+    return d, min(1.0, max(0.0, p)) if lam > 0 else 1.0
+
+
 def markdown(result: dict) -> str:
     rows = [
         [
             arm,
+            str(s["rows_at_once"]),
             f"{s['completions_per_s']:.2f}",
             f"{s['tokens_per_s']:.1f}",
+            f"{s['over_hf']:.2f}x",
             f"{s['mean_tokens']:.1f}",
             f"{100 * s['finished']:.0f} %",
+            f"{s['ks_vs_hf']:.3f} / {s['ks_p_vs_hf']:.2f}",
             f"{s['foreign_cpu_share'] if s['foreign_cpu_share'] is None else round(100 * s['foreign_cpu_share'])} %",
         ]
         for arm, s in result["arms"].items()
     ]
     lines = harness.markdown_head(result, result["threads"])
     lines += [""] + harness.markdown_table(
-        ["sampler", "completions / s", "tokens / s", "mean tokens", "finished", "others' CPU share"], rows
+        [
+            "sampler",
+            "rows at once",
+            "completions / s",
+            "tokens / s",
+            "vs hf",
+            "mean tokens",
+            "finished",
+            "KS vs hf (D / p)",
+            "others' CPU share",
+        ],
+        rows,
     )
-    lines += [
-        "",
-        f"continuous / hf: **{result['continuous_over_hf']:.2f}x** completions per second (goal >= 2x); "
-        f"length distributions: KS distance {result['ks_distance']:.3f} over {result['completions_per_arm']} "
-        "completions per arm.",
-    ]
+    lines += ["", f"{result['completions_per_arm']} completions per arm, cap {result['max_new_tokens']} tokens."]
     lines += harness.busy_warning([s["foreign_cpu_share"] for s in result["arms"].values()], 0.1, "nothing else")
     return "\n".join(lines)
+
+
+def run_arm(arm: str, prompts, model: str, sampling, rows_at_once: int, out: Path) -> float:
+    """Seconds one arm takes to sample ``prompts`` into ``out`` (the engine's conversion is cached beforehand)."""
+    from lenvm_rl.rollouts import generate_rollouts
+
+    backend = arm.removesuffix("_int8")
+    quant = {"engine_quantization": "int8", "engine_distribution_check": _UNCHECKED} if arm.endswith("_int8") else {}
+    t0 = time.perf_counter()
+    generate_rollouts(prompts, out, model, sampling, rows_at_once, backend=backend, progress=False, **quant)
+    return time.perf_counter() - t0
+
+
+_UNCHECKED = "unchecked"  # the benchmark times the int8 engine whatever its distribution; rollouts never do
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -125,41 +168,52 @@ def main(argv: list[str] | None = None) -> dict:
     o = harness.parse_options(SamplerBenchOptions, argv, f"python -m {MODULE}")
     import torch
 
+    from lenvm_rl import ct2_engine
     from lenvm_rl.defaults import resolve_model
-    from lenvm_rl.rollouts import SamplingConfig, generate_rollouts
+    from lenvm_rl.rollouts import SamplingConfig
 
     torch.set_num_threads(o.threads)
     prompts = spread_prompts(o.prompts)
-    seconds = {arm: 0.0 for arm in ARMS}
-    records = {arm: [] for arm in ARMS}
-    spans = {arm: [] for arm in ARMS}
-    with tempfile.TemporaryDirectory(prefix="bench_sampler_") as tmp:
+    arm_names = o.arm_list
+    seconds = {arm: 0.0 for arm in arm_names}
+    records = {arm: [] for arm in arm_names}
+    spans = {arm: [] for arm in arm_names}
+    rows_at_once = {arm: o.batch_size if arm == "hf" else o.engine_batch_size for arm in arm_names}
+    with tempfile.TemporaryDirectory(prefix="bench_sampler_") as tmp, _allow_unchecked_int8():
         model = o.model or (tiny_model(tmp + "/model") if o.tiny else resolve_model(None))
+        for arm in arm_names:  # one-time conversions, off the clock
+            if arm.startswith("ctranslate2"):
+                ct2_engine.converted_model(model, "int8" if arm.endswith("_int8") else "float32")
         for r in range(o.repeats):
-            order = ARMS if r % 2 == 0 else ARMS[::-1]
+            order = arm_names[r % len(arm_names) :] + arm_names[: r % len(arm_names)]
             for arm in order:
                 out = Path(tmp) / f"{arm}_{r}.jsonl"
                 sampling = SamplingConfig(o.samples, o.max_new_tokens, temperature=0.7, top_p=0.9, seed=r)
-                before, t0 = harness.cpu_snapshot(), time.perf_counter()
-                generate_rollouts(prompts, out, model, sampling, o.batch_size, backend=arm, progress=False)
-                seconds[arm] += time.perf_counter() - t0
+                before = harness.cpu_snapshot()
+                seconds[arm] += run_arm(arm, prompts, model, sampling, rows_at_once[arm], out)
                 after = harness.cpu_snapshot()
                 spans[arm].append(None if before is None or after is None else [y - x for x, y in zip(before, after)])
                 records[arm] += [json.loads(line) for line in out.read_text().splitlines()]
                 harness.log(False, f"[rollout_sampler] repeat {r} {arm}: {seconds[arm]:.1f} s so far")
     arms = {}
-    for arm in ARMS:
+    for arm in arm_names:
         lengths = [rec["num_tokens"] for rec in records[arm]]
+        d, p = ks_test(lengths, [rec["num_tokens"] for rec in records["hf"]])
         arms[arm] = {
+            "rows_at_once": rows_at_once[arm],
             "seconds": seconds[arm],
             "completions": len(lengths),
             "completions_per_s": len(lengths) / seconds[arm],
             "tokens_per_s": sum(lengths) / seconds[arm],
             "mean_tokens": sum(lengths) / len(lengths),
             "finished": sum(rec["finish_reason"] == "stop" for rec in records[arm]) / len(lengths),
+            "ks_vs_hf": d,
+            "ks_p_vs_hf": p,
             "foreign_cpu_share": harness.share_of(spans[arm]),
             "lengths": lengths,
         }
+    for arm in arm_names:
+        arms[arm]["over_hf"] = arms[arm]["completions_per_s"] / arms["hf"]["completions_per_s"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result = {
         "command": harness.command_line(MODULE, argv),
@@ -169,14 +223,27 @@ def main(argv: list[str] | None = None) -> dict:
         "prompts": len(prompts),
         "samples": o.samples,
         "max_new_tokens": o.max_new_tokens,
-        "batch_size": o.batch_size,
         "repeats": o.repeats,
         "completions_per_arm": arms["hf"]["completions"],
         "arms": arms,
-        "continuous_over_hf": arms["hf_continuous"]["completions_per_s"] / arms["hf"]["completions_per_s"],
-        "ks_distance": ks_distance(arms["hf"]["lengths"], arms["hf_continuous"]["lengths"]),
     }
     return harness.write_result(result, o.output, DEFAULT_OUTPUT, markdown)
+
+
+class _allow_unchecked_int8:
+    """Within the benchmark only: time the int8 engine without a distribution check (its lengths are reported
+    beside hf's; whether rollouts may use it is decided by evals/benchmarks/engine_distribution.py)."""
+
+    def __enter__(self):
+        from lenvm_rl import ct2_engine
+
+        self._check = ct2_engine.check_quantized
+        ct2_engine.check_quantized = lambda model, quantization, check: None
+
+    def __exit__(self, *exc):
+        from lenvm_rl import ct2_engine
+
+        ct2_engine.check_quantized = self._check
 
 
 if __name__ == "__main__":
