@@ -111,13 +111,14 @@ def test_conversion_is_cached_per_model_and_refuses_a_stale_folder(tiny_causal_d
 def test_quantized_engine_needs_a_passing_distribution_check(tmp_path):
     with pytest.raises(ValueError, match="engine_distribution"):
         ct2_engine.check_quantized("m", "int8", None)
-    good = {"model": "m", "quantization": "int8", "completions_per_arm": 400, "ks_p": 0.3, "mean_abs_rel_gap": 0.03}
+    good = {"model": "m", "quantization": "int8", "completions_per_arm": 400, "ks_p": 0.3, "mean_rel_gap": -0.03}
     path = tmp_path / "check.json"
     path.write_text(json.dumps(good))
     ct2_engine.check_quantized("m", "int8", str(path))
     for bad, why in [
         ({"ks_p": 0.01}, "KS p"),
-        ({"mean_abs_rel_gap": 0.08}, "mean gap"),
+        ({"mean_rel_gap": 0.08}, "mean gap"),
+        ({"mean_rel_gap": -0.06}, "mean gap"),
         ({"completions_per_arm": 100}, "completions per arm"),
         ({"model": "other"}, "it checked"),
     ]:
