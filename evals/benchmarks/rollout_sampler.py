@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows_at_once = {arm: o.batch_size if arm == "hf" else o.engine_batch_size for arm in arm_names}
     with tempfile.TemporaryDirectory(prefix="bench_sampler_") as tmp, _allow_unchecked_int8():
         model = o.model or (tiny_model(tmp + "/model") if o.tiny else resolve_model(None))
+        prompt_tokens = _mean_prompt_tokens(prompts, model)
         for arm in arm_names:  # one-time conversions, off the clock
             if arm.startswith("ctranslate2"):
                 ct2_engine.converted_model(model, "int8" if arm.endswith("_int8") else "float32")
@@ -225,9 +226,19 @@ def main(argv: list[str] | None = None) -> dict:
         "max_new_tokens": o.max_new_tokens,
         "repeats": o.repeats,
         "completions_per_arm": arms["hf"]["completions"],
+        "mean_prompt_tokens": prompt_tokens,
         "arms": arms,
     }
     return harness.write_result(result, o.output, DEFAULT_OUTPUT, markdown)
+
+
+def _mean_prompt_tokens(prompts, model: str) -> float:
+    from transformers import AutoTokenizer
+
+    from lenvm_rl.data import encode_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    return sum(len(encode_prompt(tokenizer, p["prompt"], True)) for p in prompts) / len(prompts)
 
 
 class _allow_unchecked_int8:
