@@ -132,7 +132,10 @@ def run_upper_layers(backbone: nn.Module, hidden, attention_mask, position_ids, 
     if layers == n:
         return hidden  # cached after the final norm: the head reads it as it is
     hidden = hidden.to(next(backbone.parameters()).dtype)
-    if getattr(backbone, "is_gradient_checkpointing", False) and torch.is_grad_enabled():
+    checkpointing = getattr(backbone, "is_activation_checkpointing", None)  # transformers >= 5.25's name
+    if checkpointing is None:
+        checkpointing = getattr(backbone, "is_gradient_checkpointing", False)
+    if checkpointing and torch.is_grad_enabled():
         hidden = hidden.requires_grad_(True)  # reentrant checkpointing passes no gradient without one input needing it
     with only_layers(backbone, layers, n):
         out = backbone(inputs_embeds=hidden, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
