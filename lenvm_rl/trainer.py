@@ -299,12 +299,12 @@ class LengthValueTrainer(Trainer):
             self.data_collator = eval_collator
 
     def _with_trunk_features(self, dataset) -> TrunkFeatureDataset:
-        args, t0 = self.args, time.perf_counter()
-        compute = "bfloat16" if args.bf16 else "float16" if args.fp16 else str(self.model.v_head.fc.weight.dtype)
+        args, t0, model = self.args, time.perf_counter(), self.accelerator.unwrap_model(self.model)
+        compute = "bfloat16" if args.bf16 else "float16" if args.fp16 else str(model.v_head.fc.weight.dtype)
         first = args.main_process_first(desc="trunk features") if args.trunk_cache_dir else contextlib.nullcontext()
         with first:  # the main process writes the cache, the others then read it
             cache = trunk_features(
-                self.accelerator.unwrap_model(self.model),
+                model,
                 example_input_ids(dataset),
                 args.trunk_layers,
                 cache_dir=args.trunk_cache_dir,
