@@ -258,7 +258,9 @@ def main(argv: list[str] | None = None) -> dict:
     results["summary"] = summarize(results["runs"])
     results_file.write_text(json.dumps(results, indent=2))
     png = plot(
-        results["summary"], out / "mre_vs_minutes.png", f"held-out MRE vs training minutes ({Path(settings['model']).name})"
+        results["summary"],
+        out / "mre_vs_minutes.png",
+        f"held-out MRE vs training minutes ({Path(settings['model']).name})",
     )
     lines = ["| option | seeds | minutes | held-out MRE |", "|---|---:|---:|---:|"]
     for option, s in results["summary"].items():
