@@ -87,8 +87,9 @@ class LengthValueConfig(TrainingArguments):
         trunk_layers (`int` or `None`, *optional*, defaults to `None`):
             Trunk features: freeze the embeddings and the lowest `trunk_layers` layers, compute their output for
             every training example once (a batched no-grad pass at the start of `train()`), and train only the layers
-            above and the head on those cached states, so an epoch costs about `2 * (L - trunk_layers) / L` forward
-            passes plus the head's. `None` or `0`: full fine-tuning (the trunk would be the embeddings alone). The
+            above and the head on those cached states: an epoch costs about `3 * (L - trunk_layers) / L` forward
+            passes (forward and backward of the upper layers, `L` layers in all) instead of 3, plus
+            `trunk_layers / L` once. `None` or `0`: full fine-tuning (the trunk would be the embeddings alone). The
             number of layers of the backbone: a head on the frozen model's own final states (after its final norm,
             which stays frozen too). The saved checkpoint is an ordinary LenVM checkpoint (all layers, the lower ones
             at the backbone's weights); evaluation runs the model end to end. Full fine-tuning of a text backbone
