@@ -202,6 +202,8 @@ class LengthValueModel(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: Any = None,
         use_cache: bool = False,
+        trunk_hidden_states: torch.Tensor | None = None,
+        trunk_layers: int | None = None,
         **kwargs,
     ) -> LengthValueOutput:
         """Values for every position of ``input_ids``; extra keys (labels, ...) are ignored.
@@ -209,10 +211,31 @@ class LengthValueModel(nn.Module):
         ``cache`` / ``use_cache`` pass a KV cache through (incremental scoring); training never uses one.
         Vision inputs (``pixel_values``, ``image_grid_thw``, ... see :mod:`lenvm_rl.vlm`) go to a VLM backbone;
         a text-only one refuses them.
+
+        Padding-free rows: ``position_ids`` restarting at 0 for each sequence packed into a row and no
+        ``attention_mask``; transformers then keeps the packed sequences apart (:mod:`lenvm_rl.packing`).
+        ``trunk_hidden_states`` (the cached output of the frozen lowest ``trunk_layers`` layers,
+        :mod:`lenvm_rl.trunk`) runs only the layers above them; ``input_ids`` are then not read.
         """
-        if attention_mask is None and cache is None:
+        packed = attention_mask is None and position_ids is not None and cache is None
+        if attention_mask is None and cache is None and not packed:
             attention_mask = torch.ones_like(input_ids)
+        if trunk_hidden_states is not None:
+            from .trunk import run_upper_layers
+
+            if use_cache or cache is not None:
+                raise ValueError("trunk_hidden_states are a training input; they take no KV cache.")
+            if position_ids is None:
+                position_ids = position_ids_from_mask(attention_mask)
+            hidden = run_upper_layers(self.backbone, trunk_hidden_states, attention_mask, position_ids, trunk_layers)
+            z = self.v_head(hidden.to(self.v_head.fc.weight.dtype)).float()
+            return LengthValueOutput(value=-torch.sigmoid(z), logits=z)
         vision = {k: kwargs[k] for k in VISION_KEYS + IGNORED_KEYS if kwargs.get(k) is not None}
+        if (vision or self.is_vision) and packed:
+            raise ValueError(
+                "Padding-free rows (position_ids without attention_mask) are not supported for a "
+                "vision-language backbone; pass an attention_mask (padding_free=False)."
+            )
         if vision or self.is_vision:
             from .vlm import prepare_vision_forward
 
@@ -230,10 +253,18 @@ class LengthValueModel(nn.Module):
         return LengthValueOutput(value=-torch.sigmoid(z), logits=z, cache=new_cache)
 
     # ------------------------------------------------------------------ HF / Trainer plumbing
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None, **kwargs) -> None:
+        """What ``Trainer`` calls for ``gradient_checkpointing=True`` (transformers >= 5.25: with ``every_n_layers``
+        and ``offload``; older versions call ``gradient_checkpointing_enable``)."""
+        if hasattr(self.backbone, "activation_checkpointing_enable"):
+            self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs, **kwargs)
+        else:
+            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=activation_checkpointing_kwargs)
         if hasattr(self.backbone, "enable_input_require_grads"):
             self.backbone.enable_input_require_grads()  # needed when the embeddings are frozen (LoRA)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **kwargs) -> None:
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
 
     def gradient_checkpointing_disable(self) -> None:
         self.backbone.gradient_checkpointing_disable()
@@ -305,16 +336,30 @@ def _language_model(backbone: nn.Module) -> nn.Module:
 
 def decoder_layers(backbone: nn.Module) -> nn.ModuleList:
     """The language tower's stack of transformer blocks (``layers`` or ``h``), for a text or vision backbone."""
+    owner, name = decoder_layers_slot(backbone)
+    return getattr(owner, name)
+
+
+def decoder_layers_slot(backbone: nn.Module) -> tuple[nn.Module, str]:
+    """``(module, attribute)`` holding the language tower's layer stack, so it can be read or swapped."""
     lm = _language_model(backbone)
     for owner in (lm, getattr(lm, "model", None)):
         for name in ("layers", "h"):
-            stack = getattr(owner, name, None)
-            if isinstance(stack, nn.ModuleList):
-                return stack
+            if isinstance(getattr(owner, name, None), nn.ModuleList):
+                return owner, name
     raise ValueError(
         f"Could not find the transformer layers of {type(_unwrap(backbone)).__name__} (looked for `layers` and `h`); "
         "train it with freeze_layers=0."
     )
+
+
+def final_norm_slot(backbone: nn.Module) -> tuple[nn.Module, str] | None:
+    """``(module, attribute)`` holding the norm after the last layer (``norm``, ``ln_f``, ``final_layernorm``)."""
+    lm = _language_model(backbone)
+    for name in ("norm", "ln_f", "final_layernorm"):
+        if isinstance(getattr(lm, name, None), nn.Module):
+            return lm, name
+    return None
 
 
 def freeze_lower_layers(model: LengthValueModel, n: int) -> int:
@@ -333,10 +378,9 @@ def freeze_lower_layers(model: LengthValueModel, n: int) -> int:
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
     trainable = {id(p) for layer in layers[n:] for p in layer.parameters()}
     trainable |= {id(p) for p in model.v_head.parameters()}
-    lm = _language_model(model.backbone)
-    norm = getattr(lm, "norm", None) or getattr(lm, "ln_f", None) or getattr(lm, "final_layernorm", None)
-    if isinstance(norm, nn.Module):
-        trainable |= {id(p) for p in norm.parameters()}
+    norm = final_norm_slot(model.backbone)
+    if norm is not None:
+        trainable |= {id(p) for p in getattr(*norm).parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -15,8 +15,10 @@ split. A sequence mean would reweight tokens by 1 / L, which depends on the futu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +35,9 @@ from .modeling import (
     ensure_writable_output,
     freeze_lower_layers,
 )
+from .packing import TRUNK_KEY, PaddingFreeCollator
 from .returns import check_gamma, gamma_from_lengths, remaining_to_value, value_to_remaining
+from .trunk import TrunkFeatureDataset, TrunkPaddedCollator, example_input_ids, freeze_trunk, trunk_features
 from .vlm import VisionLengthValueCollator, is_processor, language_lora_targets, vision_inputs
 
 ONLINE_FRACTIONS = (0.0, 0.25, 0.5, 0.75)
@@ -80,6 +84,28 @@ class LengthValueConfig(TrainingArguments):
             fine-tuning only; 0 trains everything). Backpropagation then stops at the first trainable layer, so
             a step costs about `1 + 2 * (L - freeze_layers) / L` forward passes instead of 3: the cheap way to fit
             a critic on a CPU (`evals/benchmarks/train_throughput.py --arms lenvm lenvm_frozen` measures it).
+        trunk_layers (`int` or `None`, *optional*, defaults to `None`):
+            Trunk features: freeze the embeddings and the lowest `trunk_layers` layers, compute their output for
+            every training example once (a batched no-grad pass at the start of `train()`), and train only the layers
+            above and the head on those cached states: an epoch costs about `3 * (L - trunk_layers) / L` forward
+            passes (forward and backward of the upper layers, `L` layers in all) instead of 3, plus
+            `trunk_layers / L` once. `None` or `0`: full fine-tuning (the trunk would be the embeddings alone). The
+            number of layers of the backbone: a head on the frozen model's own final states (after its final norm,
+            which stays frozen too). The saved checkpoint is an ordinary LenVM checkpoint (all layers, the lower ones
+            at the backbone's weights); evaluation runs the model end to end. Full fine-tuning of a text backbone
+            only (not with `peft_config`, `freeze_layers`, DeepSpeed or FSDP). See `lenvm_rl.trunk`.
+        trunk_cache_dir (`str` or `None`, *optional*, defaults to `None`):
+            Directory where trunk features are saved (safetensors) and looked up, keyed by the frozen weights,
+            `trunk_layers`, the tokenized examples and the precision: a later run on the same data reuses them, a
+            changed backbone or dataset gets a new file. `None`: kept in memory only.
+        trunk_cache_dtype (`str`, *optional*, defaults to `"bfloat16"`):
+            Storage precision of the trunk features: `"bfloat16"` (float32's range, so the large activations of a
+            residual stream never overflow), `"float16"` (3 more mantissa bits; an overflow is an error) or
+            `"float32"` (exact, twice the memory).
+        padding_free (`bool`, *optional*, defaults to `False`):
+            Pack each training micro-batch's sequences into rows of at most `max_length` tokens, position ids
+            restarting at 0 for each, instead of padding every row to the longest (`lenvm_rl.packing`). Same loss,
+            fewer computed tokens. Training only; evaluation batches stay padded. Text backbones only.
 
         > Output
 
@@ -110,6 +136,24 @@ class LengthValueConfig(TrainingArguments):
         default=0,
         metadata={"help": "Freeze the embeddings and the lowest N backbone layers (0 = train all; full fine-tuning)."},
     )
+    trunk_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Freeze the embeddings and lowest N layers, cache their outputs once and train only the layers "
+            "above and the head on them (None/0 = full fine-tuning; all layers = a head on the frozen final states)."
+        },
+    )
+    trunk_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where trunk features are saved and reused (None: in memory only)."}
+    )
+    trunk_cache_dtype: str = field(
+        default="bfloat16",
+        metadata={"help": "Storage precision of trunk features.", "choices": ["bfloat16", "float16", "float32"]},
+    )
+    padding_free: bool = field(
+        default=False,
+        metadata={"help": "Pack training sequences into rows of at most max_length tokens instead of padding."},
+    )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow replacing an existing LenVM checkpoint in output_dir."}
     )
@@ -131,6 +175,14 @@ class LengthValueConfig(TrainingArguments):
             raise ValueError(f"gamma_quantile must lie in (0, 1], got {self.gamma_quantile}")
         if self.freeze_layers < 0:
             raise ValueError(f"freeze_layers must be >= 0 (0 trains every layer), got {self.freeze_layers}")
+        if self.trunk_layers is not None and self.trunk_layers < 0:
+            raise ValueError(f"trunk_layers must be >= 0 (None or 0 = full fine-tuning), got {self.trunk_layers}")
+        if self.trunk_layers and self.freeze_layers:
+            raise ValueError(
+                "trunk_layers already freezes (and caches) the lowest layers; set freeze_layers=0 with it."
+            )
+        if self.trunk_cache_dtype not in ("bfloat16", "float16", "float32"):
+            raise ValueError(f"trunk_cache_dtype must be bfloat16, float16 or float32, got {self.trunk_cache_dtype!r}")
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be at least 2 tokens, got {self.max_length}")
         if self.label_names is None:
@@ -151,6 +203,10 @@ class LengthValueTrainer(Trainer):
             vision-language backbone its processor (saved too; it turns each example's ``images`` into pixels).
         peft_config: a ``peft.LoraConfig`` to train LoRA adapters on the backbone; the head is always fully trained.
             On a VLM backbone, ``target_modules=None`` adapts the language tower's projections only.
+
+    With ``args.trunk_layers`` the training set's trunk features are computed (or loaded) when training starts
+    (``get_train_dataloader``; ``trunk_seconds`` records how long it took) and training batches carry them; with
+    ``args.padding_free`` training batches are packed. Both use collators of their own for training only.
     """
 
     loss_is_scaled_for_ga = True  # compute_loss already divides by the global token count
@@ -177,12 +233,25 @@ class LengthValueTrainer(Trainer):
         model.gamma = _resolve_training_gamma(model.gamma, args, train_dataset)
         model.max_length = args.max_length
         model.use_chat_template = args.use_chat_template  # the prompt format of the training data, saved with it
+        trunk = args.trunk_layers or 0
+        if (trunk or args.padding_free) and model.is_vision:
+            raise ValueError("trunk_layers and padding_free support text backbones only; set them to None / False.")
+        if (trunk or args.padding_free) and data_collator is not None:
+            raise ValueError("trunk_layers / padding_free build the training collator themselves; drop data_collator.")
         if peft_config is not None:
             if args.freeze_layers:
                 raise ValueError("freeze_layers applies to full fine-tuning; with a peft_config set it to 0.")
+            if trunk:
+                raise ValueError(
+                    "trunk_layers caches the frozen lower layers of a fully fine-tuned backbone; LoRA would adapt "
+                    "those layers too. With a peft_config set trunk_layers=None."
+                )
             _wrap_lora(model, peft_config)
+        elif trunk:
+            freeze_trunk(model, trunk)
         elif args.freeze_layers:
             freeze_lower_layers(model, args.freeze_layers)
+        self._train_collator = None
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("Pass processing_class (the LenVM tokenizer) or a data_collator, to pad batches.")
@@ -193,6 +262,10 @@ class LengthValueTrainer(Trainer):
                 if pad_id is None:
                     pad_id = processing_class.eos_token_id
                 data_collator = LengthValueCollator(pad_id)
+                if args.padding_free:
+                    self._train_collator = PaddingFreeCollator(pad_id, row_tokens=args.max_length)
+                elif trunk:
+                    self._train_collator = TrunkPaddedCollator(pad_id)
         if compute_metrics is None:
             gamma = model.gamma
             compute_metrics = lambda p: value_metrics(p, gamma)  # noqa: E731
@@ -207,6 +280,42 @@ class LengthValueTrainer(Trainer):
             **kwargs,
         )
         self.model_accepts_loss_kwargs = True  # makes Trainer count labels across micro-batches and processes
+        self.trunk_seconds = None  # time spent computing or loading trunk features, once trained
+        if trunk and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            raise ValueError(
+                "trunk_layers needs the whole model on each process; it does not run under DeepSpeed/FSDP."
+            )
+
+    def get_train_dataloader(self):
+        """Training batches; with ``trunk_layers`` each example carries its trunk features (computed on first use),
+        and with ``trunk_layers`` or ``padding_free`` batches come from the training collator."""
+        if self.args.trunk_layers and not isinstance(self.train_dataset, TrunkFeatureDataset | None):
+            self.train_dataset = self._with_trunk_features(self.train_dataset)
+        if self._train_collator is None:
+            return super().get_train_dataloader()
+        eval_collator, self.data_collator = self.data_collator, self._train_collator
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = eval_collator
+
+    def _with_trunk_features(self, dataset) -> TrunkFeatureDataset:
+        args, t0, model = self.args, time.perf_counter(), self.accelerator.unwrap_model(self.model)
+        compute = "bfloat16" if args.bf16 else "float16" if args.fp16 else str(model.v_head.fc.weight.dtype)
+        first = args.main_process_first(desc="trunk features") if args.trunk_cache_dir else contextlib.nullcontext()
+        with first:  # the main process writes the cache, the others then read it
+            cache = trunk_features(
+                model,
+                example_input_ids(dataset),
+                args.trunk_layers,
+                cache_dir=args.trunk_cache_dir,
+                dtype=args.trunk_cache_dtype,
+                compute=compute,
+                batch_size=args.per_device_eval_batch_size,
+                autocast=self.autocast_smart_context_manager,
+            )
+        self.trunk_seconds = time.perf_counter() - t0
+        return TrunkFeatureDataset(dataset, cache)
 
     @property
     def gamma(self) -> float:
@@ -231,7 +340,11 @@ class LengthValueTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **vision_inputs(inputs))
+        # Padded batches carry an attention mask; packed ones position ids instead; trunk batches cached states.
+        extra = {k: inputs[k] for k in ("attention_mask", "position_ids") if inputs.get(k) is not None}
+        if inputs.get(TRUNK_KEY) is not None:
+            extra.update(trunk_hidden_states=inputs[TRUNK_KEY], trunk_layers=self.args.trunk_layers)
+        out = model(input_ids=inputs["input_ids"], **extra, **vision_inputs(inputs))
         squared, count = value_loss_sums(out.value, labels, self._lower_bounds(inputs), self.gamma)
         if num_items_in_batch is not None:
             # Gradients are averaged over processes by DDP / DeepSpeed, so scale back up to a global sum.
