@@ -41,7 +41,7 @@ from .rollouts import SamplingConfig, generate_rollouts, load_prompts
 from .trainer import LengthValueConfig, LengthValueTrainer
 
 # Fields that change how a run is carried out, not what it samples or trains: left out of the training key.
-HOW_NOT_WHAT = frozenset({"output_dir", "generation_batch_size", "backend", "overwrite"})
+HOW_NOT_WHAT = frozenset({"output_dir", "generation_batch_size", "backend", "overwrite", "padding_free"})
 
 
 @dataclass
@@ -87,12 +87,13 @@ class QuickstartConfig:
     )
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling."})
-    generation_batch_size: int = field(default=32, metadata={"help": "Rows per generate call."})
+    generation_batch_size: int = field(default=64, metadata={"help": "Rows sampled at once."})
     backend: str = field(
-        default="hf",
+        default="auto",
         metadata={
-            "help": "Rollout sampler: 'hf' (padded batches) or 'hf_continuous' (continuous batching: the same "
-            "distribution, faster when answer lengths vary; evals/benchmarks/rollout_sampler.py)."
+            "help": "Rollout sampler: 'auto' (the CPU engine, CTranslate2, on CPU; vLLM on CUDA; else hf, saying "
+            "why), 'ctranslate2', 'hf' (padded generate batches, the reference) or 'hf_continuous'. All sample the "
+            "same model and settings (evals/benchmarks/rollout_sampler.py)."
         },
     )
     gamma: str = field(default="auto", metadata={"help": "Discount, or 'auto' from the 99th-percentile length."})
@@ -110,6 +111,17 @@ class QuickstartConfig:
     freeze_layers: int = field(
         default=0,
         metadata={"help": "Freeze the embeddings and the lowest N backbone layers (0 = train all; fewer is slower)."},
+    )
+    trunk_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Trunk features: run the embeddings and the lowest N layers once over the data and train only "
+            "the layers above and the head on their cached output (0 = train all; the number of layers = a head on "
+            "the frozen model's own states). Exclusive with freeze_layers."
+        },
+    )
+    padding_free: bool = field(
+        default=False, metadata={"help": "Pack training rows without padding (the same loss, less wasted work)."}
     )
     max_length: int = field(default=512, metadata={"help": "Longest prompt + completion."})
     bf16: bool | None = field(
@@ -288,6 +300,8 @@ def train_and_report(
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         freeze_layers=cfg.freeze_layers,
+        trunk_layers=cfg.trunk_layers or None,
+        padding_free=cfg.padding_free,
         per_device_eval_batch_size=cfg.per_device_train_batch_size,
         warmup_steps=0.05,
         weight_decay=0.0,

@@ -166,3 +166,18 @@ def test_unknown_backend_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="unknown backend"):
         generate_rollouts(PROMPTS, tmp_path / "r.jsonl", "x", backend="ct2")
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_greedy_engine_writes_what_hf_writes(tiny_causal_dir, tmp_path):
+    """Greedy, the engine and hf write the same completions: the prompt encoding, the EOS handling, the cap and the
+    row order agree (float32 both; the tiny model's logits have no near-ties among its 16 allowed tokens)."""
+    greedy = SamplingConfig(2, 12, temperature=0.0)
+    kw = dict(model=str(tiny_causal_dir), sampling=greedy, batch_size=4, dtype="float32", progress=False)
+    generate_rollouts(PROMPTS, tmp_path / "hf.jsonl", backend="hf", **kw)
+    generate_rollouts(PROMPTS, tmp_path / "ct2.jsonl", backend="ctranslate2", **kw)
+    hf = {(r["prompt_id"], r["sample_index"]): r for r in read(tmp_path / "hf.jsonl")}
+    ct2 = {(r["prompt_id"], r["sample_index"]): r for r in read(tmp_path / "ct2.jsonl")}
+    assert hf.keys() == ct2.keys() and len(hf) == 10
+    for key in hf:
+        for field in ("completion_ids", "finish_reason", "num_tokens", "completion"):
+            assert ct2[key][field] == hf[key][field], (key, field)
