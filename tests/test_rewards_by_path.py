@@ -76,6 +76,16 @@ def _trl_call(tokenizer):
     return kwargs
 
 
+def record_eos(completion_ids, **kwargs):
+    """A reward that writes the EOS ids a reward function finds in TRL's call to ``$RECORD_EOS_FILE`` (TRL imports
+    it by dotted path, as a module apart from the one pytest collected)."""
+    import os
+
+    with open(os.environ["RECORD_EOS_FILE"], "a") as f:
+        f.write(json.dumps(sorted(rewards.policy_eos_token_ids(kwargs) or [])) + "\n")
+    return [0.0] * len(completion_ids)
+
+
 def _by_path(name):
     return getattr(importlib.import_module("lenvm_rl.rl.rewards"), name)
 
@@ -176,13 +186,15 @@ def test_trls_own_grpo_script_runs_the_rewards_by_dotted_path(tmp_path, tiny_cau
     recipe = {
         "model_name_or_path": str(tiny_causal_dir),
         "dataset_name": str(tmp_path / "data"),
-        "reward_funcs": ["lenvm_rl.rl.tasks.opposites_reward"] + [f"lenvm_rl.rl.rewards.{n}" for n in BASELINES],
+        "reward_funcs": ["lenvm_rl.rl.tasks.opposites_reward", "tests.test_rewards_by_path.record_eos"]
+        + [f"lenvm_rl.rl.rewards.{n}" for n in BASELINES],
         "env": {
             "LENVM_CRITIC_PATH": str(ckpt),
             "LENVM_GATE_REWARD": "opposites",
             "LENVM_L1_BUDGET": "4",
             "LENVM_OVERLONG_MAX_LENGTH": "6",
             "LENVM_OVERLONG_CACHE": "2",
+            "RECORD_EOS_FILE": str(tmp_path / "eos.jsonl"),
         },
         "use_cpu": True,
         "per_device_train_batch_size": 4,
@@ -200,10 +212,15 @@ def test_trls_own_grpo_script_runs_the_rewards_by_dotted_path(tmp_path, tiny_cau
     import os
 
     before = {k: os.environ.get(k) for k in recipe["env"]}
-    logged = {}
+    logged, trainer_eos = {}, []
     save_model = GRPOTrainer.save_model
+
+    def keep_logs(self, *a, **k):
+        logged.update(self.state.log_history[0])
+        trainer_eos.append(frozenset(self.eos_token_ids))
+
     try:
-        GRPOTrainer.save_model = lambda self, *a, **k: logged.update(self.state.log_history[0])
+        GRPOTrainer.save_model = keep_logs
         main(*parser.parse_args_and_config(["--config", str(tmp_path / "r.yaml")]))
     finally:
         GRPOTrainer.save_model = save_model
@@ -214,4 +231,7 @@ def test_trls_own_grpo_script_runs_the_rewards_by_dotted_path(tmp_path, tiny_cau
         value = logged[f"rewards/{name}/mean"]
         assert value == value, name  # every reward ran and gave a number (NaN would mean it returned None)
     assert -1.0 <= logged["rewards/critic_length_return/mean"] <= 0.0
+    # The rewards saw the EOS ids TRL's trainer stops on (through its log_metric argument).
+    seen = [frozenset(json.loads(line)) for line in (tmp_path / "eos.jsonl").read_text().splitlines()]
+    assert seen and all(ids == trainer_eos[0] for ids in seen) and tokenizer.eos_token_id in trainer_eos[0]
     assert 0.0 <= logged["rewards/l1_max_length_reward/mean"] <= 1.0
