@@ -327,6 +327,10 @@ LEGACY_REWARDS = {
     "gsm8k_reward": "gsm8k",
     "opposites_reward": "opposites",
     "group_length_reward": "group_length",
+    "kimi_length_reward": "kimi",
+    "l1_max_length_reward": "l1_max",
+    "lenvm_seq_reward": "lenvm_seq",
+    "soft_overlong_reward": "soft_overlong",
 }
 
 
@@ -336,9 +340,12 @@ def grpo(argv: list[str]) -> int:
 
     from .launch import already_launched, relaunch, split_launch_args
     from .rl.config import LengthShapedGRPOConfig
+    from .rl.reward_config import LengthRewardConfig
 
     parser = make_parser(
-        [GRPOScriptArguments, LengthShapedGRPOConfig, ModelConfig, DatasetMixtureConfig], "lenvm grpo", COMMANDS["grpo"]
+        [GRPOScriptArguments, LengthShapedGRPOConfig, ModelConfig, DatasetMixtureConfig, LengthRewardConfig],
+        "lenvm grpo",
+        COMMANDS["grpo"],
     )
     *parsed, remaining = parse(parser, argv, return_remaining_strings=True)
     launch, unknown = split_launch_args(remaining)
@@ -357,12 +364,13 @@ def builtin_task(dataset_name: str | None) -> str | None:
     return {ADDITION: "addition", OPPOSITES_DATASET: "opposites"}.get(dataset_name)
 
 
-def resolve_reward(name: str, task: str | None = None):
+def resolve_reward(name: str, task: str | None = None, config=None):
     """A reward function by name:
 
-    * a short name of :func:`lenvm_rl.rl.rewards.get_reward_funcs` (``opposites``, ``group_length``, ``kimi``, ...;
-      the ``*_reward`` spellings ``addition_reward``, ``gsm8k_reward``, ``opposites_reward``,
-      ``group_length_reward`` too); gated ones (``kimi``) use ``task``'s reward as the gate;
+    * a short name of :func:`lenvm_rl.rl.rewards.get_reward_funcs` (``opposites``, ``group_length``, ``kimi``,
+      ``l1_max``, ``lenvm_seq``, ``soft_overlong``, ...; the ``*_reward`` spellings too), with its settings from
+      ``config`` (a :class:`~lenvm_rl.rl.reward_config.LengthRewardConfig`: ``lenvm grpo``'s flags / YAML keys);
+      gated ones (``kimi``) use ``config.reward_gate``, else ``task``'s reward, as the gate;
     * one of TRL's own (``accuracy_reward``, ...);
     * a dotted import path, as ``trl grpo`` takes.
     """
@@ -375,7 +383,7 @@ def resolve_reward(name: str, task: str | None = None):
 
     short = LEGACY_REWARDS.get(name, name)
     try:
-        return get_reward_funcs([short], task=task)[0]
+        return get_reward_funcs([short], task=task, config=config)[0]
     except ValueError as e:
         if not str(e).startswith("unknown reward"):
             raise  # a known reward that needs a task or parameters
@@ -398,7 +406,7 @@ def builtin_dataset(name: str, split: str, seed: int):
     return None
 
 
-def run_grpo(script_args, training_args, model_args, dataset_args) -> None:
+def run_grpo(script_args, training_args, model_args, dataset_args, reward_args=None) -> None:
     from pathlib import Path
 
     from datasets import load_dataset
@@ -413,8 +421,13 @@ def run_grpo(script_args, training_args, model_args, dataset_args) -> None:
             "lenvm grpo needs reward_funcs (short names such as addition_reward, opposites_reward, "
             "group_length_reward, critic_length_return, or dotted paths)."
         )
+    from .rl.reward_config import LengthRewardConfig
+
     name = script_args.dataset_name
-    reward_funcs = [resolve_reward(r, task=builtin_task(name)) for r in script_args.reward_funcs]
+    reward_args = reward_args or LengthRewardConfig()
+    if reward_args.overlong_max_length is None:  # soft_overlong punishes up to the run's own cap
+        reward_args.overlong_max_length = training_args.max_completion_length
+    reward_funcs = [resolve_reward(r, builtin_task(name), reward_args) for r in script_args.reward_funcs]
     if dataset_args.datasets:
         dataset = get_dataset(dataset_args)
     elif name and (builtin := builtin_dataset(name, script_args.dataset_train_split, training_args.seed)):

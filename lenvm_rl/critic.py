@@ -2,7 +2,7 @@
 
     critic = LengthCritic.from_pretrained("ckpt")
     critic.values(input_ids, attention_mask)           # (B, T) values in (-1, 0]
-    critic.predict_length(["Write a haiku."])           # expected remaining tokens at the prompt boundary
+    critic.predict_length(["Write a haiku."])           # predicted answer tokens (EOS not counted)
     critic.length_shift(input_ids, attention_mask, prompt_lengths)   # -delta_t per completion token
 
 Left and right padding give the same values (positions count real tokens only). No gradients, ever.
@@ -17,7 +17,7 @@ import torch
 
 from .data import encode_prompt
 from .modeling import LengthValueModel
-from .returns import length_advantages, potential_shaping, td_residuals, value_to_remaining
+from .returns import length_credit, td_residuals, value_to_length
 from .vlm import VisionInputError, check_processor, is_processor, render_prompts, vision_inputs
 
 
@@ -74,7 +74,7 @@ class LengthCritic:
 
             processor = load_processor(path)
         critic = cls(model, tokenizer, processor=processor, **kwargs)
-        critic.path = str(path)  # where it was loaded from (its generation config, for EOS ids)
+        critic.path = str(path)  # where it was loaded from
         return critic
 
     @property
@@ -85,6 +85,16 @@ class LengthCritic:
     def use_chat_template(self) -> bool:
         """The prompt format the LenVM was trained on (saved in its ``lenvm_config.json``)."""
         return getattr(self.model, "use_chat_template", True)
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        """Every id that ends a generation of its family: the tokenizer's EOS and the EOS ids of the generation
+        config saved with the LenVM (TRL stops on the same union, e.g. Qwen's ``<|im_end|>`` and
+        ``<|endoftext|>``)."""
+        ids = set(self.model.eos_token_ids)
+        if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return frozenset(ids)
 
     @property
     def device(self) -> torch.device:
@@ -129,7 +139,8 @@ class LengthCritic:
         prompt_ids: Sequence[Sequence[int]] | None = None,
         images: Sequence | None = None,
     ) -> torch.Tensor:
-        """Predicted tokens to come (EOS included) from the end of each prompt: ``ln(1 + V(s_0)) / ln(gamma)``.
+        """Predicted answer length in tokens, EOS not counted (docs/method.md): ``ln(1 + V(s_0)) / ln(gamma) - 1``,
+        the steps to come from the end of each prompt less the EOS step (at least 0).
 
         Prompts are strings or chat messages (encoded as the critic was trained: with its chat template and
         generation prompt, or as plain text when ``use_chat_template`` is False), or already-tokenized
@@ -150,13 +161,13 @@ class LengthCritic:
                 )
             enc = render_prompts(self._vision_processor(), prompts, images, self.use_chat_template)
             v_last = self.values(enc["input_ids"], enc["attention_mask"], **vision_inputs(enc))[:, -1]
-            return value_to_remaining(v_last, self.gamma).float()
+            return value_to_length(v_last, self.gamma).float()
         ids = self._encode_prompts(prompts) if prompts is not None else [list(p) for p in prompt_ids]
         if any(len(p) == 0 for p in ids):
             raise ValueError("empty prompt: the state s_0 sits on the last prompt token, so a prompt needs one")
         input_ids, mask = left_pad(ids, self._pad_id())
         v_last = self.values(input_ids, mask)[:, -1]
-        return value_to_remaining(v_last, self.gamma).float()
+        return value_to_length(v_last, self.gamma).float()
 
     @torch.no_grad()
     def length_shift(
@@ -166,13 +177,15 @@ class LengthCritic:
 
         Rows are right-padded ``prompt + completion``; ``prompt_lengths[b]`` counts row b's prompt tokens.
         Output (B, T): entry ``[b, j]`` is the shift of the token at position j (a completion token), 0 elsewhere.
-        Positive means the token moved the generation toward a longer continuation. A final EOS has V = 0.
+        Positive means the token moved the generation toward a longer continuation. A final EOS (any of
+        :attr:`eos_token_ids`) has V = 0.
         """
         values = self.values(input_ids, attention_mask).double()
         positions = torch.arange(values.shape[1], device=values.device)[None]
         p = torch.as_tensor(prompt_lengths, device=values.device)[:, None]
-        if self.tokenizer is not None:  # the state after a completion's EOS is terminal: V = 0 by definition
-            values = values.masked_fill((positions >= p) & (input_ids.to(values.device) == self._eos_id()), 0.0)
+        eos = torch.tensor(sorted(self.eos_token_ids), device=values.device, dtype=torch.long)
+        if len(eos):  # the state after a completion's EOS is terminal: V = 0 by definition
+            values = values.masked_fill((positions >= p) & torch.isin(input_ids.to(values.device), eos), 0.0)
         deltas = td_residuals(values[:, :-1], self.gamma, next_values=values[:, 1:])
         shift = torch.zeros_like(values)
         shift[:, 1:] = -deltas
@@ -203,30 +216,20 @@ class LengthCritic:
         completion_mask: torch.Tensor,
         terminated: torch.Tensor | None = None,
         lam: float = 1.0,
+        **vision,
     ) -> torch.Tensor:
         """Per-token length advantages ``GAE_lambda(delta_len)``, (B, T): add ``s *`` them to a task advantage
-        (``s > 0`` favours shorter). ``terminated`` (B,) defaults to "the last real token is EOS"."""
-        values = self.completion_values(prompt_ids, prompt_mask, completion_ids, completion_mask)
+        (``s > 0`` favours shorter). ``terminated`` (B,) defaults to "the last real token is one of
+        :attr:`eos_token_ids`"; ``vision``: the prompts' image inputs for a VLM critic (as
+        :meth:`completion_values` takes them)."""
+        values = self.completion_values(prompt_ids, prompt_mask, completion_ids, completion_mask, **vision)
         terminated = self._terminated(completion_ids, completion_mask) if terminated is None else terminated
-        return length_advantages(values, completion_mask, terminated.to(values.device), self.gamma, lam).float()
-
-    def shaping_rewards(
-        self,
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        completion_ids: torch.Tensor,
-        completion_mask: torch.Tensor,
-        terminated: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Potential-based per-token shaping rewards ``gamma * V(s_{j+1}) - V(s_j)`` (terminal V = 0), (B, T)."""
-        values = self.completion_values(prompt_ids, prompt_mask, completion_ids, completion_mask)
-        terminated = self._terminated(completion_ids, completion_mask) if terminated is None else terminated
-        return potential_shaping(values, completion_mask, terminated.to(values.device), self.gamma).float()
+        return length_credit(values, completion_mask, terminated.to(values.device), self.gamma, lam).float()
 
     def _terminated(self, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
-        if self.tokenizer is None:
-            raise ValueError("This critic has no tokenizer to find EOS; pass terminated= explicitly.")
-        return terminated_rows(completion_ids, completion_mask, [self._eos_id()])
+        if not self.eos_token_ids:
+            raise ValueError("This critic knows no EOS id (no tokenizer, no generation config); pass terminated=.")
+        return terminated_rows(completion_ids, completion_mask, self.eos_token_ids)
 
     # ------------------------------------------------------------------ checks
     @staticmethod
@@ -266,9 +269,6 @@ class LengthCritic:
                 )
             return
         check_same_vocab(self.tokenizer, tokenizer)
-
-    def _eos_id(self) -> int:
-        return self.tokenizer.eos_token_id
 
     def _pad_id(self) -> int:
         tok = self.tokenizer

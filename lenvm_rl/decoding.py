@@ -228,8 +228,11 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
             return out
         ids, logp, keep = self.candidates(scores, generated)
         self.eos_natural_steps.append(((ids == self.eos) & keep).any(-1))
-        _, values = self.scorer.step(input_ids[:, -1], ids)
-        values = values.to(logp.device).float().masked_fill(ids == self.eos, 0.0)  # EOS: terminal, V = 0
+        if self.mode == "at_least" and self.rule != "extreme" and generated >= self.target:
+            values = torch.zeros_like(logp)  # past its target at_least samples the generator's own: no critic needed
+        else:
+            _, values = self.scorer.step(input_ids[:, -1], ids)
+            values = values.to(logp.device).float().masked_fill(ids == self.eos, 0.0)  # EOS: terminal, V = 0
         return out.scatter(1, ids, self.rule_logp(ids, logp, keep, values, generated).to(scores.dtype))
 
     def eos_natural(self) -> torch.Tensor:

@@ -14,14 +14,20 @@ import numpy as np
 from .returns import return_consistent_length
 
 
+def answer_tokens(record: Mapping) -> int:
+    """A rollout's length in answer tokens, EOS excluded (docs/method.md): the ``num_tokens`` of a finished one
+    counts the EOS it ends with."""
+    return int(record["num_tokens"]) - (record["finish_reason"] == "stop")
+
+
 def finished_lengths_by_prompt(records: Sequence[Mapping], min_samples: int = 2) -> dict[str, list[int]]:
-    """Token counts of the finished (``finish_reason == "stop"``) completions in rollout ``records``, per prompt
+    """Answer lengths (:func:`answer_tokens`) of the finished (``finish_reason == "stop"``) completions in rollout ``records``, per prompt
     id, for the prompts with at least ``min_samples`` of them (``L_GT`` needs a few): cut completions are only
     lower bounds on a length, so they never enter a ground truth."""
     lengths: dict[str, list[int]] = {}
     for r in records:
         if r["finish_reason"] == "stop":
-            lengths.setdefault(r["prompt_id"], []).append(r["num_tokens"])
+            lengths.setdefault(r["prompt_id"], []).append(answer_tokens(r))
     return {pid: ls for pid, ls in lengths.items() if len(ls) >= min_samples}
 
 

@@ -11,6 +11,7 @@ Checkpoint layout (compatible with the published LenVM checkpoints):
     ckpt/value_head.safetensors                v_head.fc.{weight,bias}, v_head.summary.{weight,bias}
     ckpt/lenvm_config.json                     gamma, base model, head type, max_length, format version,
                                                use_chat_template (the prompt format it was trained on)
+    ckpt/generation_config.json                the base model's, for its EOS ids (every id that ends an answer)
 
 A LoRA checkpoint holds the peft adapter (adapter_config.json, adapter_model.safetensors) in place of the
 backbone weights; ``merge_lora`` turns it into the full layout.
@@ -111,6 +112,7 @@ class LengthValueModel(nn.Module):
         base_model_name: str | None = None,
         max_length: int | None = None,
         use_chat_template: bool = True,
+        generation_config=None,
     ):
         super().__init__()
         self.backbone = backbone
@@ -120,6 +122,9 @@ class LengthValueModel(nn.Module):
         self.base_model_name = base_model_name or getattr(self.config, "_name_or_path", None)
         self.max_length = max_length
         self.use_chat_template = use_chat_template
+        # The base model's generation config, saved with the LenVM: a backbone without an LM head has none of its
+        # own, but its EOS ids say which completions ended (Qwen ends on <|im_end|> or <|endoftext|>).
+        self.generation_config = generation_config or generation_config_of(backbone, self.base_model_name)
         self.v_head.to(dtype=self._backbone_dtype())
 
     # ------------------------------------------------------------------ construction
@@ -170,6 +175,7 @@ class LengthValueModel(nn.Module):
             base_model_name=base,
             max_length=meta.get("max_length"),
             use_chat_template=saved_use_chat_template(meta, path),
+            generation_config=load_generation_config(path),  # older checkpoints: None, then the base model's
         )
         model.load_head(head_file)
         return model
@@ -270,6 +276,14 @@ class LengthValueModel(nn.Module):
         self.backbone.gradient_checkpointing_disable()
 
     @property
+    def eos_token_ids(self) -> list[int]:
+        """The EOS ids of the generation config (the model config's EOS when there is none)."""
+        eos = getattr(self.generation_config, "eos_token_id", None)
+        if eos is None:
+            eos = getattr(self.config.get_text_config(), "eos_token_id", None)
+        return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+
+    @property
     def is_vision(self) -> bool:
         """A vision-language backbone (its config has a ``vision_config``)."""
         return getattr(self.config, "vision_config", None) is not None
@@ -325,7 +339,37 @@ class LengthValueModel(nn.Module):
                 out, state_dict=backbone or None, safe_serialization=safe_serialization, **kwargs
             )
         save_file(head, str(out / VALUE_HEAD_FILE))
+        if self.generation_config is not None:
+            self.generation_config.save_pretrained(out)
         (out / LENVM_CONFIG_FILE).write_text(json.dumps(self.lenvm_config(), indent=2) + "\n")
+
+
+def load_generation_config(source: str | os.PathLike | None):
+    """The generation config saved in a model dir (or of a hub id already in the local cache), else None."""
+    from transformers import GenerationConfig
+
+    if source is None:
+        return None
+    try:  # never a download: a missing file only means the model config's EOS is used
+        return GenerationConfig.from_pretrained(str(source), local_files_only=True)
+    except (OSError, ValueError):
+        return None
+
+
+def generation_config_of(backbone: nn.Module, base_model_name: str | None):
+    """A backbone's own generation config, else its base model's, else one made from its model config."""
+    from transformers import GenerationConfig
+
+    own = getattr(_unwrap(backbone), "generation_config", None)
+    if own is not None:
+        return own
+    found = load_generation_config(base_model_name)
+    if found is not None:
+        return found
+    try:
+        return GenerationConfig.from_model_config(backbone.config)
+    except (AttributeError, ValueError):
+        return None
 
 
 def _language_model(backbone: nn.Module) -> nn.Module:

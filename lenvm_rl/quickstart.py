@@ -357,7 +357,8 @@ def train_and_report(
     ids = sorted(truth)
     predicted = critic.predict_length([prompt_of[i] for i in ids]).tolist()
     results = {"LenVM": prediction_errors(dict(zip(ids, predicted)), truth)}
-    train_lengths = completion_lengths(train_ds, include_censored=False)  # the baselines' means: finished ones
+    # The baselines' means: finished ones, in answer tokens like the truth (their completion_length counts the EOS).
+    train_lengths = [n - 1 for n in completion_lengths(train_ds, include_censored=False)]
     for name, const in train_mean_baselines(train_lengths, gamma).items():
         results[f"baseline: {name} ({const:.0f} tok)"] = prediction_errors({i: const for i in ids}, truth)
     floor = truth_noise_floor(lengths, truth)

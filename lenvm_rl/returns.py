@@ -1,13 +1,16 @@
 """The math of the Length Value Model on plain tensors (docs/method.md). No models here.
 
-Convention. A completion is ``y_1 .. y_L`` with ``y_L`` the EOS token. State ``s_t`` is the prompt plus
-``y_1 .. y_t``; ``s_0`` ends at the last prompt token. ``n_t = L - t`` tokens (EOS included) remain.
+Convention. A finished completion is ``y_1 .. y_N`` with ``y_N`` the EOS token: ``N`` steps, an answer of
+``L = N - 1`` tokens (a *length* in this package counts answer tokens, EOS excluded: docs/method.md). State
+``s_t`` is the prompt plus ``y_1 .. y_t``; ``s_0`` ends at the last prompt token. ``n_t = N - t`` steps (EOS
+included) remain; the answer tokens still to come are ``n_t - 1``.
 
     reward per step      r   = -(1 - gamma)
-    target               G_t = -(1 - gamma ** n_t)          in (-1, 0],  G_L = 0 at EOS
+    target               G_t = -(1 - gamma ** n_t)          in (-1, 0],  G_N = 0 at EOS
     Bellman              G_t = r + gamma * G_{t+1}
     model output         V   = -sigmoid(z)
-    length from a value  n   = ln(1 + V) / ln(gamma)        (underestimates E[n] by Jensen)
+    steps from a value   n   = ln(1 + V) / ln(gamma)        (underestimates E[n] by Jensen)
+    length from a value  L   = max(n - 1, 0)                answer tokens to come, EOS excluded
     gamma rule           gamma = 0.01 ** (1 / L99)           so that 1 - gamma ** L99 = 0.99
     TD residual          delta_t = r + gamma * V(s_{t+1}) - V(s_t); length shift of y_{t+1} = -delta_t
 
@@ -50,7 +53,8 @@ def remaining_to_value(remaining: torch.Tensor | float, gamma: float) -> torch.T
 
 
 def value_to_remaining(values: torch.Tensor | float, gamma: float, eps: float = 1e-12) -> torch.Tensor:
-    """Invert a value to a token count: ``n = ln(1 + V) / ln(gamma)``.
+    """Invert a value to the steps left, the EOS step included: ``n = ln(1 + V) / ln(gamma)`` (for answer
+    tokens, :func:`value_to_length`).
 
     Values are clamped to (-1, 0] first; ``V -> -1`` maps to a large but finite count.
     """
@@ -59,10 +63,17 @@ def value_to_remaining(values: torch.Tensor | float, gamma: float, eps: float = 
     return torch.log1p(v) / math.log(gamma)
 
 
-def completion_targets(completion_length: int, gamma: float) -> torch.Tensor:
-    """Targets for the ``L + 1`` trained positions of one completion of length ``L`` (EOS included).
+def value_to_length(values: torch.Tensor | float, gamma: float) -> torch.Tensor:
+    """Answer tokens still to come from a value, EOS excluded: ``max(n - 1, 0)`` with ``n`` from
+    :func:`value_to_remaining` (the steps left, the EOS step included)."""
+    return (value_to_remaining(values, gamma) - 1.0).clamp(min=0.0)
 
-    Position 0 is the last prompt token (``n = L``), the last position is the EOS token (``n = 0``).
+
+def completion_targets(completion_length: int, gamma: float) -> torch.Tensor:
+    """Targets for the ``N + 1`` trained positions of one finished completion of ``N = completion_length``
+    generated tokens, its EOS included (an answer of ``N - 1`` tokens).
+
+    Position 0 is the last prompt token (``n = N``), the last position is the EOS token (``n = 0``).
     """
     if completion_length < 1:
         raise ValueError("a completion must hold at least its EOS token (length >= 1)")
@@ -149,23 +160,13 @@ def length_residuals(
     return td_residuals(values[:, :-1], gamma, next_values=next_values) * mask
 
 
-def length_advantages(
+def length_credit(
     values: torch.Tensor, completion_mask: torch.Tensor, terminated: torch.Tensor, gamma: float, lam: float = 1.0
 ) -> torch.Tensor:
-    """GAE(lambda) of the length residuals, (B, T); lambda = 1 gives ``G_j - V(s_j)`` on terminated rows."""
+    """Per-token length credit ``a_j = GAE_lambda(delta)_j`` of the length residuals from the critic's values,
+    (B, T); lambda = 1 gives ``G_j - V(s_j)`` on terminated rows. (``LengthCritic.length_advantages`` computes
+    the values and calls this.)"""
     return gae(length_residuals(values, completion_mask, terminated, gamma), gamma, lam)
-
-
-def potential_shaping(
-    values: torch.Tensor, completion_mask: torch.Tensor, terminated: torch.Tensor, gamma: float
-) -> torch.Tensor:
-    """Potential-based shaping rewards ``F_j = gamma * Phi(s_{j+1}) - Phi(s_j)`` with ``Phi = V``, (B, T).
-
-    ``Phi`` is 0 after a terminated row's EOS; truncated rows keep the critic's value of their last state.
-    Their discounted sum from token j telescopes to ``gamma ** (L - j) * Phi(s_L) - Phi(s_j)``.
-    """
-    residuals = length_residuals(values, completion_mask, terminated, gamma)
-    return (residuals - step_reward(gamma)) * completion_mask.to(values.dtype)
 
 
 def correct_group_means(

@@ -191,6 +191,8 @@ def test_resolve_reward_uses_the_registry():
     ) == [0.5, -0.5]
     with pytest.raises(ValueError, match="gated"):
         cli.resolve_reward("kimi")  # no task to gate with
+    with pytest.raises(ValueError, match="needs l1_budget"):
+        cli.resolve_reward("l1_max", task="opposites")  # `lenvm grpo --reward_funcs l1_max` without --l1_budget
     with pytest.raises(ValueError, match="unknown reward 'nonsense'"):
         cli.resolve_reward("nonsense")
 
@@ -216,7 +218,9 @@ def test_lenvm_grpo_on_the_opposites_task(tiny_critic, tiny_causal_dir, tmp_path
         critic_model_path=str(tiny_critic),
         max_steps=1,
         dataset_name="lenvm:opposites",
-        reward_funcs=["opposites_reward", "kimi"],
+        reward_funcs=["opposites_reward", "kimi", "l1_max", "soft_overlong"],
+        l1_budget=8,  # the reward settings as YAML keys (the gate: the built-in dataset's task)
+        overlong_cache=2,  # its max defaults to max_completion_length
         length_gate_reward="opposites_reward",
         per_device_train_batch_size=4,
         max_completion_length=8,

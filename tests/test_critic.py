@@ -30,7 +30,8 @@ def test_predict_length_inverts_the_boundary_value(critic, tokenizer):
     n = critic.predict_length(prompts)
     ids = encode_prompt(tokenizer, prompts[0])
     v0 = critic.values(torch.tensor([ids]))[0, -1]
-    assert n[0].item() == pytest.approx(value_to_remaining(v0, 0.99).item(), rel=1e-5)
+    # Answer tokens, EOS not counted (docs/method.md): the steps to come less the EOS step.
+    assert n[0].item() == pytest.approx(value_to_remaining(v0, 0.99).item() - 1, rel=1e-5)
     assert torch.allclose(critic.predict_length(prompt_ids=[ids]), n[:1])
 
 
@@ -103,3 +104,48 @@ def test_the_training_prompt_format_is_saved_and_honoured(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         LengthValueModel.from_pretrained(ckpt)  # not again
+
+
+def test_a_backbone_only_lenvm_saves_its_generation_config_and_knows_every_eos(tmp_path, tokenizer):
+    """The backbone (no LM head) has no generation config of its own; the LenVM records its base model's, so a
+    critic loaded from the checkpoint ends answers on the same EOS ids as the policy (here two, like Qwen's)."""
+    from transformers import LlamaForCausalLM
+
+    from tests.conftest import tiny_config
+
+    eos, other = tokenizer.eos_token_id, 7
+    base = tmp_path / "base"
+    causal = LlamaForCausalLM(tiny_config(len(tokenizer)))
+    causal.generation_config.eos_token_id = [eos, other]
+    causal.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    model = LengthValueModel.from_backbone(str(base), gamma=0.9)
+    model.save_pretrained(tmp_path / "lenvm")
+    tokenizer.save_pretrained(tmp_path / "lenvm")
+    assert (tmp_path / "lenvm" / "generation_config.json").is_file()
+    critic = LengthCritic.from_pretrained(tmp_path / "lenvm", device="cpu")
+    assert critic.eos_token_ids == {eos, other}
+    # ... and uses it: a completion ending on the other EOS is finished (its EOS state is terminal).
+    prompt_ids, prompt_mask = left_pad([[5, 6]], 0)
+    done = critic._terminated(torch.tensor([[9, other]]), torch.tensor([[1, 1]]))
+    assert done.tolist() == [True]
+    credit = critic.length_advantages(prompt_ids, prompt_mask, torch.tensor([[9, other]]), torch.tensor([[1, 1]]))
+    v = critic.values(torch.tensor([[5, 6, 9, other]]))[0, 1:3].double()
+    g = 0.9
+    expected = torch.stack([-(1 - g**2) - v[0], -(1 - g) - v[1]])  # G_j - V(s_j), terminal after the EOS
+    assert torch.allclose(credit[0], expected.float(), atol=1e-5)
+
+
+def test_length_advantages_take_image_inputs_like_completion_values(critic):
+    seen = {}
+
+    def completion_values(*args, **vision):
+        seen.update(vision)
+        return torch.zeros(1, 3, dtype=torch.float64)
+
+    critic.completion_values = completion_values
+    pixels = torch.ones(1, 3)
+    critic.length_advantages(
+        torch.tensor([[5]]), torch.tensor([[1]]), torch.tensor([[6, 7]]), torch.tensor([[1, 1]]), pixel_values=pixels
+    )
+    assert seen["pixel_values"] is pixels

@@ -56,7 +56,11 @@ def test_two_steps_with_per_token_advantages(mode, tiny_causal_dir, tiny_backbon
     assert Recording.seen and all(a == c for a, c in Recording.seen)  # (B, T) advantages
     logged = [h for h in trainer.state.log_history if "length/term_abs_mean" in h]
     assert logged and all(h["length/term_abs_mean"] >= 0 for h in logged)
-    assert all("length/actual_length" in h for h in logged)
+    # Lengths count answer tokens, EOS excluded: TRL's mean length counts the EOS of every finished row.
+    assert any(h["length/terminated_share"] > 0 for h in logged)  # some rows finished, so the two differ
+    for h in logged:
+        expected = h["completions/mean_length"] - h["length/terminated_share"]
+        assert h["length/actual_length"] == pytest.approx(expected, abs=1e-4)
     if mode == "advantage":
         assert all(h["length/term_abs_mean"] > 0 for h in logged)
 
@@ -198,7 +202,12 @@ def test_two_process_run(tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(result.read_text())
     assert data["shapes"] and all(a == c for a, c in data["shapes"])
-    assert data["term_abs_mean"] and all(x >= 0 for x in data["term_abs_mean"])
+    # The logged |term| mean of each step is rank 0's own: its recorded term averaged over its completion tokens.
+    assert len(data["term_abs_mean"]) == len(data["terms"]) == 2
+    for logged, step in zip(data["term_abs_mean"], data["terms"]):
+        mine = next(r for r in step if r["rank"] == 0)
+        term, mask = torch.tensor(mine["term"]), torch.tensor(mine["mask"])
+        assert logged == pytest.approx(float((term.abs() * mask).sum() / mask.sum()), rel=1e-5, abs=1e-7)
     # Groups of 4 span the two processes (2 rows each): the `relative` term of each process equals the term
     # computed on the whole batch in one process.
     from lenvm_rl.returns import correct_group_means, relative_length_term

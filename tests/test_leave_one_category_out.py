@@ -70,7 +70,8 @@ def test_each_fold_leaves_out_its_category_and_pools_every_prompt_once(
     assert pooled["left out"] != pooled["random split"]
     # each fold's constant: the return-consistent mean of the other categories' finished training lengths
     for c in CATS:
-        others = [r["num_tokens"] for r in train if r["category"] != c and r["finish_reason"] == "stop"]
+        # answer tokens: a finished rollout's num_tokens counts its EOS
+        others = [r["num_tokens"] - 1 for r in train if r["category"] != c and r["finish_reason"] == "stop"]
         expected = return_consistent_length(others, GAMMA)
         assert all(v == pytest.approx(expected) for v in result["folds"][c]["constant"].values())
     consts = {c: next(iter(result["folds"][c]["constant"].values())) for c in CATS}

@@ -42,6 +42,7 @@ def test_finished_lengths_by_prompt_keeps_finished_completions_of_prompts_with_e
         return {"prompt_id": pid, "num_tokens": n, "finish_reason": reason}
 
     records = [rec("a", 10), rec("a", 30), rec("a", 256, "length"), rec("b", 5), rec("b", 256, "length"), rec("c", 7)]
-    # a: the cut completion is a lower bound, not a length; b, c: one finished sample is not a ground truth
-    assert finished_lengths_by_prompt(records) == {"a": [10, 30]}
-    assert finished_lengths_by_prompt(records, min_samples=1) == {"a": [10, 30], "b": [5], "c": [7]}
+    # a: the cut completion is a lower bound, not a length; b, c: one finished sample is not a ground truth.
+    # Lengths are answer tokens: a finished rollout's num_tokens counts its EOS (docs/method.md).
+    assert finished_lengths_by_prompt(records) == {"a": [9, 29]}
+    assert finished_lengths_by_prompt(records, min_samples=1) == {"a": [9, 29], "b": [4], "c": [6]}

@@ -73,7 +73,7 @@ def _gate(completions, **kwargs):  # a task reward: "correct" when the completio
 
 
 def test_kimi_length_reward_gates_wrong_answers_to_min_zero_lambda():
-    reward = rewards.kimi_length_reward(_gate)
+    reward = rewards.get_kimi_length_reward(_gate)
     prompts = ["p"] * 4 + ["q"] * 2
     completions = ["yes", "no", "yes", "no", "yes", "yes"]
     ids = [[1] * 2, [1] * 4, [1] * 6, [1] * 8, [1] * 3, [1] * 3]
@@ -83,13 +83,20 @@ def test_kimi_length_reward_gates_wrong_answers_to_min_zero_lambda():
 
 
 def test_l1_max_reward_is_gated_and_clipped():
-    reward = rewards.l1_max_length_reward(_gate, budget=10)
+    reward = rewards.get_l1_max_length_reward(_gate, budget=10)
     out = reward(
         prompts=["p"] * 4, completions=["yes", "yes", "yes", "no"], completion_ids=[[], [1] * 10, [1] * 30, [1]]
     )
     assert out == pytest.approx([1.0, 0.5, 0.0, 0.0])
     with pytest.raises(ValueError, match="budget"):
-        rewards.l1_max_length_reward(_gate, budget=0)
+        rewards.get_l1_max_length_reward(_gate, budget=0)
+
+
+def test_l1_max_budget_counts_answer_tokens_not_the_eos():
+    """Lengths count answer tokens, EOS excluded (docs/method.md): 10 tokens + EOS sit exactly at the budget."""
+    reward = rewards.get_l1_max_length_reward(_gate, budget=10)
+    ids = [[1] * 10 + [2], [1] * 10]  # finished with EOS 2; cut after 10 tokens
+    assert reward(prompts=["p"] * 2, completions=["yes"] * 2, completion_ids=ids, eos_token_ids=[2]) == [0.5, 0.5]
 
 
 def _saved_critic(tmp_path, tiny_backbone, tokenizer, extra_eos=None):
@@ -109,7 +116,7 @@ def _saved_critic(tmp_path, tiny_backbone, tokenizer, extra_eos=None):
 def test_lenvm_seq_reward_is_the_gated_sequence_return(tmp_path, tiny_backbone, tokenizer):
     critic = _saved_critic(tmp_path, tiny_backbone, tokenizer)
     eos = tokenizer.eos_token_id
-    reward = rewards.lenvm_seq_reward(_gate, beta=2.0, critic=critic)
+    reward = rewards.get_lenvm_seq_reward(_gate, beta=2.0, critic=critic)
     out = reward(prompts=["p", "p"], completions=["yes", "no"], completion_ids=[[5, eos], [5, 6, eos]])
     assert out == pytest.approx([2.0 * -(1 - 0.9**2), 0.0])
 
@@ -137,9 +144,12 @@ def test_critic_length_return_knows_every_eos_and_renders_prompts_like_trl(tmp_p
 
 
 def test_get_reward_funcs_registry():
+    from lenvm_rl.rl.reward_config import LengthRewardConfig
     from lenvm_rl.rl.tasks import opposites_reward
 
-    funcs = rewards.get_reward_funcs(["opposites", "kimi", "l1_max"], task="opposites", budget=16)
+    funcs = rewards.get_reward_funcs(
+        ["opposites", "kimi", "l1_max"], task="opposites", config=LengthRewardConfig(l1_budget=16)
+    )
     assert funcs[0] is opposites_reward and [f.__name__ for f in funcs[1:]] == [
         "kimi_length_reward",
         "l1_max_length_reward",
@@ -148,7 +158,7 @@ def test_get_reward_funcs_registry():
         rewards.get_reward_funcs(["shortest"])
     with pytest.raises(ValueError, match="gated by a task reward"):
         rewards.get_reward_funcs(["kimi"])
-    with pytest.raises(ValueError, match="needs the parameter 'budget'"):
+    with pytest.raises(ValueError, match="needs l1_budget .--l1_budget for `lenvm grpo`, .LENVM_L1_BUDGET"):
         rewards.get_reward_funcs(["l1_max"], task="addition")
 
 
@@ -158,7 +168,7 @@ def _kimi_two_ranks(rank, path):
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{path}.init", rank=rank, world_size=2)
-    reward = rewards.kimi_length_reward(_gate)
+    reward = rewards.get_kimi_length_reward(_gate)
     lengths = [[2, 4], [6, 8]][rank]  # one group of 4 split over the two ranks
     out = reward(prompts=["p", "p"], completions=["yes", "yes"], completion_ids=[[1] * n for n in lengths])
     with open(f"{path}.{rank}", "w") as f:

@@ -1,4 +1,4 @@
-"""Per-token length advantages and shaping rewards (the RL side of DESIGN section 5) against hand computations."""
+"""Per-token length advantages (the RL side of DESIGN section 5) against hand computations."""
 
 import pytest
 import torch
@@ -33,24 +33,14 @@ def test_residuals_by_hand():
 
 def test_lambda_one_gives_return_minus_value_on_terminated_rows():
     values, mask, term = _setup()
-    adv = R.length_advantages(values, mask, term, G, lam=1.0)
+    adv = R.length_credit(values, mask, term, G, lam=1.0)
     returns = R.remaining_to_value(torch.tensor([3, 2, 1]), G)  # G_j = -(1 - gamma ** (L - j)), L = 3
     assert torch.allclose(adv[0, :3], returns - values[0, :3])
     assert adv[0, 3] == 0
     # the truncated row bootstraps: A_0 = sum_k gamma^k r + gamma^4 V(s_4) - V(s_0)
     boot = sum(G**k * -(1 - G) for k in range(4)) + G**4 * -0.25 - (-0.6)
     assert adv[1, 0].item() == pytest.approx(boot)
-    assert torch.allclose(
-        R.length_advantages(values, mask, term, G, lam=0.0), R.length_residuals(values, mask, term, G)
-    )
-
-
-def test_potential_shaping_telescopes():
-    values, mask, term = _setup()
-    f = R.potential_shaping(values, mask, term, G)
-    disc = R.discounted_cumsum(f, G)
-    assert torch.allclose(disc[0, :3], -values[0, :3])  # Phi(terminal) = 0
-    assert disc[1, 0].item() == pytest.approx(G**4 * -0.25 + 0.6)
+    assert torch.allclose(R.length_credit(values, mask, term, G, lam=0.0), R.length_residuals(values, mask, term, G))
 
 
 def test_critic_rl_api_on_left_padded_prompts(tiny_backbone, tokenizer):
@@ -63,13 +53,14 @@ def test_critic_rl_api_on_left_padded_prompts(tiny_backbone, tokenizer):
     assert adv.shape == (2, 4) and adv[0, 3] == 0
     # by hand for the left-padded row 1: values of its unpadded sequence
     v1 = critic.values(torch.tensor([[8, 9, 13, 14, 15, 16]]))[0, 1:].double()
-    expected = R.length_advantages(v1[None], completion_mask[1:], torch.tensor([False]), G)
+    expected = R.length_credit(v1[None], completion_mask[1:], torch.tensor([False]), G)
     assert torch.allclose(adv[1:], expected.float(), atol=1e-5)
     v0 = critic.values(torch.tensor([[5, 6, 7, 11, 12, eos]]))[0, 2:].double()
     returns = R.remaining_to_value(torch.tensor([3, 2, 1]), G)
     assert torch.allclose(adv[0, :3], (returns - v0[:3]).float(), atol=1e-5)  # terminated: EOS auto-detected
-    f = critic.shaping_rewards(prompt_ids, prompt_mask, completion_ids, completion_mask)
-    assert torch.allclose(R.discounted_cumsum(f.double(), G)[0, :3], -v0[:3], atol=1e-5)
+    # The removed `potential` mode's helpers are gone, and the low-level credit has its own name.
+    assert not hasattr(critic, "shaping_rewards") and not hasattr(R, "potential_shaping")
+    assert not hasattr(R, "length_advantages")
 
 
 def test_length_term_normalisation_keeps_or_removes_the_mean():

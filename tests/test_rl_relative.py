@@ -19,7 +19,7 @@ def _batch(lengths, seed=0, T=None):
 
 
 def _term(values, mask, terminated, correct, group_size, lam=0.8, alpha=1.0, clip=0.5):
-    credit = R.length_advantages(values, mask, terminated, G, lam) * mask
+    credit = R.length_credit(values, mask, terminated, G, lam) * mask
     mu, gate = R.correct_group_means(credit.sum(-1), mask.sum(-1), correct, group_size)
     return R.relative_length_term(credit, mask, mu, gate, alpha, clip), gate
 
@@ -51,8 +51,8 @@ def test_a_constant_offset_in_the_critic_changes_nothing_at_lambda_one():
     shifted, _ = _term(values - 0.05, mask, term, correct, 4, lam=1.0, clip=1e9)
     assert torch.allclose(base, shifted, atol=1e-9)
     # ...but the plain advantage mode moves by the offset: the term `relative` removes.
-    a = R.length_advantages(values, mask, term, G, 1.0)
-    b = R.length_advantages(values - 0.05, mask, term, G, 1.0)
+    a = R.length_credit(values, mask, term, G, 1.0)
+    b = R.length_credit(values - 0.05, mask, term, G, 1.0)
     assert torch.allclose((b - a)[mask.bool()], torch.full_like(a[mask.bool()], 0.05))
 
 
@@ -125,3 +125,52 @@ def test_a_gate_that_is_not_a_reward_function_is_refused(tiny_causal_dir, tiny_b
             processing_class=tokenizer,
             critic=LengthCritic(LengthValueModel(tiny_backbone, gamma=0.95), tokenizer),
         )
+
+
+def _trainer_stub(bootstrap: bool, rewards, group_size: int):
+    """What `LengthShapedGRPOTrainer._length_term` reads of the trainer, for one process."""
+    from types import SimpleNamespace
+
+    from lenvm_rl.rl.trainer import LengthShapedGRPOTrainer
+
+    args = SimpleNamespace(
+        bootstrap_truncated=bootstrap,
+        length_shaping="relative",
+        length_gae_lambda=1.0,
+        length_gate_threshold=0.5,
+        length_coef=1.0,
+        length_clip=1e9,
+    )
+    accelerator = SimpleNamespace(gather=lambda x: x, process_index=0)
+    stub = SimpleNamespace(
+        args=args,
+        accelerator=accelerator,
+        length_gamma=G,
+        _gathered_rewards=torch.as_tensor(rewards, dtype=torch.float32)[:, None],
+        _gate_index=0,
+        num_generations=group_size,
+        model=SimpleNamespace(training=True),
+    )
+    stub._relative_term = lambda credit, mask: LengthShapedGRPOTrainer._relative_term(stub, credit, mask)
+    return lambda *a: LengthShapedGRPOTrainer._length_term(stub, *a)
+
+
+def test_unbootstrapped_truncated_rows_are_out_of_the_gate_the_mean_and_the_term():
+    """bootstrap_truncated=False: a truncated correct row gets no term and does not move its group's mean (it used
+    to stay in C_g with zero credit, so it diluted mu_g and got clip(-alpha mu_g) on every token)."""
+    values, mask, _ = _batch([3, 5, 6, 4], seed=2)
+    terminated = torch.tensor([True, True, False, True])
+    rewards = [1.0, 1.0, 1.0, 0.0]  # rows 0-2 correct; row 2 truncated; row 3 wrong
+    term, gate = _trainer_stub(False, rewards, 4)(values, mask, mask, terminated)
+    assert gate.tolist() == [True, True, False, False]
+    assert torch.all(term[2] == 0) and torch.all(term[3] == 0)
+    # The group statistics are those of the two finished correct rows alone.
+    expected, _ = _term(values, mask, terminated, torch.tensor([1, 1, 0, 0], dtype=torch.bool), 4, 1.0, 1.0, 1e9)
+    assert torch.allclose(term, expected.float(), atol=1e-6)
+    assert abs(float(term.sum())) < 1e-5  # sums to zero over the gated rows
+    # With one finished correct row left, nothing is compared: no term at all.
+    term, gate = _trainer_stub(False, [1.0, 0.0, 1.0, 0.0], 4)(values, mask, mask, terminated)
+    assert not gate.any() and torch.all(term == 0)
+    # Bootstrapped (the default), the truncated correct row takes part.
+    term, gate = _trainer_stub(True, rewards, 4)(values, mask, mask, terminated)
+    assert gate.tolist() == [True, True, True, False] and term[2].abs().sum() > 0

@@ -32,13 +32,13 @@ def test_rloo_recipe_with_the_gated_critic_return(tiny_causal_dir, tiny_backbone
     rewards._load_critic.cache_clear()
 
     seen = []
-    original = rewards.lenvm_seq_reward
+    original = rewards.get_lenvm_seq_reward
 
     def spy(gate, beta, *args, **kwargs):
         seen.append((gate.__name__, beta))
         return original(gate, beta, *args, **kwargs)
 
-    monkeypatch.setattr(rewards, "lenvm_seq_reward", spy)
+    monkeypatch.setattr(rewards, "get_lenvm_seq_reward", spy)
     parser = rloo.make_parser()
     script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(
         ["--config", str(tmp_path / "r.yaml")], fail_with_unknown_args=False

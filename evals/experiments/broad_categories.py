@@ -74,7 +74,13 @@ def train_broad(default_dir: Path, out: Path, train: list[dict], heldout: list[d
 def judge(critic_dir: Path, heldout: list[dict], train: list[dict], gamma: float, default_cats: set) -> dict:
     """Errors of a critic and of its train-mean constant on the held-out records, by subset."""
     from lenvm_rl.critic import LengthCritic
-    from lenvm_rl.metrics import finished_lengths_by_prompt, per_prompt_truth, prediction_errors, train_mean_baselines
+    from lenvm_rl.metrics import (
+        answer_tokens,
+        finished_lengths_by_prompt,
+        per_prompt_truth,
+        prediction_errors,
+        train_mean_baselines,
+    )
 
     truth = per_prompt_truth(finished_lengths_by_prompt(heldout), gamma)
     ids = sorted(truth)
@@ -84,7 +90,7 @@ def judge(critic_dir: Path, heldout: list[dict], train: list[dict], gamma: float
     if abs(critic.gamma - gamma) > 1e-9:
         raise SystemExit(f"{critic_dir} has gamma {critic.gamma}, the ground truth uses {gamma}")
     predicted = dict(zip(ids, critic.predict_length([prompt_of[i] for i in ids]).tolist()))
-    finished = [r["num_tokens"] for r in train if r["finish_reason"] == "stop"]
+    finished = [answer_tokens(r) for r in train if r["finish_reason"] == "stop"]
     name, const = next((k, v) for k, v in train_mean_baselines(finished, gamma).items() if "return-consistent" in k)
     subsets = {
         "all": ids,

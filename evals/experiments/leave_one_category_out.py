@@ -53,7 +53,7 @@ def predictions(critic_dir: Path, prompts: dict[str, str], gamma: float) -> dict
 
 def run_fold(run_dir: Path, category: str, folds_dir: Path, categories: list[str], train: list, heldout: list) -> dict:
     """Per-prompt truth and the three arms' predictions on ``category``'s held-out prompts."""
-    from lenvm_rl.metrics import finished_lengths_by_prompt, per_prompt_truth, train_mean_baselines
+    from lenvm_rl.metrics import answer_tokens, finished_lengths_by_prompt, per_prompt_truth, train_mean_baselines
     from lenvm_rl.quickstart import finished_report, train_and_report
 
     cfg, gamma = fold_config(run_dir, category, folds_dir, categories)
@@ -68,7 +68,7 @@ def run_fold(run_dir: Path, category: str, folds_dir: Path, categories: list[str
         raise SystemExit(f"fold {category} trained with gamma {report['gamma']}, the run with {gamma}")
     truth = per_prompt_truth(finished_lengths_by_prompt(fold_held), gamma)
     prompts = {r["prompt_id"]: r["prompt"] for r in fold_held if r["prompt_id"] in truth}
-    finished = [r["num_tokens"] for r in fold_train if r["finish_reason"] == "stop"]
+    finished = [answer_tokens(r) for r in fold_train if r["finish_reason"] == "stop"]
     const = train_mean_baselines(finished, gamma)["train mean (return-consistent)"]
     return {
         "truth": truth,

@@ -121,7 +121,12 @@ def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, 
 
     from lenvm_rl.critic import LengthCritic
     from lenvm_rl.rl import LengthShapedGRPOConfig, LengthShapedGRPOTrainer
-    from lenvm_rl.rl.rewards import kimi_length_reward, l1_max_length_reward, lenvm_seq_reward, soft_overlong_reward
+    from lenvm_rl.rl.rewards import (
+        get_kimi_length_reward,
+        get_l1_max_length_reward,
+        get_lenvm_seq_reward,
+        get_soft_overlong_reward,
+    )
     from lenvm_rl.rl.tasks import opposites_dataset, opposites_reward
 
     tokenizer = AutoTokenizer.from_pretrained(policy)
@@ -165,14 +170,14 @@ def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, 
     )
     rewards = [opposites_reward]
     if arm == "soft_overlong":
-        rewards.append(soft_overlong_reward(int(coef), 32 if not a.tiny else 4))
+        rewards.append(get_soft_overlong_reward(int(coef), 32 if not a.tiny else 4))
     elif arm == "kimi":
-        rewards.append(kimi_length_reward(opposites_reward))
+        rewards.append(get_kimi_length_reward(opposites_reward))
     elif arm == "l1_max":
-        rewards.append(l1_max_length_reward(opposites_reward, budget=int(coef)))
+        rewards.append(get_l1_max_length_reward(opposites_reward, budget=int(coef)))
     elif arm == "lenvm_seq":
         rewards.append(
-            lenvm_seq_reward(
+            get_lenvm_seq_reward(
                 opposites_reward, beta=coef, critic=LengthCritic.from_pretrained(critic_path, device="cpu")
             )
         )

@@ -265,6 +265,7 @@ def main(argv=None) -> dict:
     from ..data import build_dataset, load_rollouts
     from ..defaults import resolve_model
     from ..metrics import (
+        answer_tokens,
         finished_lengths_by_prompt,
         per_prompt_truth,
         prediction_errors,
@@ -324,7 +325,7 @@ def main(argv=None) -> dict:
 
     # Predictors.
     preds = {"LenVM": dict(zip(ids, critic.predict_length(prompt_ids=heldout_ids).tolist()))}
-    train_lengths = [r["num_tokens"] for r in train_records]
+    train_lengths = [answer_tokens(r) for r in train_records]
     for name, const in train_mean_baselines(train_lengths, gamma).items():
         preds[f"{name} ({const:.0f} tok)"] = {i: const for i in ids}
     train_prompt_ids = critic._encode_prompts([r["prompt"] for r in train_records])

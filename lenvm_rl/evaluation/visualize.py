@@ -138,7 +138,11 @@ def main(argv=None) -> dict:
     example = pick(examples, a.index)
     rows = token_table(critic, example)
     prompt = critic.tokenizer.decode(example["input_ids"][: example["prompt_len"]], skip_special_tokens=True)
-    boundary = float(critic.predict_length(prompt_ids=[example["input_ids"][: example["prompt_len"]]])[0])
+    from ..returns import value_to_remaining
+
+    # The count-down is in steps to come, EOS included (not answer tokens, as predict_length gives them).
+    v0 = critic.values(torch.tensor([example["input_ids"][: example["prompt_len"]]]))[0, -1]
+    boundary = float(value_to_remaining(v0, critic.gamma))
     out = Path(a.output_dir)
     title = f"LenVM count-down over a {len(rows)}-token completion"
     # The first point is the prompt boundary s_0, then the state after each completion token.

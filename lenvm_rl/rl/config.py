@@ -69,8 +69,9 @@ class LengthShapedGRPOConfig(GRPOConfig):
         center_length_advantages (`bool`, *optional*, defaults to `False`):
             `advantage` only: subtract the term's mean over all completion tokens first.
         bootstrap_truncated (`bool`, *optional*, defaults to `True`):
-            Bootstrap truncated completions with the critic's value of their last state; if False their
-            length term is zero.
+            Bootstrap truncated completions with the critic's value of their last state. If False they take no
+            part in the length term: their term is zero, and under `relative` they are neither in the gate
+            (``C_g``) nor in the group mean ``mu_g``.
         critic_batch_size (`int`, *optional*, defaults to `8`):
             Rows per critic forward (the critic runs chunked, without gradients).
     """
@@ -95,7 +96,9 @@ class LengthShapedGRPOConfig(GRPOConfig):
     )
     whiten_length_advantages: bool = field(default=True, metadata={"help": "'advantage': unit-std length term."})
     center_length_advantages: bool = field(default=False, metadata={"help": "'advantage': zero-mean length term."})
-    bootstrap_truncated: bool = field(default=True, metadata={"help": "Bootstrap truncated rows with the critic."})
+    bootstrap_truncated: bool = field(
+        default=True, metadata={"help": "Bootstrap truncated rows with the critic (else they get no length term)."}
+    )
     critic_batch_size: int = field(default=8, metadata={"help": "Rows per critic forward."})
 
     def __post_init__(self):

@@ -15,7 +15,7 @@ from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp
 
 from ..critic import LengthCritic, terminated_rows
-from ..returns import correct_group_means, length_advantages, relative_length_term, value_to_remaining
+from ..returns import correct_group_means, length_credit, relative_length_term, value_to_length
 from ..vlm import is_processor, vision_inputs
 from .config import LengthShapedGRPOConfig
 
@@ -85,27 +85,7 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
         # A VLM policy's prompts carry images: the critic reads the same pixels (same processor family).
         vision = vision_inputs(output) if self._critic_is_vision else {}
         values = self.critic.completion_values(prompt_ids, prompt_mask, completion_ids, completion_mask, **vision)
-        credit = (
-            length_advantages(
-                values, completion_mask, terminated, self.length_gamma, self.args.length_gae_lambda
-            ).float()
-            * mask
-        )
-        if not self.args.bootstrap_truncated:
-            credit = credit * terminated[:, None]
-        if self.args.length_shaping == "relative":
-            term, gate = self._relative_term(credit, mask)
-        else:
-            term, gate = credit, None
-            if self.args.whiten_length_advantages or self.args.center_length_advantages:
-                term = normalize_length_term(
-                    term,
-                    mask,
-                    lambda x: self.accelerator.reduce(x, reduction="sum"),
-                    scale=self.args.whiten_length_advantages,
-                    center=self.args.center_length_advantages,
-                )
-            term = self.args.length_coef * term
+        term, gate = self._length_term(values, completion_mask, mask, terminated)
 
         advantages = output["advantages"]
         if advantages.dim() == 1:
@@ -116,20 +96,46 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
         tokens = mask.sum().clamp(min=1)
         self._metrics[mode]["length/term_mean"].append(((term * mask).sum() / tokens).item())
         self._metrics[mode]["length/term_abs_mean"].append(((term.abs() * mask).sum() / tokens).item())
-        boundary = value_to_remaining(values[:, 0], self.length_gamma)
+        # Lengths count answer tokens, EOS excluded (docs/method.md), in the prediction and the actual length alike.
+        boundary = value_to_length(values[:, 0], self.length_gamma)
         self._metrics[mode]["length/predicted_remaining_at_prompt"].append(boundary.mean().item())
         self._metrics[mode]["length/terminated_share"].append(terminated.float().mean().item())
-        self._metrics[mode]["length/actual_length"].append(mask.sum(-1).mean().item())
+        answer_tokens = completion_mask.sum(-1) - terminated.to(completion_mask.dtype)
+        self._metrics[mode]["length/actual_length"].append(answer_tokens.float().mean().item())
         if gate is not None:
             self._metrics[mode]["length/gated_share"].append(gate.float().mean().item())
         return output
 
+    def _length_term(self, values, completion_mask, mask, terminated):
+        """The per-token length term (B, T) and the ``relative`` gate (B,) (None in ``advantage``) from the
+        critic's values. ``mask``: the completion tokens that are policy actions."""
+        if not self.args.bootstrap_truncated:  # truncated rows take no part: no term, no gate, no group mean
+            mask = mask * terminated[:, None].to(mask.dtype)
+        credit = (
+            length_credit(values, completion_mask, terminated, self.length_gamma, self.args.length_gae_lambda).float()
+            * mask
+        )
+        if self.args.length_shaping == "relative":
+            return self._relative_term(credit, mask)
+        term = credit
+        if self.args.whiten_length_advantages or self.args.center_length_advantages:
+            term = normalize_length_term(
+                term,
+                mask,
+                lambda x: self.accelerator.reduce(x, reduction="sum"),
+                scale=self.args.whiten_length_advantages,
+                center=self.args.center_length_advantages,
+            )
+        return self.args.length_coef * term, None
+
     def _relative_term(self, credit, mask):
-        """The ``relative`` term for this process's rows, with group statistics over all processes."""
+        """The ``relative`` term for this process's rows, with group statistics over all processes. A row without
+        a token in ``mask`` (a truncated one when not bootstrapped) is not counted as correct."""
         rewards = self._gathered_rewards[:, self._gate_index]
-        correct = torch.nan_to_num(rewards, nan=-float("inf")) >= self.args.length_gate_threshold
         row_credit = self.accelerator.gather((credit * mask).sum(-1))
         row_lengths = self.accelerator.gather(mask.sum(-1))
+        correct = torch.nan_to_num(rewards, nan=-float("inf")) >= self.args.length_gate_threshold
+        correct = correct.to(row_lengths.device) & (row_lengths > 0)
         mu, gate = correct_group_means(
             row_credit.double(),
             row_lengths,
