@@ -420,8 +420,9 @@ def completion_record(
     natural_eos_min_prob: float | None = None,
 ) -> dict:
     """One generated row (ids after the prompt) as ``text``, ``token_ids`` and ``num_tokens`` (up to, without,
-    the first EOS), ``end``, ``finished`` (``end == "natural"``) and ``p_eos`` (``p_eos[end]``, None when not given
-    or capped).
+    the first EOS), ``end``, ``finished`` (``end == "natural"``), ``p_eos`` (``p_eos[end]``, None when not given
+    or capped) and ``rule_forced`` (a rule put EOS there whatever its probability: a hard stop, or EOS from outside
+    the candidates; a ``forced`` end without it is an EOS the rule chose below the threshold).
 
     ``eos_natural[j]``: an EOS at step j would not be forced by a rule
     (:meth:`LengthGuidedLogitsProcessor.eos_natural`); with it, an EOS whose ``p_eos`` is below
@@ -431,12 +432,12 @@ def completion_record(
     end = row.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in row else None
     body = row[:end] if end is not None else row
     at_end = p_eos[end] if end is not None and p_eos is not None and end < len(p_eos) else None
+    forced = end is not None and eos_natural is not None and not (end < len(eos_natural) and eos_natural[end])
     if end is None:
         how = "cap"
     elif eos_natural is None:
         how = "natural"
     else:
-        forced = not (end < len(eos_natural) and eos_natural[end])
         how = end_label(True, forced, at_end, natural_eos_min_prob)
     return {
         "text": tokenizer.decode(body, skip_special_tokens=True),
@@ -445,4 +446,5 @@ def completion_record(
         "end": how,
         "finished": how == "natural",
         "p_eos": at_end,
+        "rule_forced": forced,
     }

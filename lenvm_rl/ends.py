@@ -167,3 +167,14 @@ def p_eos_distribution(values) -> dict:
         "mean": float(t.mean()),
         "below_threshold": float((t < NATURAL_EOS_MIN_PROB).double().mean()),
     }
+
+
+def relabel(rows: list[dict], min_prob: float | None = None) -> list[dict]:
+    """Set ``end`` / ``finished`` of guided rows (``end``, ``p_eos``, ``rule_forced``) from the threshold, in place:
+    the label is a function of what was recorded, so a stored run can be read at another threshold. Rows stored
+    before ``rule_forced`` was recorded take it from their old label (then ``forced`` meant a rule's EOS only)."""
+    for r in rows:
+        r.setdefault("rule_forced", r["end"] == "forced")
+        r["end"] = end_label(r["end"] != "cap", r["rule_forced"], r.get("p_eos"), min_prob)
+        r["finished"] = r["end"] == "natural"
+    return rows
