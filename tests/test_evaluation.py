@@ -148,6 +148,14 @@ def test_tradeoff_counts_answers_over_the_budget_as_wrong():
     ruled = outs[:2] + [{"text": "3", "num_tokens": 6, "finished": False, "end": "forced"}]
     s = tradeoff.score(ruled, rows, addition_reward, budget=16)  # a rule's EOS: not natural, not the cap's
     assert s["ends"] == {"natural": 2, "forced": 1, "cap": 0} and s["accuracy"] == pytest.approx(2 / 3)
+    # a tilt's EOS the generator gave less than the natural-end threshold: forced, yet a complete answer scored on
+    # its text (the accuracy does not move with the threshold); a hard stop's EOS still counts as cut
+    chosen = {"text": "3", "num_tokens": 6, "finished": False, "end": "forced", "rule_forced": False, "p_eos": 0.01}
+    s = tradeoff.score(outs[:2] + [chosen], rows, addition_reward, budget=16)
+    assert s["ends"] == {"natural": 2, "forced": 1, "cap": 0} and s["accuracy"] == pytest.approx(1.0)
+    assert s["p_eos"]["n"] == 1 and s["p_eos"]["median"] == pytest.approx(0.01)
+    s = tradeoff.score(outs[:2] + [dict(chosen, rule_forced=True)], rows, addition_reward, budget=16)
+    assert s["accuracy"] == pytest.approx(2 / 3)
     curve = [{"mean_tokens": 10.0, "accuracy": 0.2}, {"mean_tokens": 30.0, "accuracy": 0.6}]
     assert tradeoff.accuracy_at(curve, 20.0) == pytest.approx(0.4)
 

@@ -122,12 +122,14 @@ def score(outs: list[dict], rows: list[dict], reward, budget: int) -> dict:
     from ..ends import p_eos_distribution
 
     correct = rewards(outs, rows, reward)
-    ended = [o["end"] != "cap" and not o.get("rule_forced", o["end"] == "forced") for o in outs]
+    ends = [o.get("end", "natural" if o["finished"] else "cap") for o in outs]
+    # ended on an EOS no rule put there: natural, or a rule's choice below the threshold (rule_forced False)
+    ended = [e == "natural" or (e == "forced" and not o.get("rule_forced", True)) for e, o in zip(ends, outs)]
     within = [e and o["num_tokens"] <= budget for e, o in zip(ended, outs)]  # EOS not counted
     scored = [c if w else 0.0 for c, w in zip(correct, within)]
     tokens = [min(o["num_tokens"], budget) for o in outs]
-    natural = sum(w and o["end"] == "natural" for o, w in zip(outs, within))
-    forced = sum(o.get("end") == "forced" and o["num_tokens"] <= budget for o in outs)
+    natural = sum(w and e == "natural" for e, w in zip(ends, within))
+    forced = sum(e == "forced" and o["num_tokens"] <= budget for e, o in zip(ends, outs))
     return {
         "accuracy": float(np.mean(scored)),
         "mean_tokens": float(np.mean(tokens)),
