@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 NAME = "natural_end_recount"
 RUNS = "evals/results/lifebench,evals/results/lifebench_critic_x2,evals/results/lifebench_random_critic"
 GUIDED = ("rules_only", "lenvm", "extreme")
@@ -41,6 +43,14 @@ class RecountArguments:
     output_dir: str = field(default=f"evals/results/{NAME}", metadata={"help": "Where the json and markdown go."})
     batch_size: int = field(default=8, metadata={"help": "Rows per forward."})
     check_rows: int = field(default=6, metadata={"help": "Stored NLLs recomputed per run to check the prompts."})
+    threshold: float | None = field(
+        default=None,
+        metadata={"help": "The natural-end threshold on p_eos (default: lenvm_rl.ends.NATURAL_EOS_MIN_PROB)."},
+    )
+    reuse: str | None = field(
+        default=None,
+        metadata={"help": "An earlier output json of this script: its rows' p_eos are reused (no forward for them)."},
+    )
 
 
 def load_run(folder: Path) -> tuple[dict, list[dict]]:
@@ -95,8 +105,19 @@ def main(argv: list[str] | None = None) -> dict:
     model.float()  # the runs were scored in float32 on CPU
     eos_ids = eos_token_ids(tokenizer, model)
     tasks = prompt_texts(args.data)
-    started, report = time.time(), {"threshold": NATURAL_EOS_MIN_PROB, "eos_ids": eos_ids, "runs": []}
+    threshold = NATURAL_EOS_MIN_PROB if args.threshold is None else args.threshold
+    started, report = time.time(), {"threshold": threshold, "eos_ids": eos_ids, "runs": []}
     cache, base = {}, None  # (temperature, prompt, answer) -> p_eos: runs that reused cells share answers
+    known = {}  # (run, mode, arm, target, uid) -> p_eos from --reuse
+    if args.reuse:
+        earlier = json.loads(Path(args.reuse).read_text())
+        report["p_eos_from"] = earlier.get("p_eos_from") or {
+            k: earlier.get(k) for k in ("command", "machine", "seconds")
+        }
+        for run in earlier["runs"]:
+            for r in run["rows"]:
+                if r["p_eos"] is not None:
+                    known[run["run"], r["mode"], r["arm"], r["target"], r["uid"]] = r["p_eos"]
     for folder in (Path(f.strip()) for f in args.runs.split(",") if f.strip()):
         result, cells = load_run(folder)
         temperature = result["config"]["temperature"]
@@ -109,7 +130,12 @@ def main(argv: list[str] | None = None) -> dict:
                 continue  # its natural rows are plain's, its others were cut
             for r in rows:
                 if r["end"] in ("natural", "forced"):  # ended with EOS: its p_eos
-                    jobs.append((mode, prompt_ids(tokenizer, tasks[r["uid"]], mode, target, args.use_chat_template), r))
+                    ids = prompt_ids(tokenizer, tasks[r["uid"]], mode, target, args.use_chat_template)
+                    if (str(folder), mode, arm, target, r["uid"]) in known:
+                        cache[temperature, tuple(ids), tuple(r["token_ids"])] = known[
+                            str(folder), mode, arm, target, r["uid"]
+                        ]
+                    jobs.append((mode, ids, r))
         nll_error = check_prompts(model, tokenizer, jobs, args.check_rows)
         todo = [j for j in jobs if (temperature, tuple(j[1]), tuple(j[2]["token_ids"])) not in cache]
         todo.sort(key=lambda j: len(j[1]) + len(j[2]["token_ids"]))  # similar lengths share a batch
@@ -136,7 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
                 for r in rows:
                     r["p_eos"] = plain_p.get((mode, target, r["uid"])) if r["end"] == "natural" else None
             new_ends = [
-                end_label(r["end"] != "cap", r["end"] == "forced", r.get("p_eos")) if arm in GUIDED else r["end"]
+                end_label(r["end"] != "cap", r["end"] == "forced", r.get("p_eos"), threshold)
+                if arm in GUIDED
+                else r["end"]
                 for r in rows
             ]
             new = sum(e == "natural" for e in new_ends) / len(rows)
@@ -180,15 +208,18 @@ def main(argv: list[str] | None = None) -> dict:
             }
         )
         print(f"[{NAME}] {folder}: {len(jobs)} answers scored ({time.time() - started:.0f} s so far)")
-    every_plain = [
-        p
+    # plain's ends pooled (runs that reused plain cells hold the same answers once): the threshold's reference
+    plain_ends = {
+        (r["mode"], r["target"], r["uid"]): r["p_eos"]
         for run in report["runs"]
-        for c in run["cells"]
-        if c["arm"] == "plain"
-        for p in [c["p_eos_old_natural"]]
-        if p["n"]
-    ]
-    report["plain_ends_total"] = sum(p["n"] for p in every_plain)
+        for r in run["rows"]
+        if r["arm"] == "plain" and r["end"] == "natural" and r["p_eos"] is not None
+    }
+    values = sorted(plain_ends.values())
+    report["plain_ends"] = p_eos_distribution(values) | {
+        "quantiles": {f"p{q}": float(np.percentile(values, q)) for q in (1, 2, 5, 10, 25, 50)} if values else {},
+        "share_below": {str(x): float(np.mean([v < x for v in values])) for x in (0.01, 0.02, 0.05, 0.1, 0.2)},
+    }
     report["seconds"] = time.time() - started
     report["command"] = " ".join(
         ["python -m evals.experiments.recount_natural_ends", *(argv if argv is not None else sys.argv[1:])]
@@ -241,11 +272,21 @@ def _dist(d: dict) -> str:
 def markdown(report: dict) -> str:
     lines = [
         f"<!-- {report['command']} | {report['machine']} | {report['seconds']:.0f} s -->",
+        *(
+            [f"<!-- p_eos computed by: {report['p_eos_from']['command']} | {report['p_eos_from']['seconds']:.0f} s -->"]
+            if report.get("p_eos_from")
+            else []
+        ),
         f"### Natural ends recounted: EOS with p_eos >= {report['threshold']} and no rule forcing it",
         "",
         "p_eos: the generator's probability of EOS where the answer ended (the run's sampling temperature). "
         "Plain keeps its labels (no rule chose its ends); its p_eos distribution is given beside each cell.",
     ]
+    pe = report.get("plain_ends") or {}
+    if pe.get("n"):
+        qs = ", ".join(f"{k} {v:.3f}" for k, v in pe["quantiles"].items())
+        below = ", ".join(f"< {k}: {100 * v:.1f} %" for k, v in pe["share_below"].items())
+        lines += ["", f"Plain sampling's {pe['n']} natural ends, pooled: {qs}; share below {below}."]
     for run in report["runs"]:
         lines += [
             "",
