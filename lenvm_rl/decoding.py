@@ -54,10 +54,14 @@ value-weighted) candidate distribution; with ``do_sample=False`` it takes that d
 entry. With ``value_tolerance=0`` (or ``rule="extreme"``) ``equal`` and the fitting steps pick one candidate
 deterministically given the candidate set, in both cases.
 
-How each row ended (``end`` in every record): ``"natural"`` when EOS was picked while it was in the
-generator's own candidate set and no rule forced it; ``"forced"`` when a rule put EOS there (at_most's
-EOS at the target, equal's hard stop, or any rule choosing EOS from outside the candidate set); ``"cap"``
-when ``max_new_tokens`` ran out without EOS. ``finished`` is True for natural ends only.
+How each row ended (``end`` in every record, :mod:`lenvm_rl.ends`): ``"natural"`` when no rule forced EOS and
+the generator's own probability of ending there, ``p_eos`` (its unmodified distribution at the sampling
+temperature, before any rule, top-k or top-p; summed over its EOS ids), is at least ``natural_eos_min_prob``
+(default :data:`~lenvm_rl.ends.NATURAL_EOS_MIN_PROB`); ``"forced"`` when a rule put EOS there (at_most's EOS at the
+target, equal's hard stop, EOS from outside the candidate set) or chose it where ``p_eos`` was below the threshold
+(equal picks EOS at the target whenever it is a candidate; at_most's restriction renormalises it upward); ``"cap"``
+when ``max_new_tokens`` ran out without EOS. ``finished`` is True for natural ends only; every record carries
+``p_eos`` at the step where it ended (None for a capped row).
 
 :class:`ConstantScorer` stands in for the critic's scorer with one value for every candidate: the rules then
 run on the same code path with no length information (the ``rules_only`` arm of ``lenvm eval lifebench``).
@@ -71,6 +75,7 @@ import torch
 from transformers import LogitsProcessor
 
 from .critic import LengthCritic
+from .ends import check_natural_eos_min_prob, end_label, eos_probability, eos_token_ids
 from .returns import check_gamma, remaining_to_value
 from .scoring import TreeScorer
 
@@ -152,7 +157,8 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
 
     ``value_tolerance`` (rho, default 0.1) sets how much length the value-picking steps trade for probability
     (module docstring; 0 = nearest value). ``scorer`` replaces the critic's tree scorer (e.g.
-    :class:`ConstantScorer`)."""
+    :class:`ConstantScorer`). ``eos_token_ids``: the ids whose probabilities sum to ``p_eos``, recorded every step
+    from the generator's own scores (default: ``eos_token_id`` alone)."""
 
     def __init__(
         self,
@@ -171,6 +177,7 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         scorer=None,
         value_tolerance: float | None = None,
         vision_inputs: dict | None = None,
+        eos_token_ids: list[int] | None = None,
     ):
         check_request(mode, target_tokens, beta, None, rule)
         self.value_tolerance = 0.0 if rule == "extreme" else check_value_tolerance(value_tolerance)
@@ -193,6 +200,8 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         self.vision_inputs = dict(vision_inputs or {})  # a VLM prompt's images: the critic caches their tokens
         self.prompt_length = None
         self.eos_natural_steps = []  # per step, (B,): EOS is in the row's candidate set and no rule forces it
+        self.eos_ids = list(eos_token_ids) if eos_token_ids is not None else [self.eos]
+        self.p_eos_steps = []  # per step, (B,): the generator's own probability of ending (lenvm_rl.ends)
         if mode == "equal":
             self.overshoot = overshoot if overshoot is not None else max(4, math.ceil(0.1 * target_tokens))
 
@@ -219,6 +228,7 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
             mask = ((input_ids != self.pad).cumsum(-1) > 0).long()  # left padding: leading pad tokens only
             self.scorer.start(input_ids[:, :-1], mask[:, :-1], **self.vision_inputs)
         generated = input_ids.shape[1] - self.prompt_length
+        self.p_eos_steps.append(eos_probability(scores, self.eos_ids, self.temperature).cpu())  # before any rule
         out = torch.full_like(scores, -math.inf)
         if (self.mode == "at_most" and generated >= self.target) or (
             self.mode == "equal" and generated >= self.target + self.overshoot
@@ -241,6 +251,13 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         if not self.eos_natural_steps:
             return torch.zeros(0, 0, dtype=torch.bool)
         return torch.stack(self.eos_natural_steps, 1).cpu()
+
+    def eos_probabilities(self) -> torch.Tensor:
+        """(B, steps) float: ``[b, j]`` is the generator's own probability of EOS at step j of row b (its scores at the
+        sampling temperature, before the rule, top-k and top-p)."""
+        if not self.p_eos_steps:
+            return torch.zeros(0, 0)
+        return torch.stack(self.p_eos_steps, 1)
 
     def goal_value(self, generated: int) -> float:
         """``v* = -(1 - gamma ** (T - g))``: the value of a state with exactly the right number of tokens to come."""
@@ -318,11 +335,14 @@ def generate_with_length(
     scorer=None,
     images=None,
     streamer=None,
+    natural_eos_min_prob: float | None = None,
 ) -> list[dict]:
     """Generate for a batch of prompts (strings or chat messages) under a length rule.
 
     Returns one dict per prompt: ``text``, ``token_ids`` (without EOS), ``num_tokens`` (without EOS), ``end``
-    (``"natural"``, ``"forced"`` or ``"cap"``, see the module docstring) and ``finished`` (a natural end).
+    (``"natural"``, ``"forced"`` or ``"cap"``, see the module docstring), ``finished`` (a natural end) and ``p_eos``
+    (the generator's own probability of EOS where the row ended; an EOS below ``natural_eos_min_prob``, default
+    :data:`~lenvm_rl.ends.NATURAL_EOS_MIN_PROB`, is the rule's choice and counts as forced).
     The critic may be smaller than the generator; their vocabularies must match. Prompts are encoded in the
     critic's training format (``critic.use_chat_template``) unless ``use_chat_template`` says otherwise.
     ``value_tolerance`` (rho, default 0.1; 0 = nearest value) and ``scorer`` (e.g. ``ConstantScorer()`` for a
@@ -337,6 +357,7 @@ def generate_with_length(
 
     check_request(mode, target_tokens, beta, max_new_tokens, rule)
     check_value_tolerance(value_tolerance)
+    min_prob = check_natural_eos_min_prob(natural_eos_min_prob)
     from .vlm import is_processor, render_prompts, vision_inputs
 
     tokenizer = tokenizer or critic.processor or critic.tokenizer
@@ -369,6 +390,7 @@ def generate_with_length(
         scorer,
         value_tolerance,
         vision_inputs=vision,
+        eos_token_ids=eos_token_ids(tokenizer, model),
     )
     if seed is not None:
         torch.manual_seed(seed)
@@ -386,32 +408,46 @@ def generate_with_length(
         eos_token_id=tokenizer.eos_token_id,
         streamer=streamer,
     )
-    natural = processor.eos_natural().tolist()
+    natural, p_eos = processor.eos_natural().tolist(), processor.eos_probabilities().tolist()
     return [
-        completion_record(row, tokenizer, eos_natural)
-        for row, eos_natural in zip(out[:, ids.shape[1] :].tolist(), natural)
+        completion_record(row, tokenizer, eos_natural, p, min_prob)
+        for row, eos_natural, p in zip(out[:, ids.shape[1] :].tolist(), natural, p_eos)
     ]
 
 
-def completion_record(row: list[int], tokenizer, eos_natural: list[bool] | None = None) -> dict:
+def completion_record(
+    row: list[int],
+    tokenizer,
+    eos_natural: list[bool] | None = None,
+    p_eos: list[float] | None = None,
+    natural_eos_min_prob: float | None = None,
+) -> dict:
     """One generated row (ids after the prompt) as ``text``, ``token_ids`` and ``num_tokens`` (up to, without,
-    the first EOS), ``end`` and ``finished`` (``end == "natural"``).
+    the first EOS), ``end``, ``finished`` (``end == "natural"``), ``p_eos`` (``p_eos[end]``, None when not given
+    or capped) and ``rule_forced`` (a rule put EOS there whatever its probability: a hard stop, or EOS from outside
+    the candidates; a ``forced`` end without it is an EOS the rule chose below the threshold).
 
-    ``eos_natural[j]``: an EOS at step j would be natural (:meth:`LengthGuidedLogitsProcessor.eos_natural`);
-    None for plain generation, where every EOS is sampled from the generator's own candidates.
+    ``eos_natural[j]``: an EOS at step j would not be forced by a rule
+    (:meth:`LengthGuidedLogitsProcessor.eos_natural`); with it, an EOS whose ``p_eos`` is below
+    ``natural_eos_min_prob`` is forced too (:func:`lenvm_rl.ends.end_label`). None for plain generation: no rule
+    chose its EOS, so every one is natural (``p_eos`` is still recorded, the reference distribution).
     """
     end = row.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in row else None
     body = row[:end] if end is not None else row
+    at_end = p_eos[end] if end is not None and p_eos is not None and end < len(p_eos) else None
+    forced = end is not None and eos_natural is not None and not (end < len(eos_natural) and eos_natural[end])
     if end is None:
         how = "cap"
-    elif eos_natural is None or (end < len(eos_natural) and eos_natural[end]):
+    elif eos_natural is None:
         how = "natural"
     else:
-        how = "forced"
+        how = end_label(True, forced, at_end, natural_eos_min_prob)
     return {
         "text": tokenizer.decode(body, skip_special_tokens=True),
         "token_ids": body,
         "num_tokens": len(body),
         "end": how,
         "finished": how == "natural",
+        "p_eos": at_end,
+        "rule_forced": forced,
     }

@@ -1,5 +1,6 @@
 """Length-guided decoding: tree scoring against naive scoring, an oracle critic, and the hard guarantees."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -8,6 +9,14 @@ from transformers import AutoModelForCausalLM, LlamaModel
 
 from lenvm_rl.critic import LengthCritic, TokenizerMismatchError, left_pad
 from lenvm_rl.decoding import ConstantScorer, LengthGuidedLogitsProcessor, completion_record, generate_with_length
+from lenvm_rl.ends import (
+    NATURAL_EOS_MIN_PROB,
+    end_eos_probability,
+    end_label,
+    eos_probability,
+    eos_token_ids,
+    p_eos_distribution,
+)
 from lenvm_rl.modeling import LengthValueModel
 from lenvm_rl.scoring import NaiveCachedScorer, TreeScorer, copy_cache, naive_candidate_values
 from tests.conftest import tiny_config
@@ -106,10 +115,11 @@ class OracleScorer:
         return None, -(1 - GAMMA ** (d + 1))
 
 
-def toy_generate(mode, target, rule="soft", start_token=15, steps=40, logits=None, **kw):
-    """Greedy toy generation under a rule; returns the processor and the generated ids (up to EOS)."""
+def toy_generate(mode, target, rule="soft", start_token=15, steps=40, logits=None, scorer=None, **kw):
+    """Greedy toy generation under a rule (the oracle critic unless ``scorer``); returns the processor and the
+    generated ids (up to EOS)."""
     critic = SimpleNamespace(gamma=GAMMA, tokenizer=SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD))
-    proc = LengthGuidedLogitsProcessor(critic, mode, target, top_k=11, rule=rule, scorer=OracleScorer(), **kw)
+    proc = LengthGuidedLogitsProcessor(critic, mode, target, top_k=11, rule=rule, scorer=scorer or OracleScorer(), **kw)
     ids = torch.tensor([[PAD, 3, 4, start_token]])
     for _ in range(steps):
         nxt = proc(ids, (logits or toy_logits)(ids)).argmax(-1, keepdim=True)
@@ -302,8 +312,16 @@ def test_hard_guarantees_of_at_most_and_at_least(setup):
         model, critic, PROMPTS, mode="at_least", target_tokens=10, max_new_tokens=20, seed=0
     ):
         assert out["num_tokens"] >= 10
-    for out in generate_with_length(model, critic, PROMPTS, mode="equal", target_tokens=8, max_new_tokens=20, seed=0):
-        assert out["num_tokens"] >= 8  # never ends early
+    overshoot = max(4, math.ceil(0.1 * 8))  # the default hard stop: T + overshoot = 12, well under the 20-token cap
+    for top_k in (None, 1):
+        equal = generate_with_length(
+            model, critic, PROMPTS, mode="equal", target_tokens=8, max_new_tokens=20, seed=0, top_k=top_k
+        )
+        for out in equal:
+            assert 8 <= out["num_tokens"] <= 8 + overshoot  # never ends early, never past the hard stop
+    # with one candidate per step EOS is (almost) never offered, so every row runs on past the target: the hard stop
+    # is what ends them, at exactly T + overshoot and forced (a broken stop would let them run to the 20-token cap)
+    assert all(o["num_tokens"] == 8 + overshoot and o["end"] == "forced" for o in equal)
 
 
 def test_end_reasons_on_a_tiny_generator(setup, tokenizer):
@@ -324,6 +342,102 @@ def test_end_reasons_on_a_tiny_generator(setup, tokenizer):
     assert all(o["num_tokens"] == 24 for o in plain if o["end"] == "cap")
     for o in forced + capped + plain:
         assert o["finished"] == (o["end"] == "natural")
+
+
+def low_eos_logits(ids: torch.Tensor) -> torch.Tensor:
+    """The toy process, but EOS always possible at a low logit (-2): a rule can pick it where the process would not."""
+    logits = toy_logits(ids)
+    logits[:, EOS] = torch.where(torch.isinf(logits[:, EOS]), torch.tensor(-2.0), logits[:, EOS])
+    return logits
+
+
+def toy_record(proc, row, **kw):
+    tok = SimpleNamespace(eos_token_id=EOS, decode=lambda ids, **_: " ".join(map(str, ids)))
+    natural, p_eos = proc.eos_natural()[0].tolist(), proc.eos_probabilities()[0].tolist()
+    return completion_record(row, tok, natural, p_eos, **kw)
+
+
+def test_equal_picking_an_unlikely_eos_at_the_target_is_forced_not_natural():
+    # start 19 promises 9 more tokens and a critic without information follows the process (18, 17, ...); at the
+    # target (5) EOS is a candidate at p ~ 0.005 and equal picks it (V = 0 is the goal, every other value -1): a
+    # candidate, so it used to count as natural; the generator would rarely have ended there
+    proc, row = toy_generate("equal", 5, start_token=19, logits=low_eos_logits, scorer=ConstantScorer(-1.0))
+    assert row[-1] == EOS and len(row) - 1 == 5
+    ids = torch.tensor([[PAD, 3, 4, 19, *row[:-1]]])
+    expected = torch.softmax(low_eos_logits(ids), -1)[0, EOS].item()
+    assert expected < NATURAL_EOS_MIN_PROB
+    rec = toy_record(proc, row)
+    assert rec["end"] == "forced" and not rec["finished"] and rec["p_eos"] == pytest.approx(expected, rel=1e-5)
+    assert toy_record(proc, row, natural_eos_min_prob=0.0)["end"] == "natural"  # the old label: in the candidates
+    # where the process itself ends (promise 5 runs out at 5 tokens), p_eos = e^3 / (e^3 + 10) and the end is natural
+    proc, row = toy_generate("equal", 5, start_token=15)
+    rec = toy_record(proc, row)
+    assert rec["end"] == "natural" and rec["p_eos"] == pytest.approx(math.exp(3) / (math.exp(3) + 10), rel=1e-5)
+
+
+def test_p_eos_is_recorded_every_step_at_the_sampling_temperature_before_any_rule():
+    critic = SimpleNamespace(gamma=GAMMA, tokenizer=SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD))
+    proc = LengthGuidedLogitsProcessor(critic, "at_most", 2, top_k=3, scorer=OracleScorer(), temperature=0.5)
+    ids = torch.tensor([[PAD, 3, 4, 12]])  # promise 2: EOS is -inf for two steps, then the process ends
+    for step in range(3):
+        scores = low_eos_logits(ids)
+        out = proc(ids, scores)
+        expected = torch.softmax(scores / 0.5, -1)[0, EOS].item()  # the generator's own, at the temperature
+        assert proc.eos_probabilities()[0, step].item() == pytest.approx(expected, rel=1e-5)
+        ids = torch.cat([ids, out.argmax(-1, keepdim=True)], 1)
+    assert proc.eos_probabilities().shape == (1, 3)  # the hard stop's step (g = 2 = T) recorded too
+    two = LengthGuidedLogitsProcessor(critic, "at_most", 2, top_k=3, scorer=OracleScorer(), eos_token_ids=[EOS, 11])
+    scores = low_eos_logits(torch.tensor([[PAD, 3, 4, 12]]))
+    two(torch.tensor([[PAD, 3, 4, 12]]), scores)
+    assert two.eos_probabilities()[0, 0].item() == pytest.approx(torch.softmax(scores, -1)[0, [EOS, 11]].sum().item())
+
+
+def test_ends_module_labels_and_distribution():
+    assert end_label(False, False, None) == "cap"
+    assert end_label(True, True, 0.9) == "forced"  # a rule put EOS there, however likely
+    assert end_label(True, False, NATURAL_EOS_MIN_PROB) == "natural"
+    assert end_label(True, False, NATURAL_EOS_MIN_PROB / 2) == "forced"
+    assert end_label(True, False, None) == "natural"  # not recorded: only the rule decides
+    with pytest.raises(ValueError, match="probability"):
+        end_label(True, False, 0.5, 1.5)
+    logits = torch.tensor([[1.0, 2.0, 0.0, -1.0]])
+    want = torch.softmax(logits / 0.7, -1)[0, [0, 3]].sum()
+    assert eos_probability(logits, [0, 3], 0.7).item() == pytest.approx(want.item())
+    d = p_eos_distribution([0.01, 0.5, None, 0.9, 1.0])
+    assert d["n"] == 4 and d["min"] == 0.01 and d["median"] == pytest.approx(0.7) and d["below_threshold"] == 0.25
+    assert p_eos_distribution([None]) == {"n": 0}
+    tok = SimpleNamespace(eos_token_id=5)
+    assert eos_token_ids(tok, SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[7, 5]))) == [5, 7]
+
+
+def test_every_row_records_p_eos_and_it_matches_one_forward_over_the_answer(setup, tokenizer):
+    from lenvm_rl.data import encode_prompt
+    from lenvm_rl.evaluation.common import sample_plain
+
+    model, critic = setup
+    # tilt towards EOS (V = 0) over every token with a constant critic: EOS wins at once, wherever the generator put it
+    kw = dict(mode="tilt", beta=40.0, top_k=len(tokenizer), max_new_tokens=4, seed=0, scorer=ConstantScorer(-1.0))
+    tilted = generate_with_length(model, critic, PROMPTS, temperature=0.7, **kw)
+    plain = sample_plain(model, tokenizer, PROMPTS * 4, max_new_tokens=24, seed=0, temperature=0.7)
+    assert all(o["num_tokens"] == 0 for o in tilted)
+    # the rule's end wherever the generator gave EOS less than the threshold, a candidate's end (the old label) at 0
+    above = max(o["p_eos"] for o in tilted) + 1e-3
+    assert all(
+        o["end"] == "forced" for o in generate_with_length(model, critic, PROMPTS, natural_eos_min_prob=above, **kw)
+    )
+    assert all(
+        o["end"] == "natural" for o in generate_with_length(model, critic, PROMPTS, natural_eos_min_prob=0, **kw)
+    )
+    assert all(o["end"] == ("natural" if o["p_eos"] >= NATURAL_EOS_MIN_PROB else "forced") for o in tilted)
+    ended = [(p, o) for p, o in zip(PROMPTS, tilted)] + [
+        (p, o) for p, o in zip(PROMPTS * 4, plain) if o["end"] != "cap"
+    ]
+    assert len(ended) > len(PROMPTS)  # some plain rows ended too
+    assert all(o["p_eos"] is None for o in plain if o["end"] == "cap")
+    prompt_ids = [encode_prompt(tokenizer, p, critic.use_chat_template) for p, _ in ended]
+    again = end_eos_probability(model, prompt_ids, [o["token_ids"] for _, o in ended], [tokenizer.eos_token_id], 0.7)
+    for (_, o), p in zip(ended, again):
+        assert o["p_eos"] == pytest.approx(p, rel=1e-3, abs=1e-7)
 
 
 def test_rules_only_on_a_tiny_generator_keeps_the_guarantees(setup):

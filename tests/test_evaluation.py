@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import make_records, shared_data_file, summary_cell, write_jsonl
 
+from lenvm_rl.ends import NATURAL_EOS_MIN_PROB
 from lenvm_rl.evaluation import lifebench, tradeoff
 from lenvm_rl.evaluation.length_prediction import (
     fit_bucket_classifier,
@@ -147,6 +148,14 @@ def test_tradeoff_counts_answers_over_the_budget_as_wrong():
     ruled = outs[:2] + [{"text": "3", "num_tokens": 6, "finished": False, "end": "forced"}]
     s = tradeoff.score(ruled, rows, addition_reward, budget=16)  # a rule's EOS: not natural, not the cap's
     assert s["ends"] == {"natural": 2, "forced": 1, "cap": 0} and s["accuracy"] == pytest.approx(2 / 3)
+    # a tilt's EOS the generator gave less than the natural-end threshold: forced, yet a complete answer scored on
+    # its text (the accuracy does not move with the threshold); a hard stop's EOS still counts as cut
+    chosen = {"text": "3", "num_tokens": 6, "finished": False, "end": "forced", "rule_forced": False, "p_eos": 0.01}
+    s = tradeoff.score(outs[:2] + [chosen], rows, addition_reward, budget=16)
+    assert s["ends"] == {"natural": 2, "forced": 1, "cap": 0} and s["accuracy"] == pytest.approx(1.0)
+    assert s["p_eos"]["n"] == 1 and s["p_eos"]["median"] == pytest.approx(0.01)
+    s = tradeoff.score(outs[:2] + [dict(chosen, rule_forced=True)], rows, addition_reward, budget=16)
+    assert s["accuracy"] == pytest.approx(2 / 3)
     curve = [{"mean_tokens": 10.0, "accuracy": 0.2}, {"mean_tokens": 30.0, "accuracy": 0.6}]
     assert tradeoff.accuracy_at(curve, 20.0) == pytest.approx(0.4)
 
@@ -409,6 +418,10 @@ def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_
         assert 0.0 <= r["ls"] <= 100.0 and r["ls"] == pytest.approx(lifebench.length_score(r["ld"], r["mode"]))
         assert r["num_tokens"] <= 2 * r["target"]  # the default cap
         assert r["finished"] == (r["end"] == "natural")  # forced and capped rows are never finished
+        cut = r["arm"] == "truncate" and r["end"] == "forced"
+        assert (r["p_eos"] is None) == (r["end"] == "cap" or cut)  # every EOS end records the generator's p_eos
+        if r["arm"] in lifebench.GUIDED_ARMS and r["end"] == "natural":
+            assert r["p_eos"] >= NATURAL_EOS_MIN_PROB and not r["rule_forced"]
         assert r["nll"] is None or r["nll"] > 0
         assert (r["rep4"] is None) == (r["num_tokens"] < 4) and (r["rep4"] is None or 0.0 <= r["rep4"] <= 1.0)
         if r["arm"] in ("lenvm", "rules_only") and r["mode"] == "at_least":
@@ -460,6 +473,34 @@ def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_
     argv[argv.index(str(other))] = str(partial)
     assert lifebench.main(argv)["summary"] == result["summary"]
     assert sorted((partial / "lifebench_cells.jsonl").read_text().splitlines()) == sorted(cells)
+
+    # cells stored before p_eos was recorded (labelled the old way: an EOS among the candidates was natural) get it
+    # from one forward over each answer and are relabelled by the threshold, without generating anything
+    old = tmp_path / "old"
+    old.mkdir()
+    with (old / "lifebench_cells.jsonl").open("w") as f:
+        for line in cells:
+            c = json.loads(line)
+            for r in c["rows"]:
+                if r["end"] == "forced" and not r["rule_forced"]:  # the threshold's doing: natural by the old rule
+                    r["end"], r["finished"] = "natural", True
+                del r["p_eos"], r["rule_forced"]
+            f.write(json.dumps(c) + "\n")
+    argv[argv.index(str(partial))] = str(old)
+    argv = [a for a in argv if a not in ("--base_cells", str(out / "lifebench_cells.jsonl"))]
+    recounted = lifebench.main(argv)
+    for got, want in zip(recounted["summary"], result["summary"]):
+        assert {k: v for k, v in got.items() if "p_eos" not in k} == {k: v for k, v in want.items() if "p_eos" not in k}
+        for k in ("p_eos_median", "plain_p_eos_median"):
+            assert got[k] == (None if want[k] is None else pytest.approx(want[k], rel=1e-3))  # one forward = the steps
+    # a stricter threshold reads the same stored answers: no guided end is natural any more, plain keeps its own
+    strict = lifebench.main([*argv, "--natural_eos_min_prob", "1.0"])
+    for got, want in zip(strict["summary"], result["summary"]):
+        if got["arm"] in lifebench.GUIDED_ARMS:
+            assert got["natural_end_rate"] == 0.0
+            assert got["forced_stop_rate"] == pytest.approx(want["forced_stop_rate"] + want["natural_end_rate"])
+        else:
+            assert got["natural_end_rate"] == want["natural_end_rate"]
 
 
 def test_length_groups_keep_long_prompts_from_padding_short_ones():
@@ -604,7 +645,11 @@ def test_tradeoff_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
     assert [q["asked"] for q in result["prompted"]] == [4]
     assert [q["bonus"] for q in result["eos_bonus"]] == [1.0] and 0 <= result["eos_bonus"][0]["mean_tokens"] <= 8
     assert "eos_bonus_accuracy_at_same_tokens" in result["tilt"][1]
-    assert isinstance(result["goal"]["above_eos_bonus_ci"], bool)  # reported, not part of met_with_ci
+    g = result["goal"]
+    # the EOS-bonus control is read from its own interval and reported, not part of met_with_ci
+    lo = g["margin_vs_eos_bonus_ci95"][0]
+    assert g["above_eos_bonus_ci"] is (lo > 0 and g["eos_bonus_comparison"] != "outside its range")
+    assert "eos_bonus" not in g["ci_checks"] and set(g["ci_checks"]) == {"budget", "forcing", "prompted"}
     for q in result["tilt"]:
         assert {"budget_accuracy_at_same_tokens", "forcing_in_range", "prompted_accuracy_at_same_tokens"} <= set(q)
     for q in result["budget"] + result["forcing"] + result["prompted"] + result["eos_bonus"] + result["tilt"]:
@@ -612,11 +657,13 @@ def test_tradeoff_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
         assert sum(q["ends"].values()) == result["answers"]
         assert q["mean_tokens"] == pytest.approx(np.mean(q["per_answer"]["tokens"]))
         assert q["accuracy_ci95"][0] <= q["accuracy_ci95"][1]
-    g = result["goal"]
     for name in ("forcing", "prompted"):
         lo, hi = g[f"margin_vs_{name}_ci95"]
         assert lo <= g[f"margin_vs_{name}"] + 1e-9 and g[f"margin_vs_{name}"] - 1e-9 <= hi
-    assert isinstance(g["met_with_ci"], bool)
+        # each interval check is what its interval says: above 0 at a comparable point
+        assert g["ci_checks"][name] is (lo > 0 and g[f"{name}_comparison"] != "outside its range")
+    assert g["ci_checks"]["budget"] is (g["vs_budget_ratio_ci95"][0] >= 3.0)
+    assert g["met_with_ci"] is all(g["ci_checks"].values())  # every baseline's interval, the hard budget's included
 
 
 def test_budget_forcing_keeps_short_answers_and_reads_the_forced_answer(tiny_causal_dir, tokenizer):
@@ -652,9 +699,30 @@ def test_budget_forcing_keeps_short_answers_and_reads_the_forced_answer(tiny_cau
 def test_length_tokens_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
     result, _ = _run("length_tokens", quickstart_layout, tiny_causal_dir, tmp_path)
     assert result["completions"] == 8 and result["tokens"] > 0
+    # the ranking's counts, recounted from the critic's own length shifts: net = times above +threshold minus times
+    # below -threshold, positive for every listed token (more often up than down), listed by net
+    from lenvm_rl.evaluation.common import heldout_examples, load_critic, right_pad
+
+    critic = load_critic(str(quickstart_layout / "model"))
+    examples, _ = heldout_examples(
+        str(quickstart_layout / "model"), None, critic.tokenizer, 8, critic.use_chat_template
+    )
+    up, down, eos_seen = Counter(), Counter(), 0
+    for ex in examples:
+        ids, mask, _, prompt_len = right_pad([ex], critic._pad_id())
+        with torch.no_grad():
+            shift = critic.length_shift(ids, mask, prompt_len)[0]
+        completion = ids[0, int(prompt_len[0]) : int(mask[0].sum())].tolist()
+        assert completion[-1] == critic.tokenizer.eos_token_id  # every finished completion ends with EOS
+        eos_seen += completion.count(critic.tokenizer.eos_token_id)
+        for j, tok in enumerate(completion, int(prompt_len[0])):
+            up[tok] += float(shift[j]) > result["threshold"]
+            down[tok] += float(shift[j]) < -result["threshold"]
+    assert result["longer"], "a random critic's shifts cross the threshold somewhere"
     for r in result["longer"]:
-        assert r["count"] >= 1 and r["net"] > 0 and r["mean_shift"] > -1  # net: more often up than down
-    assert result["eos"]["occurrences"] == sum(1 for _ in range(8))  # every finished completion ends with EOS
+        assert r["count"] == up[r["id"]] and r["net"] == up[r["id"]] - down[r["id"]] > 0
+    assert [r["net"] for r in result["longer"]] == sorted((r["net"] for r in result["longer"]), reverse=True)
+    assert result["eos"]["occurrences"] == eos_seen == len(examples)
 
 
 def test_visualize_tiny(quickstart_layout, tiny_causal_dir, tmp_path):

@@ -127,26 +127,38 @@ def sample_plain(
     use_chat_template: bool = True,
 ) -> list[dict]:
     """Plain generation, one dict per prompt like ``generate_with_length``: text, token_ids, num_tokens, end,
-    finished. Pass the critic's ``use_chat_template`` so both arms see the same prompts."""
+    finished, and ``p_eos`` (the generator's probability of EOS where the row ended, at ``temperature``; the
+    reference beside which a guided arm's ends are read, see :mod:`lenvm_rl.ends`). Pass the critic's
+    ``use_chat_template`` so both arms see the same prompts."""
     from tqdm.auto import tqdm
 
     from ..data import encode_prompt
     from ..decoding import completion_record
+    from ..ends import EosProbabilityRecorder, eos_token_ids
 
     torch.manual_seed(seed)
     out = []
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
         inputs = [encode_prompt(tokenizer, p, use_chat_template) for p in prompts[start : start + batch_size]]
-        rows = continue_ids(model, tokenizer, inputs, max_new_tokens, do_sample, temperature, top_p)
-        out += [completion_record(row, tokenizer) for row in rows]
+        recorder = EosProbabilityRecorder(eos_token_ids(tokenizer, model), temperature if do_sample else 1.0)
+        rows = continue_ids(model, tokenizer, inputs, max_new_tokens, do_sample, temperature, top_p, [recorder])
+        out += [completion_record(row, tokenizer, p_eos=p) for row, p in zip(rows, recorder.p_eos())]
     return out
 
 
 @torch.no_grad()
 def continue_ids(
-    model, tokenizer, inputs: list[list[int]], max_new_tokens: int, do_sample=True, temperature=0.7, top_p=0.9
+    model,
+    tokenizer,
+    inputs: list[list[int]],
+    max_new_tokens: int,
+    do_sample=True,
+    temperature=0.7,
+    top_p=0.9,
+    logits_processor: list | None = None,
 ) -> list[list[int]]:
-    """One ``generate`` call over token-id rows (left-padded): each row's new ids, padding after EOS included."""
+    """One ``generate`` call over token-id rows (left-padded): each row's new ids, padding after EOS included.
+    ``logits_processor`` runs before ``generate``'s temperature and top-p (e.g. an ``EosProbabilityRecorder``)."""
     from ..critic import left_pad
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -162,6 +174,7 @@ def continue_ids(
         top_k=0 if do_sample else None,
         pad_token_id=pad,
         eos_token_id=tokenizer.eos_token_id,
+        logits_processor=logits_processor,
     )
     return gen[:, ids.shape[1] :].tolist()
 

@@ -23,8 +23,13 @@ Per (mode, arm, target) cell (the ``summary`` list of lifebench.json):
 
     ls, mean_abs_ld     LIFEBench's Length Score: ``LD = (L_out - T) / T``; ``LS = 100 exp(5 LD)`` below the target
                         for Equal To / At Least, ``100 exp(-2 LD)`` above it for Equal To / At Most, else 100
-    natural_end_rate    share of answers that ended with the generator's own EOS (the only ``finished`` ones)
-    forced_stop_rate    share a rule (or the truncation) ended; capped_rate: share cut by the generation cap
+    natural_end_rate    share of answers that ended with the generator's own EOS (the only ``finished`` ones): no
+                        rule forced it and the generator gave it at least ``--natural_eos_min_prob`` (lenvm_rl.ends)
+    forced_stop_rate    share a rule (or the truncation) ended, or whose EOS a rule chose below that probability;
+                        capped_rate: share cut by the generation cap
+    p_eos_median, p_eos_p5   the generator's own probability of EOS where the arm's answers ended (those a rule did
+                        not put EOS into), at the sampling temperature; plain_p_eos_median / _p5: the same at plain
+                        sampling's ends on the same prompts, the reference for the threshold
     mean_nll            the generator's own mean token negative log-probability of the answer, at temperature 1
                         (EOS counted for natural ends): a quality signal beside length
     nll_gap_to_plain    ``(mean_nll_arm - mean_nll_plain) / mean_nll_plain`` over the same prompts
@@ -55,6 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from ..decoding import DEFAULT_VALUE_TOLERANCE
+from ..ends import NATURAL_EOS_MIN_PROB, end_eos_probability, eos_token_ids, p_eos_distribution, relabel
 from . import common
 
 NAME = "lifebench"
@@ -92,7 +98,12 @@ SUMMARY_KEYS = (
     "degenerate_rate",
     "mean_rep4",
     "repetitive_rate",
+    "p_eos_median",
+    "p_eos_p5",
+    "plain_p_eos_median",
+    "plain_p_eos_p5",
 )
+GUIDED_ARMS = ("rules_only", "lenvm", "extreme")  # their EOS may be a rule's choice: labelled by the threshold
 
 
 @dataclass
@@ -146,6 +157,13 @@ class LifebenchArguments(common.EvalArguments):
         metadata={
             "help": "lenvm / rules_only: length traded for probability, as a share of the remaining tokens "
             "(0 = the nearest value; see lenvm_rl.decoding)."
+        },
+    )
+    natural_eos_min_prob: float = field(
+        default=NATURAL_EOS_MIN_PROB,
+        metadata={
+            "help": "A guided answer's EOS counts as natural only when the generator gave it at least this probability "
+            "(at the sampling temperature); below it the rule chose the end (lenvm_rl.ends)."
         },
     )
     nll_batch_size: int = field(default=8, metadata={"help": "Rows per forward when scoring answers' NLL."})
@@ -371,6 +389,10 @@ def cell_summary(rows: list[dict], plain_rows: list[dict], mode: str, arm: str, 
     nlls = [r["nll"] for r in rows if r["nll"] is not None and math.isfinite(r["nll"])]
     reps = [x for x in map(rep4, rows) if x is not None]
     plain_reps = [x for x in map(rep4, plain_rows) if x is not None]
+    ends_p = p_eos_distribution(
+        r.get("p_eos") for r in rows if r["end"] != "cap" and not r.get("rule_forced", r["end"] == "forced")
+    )
+    plain_p = p_eos_distribution(r.get("p_eos") for r in plain_rows if r["end"] == "natural")
     return {
         "mode": mode,
         "arm": arm,
@@ -386,6 +408,10 @@ def cell_summary(rows: list[dict], plain_rows: list[dict], mode: str, arm: str, 
         "degenerate_rate": _share_above_plain_p95(nlls, list(plain_nll.values())),
         "mean_rep4": _mean(reps),
         "repetitive_rate": _share_above_plain_p95(reps, plain_reps),
+        "p_eos_median": ends_p.get("median"),
+        "p_eos_p5": ends_p.get("p5"),
+        "plain_p_eos_median": plain_p.get("median"),
+        "plain_p_eos_p5": plain_p.get("p5"),
     }
 
 
@@ -480,6 +506,8 @@ def answer_row(task: dict, mode: str, target: int, arm: str, out: dict, nll: flo
         "num_tokens": out["num_tokens"],
         "end": out["end"],
         "finished": out["end"] == "natural",
+        "p_eos": out.get("p_eos"),
+        "rule_forced": out.get("rule_forced", out["end"] == "forced"),
         "ld": ld,
         "ls": length_score(ld, mode),
         "nll": nll if math.isfinite(nll) else None,
@@ -502,11 +530,37 @@ def truncated(outs: list[dict], target: int, tokenizer) -> list[dict]:
                     "num_tokens": len(ids),
                     "end": "forced",
                     "finished": False,
+                    "p_eos": None,
+                    "rule_forced": True,
                 }
             )
         else:
             cut.append(dict(o))
     return cut
+
+
+def fill_p_eos(model, tokenizer, prompts, rows: list[dict], temperature: float, use_chat_template: bool, batch_size=8):
+    """Rows stored before ``p_eos`` was recorded get it from one forward of the generator over prompt + answer
+    (:func:`lenvm_rl.ends.end_eos_probability`, at the run's temperature); ``rows[i]`` answers ``prompts[i]``.
+    Returns whether any row changed (the caller stores the cell again)."""
+    from ..data import encode_prompt
+
+    todo = [i for i, r in enumerate(rows) if r["end"] != "cap" and "p_eos" not in r]
+    if not todo:
+        return False
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    probs = end_eos_probability(
+        model,
+        [encode_prompt(tokenizer, prompts[i], use_chat_template) for i in todo],
+        [rows[i]["token_ids"] for i in todo],
+        eos_token_ids(tokenizer, model),
+        temperature,
+        batch_size,
+        pad,
+    )
+    for i, x in zip(todo, probs):
+        rows[i]["p_eos"] = x
+    return True
 
 
 # ------------------------------------------------------------------------------------------ resumable cells
@@ -662,14 +716,22 @@ def fmt(x, pct: bool = False, digits: int = 1, share: bool = False) -> str:
     return f"{100 * x:+.{digits}f} %" if pct else f"{x:.{digits}f}"
 
 
+def p_eos_cell(c: dict, prefix: str) -> str:
+    median, p5 = c.get(f"{prefix}p_eos_median"), c.get(f"{prefix}p_eos_p5")
+    return "-" if median is None else f"{median:.2f} ({p5:.3f})"
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"### Token-level LIFEBench ({result['tasks']} prompts: {result['categories']}; lang {result['langs']}; "
         f"targets {result['targets']}; generator {result['generator']})",
         "",
+        f"natural: EOS no rule forced, where the generator gave it at least p_eos = "
+        f"{result['config'].get('natural_eos_min_prob', NATURAL_EOS_MIN_PROB)} (lenvm_rl.ends)",
+        "",
         "| mode | arm | target | n | LS | mean abs(LD) | natural | forced | capped | mean NLL | NLL gap | degenerate | "
-        "rep-4 | repetitive |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "rep-4 | repetitive | p_eos at ends: median (p5) | plain's p_eos: median (p5) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in result["summary"]:
         lines.append(
@@ -678,7 +740,7 @@ def markdown(result: dict) -> str:
             f"{fmt(c['forced_stop_rate'], share=True)} | {fmt(c['capped_rate'], share=True)} | "
             f"{fmt(c['mean_nll'], digits=2)} | {fmt(c['nll_gap_to_plain'], pct=True)} | "
             f"{fmt(c['degenerate_rate'], share=True)} | {fmt(c.get('mean_rep4'), digits=3)} | "
-            f"{fmt(c.get('repetitive_rate'), share=True)} |"
+            f"{fmt(c.get('repetitive_rate'), share=True)} | {p_eos_cell(c, '')} | {p_eos_cell(c, 'plain_')} |"
         )
     lines += [
         "",
@@ -800,6 +862,7 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
         "lenvm": dict(rule="soft", value_tolerance=cfg.value_tolerance),
         "extreme": dict(rule="extreme"),
     }
+    min_prob = cfg.natural_eos_min_prob
     cells = {}
     for mode in modes:
         for target in targets:
@@ -809,9 +872,13 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
             for arm in ["plain"] + [a for a in arms if a != "plain"]:  # plain first: the others compare with it
                 key = settings_key(cfg, tasks, arm, critic.use_chat_template, mode)
                 if (mode, arm, target, key) in stored:
-                    cells[mode, arm, target] = stored[mode, arm, target, key]["rows"]
-                    for r in cells[mode, arm, target]:  # cells stored before rep-4 was recorded get it here
+                    rows = cells[mode, arm, target] = stored[mode, arm, target, key]["rows"]
+                    for r in rows:  # cells stored before rep-4 was recorded get it here
                         r["rep4"] = rep4(r)
+                    if fill_p_eos(model, tokenizer, prompts, rows, cfg.temperature, critic.use_chat_template):
+                        append_cell(cells_path, dict(stored[mode, arm, target, key], rows=rows))  # the newest wins
+                    if arm in GUIDED_ARMS:  # the label follows the threshold: a stored cell is read at this one
+                        relabel(rows, min_prob)
                     reused += 1
                     continue
                 desc = f"{arm} {mode} {target}"
@@ -839,6 +906,7 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
                         mode=mode,
                         target_tokens=target,
                         max_new_tokens=cap,
+                        natural_eos_min_prob=min_prob,
                         **guided[arm],
                         **sampling,
                     )

@@ -113,18 +113,29 @@ def rewards(outs: list[dict], rows: list[dict], reward) -> list[float]:
 def score(outs: list[dict], rows: list[dict], reward, budget: int) -> dict:
     """Accuracy (answers over the budget count as wrong) and mean of min(length, budget); ``per_answer`` keeps
     each answer's score and tokens (for the bootstrap), ``ends`` how many ended naturally within the budget, how
-    many a decoding rule ended (``end == "forced"``, counted wrong like a cut one) and how many the budget (the
-    cap, where the budget is the cap) cut."""
+    many a decoding rule ended (``end == "forced"``) and how many the budget (the cap, where the budget is the cap)
+    cut; ``p_eos`` summarises the generator's own probability of EOS where the answers within the budget ended.
+
+    An answer a rule put EOS into (``rule_forced``: a hard stop) counts wrong like a cut one; one whose EOS the rule
+    chose where the generator gave it less than the natural-end threshold (tilting boosts EOS) is scored on its text
+    and counted as forced, so the accuracy does not depend on the threshold (lenvm_rl.ends)."""
+    from ..ends import p_eos_distribution
+
     correct = rewards(outs, rows, reward)
-    within = [o["finished"] and o["num_tokens"] <= budget for o in outs]  # EOS not counted
+    ends = [o.get("end", "natural" if o["finished"] else "cap") for o in outs]
+    # ended on an EOS no rule put there: natural, or a rule's choice below the threshold (rule_forced False)
+    ended = [e == "natural" or (e == "forced" and not o.get("rule_forced", True)) for e, o in zip(ends, outs)]
+    within = [e and o["num_tokens"] <= budget for e, o in zip(ended, outs)]  # EOS not counted
     scored = [c if w else 0.0 for c, w in zip(correct, within)]
     tokens = [min(o["num_tokens"], budget) for o in outs]
-    forced = sum(o.get("end") == "forced" and o["num_tokens"] <= budget and not w for o, w in zip(outs, within))
+    natural = sum(w and e == "natural" for e, w in zip(ends, within))
+    forced = sum(e == "forced" and o["num_tokens"] <= budget for e, o in zip(ends, outs))
     return {
         "accuracy": float(np.mean(scored)),
         "mean_tokens": float(np.mean(tokens)),
         "over_budget": 1.0 - float(np.mean(within)),
-        "ends": {"natural": sum(within), "forced": forced, "cap": len(outs) - sum(within) - forced},
+        "ends": {"natural": natural, "forced": forced, "cap": len(outs) - natural - forced},
+        "p_eos": p_eos_distribution(o.get("p_eos") for o, w in zip(outs, within) if w),
         "per_answer": {"correct": scored, "tokens": tokens},
     }
 
@@ -380,9 +391,9 @@ def markdown(result: dict) -> str:
         f"### Accuracy vs. tokens on {result['task']} ({result['prompts']} prompts x {result['samples']} samples, "
         f"cap {result['cap']} tokens)",
         "",
-        "| method | mean tokens | accuracy | ends: natural / forced / cut | hard budget there | forcing there | "
-        "prompted there | EOS bonus there |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
+        "| method | mean tokens | accuracy | ends: natural / forced / cut | p_eos at ends: median (p5) | "
+        "hard budget there | forcing there | prompted there | EOS bonus there |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
 
     def there(q, name):
@@ -392,8 +403,9 @@ def markdown(result: dict) -> str:
         return f"{100 * q[key]:.1f} %" + ("" if q[f"{name}_in_range"] else " (end)")
 
     def ends(q):
-        e = q.get("ends")
-        return f"{e['natural']} / {e['forced']} / {e['cap']}" if e else "-"
+        e, p = q.get("ends"), q.get("p_eos") or {}
+        counts = f"{e['natural']} / {e['forced']} / {e['cap']}" if e else "-"
+        return counts + (f" | {p['median']:.2f} ({p['p5']:.3f})" if p.get("n") else " | -")
 
     for q in result["budget"]:
         lines.append(
@@ -532,6 +544,7 @@ def main(argv=None) -> dict:
     cap = budgets[-1]
     common.setup_threads()
     from ..decoding import ConstantScorer  # torch: imported once the arguments are known to be good
+    from ..ends import p_eos_distribution
 
     critic = common.load_critic(a.critic)
     model, tokenizer = common.load_generator(a.generator, critic)
@@ -612,6 +625,7 @@ def main(argv=None) -> dict:
         "sampling": sampling,
         "plain_lengths": [o["num_tokens"] for o in plain],
         "plain_ends": {e: sum(o["end"] == e for o in plain) for e in ("natural", "cap")},
+        "plain_p_eos": p_eos_distribution(o["p_eos"] for o in plain if o["end"] == "natural"),
     }
     plot(result, out / f"{NAME}.png")
     (out / f"{NAME}.partial.json").unlink(missing_ok=True)
