@@ -196,3 +196,79 @@ def test_bad_refresh_settings_are_refused_at_construction(tiny_causal_dir, tiny_
             processing_class=tokenizer,
             critic=critic,
         )
+
+
+# ----------------------------------------------------------------------------------------- two processes
+def _two_process_batch():
+    """Four rows: 3 prompt tokens, completions of 5, 2, 4 and 3 tokens (the last one cut), EOS id 2."""
+    g = torch.Generator().manual_seed(1)
+    lengths, ended = [5, 2, 4, 3], torch.tensor([True, True, True, False])
+    prompts = torch.randint(1000, 1015, (4, 3), generator=g)
+    completion = torch.full((4, 5), 2)
+    cmask = torch.zeros(4, 5, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        completion[i, :n] = torch.randint(1000, 1015, (n,), generator=g)
+        completion[i, n - 1] = 2 if ended[i] else completion[i, n - 1]
+        cmask[i, :n] = 1
+    return prompts, completion, cmask, ended
+
+
+def _refreshed_state(rows, global_sum, vocab):
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    from transformers import LlamaModel
+
+    model = LengthValueModel(LlamaModel(tiny_config(vocab)), gamma=0.9).double()  # sums in any order agree
+    opt = torch.optim.AdamW(refreshed_parameters(model, top_layers=1), lr=1e-2, weight_decay=0.0)
+    prompts, completion, cmask, ended = (t[rows] for t in _two_process_batch())
+    width = int(cmask.sum(-1).max())  # each process pads its completions to its own longest, as GRPO does
+    completion, cmask = completion[:, :width], cmask[:, :width]
+    ids = torch.cat([prompts, completion], 1)
+    mask = torch.cat([torch.ones_like(prompts), cmask], 1)
+    losses = refresh_critic(model, opt, ids, mask, 3, cmask, ended, 0.9, steps=3, global_sum=global_sum, chunk=1)
+    return {k: v.tolist() for k, v in model.state_dict().items()}, losses
+
+
+def _refresh_rank(rank, path, vocab):
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{path}.init", rank=rank, world_size=2)
+
+    def global_sum(x):
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    state, losses = _refreshed_state([[0, 1], [2, 3]][rank], global_sum, vocab)
+    with open(f"{path}.{rank}", "w") as f:
+        json.dump({"state": state, "losses": losses}, f)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_refresh_to_the_weights_of_one(tmp_path, tokenizer):
+    import json
+
+    import torch.multiprocessing as mp
+
+    vocab = len(tokenizer)
+    one_state, one_losses = _refreshed_state([0, 1, 2, 3], lambda x: x, vocab)
+    mp.spawn(_refresh_rank, args=(str(tmp_path / "refresh"), vocab), nprocs=2)
+    ranks = [json.loads((tmp_path / f"refresh.{r}").read_text()) for r in (0, 1)]
+    for got in ranks:
+        assert got["losses"] == pytest.approx(one_losses, rel=1e-9)
+        for key, value in one_state.items():
+            assert torch.allclose(torch.tensor(got["state"][key]), torch.tensor(value), rtol=0, atol=1e-9), key
+    # The refresh moved the head and the top layer, not the bottom one.
+    from transformers import LlamaModel
+
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    start = LengthValueModel(LlamaModel(tiny_config(vocab)), gamma=0.9).double().state_dict()
+    moved = {k for k, v in start.items() if not torch.allclose(v, torch.tensor(one_state[k], dtype=v.dtype))}
+    assert any(k.startswith("v_head") for k in moved) and any("layers.1." in k for k in moved)
+    assert not any("layers.0." in k for k in moved)

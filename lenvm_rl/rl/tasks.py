@@ -260,3 +260,167 @@ def answer_sentence_end(text: str, word: str) -> int:
     _, end = first_stated_answer(text, word)
     stop = re.search(r"[.!?\n]", text[end:])
     return end + stop.end() if stop else len(text)
+
+
+# --------------------------------------------------------------------------- mixed (answers of very different lengths)
+# Written for this project: three prompt types whose shortest correct answers differ by an order of magnitude, so a
+# fixed length budget fits one type and not another. Every checker reads the first stated answer only.
+MIXED_KINDS = ("one", "pairs", "count")
+MIXED_HELD_OUT = {"one": 48, "pairs": 48, "count": 48}  # evaluation prompts per kind (fixed, never trained on)
+MIXED_VALIDATION = {"one": 32, "pairs": 32, "count": 32}  # carved from the training side, to tune wording on
+COUNT_SIZES = (2, 30)  # how many numbers a "count" prompt asks for
+COUNT_STARTS = (1, 10)
+PAIR_SIZES = (2, 3)
+
+
+def mixed_prompt(kind: str, words=(), start: int = 0, stop: int = 0) -> list[dict]:
+    if kind == "one":
+        text = f"What is the opposite of '{words[0]}'? Answer with one word."
+    elif kind == "pairs":
+        quoted = [f"'{w}'" for w in words]
+        text = f"What are the opposites of {', '.join(quoted[:-1])} and {quoted[-1]}?"
+    elif kind == "count":
+        text = f"List the numbers from {start} to {stop}, separated by commas."
+    else:
+        raise ValueError(f"unknown mixed prompt kind {kind!r}; choose from {MIXED_KINDS}")
+    return [{"role": "user", "content": text}]
+
+
+def _mixed_row(kind, words=(), start=0, stop=0) -> dict:
+    return {
+        "prompt": mixed_prompt(kind, words, start, stop),
+        "kind": kind,
+        "words": list(words),
+        "answer": [OPPOSITES[w].split() for w in words],
+        "start": start,
+        "stop": stop,
+    }
+
+
+def mixed_split(seed: int = 0) -> dict[str, list[dict]]:
+    """``{"train", "validation", "eval"}`` rows of the mixed task, fixed by ``seed``.
+
+    Words of the opposite kinds come from :func:`opposites_split` (evaluation prompts use only its 48 held-out
+    words; validation prompts use 16 training words that the training prompts do not); "count" prompts are
+    split by their (start, stop) pair.
+    """
+    rng = random.Random(seed)
+    train_words, eval_words = opposites_split(seed)
+    shuffled = list(train_words)
+    rng.shuffle(shuffled)
+    pools = {"validation": sorted(shuffled[:16]), "train": sorted(shuffled[16:]), "eval": eval_words}
+    ranges = [(a, a + n - 1) for a in range(COUNT_STARTS[0], COUNT_STARTS[1] + 1) for n in range(*COUNT_SIZES)]
+    ranges.append((1, COUNT_SIZES[1]))
+    rng.shuffle(ranges)
+    count = {
+        "eval": ranges[: MIXED_HELD_OUT["count"]],
+        "validation": ranges[MIXED_HELD_OUT["count"] : MIXED_HELD_OUT["count"] + MIXED_VALIDATION["count"]],
+    }
+    count["train"] = ranges[len(count["eval"]) + len(count["validation"]) :][: len(pools["train"])]  # kinds balanced
+    out = {}
+    for split, words in pools.items():
+        n = {"eval": MIXED_HELD_OUT, "validation": MIXED_VALIDATION}.get(split)
+        one = list(words) if n is None else [words[i % len(words)] for i in range(n["one"])]
+        pairs = []
+        for i in range(len(words) if n is None else n["pairs"]):
+            k = PAIR_SIZES[0] + i % (PAIR_SIZES[1] - PAIR_SIZES[0] + 1)
+            pairs.append(rng.sample(words, k))
+        rows = [_mixed_row("one", [w]) for w in one] + [_mixed_row("pairs", ws) for ws in pairs]
+        rows += [_mixed_row("count", start=a, stop=b) for a, b in count[split]]
+        out[split] = rows
+    return out
+
+
+def mixed_dataset(rows, repeats: int = 1, seed: int = 0):
+    """A ``datasets.Dataset`` of mixed rows (from :func:`mixed_split`), repeated and shuffled with ``seed``."""
+    from datasets import Dataset
+
+    rows = list(rows) * repeats
+    random.Random(seed).shuffle(rows)
+    return Dataset.from_list(rows)
+
+
+_CUES = {"is", "are", "would", "be", "a", "an", "the", "of", "opposite", "opposites"}
+_LIST_MARKER = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*])\s+")
+
+
+def stated_pairs(text: str, words) -> tuple[list[str | None], int]:
+    """The answer stated for each query word, and where the last one ends.
+
+    Each query word is looked up in order (after the previous answer); its answer is the first word after it that
+    is not a cue ("is", "are", "would be", articles): "The opposite of hot is cold and of big is small",
+    "hot - cold, big - small". A bare list without the query words ("cold, small") is read in order instead.
+    """
+    lower = text.lower()
+    answers, cursor, end = [], 0, 0
+    for word in words:
+        query = re.search(rf"\b{re.escape(word.lower())}\b", lower[cursor:])
+        if not query:
+            answers = None
+            break
+        stated = None
+        for match in _words(lower[cursor + query.end() :]):
+            if match.group() not in _CUES:
+                stated, end = match.group(), cursor + query.end() + match.end()
+                break
+        answers.append(stated)
+        cursor = end
+    if answers is not None:
+        return answers, end
+    bare = [m for m in _words(lower) if m.group() not in _ARTICLES][: len(words)]
+    return [m.group() for m in bare] + [None] * (len(words) - len(bare)), bare[-1].end() if bare else len(text)
+
+
+def counted_run(text: str, start: int, stop: int) -> tuple[bool, int]:
+    """Whether the first count in ``text`` is exactly ``start, start + 1, .., stop`` (not going on past ``stop``),
+    and where it ends. List markers ("1. ", "- ") are not numbers of the count."""
+    plain = _LIST_MARKER.sub(lambda m: " " * len(m.group()), text)
+    numbers = [(int(m.group()), m.end()) for m in re.finditer(r"-?\d+", plain)]
+    values = [v for v, _ in numbers]
+    want = list(range(start, stop + 1))
+    for i, v in enumerate(values):
+        if v == start and (len(want) == 1 or values[i + 1 : i + 2] == [start + 1]):
+            ok = values[i : i + len(want)] == want and values[i + len(want) : i + len(want) + 1] != [stop + 1]
+            return ok, numbers[min(i + len(want), len(numbers)) - 1][1]
+    return False, len(text)
+
+
+def mixed_check(text: str, kind: str, words=(), answer=(), start: int = 0, stop: int = 0) -> tuple[bool, int]:
+    """``(correct, answer_end)`` of one completion of a mixed prompt (the end: the character where the answer
+    sentence or the count ends, to count the tokens written after it)."""
+    if kind == "one":
+        stated, _ = first_stated_answer(text, words[0])
+        return stated is not None and stated in set(answer[0]), answer_sentence_end(text, words[0])
+    if kind == "pairs":
+        stated, end = stated_pairs(text, words)
+        ok = all(s is not None and s in set(accepted) for s, accepted in zip(stated, answer))
+        stop_at = re.search(r"[.!?\n]", text[end:])
+        return ok, end + stop_at.end() if stop_at else len(text)
+    if kind == "count":
+        return counted_run(text, start, stop)
+    raise ValueError(f"unknown mixed prompt kind {kind!r}; choose from {MIXED_KINDS}")
+
+
+def mixed_reward(completions, kind, words, answer, start, stop, **kwargs) -> list[float]:
+    """1.0 when the first stated answer of a mixed prompt is right (:func:`mixed_check`), else 0.0."""
+    out = []
+    for completion, *row in zip(completions, kind, words, answer, start, stop):
+        text = completion[-1]["content"] if isinstance(completion, list) else completion
+        out.append(1.0 if mixed_check(text, *row)[0] else 0.0)
+    return out
+
+
+# --------------------------------------------------------------------------- tasks by name
+TASK_REWARDS = {
+    "addition": addition_reward,
+    "gsm8k": gsm8k_reward,
+    "opposites": opposites_reward,
+    "mixed": mixed_reward,
+}
+
+
+def task_reward(name: str):
+    """The reward function of a task by name, or a clear error naming the tasks there are."""
+    if name not in TASK_REWARDS:
+        raise ValueError(f"unknown task {name!r}; the tasks are {sorted(TASK_REWARDS)}")
+    return TASK_REWARDS[name]

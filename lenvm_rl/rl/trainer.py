@@ -261,9 +261,10 @@ def refresh_critic(
         for start in range(0, input_ids.shape[0], chunk):
             rows = slice(start, start + chunk)
             value = model(input_ids=input_ids[rows].to(device), attention_mask=attention_mask[rows].to(device)).value
-            value = value[:, prompt_width - 1 :].float()
+            value = value[:, prompt_width - 1 :]
+            value = value.to(torch.promote_types(value.dtype, torch.float32))  # a bf16 critic's loss in fp32
             squared, _ = value_loss_sums(value, labels[rows].to(device), bounds[rows].to(device), gamma)
-            (squared / count.to(device)).backward()
+            (squared / count.to(device, squared.dtype)).backward()
             total += squared.detach().double()
         flat = torch.cat([p.grad.reshape(-1) for p in params])
         flat = global_sum(flat)
