@@ -29,7 +29,7 @@ def test_split_is_fixed_balanced_and_held_out():
     ranges = {s: {(r["start"], r["stop"]) for r in a[s] if r["kind"] == "count"} for s in a}
     assert not ranges["train"] & ranges["eval"] and not ranges["validation"] & ranges["eval"]
     sizes = [r["stop"] - r["start"] + 1 for s in a for r in a[s] if r["kind"] == "count"]
-    assert min(sizes) >= 2 and max(sizes) <= 30
+    assert min(sizes) == 10 and max(sizes) == 30
     assert mixed_dataset(a["eval"]).num_rows == len(a["eval"])
 
 

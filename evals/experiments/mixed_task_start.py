@@ -32,7 +32,7 @@ def main(argv=None) -> dict:
     p.add_argument("--split", choices=["validation", "eval"], default="validation")
     p.add_argument("--policy", default=None, help="default: the embedded SmolLM2-135M-Instruct")
     p.add_argument("--samples", type=int, default=2, help="completions per prompt")
-    p.add_argument("--max_new_tokens", type=int, default=128)
+    p.add_argument("--max_new_tokens", type=int, default=160)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--limit", type=int, default=0, help="prompts per kind (0: all)")
     p.add_argument("--output_dir", default="evals/results/rl_mixed_lengths")

@@ -1,6 +1,6 @@
 """Experiment: GRPO on the `mixed` task, where correct answers need very different lengths (issue 30).
 
-Task `mixed` (lenvm_rl.rl.tasks): one-word opposites and counts of 2 to 30 numbers, strict first-answer checkers.
+Task `mixed` (lenvm_rl.rl.tasks): one-word opposites and counts of 10 to 30 numbers, strict first-answer checkers.
 A fixed budget fits one kind and not the other; a value model predicts per prompt and per prefix. Policy: the
 embedded SmolLM2-135M-Instruct. Arms (each = the task reward plus a length term):
 
@@ -40,7 +40,7 @@ from pathlib import Path
 from evals.experiments.rl_length_shaping import claim
 
 EVAL_STEPS = (10, 20, 40)
-BUDGETS = {"short": 16, "long": 96}  # L1-Max budgets: fits a one-word answer / fits a 30-number count
+BUDGETS = {"short": 16, "long": 128}  # L1-Max budgets: fits a one-word answer / fits a 30-number count
 REFRESH = {"critic_refresh_steps": 2, "critic_refresh_learning_rate": 1e-3, "critic_refresh_layers": 0}
 # (arm, coef): the LenVM arms and the two baselines named before the runs get 3 seeds, the rest one.
 ARMS = (
@@ -558,7 +558,7 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--batch", type=int, default=8, help="completions per step")
     p.add_argument("--num_generations", type=int, default=4)
-    p.add_argument("--max_new_tokens", type=int, default=128)
+    p.add_argument("--max_new_tokens", type=int, default=160)
     p.add_argument("--learning_rate", type=float, default=2e-5)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--eval_samples", type=int, default=2)
