@@ -38,3 +38,12 @@ def test_unknown_arm_is_refused(tiny_causal_dir, tmp_path):
 
     with pytest.raises(SystemExit):
         main(["--tiny", "--arms", "task,l2_max", "--policy", str(tiny_causal_dir), "--output_dir", str(tmp_path)])
+
+
+def test_time_step_prints_an_estimate(tiny_causal_dir, tmp_path):
+    from evals.experiments.rl_mixed_lengths import main
+
+    est = main(["--tiny", "--time_step", "--policy", str(tiny_causal_dir), "--output_dir", str(tmp_path)])
+    assert est["step_seconds_lenvm_refresh"] > 0 and est["eval_seconds_full_heldout"] > 0
+    assert est["total_hours_without_critic_training"] > 0 and (tmp_path / "time_estimate.json").is_file()
+    assert not list(tmp_path.glob("**/value_head.safetensors"))  # the stand-in critic is not left in the results

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -507,19 +508,20 @@ def report(a, start: dict) -> dict:
 def time_step(a, policy: str, rows: dict) -> dict:
     """Time one GRPO step of the costliest arm (relative + refresh; a fresh-head LenVM stands in for the trained
     one) and one held-out evaluation on a slice, and extrapolate the full experiment's time on ``a.workers``."""
+    import tempfile
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lenvm_rl.modeling import LengthValueModel
     from lenvm_rl.returns import gamma_from_lengths
 
-    out = Path(a.output_dir) / "timing"
-    critic_dir = out / "critic"
-    if not (critic_dir / "lenvm_config.json").is_file():
-        model = LengthValueModel.from_backbone(policy)
-        model.gamma = gamma_from_lengths([a.max_new_tokens])
-        model.save_pretrained(critic_dir)
-        AutoTokenizer.from_pretrained(policy).save_pretrained(critic_dir)
-    timed = argparse.Namespace(**{**vars(a), "steps": 2, "output_dir": str(out)})
+    scratch = Path(tempfile.mkdtemp(prefix="rl_mixed_timing_"))  # a full-size critic: never under results/
+    critic_dir = scratch / "critic"
+    model = LengthValueModel.from_backbone(policy)
+    model.gamma = gamma_from_lengths([a.max_new_tokens])
+    model.save_pretrained(critic_dir)
+    AutoTokenizer.from_pretrained(policy).save_pretrained(critic_dir)
+    timed = argparse.Namespace(**{**vars(a), "steps": 2, "output_dir": str(scratch)})
     trainer, _ = build_trainer("lenvm_refresh", 1.0, 0, timed, policy, str(critic_dir), rows)
     t0 = time.time()
     trainer.train()
@@ -527,13 +529,12 @@ def time_step(a, policy: str, rows: dict) -> dict:
     tok = AutoTokenizer.from_pretrained(policy)
     from lenvm_rl.rl.tasks import MIXED_KINDS
 
-    per_kind = 4
-    subset = [r for k in MIXED_KINDS for r in [r for r in rows["eval"] if r["kind"] == k][:per_kind]]
-    t0 = time.time()
-    evaluate_mixed(
-        AutoModelForCausalLM.from_pretrained(policy), tok, subset, a.eval_samples, a.temperature, a.max_new_tokens
-    )
-    eval_s = (time.time() - t0) * len(rows["eval"]) / len(subset)
+    policy_model, eval_s = AutoModelForCausalLM.from_pretrained(policy), 0.0
+    for kind in MIXED_KINDS:  # kind by kind, as the evaluation batches them
+        kind_rows = [r for r in rows["eval"] if r["kind"] == kind]
+        t0 = time.time()
+        evaluate_mixed(policy_model, tok, kind_rows[:4], a.eval_samples, a.temperature, a.max_new_tokens)
+        eval_s += (time.time() - t0) * len(kind_rows) / len(kind_rows[:4])
     n_runs = len(jobs(a))
     run_s = a.steps * step_s + len(eval_steps(a)) * eval_s
     total_h = (n_runs * run_s / max(a.workers, 1) + eval_s) / 3600
@@ -546,7 +547,8 @@ def time_step(a, policy: str, rows: dict) -> dict:
         "total_hours_without_critic_training": round(total_h, 2),
         "note": "one worker, one thread, while the machine was shared; the critic's quickstart training comes on top",
     }
-    (out / "estimate.json").write_text(json.dumps(estimate, indent=1))
+    (Path(a.output_dir) / "time_estimate.json").write_text(json.dumps(estimate, indent=1))
+    shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(estimate, indent=1))
     return estimate
 
