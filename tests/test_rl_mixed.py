@@ -22,14 +22,21 @@ def test_split_is_fixed_balanced_and_held_out():
     _, eval_words = opposites_split()
     for split in ("train", "validation", "eval"):
         kinds = [r["kind"] for r in a[split]]
-        assert len({kinds.count(k) for k in MIXED_KINDS}) == 1  # as many prompts of every kind
+        assert {k: kinds.count(k) for k in MIXED_KINDS} == {
+            "train": {"one": 74, "count": 74},
+            "validation": {"one": 32, "count": 32},
+            "eval": {"one": 48, "count": 36},
+        }[split]
     words = {s: {w for r in a[s] for w in r["words"]} for s in a}
     assert words["eval"] <= set(eval_words)
     assert not words["train"] & words["eval"] and not words["validation"] & (words["train"] | words["eval"])
-    ranges = {s: {(r["start"], r["stop"]) for r in a[s] if r["kind"] == "count"} for s in a}
-    assert not ranges["train"] & ranges["eval"] and not ranges["validation"] & ranges["eval"]
+    counts = {s: {r["prompt"][0]["content"] for r in a[s] if r["kind"] == "count"} for s in a}
+    assert len(counts["eval"]) == 36 and not counts["train"] & counts["eval"]
+    assert not counts["validation"] & (counts["train"] | counts["eval"])
     sizes = [r["stop"] - r["start"] + 1 for s in a for r in a[s] if r["kind"] == "count"]
-    assert min(sizes) == 10 and max(sizes) == 30
+    assert (
+        min(sizes) == 10 and max(sizes) == 30 and {r["start"] for s in a for r in a[s] if r["kind"] == "count"} == {1}
+    )
     assert mixed_dataset(a["eval"]).num_rows == len(a["eval"])
 
 

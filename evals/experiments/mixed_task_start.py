@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
         "seconds": round(time.time() - t0, 1),
         "per_kind": per_kind,
         "goals": goals(per_kind),
-        "examples": {k: [c for c in completions if c["kind"] == k][:6] for k in MIXED_KINDS},
+        "completions": completions,
     }
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)

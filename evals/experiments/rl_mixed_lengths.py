@@ -269,9 +269,10 @@ def train_critic(out: Path, policy: str, train_rows: list[dict], a) -> tuple[str
     from lenvm_rl.quickstart import QuickstartConfig, run_quickstart
 
     prompts = out / "critic_prompts.jsonl"
+    texts = list(dict.fromkeys(r["prompt"][0]["content"] for r in train_rows))  # repeated count prompts once
     with open(prompts, "w") as f:
-        for i, r in enumerate(train_rows):
-            f.write(json.dumps({"prompt_id": f"mixed-{r['kind']}-{i}", "prompt": r["prompt"][0]["content"]}) + "\n")
+        for i, text in enumerate(texts):
+            f.write(json.dumps({"prompt_id": f"mixed-{i}", "prompt": text}) + "\n")
     cfg = QuickstartConfig(
         output_dir=str(out / "critic"),
         model=policy,

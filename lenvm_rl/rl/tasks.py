@@ -266,28 +266,35 @@ def answer_sentence_end(text: str, word: str) -> int:
 # Written for this project: prompt kinds whose correct answers differ several-fold in length (a one-word opposite;
 # a count of 10 to 30 numbers), so a fixed length budget fits one kind and not the other. Checkers read the first
 # stated answer only.
-# The 135M default answered "the opposites of k listed words" correctly in none of 64 validation samples (k = 2, 3),
-# so that kind was dropped; counts of fewer than 10 numbers made the two kinds' correct answers too close in length.
+# Tuned on the validation split with the 135M default (evals/results/rl_mixed_lengths/README.md): it answered "the
+# opposites of k listed words" correctly in none of 64 samples (k = 2, 3), so that kind was dropped; counts that do
+# not start at 1 were right in about a quarter (it counts in twos from 2, or starts again at 1), and counts of
+# fewer than 10 numbers put the two kinds' correct answers less than 5x apart.
 MIXED_KINDS = ("one", "count")
-MIXED_HELD_OUT = {"one": 48, "count": 48}  # evaluation prompts per kind (fixed, never trained on)
+MIXED_HELD_OUT = {"one": 48, "count": 36}  # evaluation prompts per kind (fixed, never trained or tuned on)
 MIXED_VALIDATION = {"one": 32, "count": 32}  # carved from the training side, to tune wording on
-COUNT_SIZES = (10, 30)  # how many numbers a "count" prompt asks for (inclusive)
-COUNT_STARTS = (1, 8)
+COUNT_SIZES = (10, 30)  # how many numbers a "count" prompt asks for (inclusive); counts start at 1
+COUNT_WORDINGS = (
+    "List the numbers from {start} to {stop}, separated by commas.",
+    "Write the numbers from {start} to {stop}, separated by commas.",
+    "Count from {start} to {stop}, separated by commas.",
+    "List the whole numbers from {start} to {stop}, separated by commas.",
+)
 
 
-def mixed_prompt(kind: str, words=(), start: int = 0, stop: int = 0) -> list[dict]:
+def mixed_prompt(kind: str, words=(), start: int = 0, stop: int = 0, wording: int = 0) -> list[dict]:
     if kind == "one":
-        text = f"What is the opposite of '{words[0]}'? Answer with one word."
+        text = f"What is the opposite of {words[0]}? Answer with one word."
     elif kind == "count":
-        text = f"List the numbers from {start} to {stop}, separated by commas."
+        text = COUNT_WORDINGS[wording].format(start=start, stop=stop)
     else:
         raise ValueError(f"unknown mixed prompt kind {kind!r}; choose from {MIXED_KINDS}")
     return [{"role": "user", "content": text}]
 
 
-def _mixed_row(kind, words=(), start=0, stop=0) -> dict:
+def _mixed_row(kind, words=(), start=0, stop=0, wording=0) -> dict:
     return {
-        "prompt": mixed_prompt(kind, words, start, stop),
+        "prompt": mixed_prompt(kind, words, start, stop, wording),
         "kind": kind,
         "words": list(words),
         "answer": [OPPOSITES[w].split() for w in words],
@@ -301,27 +308,27 @@ def mixed_split(seed: int = 0) -> dict[str, list[dict]]:
 
     Words of the "one" kind come from :func:`opposites_split` (evaluation prompts use only its 48 held-out
     words; validation prompts use 16 training words that the training prompts do not); "count" prompts are
-    split by their (start, stop) pair. Every split has as many prompts of each kind.
+    split by their (stop, wording) pair. The training split has as many prompts of each kind (count prompts repeat).
     """
     rng = random.Random(seed)
     train_words, eval_words = opposites_split(seed)
     shuffled = list(train_words)
     rng.shuffle(shuffled)
     pools = {"validation": sorted(shuffled[:16]), "train": sorted(shuffled[16:]), "eval": eval_words}
-    starts, sizes = range(COUNT_STARTS[0], COUNT_STARTS[1] + 1), range(COUNT_SIZES[0], COUNT_SIZES[1] + 1)
-    ranges = [(a, a + n - 1) for a in starts for n in sizes]
+    # (stop, wording) pairs: the first 48 of the shuffled list were set aside before the wording was tuned, 36 of
+    # them are the held-out prompts and 12 train; the next 32 are the validation prompts it was tuned on.
+    ranges = [(1, n, w) for n in range(COUNT_SIZES[0], COUNT_SIZES[1] + 1) for w in range(len(COUNT_WORDINGS))]
     rng.shuffle(ranges)
-    count = {
-        "eval": ranges[: MIXED_HELD_OUT["count"]],
-        "validation": ranges[MIXED_HELD_OUT["count"] : MIXED_HELD_OUT["count"] + MIXED_VALIDATION["count"]],
-    }
-    count["train"] = ranges[len(count["eval"]) + len(count["validation"]) :][: len(pools["train"])]  # kinds balanced
+    held, val = MIXED_HELD_OUT["count"], MIXED_VALIDATION["count"]
+    count = {"eval": ranges[:held], "validation": ranges[48 : 48 + val], "train": ranges[held:48] + ranges[48 + val :]}
+    # As many training prompts of each kind: the few count prompts are repeated.
+    count["train"] = [count["train"][i % len(count["train"])] for i in range(len(pools["train"]))]
     out = {}
     for split, words in pools.items():
         n = {"eval": MIXED_HELD_OUT, "validation": MIXED_VALIDATION}.get(split)
         one = list(words) if n is None else [words[i % len(words)] for i in range(n["one"])]
         rows = [_mixed_row("one", [w]) for w in one]
-        rows += [_mixed_row("count", start=a, stop=b) for a, b in count[split]]
+        rows += [_mixed_row("count", start=a, stop=b, wording=w) for a, b, w in count[split]]
         out[split] = rows
     return out
 
