@@ -1,7 +1,7 @@
 """Experiment: GRPO on the `mixed` task, where correct answers need very different lengths (issue 30).
 
-Task `mixed` (lenvm_rl.rl.tasks): one-word opposites and counts of 10 to 30 numbers, strict first-answer checkers.
-A fixed budget fits one kind and not the other; a value model predicts per prompt and per prefix. Policy: the
+Task `mixed` (lenvm_rl.rl.tasks): one-word opposites and counts from 1 to N = 10..30, strict first-answer
+checkers. A fixed budget fits one kind and not the other; a value model predicts per prompt and per prefix. Policy: the
 embedded SmolLM2-135M-Instruct. Arms (each = the task reward plus a length term):
 
     task              the task reward alone
@@ -14,7 +14,7 @@ embedded SmolLM2-135M-Instruct. Arms (each = the task reward plus a length term)
     lenvm_refresh     the same with critic_refresh_steps (the critic follows the policy)
 
 The LenVM is trained first (the quickstart pipeline) on the starting policy's answers to the training prompts.
-Every run is evaluated on the held-out prompts (48 per kind x `eval_samples`, fixed seed, T 0.7, the same cap) at
+Every run is evaluated on the held-out prompts (48 + 36 x `eval_samples`, fixed seed, T 0.7, the same cap) at
 the steps in EVAL_STEPS; step 0 is the shared starting policy. Per kind: accuracy, mean tokens, tokens after the
 answer, cut share, EOS-only share. Two single-thread workers share the queue; each run writes runs/<job>.json as
 it ends and the report is rewritten after every run, so a rerun resumes. Outputs: results.json, summary.md (the
