@@ -16,8 +16,8 @@ class LengthShapedGRPOConfig(GRPOConfig):
     r"""
     Configuration for [`LengthShapedGRPOTrainer`]: every ``GRPOConfig`` field plus the ones below.
 
-    GRPO's task advantage (one number per completion) gets a per-token length term from a frozen LenVM. Both
-    modes start from the critic's length residuals and their GAE credit
+    GRPO's task advantage (one number per completion) gets a per-token length term from a LenVM (frozen, or
+    refreshed on every batch with ``critic_refresh_steps``). Both modes start from the critic's length residuals and their GAE credit
 
         delta_j = r + gamma V(s_{j+1}) - V(s_j),   r = -(1 - gamma),   a_ij = GAE_lambda(delta)_j
 
@@ -73,7 +73,22 @@ class LengthShapedGRPOConfig(GRPOConfig):
             part in the length term: their term is zero, and under `relative` they are neither in the gate
             (``C_g``) nor in the group mean ``mu_g``.
         critic_batch_size (`int`, *optional*, defaults to `8`):
-            Rows per critic forward (the critic runs chunked, without gradients).
+            Rows per critic forward (the critic runs chunked).
+
+        > Critic refresh (a critic that follows the policy)
+
+        critic_refresh_steps (`int`, *optional*, defaults to `0`):
+            After each batch (once its length term is computed with the current critic), this many optimiser
+            steps of the LenVM on the batch's own Monte-Carlo targets: ``G_j = -(1 - gamma ** (L - j))`` on
+            answers that ended with EOS, the one-sided censored loss of pretraining on answers cut at the length
+            limit (at least ``L - j + 1`` tokens were still to come). The loss is a token mean over the batch of
+            every process (gradients are summed across processes), so any number of processes ends with the same
+            weights. 0 keeps the critic frozen.
+        critic_refresh_learning_rate (`float`, *optional*, defaults to `1e-4`):
+            AdamW learning rate of the refresh; must be positive when `critic_refresh_steps > 0`.
+        critic_refresh_layers (`int`, *optional*, defaults to `0`):
+            Train the top this-many transformer layers of the LenVM's backbone (and its final norm) with the
+            value head; 0 refreshes the head only. With a LoRA LenVM, its adapters are refreshed whatever this is.
     """
 
     critic_model_path: str | None = field(default=None, metadata={"help": "LenVM checkpoint dir."})
@@ -100,6 +115,13 @@ class LengthShapedGRPOConfig(GRPOConfig):
         default=True, metadata={"help": "Bootstrap truncated rows with the critic (else they get no length term)."}
     )
     critic_batch_size: int = field(default=8, metadata={"help": "Rows per critic forward."})
+    critic_refresh_steps: int = field(
+        default=0, metadata={"help": "Optimiser steps of the LenVM on each batch's own targets (0: frozen)."}
+    )
+    critic_refresh_learning_rate: float = field(default=1e-4, metadata={"help": "AdamW lr of the critic refresh."})
+    critic_refresh_layers: int = field(
+        default=0, metadata={"help": "Top backbone layers refreshed with the head (0: the head only)."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -121,6 +143,18 @@ class LengthShapedGRPOConfig(GRPOConfig):
             raise ValueError(f"length_clip must be positive, got {self.length_clip}")
         if self.critic_batch_size < 1:
             raise ValueError("critic_batch_size must be at least 1")
+        if self.critic_refresh_steps < 0:
+            raise ValueError(
+                f"critic_refresh_steps must be >= 0 (0 keeps the critic frozen), got {self.critic_refresh_steps}"
+            )
+        if self.critic_refresh_steps > 0 and not self.critic_refresh_learning_rate > 0:
+            raise ValueError(
+                f"critic_refresh_steps={self.critic_refresh_steps} with critic_refresh_learning_rate="
+                f"{self.critic_refresh_learning_rate}: the refresh would not move the critic. Set a positive "
+                "learning rate (e.g. 1e-4) or critic_refresh_steps=0 for a frozen critic."
+            )
+        if self.critic_refresh_layers < 0:
+            raise ValueError(f"critic_refresh_layers must be >= 0 (0: the head only), got {self.critic_refresh_layers}")
         if self.length_shaping == "relative":
             if not self.length_gate_reward:
                 raise ValueError(

@@ -329,3 +329,32 @@ def get_reward_funcs(names, task: str | None = None, config: LengthRewardConfig 
     """
     config = config or LengthRewardConfig()
     return [_build(name, config, task, critic) for name in names]
+
+
+# ----------------------------------------------------------------------------------------- ShorterBetter
+def get_shorter_better_reward(gate, beta: float = 0.01, threshold: float = 0.5, name: str = "shorter_better_reward"):
+    """ShorterBetter's length term (Yi, Wang and Li, 2025), over whole prompt groups:
+
+        SOL_g = min {L_i : i correct in g}   (else the mean length of g);   reward_i = -beta * |L_i - SOL_g|
+
+    The paper's reward is ``alpha * c_i - beta * |L_i - SOL_g|``: list the task reward beside this one (its weight
+    is alpha). Every answer, right or wrong, is pulled toward the group's shortest correct length.
+    """
+    if beta <= 0:
+        raise ValueError(
+            f"beta must be positive (the weight of the distance to the shortest correct answer), got {beta}"
+        )
+
+    def reward(prompts, completions, completion_ids, **kwargs):
+        correct = _gate_values(gate, threshold, prompts, completions, completion_ids, kwargs)
+        lengths = _answer_lengths(completion_ids, kwargs)  # answer tokens, EOS not counted
+        everything, offset = _gather(list(zip(map(repr, prompts), lengths, correct)))
+        out = [0.0] * len(everything)
+        for members in _groups([p for p, _, _ in everything]):
+            right = [everything[i][1] for i in members if everything[i][2]]
+            sol = min(right) if right else sum(everything[i][1] for i in members) / len(members)
+            for i in members:
+                out[i] = -beta * abs(everything[i][1] - sol)
+        return out[offset : offset + len(prompts)]
+
+    return _named(reward, name)

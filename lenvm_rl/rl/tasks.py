@@ -260,3 +260,136 @@ def answer_sentence_end(text: str, word: str) -> int:
     _, end = first_stated_answer(text, word)
     stop = re.search(r"[.!?\n]", text[end:])
     return end + stop.end() if stop else len(text)
+
+
+# --------------------------------------------------------------------------- mixed (answers of very different lengths)
+# Written for this project: prompt kinds whose correct answers differ several-fold in length (a one-word opposite;
+# a count of 10 to 30 numbers), so a fixed length budget fits one kind and not the other. Checkers read the first
+# stated answer only.
+# Tuned on the validation split with the 135M default (evals/results/rl_mixed_lengths/README.md): it answered "the
+# opposites of k listed words" correctly in none of 64 samples (k = 2, 3), so that kind was dropped; counts that do
+# not start at 1 were right in about a quarter (it counts in twos from 2, or starts again at 1), and counts of
+# fewer than 10 numbers put the two kinds' correct answers less than 5x apart.
+MIXED_KINDS = ("one", "count")
+MIXED_HELD_OUT = {"one": 48, "count": 36}  # evaluation prompts per kind (fixed, never trained or tuned on)
+MIXED_VALIDATION = {"one": 32, "count": 32}  # carved from the training side, to tune wording on
+COUNT_SIZES = (10, 30)  # how many numbers a "count" prompt asks for (inclusive); counts start at 1
+COUNT_WORDINGS = (
+    "List the numbers from {start} to {stop}, separated by commas.",
+    "Write the numbers from {start} to {stop}, separated by commas.",
+    "Count from {start} to {stop}, separated by commas.",
+    "List the whole numbers from {start} to {stop}, separated by commas.",
+)
+
+
+def mixed_prompt(kind: str, words=(), start: int = 0, stop: int = 0, wording: int = 0) -> list[dict]:
+    if kind == "one":
+        text = f"What is the opposite of {words[0]}? Answer with one word."
+    elif kind == "count":
+        text = COUNT_WORDINGS[wording].format(start=start, stop=stop)
+    else:
+        raise ValueError(f"unknown mixed prompt kind {kind!r}; choose from {MIXED_KINDS}")
+    return [{"role": "user", "content": text}]
+
+
+def _mixed_row(kind, words=(), start=0, stop=0, wording=0) -> dict:
+    return {
+        "prompt": mixed_prompt(kind, words, start, stop, wording),
+        "kind": kind,
+        "words": list(words),
+        "answer": [OPPOSITES[w].split() for w in words],
+        "start": start,
+        "stop": stop,
+    }
+
+
+def mixed_split(seed: int = 0) -> dict[str, list[dict]]:
+    """``{"train", "validation", "eval"}`` rows of the mixed task, fixed by ``seed``.
+
+    Words of the "one" kind come from :func:`opposites_split` (evaluation prompts use only its 48 held-out
+    words; validation prompts use 16 training words that the training prompts do not); "count" prompts are
+    split by their (stop, wording) pair. The training split has as many prompts of each kind (count prompts repeat).
+    """
+    rng = random.Random(seed)
+    train_words, eval_words = opposites_split(seed)
+    shuffled = list(train_words)
+    rng.shuffle(shuffled)
+    pools = {"validation": sorted(shuffled[:16]), "train": sorted(shuffled[16:]), "eval": eval_words}
+    # (stop, wording) pairs: the first 48 of the shuffled list were set aside before the wording was tuned, 36 of
+    # them are the held-out prompts and 12 train; the next 32 are the validation prompts it was tuned on.
+    ranges = [(1, n, w) for n in range(COUNT_SIZES[0], COUNT_SIZES[1] + 1) for w in range(len(COUNT_WORDINGS))]
+    rng.shuffle(ranges)
+    held, val = MIXED_HELD_OUT["count"], MIXED_VALIDATION["count"]
+    count = {"eval": ranges[:held], "validation": ranges[48 : 48 + val], "train": ranges[held:48] + ranges[48 + val :]}
+    # As many training prompts of each kind: the few count prompts are repeated.
+    count["train"] = [count["train"][i % len(count["train"])] for i in range(len(pools["train"]))]
+    out = {}
+    for split, words in pools.items():
+        n = {"eval": MIXED_HELD_OUT, "validation": MIXED_VALIDATION}.get(split)
+        one = list(words) if n is None else [words[i % len(words)] for i in range(n["one"])]
+        rows = [_mixed_row("one", [w]) for w in one]
+        rows += [_mixed_row("count", start=a, stop=b, wording=w) for a, b, w in count[split]]
+        out[split] = rows
+    return out
+
+
+def mixed_dataset(rows, repeats: int = 1, seed: int = 0):
+    """A ``datasets.Dataset`` of mixed rows (from :func:`mixed_split`), repeated and shuffled with ``seed``."""
+    from datasets import Dataset
+
+    rows = list(rows) * repeats
+    random.Random(seed).shuffle(rows)
+    return Dataset.from_list(rows)
+
+
+_LIST_MARKER = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*])\s+")
+
+
+def counted_run(text: str, start: int, stop: int) -> tuple[bool, int]:
+    """Whether the first count in ``text`` is exactly ``start, start + 1, .., stop`` (not going on past ``stop``),
+    and where it ends. List markers ("1. ", "- ") are not numbers of the count."""
+    plain = _LIST_MARKER.sub(lambda m: " " * len(m.group()), text)
+    numbers = [(int(m.group()), m.end()) for m in re.finditer(r"-?\d+", plain)]
+    values = [v for v, _ in numbers]
+    want = list(range(start, stop + 1))
+    for i, v in enumerate(values):
+        if v == start and (len(want) == 1 or values[i + 1 : i + 2] == [start + 1]):
+            ok = values[i : i + len(want)] == want and values[i + len(want) : i + len(want) + 1] != [stop + 1]
+            return ok, numbers[min(i + len(want), len(numbers)) - 1][1]
+    return False, len(text)
+
+
+def mixed_check(text: str, kind: str, words=(), answer=(), start: int = 0, stop: int = 0) -> tuple[bool, int]:
+    """``(correct, answer_end)`` of one completion of a mixed prompt (the end: the character where the answer
+    sentence or the count ends, to count the tokens written after it)."""
+    if kind == "one":
+        stated, _ = first_stated_answer(text, words[0])
+        return stated is not None and stated in set(answer[0]), answer_sentence_end(text, words[0])
+    if kind == "count":
+        return counted_run(text, start, stop)
+    raise ValueError(f"unknown mixed prompt kind {kind!r}; choose from {MIXED_KINDS}")
+
+
+def mixed_reward(completions, kind, words, answer, start, stop, **kwargs) -> list[float]:
+    """1.0 when the first stated answer of a mixed prompt is right (:func:`mixed_check`), else 0.0."""
+    out = []
+    for completion, *row in zip(completions, kind, words, answer, start, stop):
+        text = completion[-1]["content"] if isinstance(completion, list) else completion
+        out.append(1.0 if mixed_check(text, *row)[0] else 0.0)
+    return out
+
+
+# --------------------------------------------------------------------------- tasks by name
+TASK_REWARDS = {
+    "addition": addition_reward,
+    "gsm8k": gsm8k_reward,
+    "opposites": opposites_reward,
+    "mixed": mixed_reward,
+}
+
+
+def task_reward(name: str):
+    """The reward function of a task by name, or a clear error naming the tasks there are."""
+    if name not in TASK_REWARDS:
+        raise ValueError(f"unknown task {name!r}; the tasks are {sorted(TASK_REWARDS)}")
+    return TASK_REWARDS[name]

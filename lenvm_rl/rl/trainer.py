@@ -1,7 +1,8 @@
-"""LengthShapedGRPOTrainer: GRPO with a dense, per-token length term from a frozen LenVM.
+"""LengthShapedGRPOTrainer: GRPO with a dense, per-token length term from a LenVM.
 
 The change w.r.t. ``trl.GRPOTrainer`` is ``_generate_and_score_completions``: it calls the parent, runs
-the frozen critic on prompt + completion and returns ``advantages`` of shape (B, T) instead of (B,). GRPO's
+the critic on prompt + completion and returns ``advantages`` of shape (B, T) instead of (B,); with
+``critic_refresh_steps`` it then fits the critic to the batch's own lengths (:func:`refresh_critic`). GRPO's
 loss broadcasts either shape for every ``loss_type``; the output is buffered, so with
 ``num_iterations > 1`` the critic runs once per generation. ``_calculate_rewards`` is extended only to keep
 the rewards TRL gathered across processes (the ``relative`` mode's correctness gate needs whole prompt
@@ -15,7 +16,10 @@ from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp
 
 from ..critic import LengthCritic, terminated_rows
+from ..data import IGNORE_INDEX
+from ..modeling import decoder_layers, freeze_lower_layers
 from ..returns import correct_group_means, length_credit, relative_length_term, value_to_length
+from ..trainer import value_loss_sums
 from ..vlm import is_processor, vision_inputs
 from .config import LengthShapedGRPOConfig
 
@@ -49,6 +53,17 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
             )
         self.length_gamma = g if g is not None else critic.gamma
         critic.batch_size = self.args.critic_batch_size
+        self._critic_optimizer = None
+        if self.args.critic_refresh_steps > 0:
+            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                raise ValueError(
+                    "critic_refresh_steps > 0 is supported with plain data parallelism only (the critic's "
+                    "gradients are summed across processes by hand); drop DeepSpeed / FSDP or set it to 0."
+                )
+            params = refreshed_parameters(critic.model, self.args.critic_refresh_layers)
+            self._critic_optimizer = torch.optim.AdamW(
+                params, lr=self.args.critic_refresh_learning_rate, weight_decay=0.0
+            )
         self._critic_is_vision = critic.model.is_vision  # read before the model is wrapped
         # Prepared like TRL prepares its frozen reference model.
         if self.is_deepspeed_enabled:
@@ -104,6 +119,30 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["length/actual_length"].append(answer_tokens.float().mean().item())
         if gate is not None:
             self._metrics[mode]["length/gated_share"].append(gate.float().mean().item())
+        # The critic's error at the prompt on answers that ended (tokens), before any refresh on this batch.
+        ended = terminated.float()
+        error = ((boundary.to(mask) - answer_tokens.to(mask)).abs() * ended).sum()
+        count = self.accelerator.reduce(ended.sum(), reduction="sum")
+        if count > 0:
+            error = self.accelerator.reduce(error, reduction="sum") / count
+            self._metrics[mode]["length/critic_prompt_abs_error"].append(error.item())
+        if self._critic_optimizer is not None and self.model.training:
+            # After the term is computed: the credit of this batch never comes from a critic fitted to it.
+            losses = refresh_critic(
+                self.critic.model,
+                self._critic_optimizer,
+                torch.cat([prompt_ids, completion_ids], 1),
+                torch.cat([prompt_mask, completion_mask], 1),
+                prompt_ids.shape[1],
+                completion_mask,
+                terminated,
+                self.length_gamma,
+                self.args.critic_refresh_steps,
+                lambda x: self.accelerator.reduce(x, reduction="sum"),
+                self.args.critic_batch_size,
+            )
+            self._metrics[mode]["length/critic_refresh_loss_first"].append(losses[0])
+            self._metrics[mode]["length/critic_refresh_loss_last"].append(losses[-1])
         return output
 
     def _length_term(self, values, completion_mask, mask, terminated):
@@ -161,3 +200,85 @@ def normalize_length_term(term, mask, global_sum, scale: bool = True, center: bo
         var = global_sum((((term - mean) * mask) ** 2).sum()) / count
         term = term / (var.sqrt() + 1e-6)
     return term
+
+
+# ----------------------------------------------------------------------------------------- critic refresh
+def refreshed_parameters(model, top_layers: int = 0) -> list:
+    """Mark the parameters a refresh trains (everything else stays frozen) and return them: the value head, plus
+    the top ``top_layers`` transformer layers and the final norm, or the LoRA adapters of a LoRA LenVM."""
+    model.requires_grad_(False)
+    if model.is_peft:
+        for name, p in model.backbone.named_parameters():
+            p.requires_grad_("lora_" in name)
+    elif top_layers:
+        n = len(decoder_layers(model.backbone))
+        if top_layers > n:
+            raise ValueError(f"critic_refresh_layers={top_layers} but the critic's backbone has {n} layers")
+        freeze_lower_layers(model, n - top_layers)
+    model.v_head.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def refresh_targets(completion_mask: torch.Tensor, terminated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Monte-Carlo targets of the states ``s_0 .. s_T`` of right-padded completions, (B, T + 1) each, as in
+    pretraining (:mod:`lenvm_rl.data`): ``labels`` holds the ``L - j`` tokens still to come at ``s_j`` of an answer
+    that ended (0 at its EOS), ``lower_bounds`` the ``L - j + 1`` tokens at least still to come in an answer cut
+    after L tokens; -100 elsewhere."""
+    lengths = completion_mask.long().sum(-1, keepdim=True)
+    j = torch.arange(completion_mask.shape[1] + 1, device=completion_mask.device)[None]
+    remaining = lengths - j
+    inside = remaining >= 0
+    ended = terminated.bool()[:, None]
+    labels = torch.where(inside & ended, remaining, IGNORE_INDEX)
+    lower_bounds = torch.where(inside & ~ended, remaining + 1, IGNORE_INDEX)
+    return labels, lower_bounds
+
+
+def refresh_critic(
+    model,
+    optimizer,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_width: int,
+    completion_mask: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float,
+    steps: int,
+    global_sum=lambda x: x,
+    chunk: int = 8,
+) -> list[float]:
+    """``steps`` optimiser steps of a LenVM on these rows' own targets (:func:`refresh_targets`); returns the loss
+    before each step.
+
+    Rows are left-padded prompts (``prompt_width`` columns) followed by right-padded completions. The loss is
+    pretraining's (:func:`lenvm_rl.trainer.value_loss_sums`): squared error on exact targets, the one-sided hinge
+    on censored ones, divided by the trained positions of every process. ``global_sum`` sums a tensor over
+    processes; the gradients are summed with it before each step, so every process takes the same step and
+    two processes end with the weights one process reaches on all rows.
+    """
+    labels, bounds = refresh_targets(completion_mask, terminated)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    count = global_sum(((labels != IGNORE_INDEX).sum() + (bounds != IGNORE_INDEX).sum()).float()).clamp(min=1)
+    device = next(model.parameters()).device
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=False)
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        for start in range(0, input_ids.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            value = model(input_ids=input_ids[rows].to(device), attention_mask=attention_mask[rows].to(device)).value
+            value = value[:, prompt_width - 1 :]
+            value = value.to(torch.promote_types(value.dtype, torch.float32))  # a bf16 critic's loss in fp32
+            squared, _ = value_loss_sums(value, labels[rows].to(device), bounds[rows].to(device), gamma)
+            (squared / count.to(device, squared.dtype)).backward()
+            total += squared.detach().double()
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        flat = global_sum(flat)
+        offset = 0
+        for p in params:
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+            offset += p.numel()
+        optimizer.step()
+        losses.append(float(global_sum(total) / count.double()))
+    optimizer.zero_grad(set_to_none=True)
+    return losses

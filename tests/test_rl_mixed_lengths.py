@@ -1,0 +1,49 @@
+import json
+
+
+def test_tiny_experiment_runs_every_arm_reports_per_kind_and_resumes(tiny_causal_dir, tmp_path):
+    from evals.experiments.rl_mixed_lengths import ARMS, main
+    from lenvm_rl.rl.tasks import MIXED_KINDS
+
+    out = tmp_path / "exp"
+    argv = ["--tiny", "--policy", str(tiny_causal_dir), "--output_dir", str(out)]
+    result = main(argv)
+    assert {(r["arm"]) for r in result["runs"]} == {arm for arm, _ in ARMS}
+    assert {r["kind"] for r in result["runs"]} == {*MIXED_KINDS, "all"}
+    assert {r["step"] for r in result["runs"]} == {0, 1, 2}
+    for r in result["runs"]:
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["mean_tokens"] > 0
+    assert (out / "pareto.png").stat().st_size > 0 and (out / "curves.png").stat().st_size > 0
+    summary = (out / "summary.md").read_text()
+    assert "lenvm_refresh" in summary and all(f"**{k}**" in summary for k in MIXED_KINDS)
+    assert result["verdict"][0].startswith("SUCCESS CRITERION")
+    assert (out / "audit_lenvm_refresh_c1.jsonl").read_text().strip()
+    # The refreshed arm logged the critic's error and its refresh loss; the frozen one no refresh loss.
+    refresh = json.loads((out / "runs" / "lenvm_refresh_c1_s0.json").read_text())
+    frozen = json.loads((out / "runs" / "lenvm_relative_c1_s0.json").read_text())
+    assert all(s["critic_refresh_loss_first"] is not None for s in refresh["train_log"])
+    assert all(s["critic_refresh_loss_first"] is None for s in frozen["train_log"])
+    # A rerun reuses every finished run instead of training again.
+    before = {p.name: p.stat().st_mtime for p in (out / "runs").glob("*.json")}
+    again = main(argv)
+    assert {p.name: p.stat().st_mtime for p in (out / "runs").glob("*.json")} == before
+    assert again["runs"] == json.loads((out / "results.json").read_text())["runs"]
+    assert main([*argv, "--report_only"])["runs"] == again["runs"]
+
+
+def test_unknown_arm_is_refused(tiny_causal_dir, tmp_path):
+    import pytest
+
+    from evals.experiments.rl_mixed_lengths import main
+
+    with pytest.raises(SystemExit):
+        main(["--tiny", "--arms", "task,l2_max", "--policy", str(tiny_causal_dir), "--output_dir", str(tmp_path)])
+
+
+def test_time_step_prints_an_estimate(tiny_causal_dir, tmp_path):
+    from evals.experiments.rl_mixed_lengths import main
+
+    est = main(["--tiny", "--time_step", "--policy", str(tiny_causal_dir), "--output_dir", str(tmp_path)])
+    assert est["step_seconds_lenvm_refresh"] > 0 and est["eval_seconds_full_heldout"] > 0
+    assert est["total_hours_without_critic_training"] > 0 and (tmp_path / "time_estimate.json").is_file()
+    assert not list(tmp_path.glob("**/value_head.safetensors"))  # the stand-in critic is not left in the results
