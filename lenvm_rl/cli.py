@@ -283,7 +283,7 @@ def generate(argv: list[str]) -> int:
     from .critic import LengthCritic
     from .decoding import check_request, generate_with_length
     from .defaults import resolve_model
-    from .evaluation.common import answers_nll, repeated_ngram_share
+    from .generation import answers_nll, repeated_ngram_share
 
     check_request(a.mode, a.target_tokens, a.beta, a.max_new_tokens, a.rule)  # before loading anything
     name = resolve_model(a.model)

@@ -10,10 +10,10 @@ import torch
 from vlm_helpers import image_message, make_family, save_image
 
 from lenvm_rl.critic import LengthCritic
-from lenvm_rl.data import IGNORE_INDEX, build_dataset, build_examples
+from lenvm_rl.data import IGNORE_INDEX, VisionLengthValueCollator, build_dataset, build_examples
 from lenvm_rl.modeling import LengthValueModel
 from lenvm_rl.trainer import LengthValueConfig, LengthValueTrainer
-from lenvm_rl.vlm import VisionInputError, VisionLengthValueCollator, image_token_id
+from lenvm_rl.vlm import VisionInputError, image_token_id
 
 
 def vlm_records(tokenizer, image_paths, n: int = 8, seed: int = 0, truncated_every: int = 0) -> list[dict]:
