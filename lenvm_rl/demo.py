@@ -439,7 +439,7 @@ class DemoArguments:
     """Options of `lenvm demo`."""
 
     critic: str = field(default=DEFAULT_CRITIC, metadata={"help": "LenVM checkpoint (default: the quickstart's)."})
-    generator: str | None = field(
+    model_name_or_path: str | None = field(
         default=None, metadata={"help": "Generator: hub id or path (default: the embedded SmolLM2-135M-Instruct)."}
     )
     host: str = field(default="127.0.0.1", metadata={"help": "Address to serve on (0.0.0.0 for every interface)."})
@@ -459,8 +459,8 @@ def main(argv=None) -> int:
     from .generation import setup_threads
 
     setup_threads()
-    print(f"[lenvm] loading the LenVM ({a.critic}) and the generator ({a.generator or 'embedded default'})...")
-    generator, tokenizer, critic, message = load_models(a.critic, a.generator)
+    print(f"[lenvm] loading the LenVM ({a.critic}) and the generator ({a.model_name_or_path or 'embedded default'})...")
+    generator, tokenizer, critic, message = load_models(a.critic, a.model_name_or_path)
     if message:
         print(f"[lenvm] {message}")
     demo = build_demo(
@@ -469,7 +469,7 @@ def main(argv=None) -> int:
         tokenizer,
         message=message,
         max_new_tokens=a.max_new_tokens,
-        generator_name=a.generator or "SmolLM2-135M-Instruct (embedded)",
+        generator_name=a.model_name_or_path or "SmolLM2-135M-Instruct (embedded)",
         critic_name=a.critic,
     )
     try:

@@ -143,6 +143,7 @@ def test_generate_command(tiny_causal_dir, tmp_path, rollouts_file, capsys):
     )
     assert line and int(line[1]) == n and float(line[3]) > 0  # a tiny random generator: high NLL, not NaN
     assert (line[4] == "-") == (n < 4)  # rep-4 needs four tokens
+    assert "[lenvm] sampling: temperature 0.7, top_p 0.9" in out  # the quickstart critic's settings, printed
     with pytest.raises(ValueError, match="exceeds max_new_tokens"):
         main(
             [
