@@ -85,3 +85,15 @@ def test_generate_samples_as_the_quickstart_critic_was_trained():
     r = _parse("rollouts", ["--output", "r.jsonl"])
     q = QuickstartConfig()
     assert (g.temperature, g.top_p) == (r.temperature, r.top_p) == (q.temperature, q.top_p) == (0.7, 0.9)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_grpo_demo_recipe_follows_native_bf16(native, monkeypatch):
+    from lenvm_rl import defaults
+
+    monkeypatch.setattr(defaults, "native_bf16", lambda: native)
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes/SmolLM2-135M-Instruct/grpo/config_demo.yaml")
+    _, (_, training_args, _, _), _ = cli.parse_grpo(["--config", recipe])
+    assert training_args.bf16 is native and training_args.use_cpu
+    _, (_, training_args, _, _), _ = cli.parse_grpo(["--config", recipe, "--bf16", str(not native)])
+    assert training_args.bf16 is (not native)  # a flag still wins
