@@ -74,13 +74,34 @@ def test_no_import_cycle():
     assert cycles(import_graph()) == []
 
 
+HELPERS = (
+    "load_critic",
+    "load_generator",
+    "guided",
+    "answers_nll",
+    "answer_nll",
+    "repeated_ngram_share",
+    "setup_threads",
+)
+
+
+def helper_imports(module: str) -> dict[str, str]:
+    """Helper name -> the module ``module`` imports it from (by ``from X import name``)."""
+    path = PACKAGE.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    out = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            out.update({a.name: "." * node.level + (node.module or "") for a in node.names if a.name in HELPERS})
+    return out
+
+
 def test_commands_take_shared_helpers_from_the_core_module():
     from lenvm_rl import generation
     from lenvm_rl.evaluation import common
 
-    graph = import_graph()
-    for command in ("lenvm_rl.cli", "lenvm_rl.demo"):
-        assert "lenvm_rl.evaluation.common" not in graph[command], command
-        assert "lenvm_rl.generation" in graph[command], command
-    for name in ("load_critic", "load_generator", "guided", "answers_nll", "answer_nll", "repeated_ngram_share"):
+    for command, used in (("lenvm_rl.cli", {"answers_nll"}), ("lenvm_rl.demo", {"load_critic", "setup_threads"})):
+        imports = helper_imports(command)
+        assert used <= set(imports), (command, imports)
+        assert set(imports.values()) == {".generation"}, (command, imports)
+    for name in HELPERS:
         assert getattr(common, name) is getattr(generation, name), name  # the evaluations' imports keep working
