@@ -4,9 +4,12 @@ no timing is asserted."""
 import json
 import math
 
+import pytest
+
 from evals.benchmarks import rollout_sampler
 
 
+@pytest.mark.slow  # a benchmark script, tiny
 def test_tiny_sampler_benchmark_writes_both_arms(tmp_path):
     result = rollout_sampler.main(["--tiny", "--output", str(tmp_path / "b.json")])
     saved = json.loads((tmp_path / "b.json").read_text())
