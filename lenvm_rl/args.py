@@ -2,23 +2,78 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 
 CONFIG_HELP = (
     "Every option is also a key of a YAML file given with --config FILE.yaml (options given as well "
     "override it; an `env:` mapping sets environment variables). Dashed spellings such as "
-    "--max-new-tokens are accepted too."
+    "--max-new-tokens are accepted too, and so are the older spellings shown after the TRL one."
 )
 LEGACY_FLAGS = {"--no-chat-template": "--no_use_chat_template", "--no_chat_template": "--no_use_chat_template"}
+# One concept, one spelling: TRL's (first), then the spellings earlier `lenvm` versions used, kept as aliases. Every
+# command accepts each spelling of an option it has, on the command line and as a YAML key, whichever the field is
+# named; `--help` and docs/cli.md list TRL's first.
+SPELLINGS = (
+    ("model_name_or_path", "model", "generator"),
+    ("output_dir", "output"),
+    ("overwrite_output_dir", "overwrite"),
+    ("num_generations", "num_samples", "samples"),
+    ("generation_batch_size", "batch_size"),
+)
+FILE_FIELDS = {"output"}  # `lenvm rollouts --output` names a file, not a directory: no --output_dir for it
 _NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
 
 
 def make_parser(dataclass_types, prog: str, description: str | None = None):
-    """``TrlParser(dataclass_types)`` with our program name, description and a note on ``--config``."""
+    """``TrlParser(dataclass_types)`` with our program name, description, a note on ``--config`` and every spelling
+    of :data:`SPELLINGS` registered for the options that have one."""
     from trl import TrlParser  # torch-free: TRL ships its own HfArgumentParser
 
-    return TrlParser(list(dataclass_types), prog=prog, description=description, epilog=CONFIG_HELP)
+    class Parser(TrlParser):
+        def set_defaults_with_config(self, **kwargs):
+            """YAML keys may be any spelling of an option (``model:`` or ``model_name_or_path:``)."""
+            known = self._option_string_actions
+            return super().set_defaults_with_config(
+                **{(known[f"--{k}"].dest if f"--{k}" in known else k): v for k, v in kwargs.items()}
+            )
+
+    parser = Parser(list(dataclass_types), prog=prog, description=description, epilog=CONFIG_HELP)
+    add_spellings(parser, {f.name for cls in dataclass_types for f in own_fields(cls)})
+    return parser
+
+
+def own_fields(cls) -> list:
+    """The fields ``cls`` or a `lenvm_rl` base of it declares (not those of TRL's / transformers' configs)."""
+    ours = [c for c in cls.__mro__ if c.__module__.startswith("lenvm_rl")]
+    names = {name for c in ours for name in vars(c).get("__annotations__", {})}
+    return [f for f in dataclasses.fields(cls) if f.name in names]
+
+
+def spellings_of(dest: str) -> tuple[str, ...]:
+    """The spellings of option ``dest``, TRL's first (``("model_name_or_path", "model", "generator")`` for
+    ``generator``); just ``(dest,)`` when it has no other."""
+    if dest in FILE_FIELDS:
+        return (dest,)
+    return next((group for group in SPELLINGS if dest in group), (dest,))
+
+
+def add_spellings(parser, dests: set[str]) -> None:
+    """Register every spelling of the options ``dests`` (ours; TRL's own fields are spelled TRL's way already) as
+    option strings of their actions, TRL's first, where the parser has no other option by that name."""
+    known = parser._option_string_actions
+    for action in list(parser._actions):
+        if action.dest not in dests or f"--{action.dest}" not in action.option_strings:
+            continue  # TRL's fields, --no_X flags, --help
+        group = spellings_of(action.dest)
+        spelled = dict.fromkeys(f"--{n}" for name in group for n in (name, name.replace("_", "-")))  # dashed too
+        new = [option for option in spelled if option not in known]
+        for option in new:
+            known[option] = action
+        first = [f"--{n}" for n in group[: group.index(action.dest)] if f"--{n}" in new]  # TRL's spelling first
+        later = [o for o in new if o not in first]
+        action.option_strings[:] = first + list(action.option_strings) + later
 
 
 def parse(parser, argv: list[str] | None, **kwargs):

@@ -27,12 +27,16 @@ COMMANDS = {
 
 from .args import make_parser, parse  # noqa: E402  (the parsing helpers of every command)
 
+# Sampling defaults of `rollouts` and `generate`: the quickstart's, which its critic and the evaluations use, so a
+# critic is guided with the settings its training answers were sampled with.
+TEMPERATURE, TOP_P = 0.7, 0.9
+
 
 # ------------------------------------------------------------------------------------------ quickstart
 def quickstart(argv: list[str]) -> int:
-    from .quickstart import QuickstartConfig, main
+    from .quickstart import main
 
-    (cfg,) = parse(make_parser([QuickstartConfig], "lenvm quickstart", COMMANDS["quickstart"]), argv)
+    (cfg,) = parse(command_parser("quickstart"), argv)
     main(cfg)
     return 0
 
@@ -43,15 +47,15 @@ class RolloutsArguments:
     """Arguments of `lenvm rollouts`."""
 
     output: str = field(metadata={"help": "JSONL file to write; appended to and resumed."})
-    model: str | None = field(
-        default=None, metadata={"help": "Generator: hub id or path (default: the embedded SmolLM2-135M)."}
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Generator: hub id or path (default: the embedded SmolLM2-135M-Instruct)."}
     )
     prompts: str = field(
         default="builtin",
         metadata={
             "help": "'builtin', a .jsonl/.json/.txt/.parquet file, or a "
             "dataset id. An 'images' (or 'image') column of paths "
-            "or datasets Images needs a vision-language --model."
+            "or datasets Images needs a vision-language --model_name_or_path."
         },
     )
     prompt_field: str | None = field(
@@ -60,19 +64,35 @@ class RolloutsArguments:
     split: str = field(default="train", metadata={"help": "Dataset split, for a dataset id."})
     dataset_config: str | None = field(default=None, metadata={"help": "Dataset config name, for a dataset id."})
     limit: int | None = field(default=None, metadata={"help": "Use only the first N prompts."})
-    num_samples: int = field(default=4, metadata={"help": "Completions per prompt."})
+    num_generations: int = field(default=4, metadata={"help": "Completions per prompt."})
     max_new_tokens: int = field(
         default=512, metadata={"help": "Generation cap in tokens; longer completions are recorded as truncated."}
     )
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
+    temperature: float = field(default=TEMPERATURE, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=TOP_P, metadata={"help": "Nucleus sampling."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    batch_size: int = field(default=16, metadata={"help": "Rows per generate call (hf backend)."})
-    backend: Literal["hf", "hf_continuous", "vllm"] = field(
-        default="hf",
+    generation_batch_size: int = field(default=64, metadata={"help": "Rows sampled at once."})
+    backend: Literal["auto", "hf", "hf_continuous", "ctranslate2", "vllm"] = field(
+        default="auto",
         metadata={
-            "help": "Sampling backend: hf (padded batches), hf_continuous (transformers' continuous batching, "
-            "text only) or vllm (CUDA)."
+            "help": "Sampling backend: auto (vllm on CUDA when installed; on CPU the CTranslate2 engine when it "
+            "takes the model, else hf, printing why), ctranslate2 (the CPU engine, text only; converts the model "
+            "once into the cache), hf (padded generate batches, the reference), hf_continuous (transformers' "
+            "continuous batching, text only) or vllm (CUDA)."
+        },
+    )
+    engine_quantization: Literal["float32", "int8"] = field(
+        default="float32",
+        metadata={
+            "help": "The CTranslate2 engine's weights: float32 (the model itself) or int8 (needs "
+            "--engine_distribution_check: a slightly different model)."
+        },
+    )
+    engine_distribution_check: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON of `python -m evals.benchmarks.engine_distribution` showing an int8 engine samples the "
+            "lengths float32 hf sampling does (KS p > 0.05 on >= 400 completions, mean gap within 5 %)."
         },
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
@@ -93,14 +113,23 @@ class RolloutsArguments:
 
 
 def rollouts(argv: list[str]) -> int:
-    (a,) = parse(make_parser([RolloutsArguments], "lenvm rollouts", COMMANDS["rollouts"]), argv)
+    (a,) = parse(command_parser("rollouts"), argv)
 
     from .rollouts import SamplingConfig, generate_rollouts, load_prompts, rollout_summary
 
     prompts = load_prompts(a.prompts, a.prompt_field, a.split, a.dataset_config, a.limit)
-    sampling = SamplingConfig(a.num_samples, a.max_new_tokens, a.temperature, a.top_p, a.seed)
+    sampling = SamplingConfig(a.num_generations, a.max_new_tokens, a.temperature, a.top_p, a.seed)
     out = generate_rollouts(
-        prompts, a.output, a.model, sampling, a.batch_size, a.backend, a.dtype, use_chat_template=a.use_chat_template
+        prompts,
+        a.output,
+        a.model_name_or_path,
+        sampling,
+        a.generation_batch_size,
+        a.backend,
+        a.dtype,
+        use_chat_template=a.use_chat_template,
+        engine_quantization=a.engine_quantization,
+        engine_distribution_check=a.engine_distribution_check,
     )
     s = rollout_summary(out)
     print(
@@ -123,12 +152,9 @@ class TrainScriptArguments:
 
 
 def train(argv: list[str]) -> int:
-    from trl import ModelConfig
-
     from .launch import already_launched, relaunch, split_launch_args
-    from .trainer import LengthValueConfig
 
-    parser = make_parser([TrainScriptArguments, LengthValueConfig, ModelConfig], "lenvm train", COMMANDS["train"])
+    parser = command_parser("train")
     script_args, training_args, model_args, remaining = parse(parser, argv, return_remaining_strings=True)
     launch, unknown = split_launch_args(remaining)
     if unknown:
@@ -213,7 +239,7 @@ class PredictArguments:
 
 
 def predict(argv: list[str]) -> int:
-    parser = make_parser([PredictArguments], "lenvm predict", COMMANDS["predict"])
+    parser = command_parser("predict")
     (a,) = parse(parser, argv)
 
     from .critic import LengthCritic
@@ -237,7 +263,7 @@ class GenerateArguments:
 
     critic: str = field(metadata={"help": "LenVM checkpoint dir."})
     prompt: list[str] = field(metadata={"help": "User prompts: --prompt A B, or --prompt A --prompt B."})
-    model: str | None = field(
+    model_name_or_path: str | None = field(
         default=None,
         metadata={
             "help": "Generator (default: the embedded SmolLM2-135M-Instruct); its vocabulary must match the critic's."
@@ -256,9 +282,13 @@ class GenerateArguments:
         default=None,
         metadata={"help": "Equal mode: hard stop at target + overshoot tokens (default max(4, 10%% of the target))."},
     )
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    temperature: float = field(
+        default=TEMPERATURE, metadata={"help": "Sampling temperature (default: the quickstart critic's rollouts')."}
+    )
     top_k: int | None = field(default=None, metadata={"help": "Candidates per step (default 15; 50 for tilt)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling over the candidates."})
+    top_p: float = field(
+        default=TOP_P, metadata={"help": "Nucleus sampling over the candidates (default: the quickstart's rollouts')."}
+    )
     min_p: float | None = field(default=None, metadata={"help": "Min-p filtering over the candidates."})
     greedy: bool = field(default=False, metadata={"help": "Most probable allowed candidate instead of sampling."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
@@ -275,7 +305,7 @@ class GenerateArguments:
 
 
 def generate(argv: list[str]) -> int:
-    (a,) = parse(make_parser([GenerateArguments], "lenvm generate", COMMANDS["generate"]), argv)
+    (a,) = parse(command_parser("generate"), argv)
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -283,10 +313,12 @@ def generate(argv: list[str]) -> int:
     from .critic import LengthCritic
     from .decoding import check_request, generate_with_length
     from .defaults import resolve_model
-    from .evaluation.common import answers_nll, repeated_ngram_share
+    from .generation import answers_nll, repeated_ngram_share
 
     check_request(a.mode, a.target_tokens, a.beta, a.max_new_tokens, a.rule)  # before loading anything
-    name = resolve_model(a.model)
+    sampling = "greedy" if a.greedy else f"temperature {a.temperature}, top_p {a.top_p}"
+    print(f"[lenvm] sampling: {sampling} (guide with the settings the critic's rollouts were sampled with)")
+    name = resolve_model(a.model_name_or_path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(name).to(device).eval()
     critic = LengthCritic.from_pretrained(a.critic, gamma=a.gamma, device=device)
@@ -335,19 +367,9 @@ LEGACY_REWARDS = {
 
 
 def grpo(argv: list[str]) -> int:
-    from trl import DatasetMixtureConfig, ModelConfig
-    from trl.scripts.grpo import GRPOScriptArguments
-
     from .launch import already_launched, relaunch, split_launch_args
-    from .rl.config import LengthShapedGRPOConfig
-    from .rl.reward_config import LengthRewardConfig
 
-    parser = make_parser(
-        [GRPOScriptArguments, LengthShapedGRPOConfig, ModelConfig, DatasetMixtureConfig, LengthRewardConfig],
-        "lenvm grpo",
-        COMMANDS["grpo"],
-    )
-    *parsed, remaining = parse(parser, argv, return_remaining_strings=True)
+    parser, parsed, remaining = parse_grpo(argv)
     launch, unknown = split_launch_args(remaining)
     if unknown:
         parser.error(f"unknown arguments: {unknown}")
@@ -355,6 +377,17 @@ def grpo(argv: list[str]) -> int:
         return relaunch("grpo", argv, launch)
     run_grpo(*parsed)
     return 0
+
+
+def parse_grpo(argv: list[str]):
+    """(parser, [script, training, model, dataset, reward arguments], remaining strings) of `lenvm grpo`. ``bf16`` defaults
+    to :func:`~lenvm_rl.defaults.native_bf16`, not TRL's True: emulated bf16 (an AVX2 CPU) runs about 3x slower."""
+    from . import defaults
+
+    parser = command_parser("grpo")
+    parser.set_defaults(bf16=defaults.native_bf16())  # a recipe's or a flag's bf16 still wins
+    *parsed, remaining = parse(parser, argv, return_remaining_strings=True)
+    return parser, parsed, remaining
 
 
 def builtin_task(dataset_name: str | None) -> str | None:
@@ -470,16 +503,16 @@ class MergeArguments:
     """Arguments of `lenvm merge`."""
 
     checkpoint: str = field(metadata={"help": "LoRA LenVM checkpoint (adapter + value head)."})
-    output: str = field(metadata={"help": "Where to write the merged full checkpoint."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing checkpoint at --output."})
+    output_dir: str = field(metadata={"help": "Where to write the merged full checkpoint."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an existing checkpoint there."})
 
 
 def merge(argv: list[str]) -> int:
-    (a,) = parse(make_parser([MergeArguments], "lenvm merge", COMMANDS["merge"]), argv)
+    (a,) = parse(command_parser("merge"), argv)
 
     from .modeling import merge_lora
 
-    print(f"[lenvm] merged checkpoint written to {merge_lora(a.checkpoint, a.output, a.overwrite)}")
+    print(f"[lenvm] merged checkpoint written to {merge_lora(a.checkpoint, a.output_dir, a.overwrite_output_dir)}")
     return 0
 
 
@@ -505,6 +538,56 @@ def menu(argv: list[str], usage: str, choices: dict[str, str], kind: str) -> int
         print(f"\nunknown {kind} {argv[0]!r}")
         return 2
     return 0
+
+
+# ------------------------------------------------------------------------------------------ parsers
+def argument_types(command: str) -> list[type]:
+    """The dataclasses `lenvm COMMAND` parses, in order (``eval NAME`` for an evaluation); docs/cli.md is generated
+    from them (``python -m lenvm_rl.cli_docs``)."""
+    if command.startswith("eval "):
+        import importlib
+
+        from .evaluation.common import EvalArguments
+
+        module = importlib.import_module(f".evaluation.{command.split()[1]}", __package__)
+        return [
+            v
+            for v in vars(module).values()
+            if isinstance(v, type) and issubclass(v, EvalArguments) and v.__module__ == module.__name__
+        ]
+    if command in ("train", "grpo"):
+        from trl import DatasetMixtureConfig, ModelConfig
+        from trl.scripts.grpo import GRPOScriptArguments
+
+        from .rl.config import LengthShapedGRPOConfig
+        from .rl.reward_config import LengthRewardConfig
+        from .trainer import LengthValueConfig
+
+        if command == "train":
+            return [TrainScriptArguments, LengthValueConfig, ModelConfig]
+        return [GRPOScriptArguments, LengthShapedGRPOConfig, ModelConfig, DatasetMixtureConfig, LengthRewardConfig]
+    if command == "quickstart":
+        from .quickstart import QuickstartConfig
+
+        return [QuickstartConfig]
+    if command == "demo":
+        from .demo import DemoArguments
+
+        return [DemoArguments]
+    own = {
+        "rollouts": RolloutsArguments,
+        "predict": PredictArguments,
+        "generate": GenerateArguments,
+        "merge": MergeArguments,
+    }
+    if command not in own:
+        raise ValueError(f"unknown command {command!r}")
+    return [own[command]]
+
+
+def command_parser(command: str):
+    """TRL's parser of `lenvm COMMAND` over :func:`argument_types` (with every spelling of :data:`args.SPELLINGS`)."""
+    return make_parser(argument_types(command), f"lenvm {command}", COMMANDS.get(command))
 
 
 HANDLERS = {

@@ -28,8 +28,11 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from .prompts import ChatTemplateError, encode_prompt, prompt_messages  # noqa: F401  (their home before)
 
 IGNORE_INDEX = -100
 REQUIRED_FIELDS = ("prompt_id", "prompt", "completion", "completion_ids", "finish_reason")
@@ -37,10 +40,6 @@ TRUNCATION_WARN_SHARE = 0.05
 TRUNCATED_MODES = ("censor", "drop")
 
 logger = logging.getLogger(__name__)
-
-
-class ChatTemplateError(ValueError):
-    """The tokenizer has no chat template and no fallback was chosen."""
 
 
 @dataclass
@@ -112,32 +111,6 @@ def validate_record(rec: dict, where: str = "record") -> None:
             f"{where} has an empty completion (no tokens, not even EOS). A finished completion ends "
             "with its EOS token; regenerate this prompt's rollouts or delete the line."
         )
-
-
-def prompt_messages(prompt: str | list[dict]) -> list[dict]:
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-
-
-def encode_prompt(tokenizer, prompt: str | list[dict], use_chat_template: bool = True) -> list[int]:
-    """Prompt token ids ending right before the first completion token.
-
-    With ``use_chat_template=False`` (or a tokenizer without one, when explicitly allowed) the message
-    contents are joined with newlines and tokenized as plain text: the documented fallback for base models.
-    """
-    messages = prompt_messages(prompt)
-    if use_chat_template:
-        if not getattr(tokenizer, "chat_template", None):
-            raise ChatTemplateError(
-                f"The tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template. Use a chat model's "
-                "tokenizer, set tokenizer.chat_template, or pass use_chat_template=False (CLI: --no-chat-template) "
-                "to encode prompts as plain text (generator and LenVM must then both use plain text)."
-            )
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
-    text = "\n".join(m["content"] for m in messages) + "\n"
-    return tokenizer(text, add_special_tokens=True)["input_ids"]
 
 
 def completion_ids_for(tokenizer, rec: dict, stats: BuildStats | None = None) -> list[int]:
@@ -355,6 +328,24 @@ class LengthValueCollator:
             batch["labels"][i, :n] = torch.as_tensor(f["labels"])
             if bounds:
                 batch["lower_bounds"][i, :n] = torch.as_tensor(f["lower_bounds"])
+        return batch
+
+
+@dataclass
+class VisionLengthValueCollator:
+    """:class:`LengthValueCollator` plus the images of every row through the processor's image
+    processor (``images`` column of the examples: paths, PIL images or ``datasets`` Image values)."""
+
+    processor: Any
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        from .vlm import image_batch
+
+        tok = self.processor.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        batch = LengthValueCollator(pad, self.pad_to_multiple_of)(features)
+        batch.update(image_batch(self.processor, [f.get("images") or [] for f in features]))
         return batch
 
 

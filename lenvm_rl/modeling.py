@@ -37,7 +37,7 @@ from transformers.utils import ModelOutput
 
 from .defaults import DEFAULT_MODEL, is_default_model, portable_model_name, resolve_model
 from .returns import check_gamma
-from .vlm import IGNORED_KEYS, VISION_KEYS, _unwrap, load_backbone, names_vision_model, text_hidden_size
+from .vlm import IGNORED_KEYS, VISION_KEYS, _unwrap, names_vision_model, text_hidden_size
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 LENVM_CONFIG_FILE = "lenvm_config.json"
@@ -80,6 +80,13 @@ def _base_model(model: nn.Module) -> nn.Module:
         if isinstance(inner, nn.Module):
             return inner
     return model
+
+
+def load_vision_backbone(name: str, **hf_kwargs) -> nn.Module:
+    """The multimodal body of an ``AutoModelForImageTextToText`` checkpoint (hub id or local path)."""
+    from transformers import AutoModelForImageTextToText
+
+    return _base_model(AutoModelForImageTextToText.from_pretrained(name, **hf_kwargs))
 
 
 def _cache_kwarg(backbone: nn.Module) -> str:
@@ -138,7 +145,7 @@ class LengthValueModel(nn.Module):
         else:
             name = resolve_model(model_name_or_path)
             if names_vision_model(name):  # a VLM: the multimodal body of AutoModelForImageTextToText
-                backbone = load_backbone(name, **hf_kwargs)
+                backbone = load_vision_backbone(name, **hf_kwargs)
             else:
                 backbone = _base_model(AutoModel.from_pretrained(name, **hf_kwargs))
         return cls(backbone, gamma=gamma, base_model_name=name)
@@ -488,7 +495,7 @@ def _load_lora_backbone(path: Path, meta: dict, **hf_kwargs) -> nn.Module:
     base = meta.get("base_model") or adapter_cfg.get("base_model_name_or_path")
     base = resolve_model(DEFAULT_MODEL if meta.get("base_model_embedded") else base)  # the embedded weights
     if names_vision_model(base):
-        backbone = load_backbone(base, **hf_kwargs)
+        backbone = load_vision_backbone(base, **hf_kwargs)
     else:
         backbone = _base_model(AutoModel.from_pretrained(base, **hf_kwargs))
     return PeftModel.from_pretrained(backbone, str(path))

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import EvalPrediction, Trainer, TrainingArguments
 
-from .data import IGNORE_INDEX, LengthValueCollator, completion_lengths
+from .data import IGNORE_INDEX, LengthValueCollator, VisionLengthValueCollator, completion_lengths
 from .modeling import (
     ADAPTER_CONFIG_FILE,
     VALUE_HEAD_FILE,
@@ -38,7 +38,7 @@ from .modeling import (
 from .packing import TRUNK_KEY, PaddingFreeCollator
 from .returns import check_gamma, gamma_from_lengths, remaining_to_value, value_to_remaining
 from .trunk import TrunkFeatureDataset, TrunkPaddedCollator, example_input_ids, freeze_trunk, trunk_features
-from .vlm import VisionLengthValueCollator, is_processor, language_lora_targets, vision_inputs
+from .vlm import is_processor, language_lora_targets, vision_inputs
 
 ONLINE_FRACTIONS = (0.0, 0.25, 0.5, 0.75)
 

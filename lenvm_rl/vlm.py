@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from .prompts import ChatTemplateError, prompt_messages
 
 # Keys of a processor's output (or a batch) that ``LengthValueModel.forward`` passes to a vision backbone.
 VISION_KEYS = (
@@ -90,15 +91,6 @@ def tokenizer_of(obj):
 
 def _unwrap(backbone: nn.Module) -> nn.Module:
     return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
-
-
-def load_backbone(name: str, **hf_kwargs) -> nn.Module:
-    """The multimodal body of an ``AutoModelForImageTextToText`` checkpoint (hub id or local path)."""
-    from transformers import AutoModelForImageTextToText
-
-    from .modeling import _base_model
-
-    return _base_model(AutoModelForImageTextToText.from_pretrained(name, **hf_kwargs))
 
 
 def names_vision_model(name: str) -> bool:
@@ -314,8 +306,6 @@ def count_image_parts(messages) -> int:
 def with_image_parts(prompt, n_images: int):
     """Chat messages for a prompt and its images: a string (or messages without image parts) gets
     ``n_images`` image parts before the first user text; messages that already have image parts are kept."""
-    from .data import prompt_messages
-
     messages = prompt_messages(prompt)
     if not n_images or count_image_parts(messages):
         return messages
@@ -373,8 +363,6 @@ def render_prompts(
             if not getattr(processor, "chat_template", None) and not getattr(
                 processor.tokenizer, "chat_template", None
             ):
-                from .data import ChatTemplateError
-
                 raise ChatTemplateError(
                     "The processor has no chat template to render image prompts with; set "
                     "processor.chat_template (the VLM's own template)."
@@ -444,24 +432,6 @@ def _image_related_ids(processor, config=None) -> list[int]:
         if isinstance(tid, int) and tid != tok.unk_token_id:
             out.append(tid)
     return out
-
-
-@dataclass
-class VisionLengthValueCollator:
-    """:class:`~lenvm_rl.data.LengthValueCollator` plus the images of every row through the processor's image
-    processor (``images`` column of the examples: paths, PIL images or ``datasets`` Image values)."""
-
-    processor: Any
-    pad_to_multiple_of: int | None = None
-
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        from .data import LengthValueCollator
-
-        tok = self.processor.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        batch = LengthValueCollator(pad, self.pad_to_multiple_of)(features)
-        batch.update(image_batch(self.processor, [f.get("images") or [] for f in features]))
-        return batch
 
 
 # ---------------------------------------------------------------------------------------------- checks

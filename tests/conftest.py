@@ -136,3 +136,10 @@ def gsm8k_file(tmp_path_factory) -> Path:
     from fixture_data import gsm8k_rows, write_rows
 
     return write_rows(tmp_path_factory.mktemp("gsm8k") / "test.jsonl", gsm8k_rows())
+
+
+def pytest_collection_modifyitems(config, items):
+    """An integration test (a run on the embedded default model) is a slow one: `-m "not slow"` leaves it out."""
+    for item in items:
+        if item.get_closest_marker("integration") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from evals.benchmarks import decoding_overhead
 
 
@@ -13,6 +15,7 @@ def _finite_positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow  # a benchmark script, tiny
 def test_tiny_benchmark_writes_every_arm(tmp_path):
     out = tmp_path / "bench_decoding.json"
     result = decoding_overhead.main(["--tiny", "--quiet", "--dtype", "fp32", "--output", str(out)])

@@ -1,6 +1,9 @@
 import math
 
+import pytest
 
+
+@pytest.mark.slow  # a benchmark script, tiny
 def test_tiny_grpo_benchmark_writes_both_arms(tiny_causal_dir, tmp_path):
     from evals.benchmarks.grpo_overhead import main
 

@@ -9,6 +9,7 @@ import pytest
 from evals.benchmarks import rollout_sampler
 
 
+@pytest.mark.slow  # a benchmark script, tiny
 def test_tiny_sampler_benchmark_writes_every_arm(tmp_path, monkeypatch):
     pytest.importorskip("ctranslate2")
     monkeypatch.setenv("LENVM_RL_CACHE", str(tmp_path / "cache"))

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from evals.benchmarks import train_throughput
 from lenvm_rl.data import IGNORE_INDEX
 
 
+@pytest.mark.slow  # a benchmark script, tiny
 def test_tiny_benchmark_writes_both_arms(tmp_path):
     out = tmp_path / "train_throughput.json"
     result = train_throughput.main(["--tiny", "--quiet", "--output", str(out)])
@@ -50,6 +53,7 @@ def test_arm_order_alternates():
     assert order == ["lenvm", "sft", "sft", "lenvm", "lenvm", "sft"]
 
 
+@pytest.mark.slow  # a benchmark script, tiny
 def test_tiny_benchmark_compares_frozen_lower_layers_with_full_training(tmp_path):
     out = tmp_path / "frozen.json"
     result = train_throughput.main(["--tiny", "--quiet", "--arms", "lenvm", "lenvm_frozen", "--output", str(out)])

@@ -57,6 +57,7 @@ def _recipe(tmp_path, tiny_causal_dir, rollouts_file, **extra):
     return path
 
 
+@pytest.mark.slow  # rollouts, training and prediction
 def test_rollouts_train_predict(tiny_causal_dir, tmp_path, rollouts_file, capsys):
     records = [json.loads(x) for x in rollouts_file.read_text().splitlines()]
     assert len(records) == 12
@@ -75,6 +76,7 @@ def test_rollouts_train_predict(tiny_causal_dir, tmp_path, rollouts_file, capsys
         main(["train", "--config", str(recipe)])
 
 
+@pytest.mark.slow  # LoRA training and a merge
 def test_lora_recipe_then_merge(tiny_causal_dir, tmp_path, rollouts_file):
     recipe = _recipe(
         tmp_path,
@@ -108,6 +110,7 @@ def test_bad_gamma_in_a_recipe(tiny_causal_dir, tmp_path, rollouts_file):
         main(["train", "--config", str(recipe)])
 
 
+@pytest.mark.slow  # training, then generation
 def test_generate_command(tiny_causal_dir, tmp_path, rollouts_file, capsys):
     recipe = _recipe(tmp_path, tiny_causal_dir, rollouts_file, eval_share=0.0)
     assert main(["train", "--config", str(recipe)]) == 0
@@ -143,6 +146,7 @@ def test_generate_command(tiny_causal_dir, tmp_path, rollouts_file, capsys):
     )
     assert line and int(line[1]) == n and float(line[3]) > 0  # a tiny random generator: high NLL, not NaN
     assert (line[4] == "-") == (n < 4)  # rep-4 needs four tokens
+    assert "[lenvm] sampling: temperature 0.7, top_p 0.9" in out  # the quickstart critic's settings, printed
     with pytest.raises(ValueError, match="exceeds max_new_tokens"):
         main(
             [

@@ -102,7 +102,7 @@ def test_dashed_spellings_parse_to_the_same_values(command):
 def test_legacy_command_lines():
     parser = cli.make_parser([RolloutsArguments], "lenvm rollouts")
     (a,) = cli.parse(parser, ["--output", "r.jsonl", "--no-chat-template", "--num-samples", "2", "--top-p", "0.9"])
-    assert (a.use_chat_template, a.num_samples, a.top_p) == (False, 2, 0.9)
+    assert (a.use_chat_template, a.num_generations, a.top_p) == (False, 2, 0.9)
     (a,) = cli.parse(parser, ["--output", "r.jsonl", "--no_use_chat_template"])
     assert a.use_chat_template is False
     # A repeated option collects, wherever the repeats are; prompts may look like negative numbers or hold spaces.

@@ -61,6 +61,7 @@ def test_critic_needs_a_gamma(tiny_backbone):
         LengthCritic(LengthValueModel(tiny_backbone))
 
 
+@pytest.mark.slow  # two trainings
 def test_the_training_prompt_format_is_saved_and_honoured(
     tiny_backbone, tokenizer, tiny_causal_dir, tmp_path, monkeypatch
 ):

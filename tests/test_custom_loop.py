@@ -1,8 +1,11 @@
 import math
 
+import pytest
+
 from lenvm_rl.modeling import LengthValueModel
 
 
+@pytest.mark.slow  # an RL loop
 def test_custom_rl_loop_runs_on_a_tiny_model(tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):
     from examples.custom_rl_loop import main
 

@@ -129,6 +129,7 @@ def _message(page) -> str:
     return loc.inner_text() if loc.count() else ""
 
 
+@pytest.mark.slow  # a browser
 def test_demo_page_streams_tinted_answers(browser, tiny_demo):
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
@@ -191,6 +192,7 @@ def test_demo_page_streams_tinted_answers(browser, tiny_demo):
     page.close()
 
 
+@pytest.mark.slow  # a browser
 def test_demo_without_critic_says_what_to_do(browser):
     from lenvm_rl.demo import DEFAULT_CRITIC, build_demo, load_models
 

@@ -317,6 +317,7 @@ def _run(name, layout, tiny_causal_dir, tmp_path, *extra):
     return result, out
 
 
+@pytest.mark.slow  # a whole evaluation run
 def test_length_prediction_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
     result, out = _run(
         "length_prediction",
@@ -393,6 +394,7 @@ def test_length_prediction_refuses_trained_prompts(quickstart_layout, tiny_causa
         _run("length_prediction", quickstart_layout, tiny_causal_dir, tmp_path, "--prompts", str(leaked))
 
 
+@pytest.mark.slow  # a whole evaluation run
 def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_file, monkeypatch):
     result, out = _run("lifebench", quickstart_layout, tiny_causal_dir, tmp_path, "--data", str(lifebench_file))
     assert (out / "lifebench_quality.png").stat().st_size > 0
@@ -632,6 +634,7 @@ def test_answer_nll_matches_the_generators_own_log_probs(tiny_causal_dir):
     assert math.isnan(answer_nll(model, [[5]], [[]])[0])
 
 
+@pytest.mark.slow  # a whole evaluation run
 def test_tradeoff_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
     result, _ = _run("tradeoff", quickstart_layout, tiny_causal_dir, tmp_path)
     assert [q["budget"] for q in result["budget"]] == [4, 8] and [q["beta"] for q in result["tilt"]] == [0.0, 2.0]
@@ -735,6 +738,7 @@ def test_visualize_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
         _run("visualize", quickstart_layout, tiny_causal_dir, tmp_path, "--index", "999")
 
 
+@pytest.mark.slow  # two evaluation runs
 def test_lifebench_exclude_tasks_draws_from_the_rest(
     quickstart_layout, tiny_causal_dir, tmp_path, lifebench_file, monkeypatch
 ):

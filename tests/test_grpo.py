@@ -39,6 +39,7 @@ def _config(tmp_path, **kw):
     )
 
 
+@pytest.mark.slow  # two GRPO steps, 3 s each
 @pytest.mark.parametrize("mode", ["relative", "advantage"])
 def test_two_steps_with_per_token_advantages(mode, tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):
     critic = LengthCritic(LengthValueModel(tiny_backbone, gamma=0.95), tokenizer)
@@ -167,6 +168,7 @@ def test_works_with_grpo_options(extra, tiny_causal_dir, tiny_backbone, tokenize
     assert all(torch.isfinite(torch.tensor(h.get("loss", 0.0))) for h in trainer.state.log_history)
 
 
+@pytest.mark.slow  # two processes
 def test_two_process_run(tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):
     import json
     import os

@@ -19,6 +19,7 @@ def predictions(critic_dir, records, gamma):
     return loco.predictions(critic_dir, {r["prompt_id"]: r["prompt"] for r in records}, gamma)
 
 
+@pytest.mark.slow  # an experiment script, tiny
 def test_each_fold_leaves_out_its_category_and_pools_every_prompt_once(
     tmp_path, tokenizer, tiny_causal_dir, monkeypatch
 ):

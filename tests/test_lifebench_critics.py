@@ -55,6 +55,7 @@ def test_names_and_bad_input(tmp_path):
     assert lc.looks_local("runs/seeds/a/model") and lc.looks_local("./a") and lc.looks_local("missing")
 
 
+@pytest.mark.slow  # an experiment script, tiny
 def test_tiny_run_two_critics(tmp_path, tiny_causal_dir, tokenizer, lifebench_file):
     from lenvm_rl.modeling import LengthValueModel
 

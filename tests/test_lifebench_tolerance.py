@@ -44,6 +44,7 @@ def _argv(critic, generator, data, runs, out, tolerances, *extra):
     ]
 
 
+@pytest.mark.slow  # an experiment script, tiny
 def test_sweep_runs_each_tolerance_with_its_control(tiny_critic, tiny_causal_dir, lifebench_file, tmp_path):
     first = lt.main(_argv(tiny_critic, tiny_causal_dir, lifebench_file, tmp_path / "a", tmp_path / "out_a", "0.1"))
     base = tmp_path / "a" / "rho_0.1" / lifebench.CELLS_FILE

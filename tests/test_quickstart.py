@@ -27,6 +27,7 @@ def test_validation_split_comes_from_training_prompts_and_leaves_the_held_out_sp
         split_validation(train, QuickstartConfig(validation_prompts_per_category=-1))
 
 
+@pytest.mark.slow  # a whole quickstart
 def test_quickstart_with_a_validation_split_keeps_the_best_epoch(tmp_path, tiny_causal_dir):
     cfg = QuickstartConfig(
         output_dir=str(tmp_path / "qs"),

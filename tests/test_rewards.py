@@ -176,6 +176,7 @@ def _kimi_two_ranks(rank, path):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes
 def test_group_rewards_see_whole_groups_across_processes(tmp_path):
     import json
 

@@ -1,7 +1,10 @@
 import json
 from types import SimpleNamespace
 
+import pytest
 
+
+@pytest.mark.slow  # an experiment script, tiny
 def test_tiny_experiment_runs_every_arm_and_resumes(tiny_causal_dir, tmp_path):
     from evals.experiments.rl_length_shaping import ARMS, main
 

@@ -1,11 +1,13 @@
 """The sequence-level LenVM reward from an RLOO recipe, through TRL's own `trl rloo` script, on tiny models."""
 
+import pytest
 import yaml
 
 from lenvm_rl.modeling import LengthValueModel
 from tests.conftest import REPO
 
 
+@pytest.mark.slow  # TRL's RLOO script
 def test_rloo_recipe_with_the_gated_critic_return(tiny_causal_dir, tiny_backbone, tokenizer, tmp_path, monkeypatch):
     from trl.scripts import rloo
 

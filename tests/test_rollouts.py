@@ -54,6 +54,7 @@ def test_an_interrupted_run_resumes_without_duplicates(tiny_causal_dir, tmp_path
     assert out.read_text() == before
 
 
+@pytest.mark.slow  # two samplers
 def test_continuous_batching_backend_matches_padded_batches(tiny_causal_dir, tmp_path):
     """Greedy, both backends write the same completions (the prompt encoding, EOS handling and row order agree);
     sampled, the continuous backend writes the same schema and resumes."""

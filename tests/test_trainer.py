@@ -53,6 +53,7 @@ def test_token_mean_loss_is_independent_of_gradient_accumulation(init_dir, token
     assert not all(torch.allclose(seq_mean[k], expected[k], atol=1e-6) for k in expected)
 
 
+@pytest.mark.slow  # torchrun, two processes
 @pytest.mark.skipif(
     shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
     reason="torchrun missing",

@@ -10,10 +10,10 @@ import torch
 from vlm_helpers import image_message, make_family, save_image
 
 from lenvm_rl.critic import LengthCritic
-from lenvm_rl.data import IGNORE_INDEX, build_dataset, build_examples
+from lenvm_rl.data import IGNORE_INDEX, VisionLengthValueCollator, build_dataset, build_examples
 from lenvm_rl.modeling import LengthValueModel
 from lenvm_rl.trainer import LengthValueConfig, LengthValueTrainer
-from lenvm_rl.vlm import VisionInputError, VisionLengthValueCollator, image_token_id
+from lenvm_rl.vlm import VisionInputError, image_token_id
 
 
 def vlm_records(tokenizer, image_paths, n: int = 8, seed: int = 0, truncated_every: int = 0) -> list[dict]:
@@ -128,7 +128,20 @@ def test_vlm_trainer_trains_and_saves_with_processor(family, lora, images, tmp_p
     trainer.train()
     assert not torch.equal(head_before, lenvm.v_head.fc.weight.detach())
     metrics = trainer.evaluate()
-    assert metrics["eval_value_mse"] >= 0
+    # The evaluation saw the images: its value MSE is the one computed here from a forward with them, which other
+    # pixels change (a forward without pixels is refused).
+    batch = VisionLengthValueCollator(processor)([ds[i] for i in range(len(ds))])
+    labels = batch.pop("labels")
+    batch.pop("lower_bounds", None)
+    trained = labels != IGNORE_INDEX
+    targets = -(1 - trainer.gamma ** labels.clamp(min=0).double())
+    lenvm.eval()
+    with torch.no_grad():
+        with_images = lenvm(**batch).value.double()
+        other_pixels = lenvm(**{**batch, "pixel_values": batch["pixel_values"].neg()}).value.double()
+    expected = float(((with_images - targets)[trained] ** 2).mean())
+    assert metrics["eval_value_mse"] == pytest.approx(expected, rel=1e-4)
+    assert float(((other_pixels - targets)[trained] ** 2).mean()) != pytest.approx(expected, rel=1e-4)
     if lora:
         trainable = [n for n, p in lenvm.backbone.named_parameters() if p.requires_grad]
         assert trainable and all("language_model" in n for n in trainable)
