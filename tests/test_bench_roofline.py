@@ -27,6 +27,7 @@ def test_flops_of_the_default_model_by_hand():
     assert math.isclose(roofline.train_flops_per_token(SMOL, 30, 3, 0), full / 3 / 3)
 
 
+@pytest.mark.slow  # a benchmark script, tiny
 def test_tiny_roofline_runs_every_arm(tmp_path, monkeypatch):
     pytest.importorskip("ctranslate2")
     monkeypatch.setenv("LENVM_RL_CACHE", str(tmp_path / "cache"))

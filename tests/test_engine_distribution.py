@@ -22,6 +22,7 @@ def test_paired_mean_gap_by_hand():
         engine_distribution.paired_mean_gap(ref, [{"prompt_id": "z", "num_tokens": 1}])
 
 
+@pytest.mark.slow  # a benchmark script, tiny
 def test_tiny_check_writes_the_record_rollouts_read(tmp_path, monkeypatch):
     pytest.importorskip("ctranslate2")
     monkeypatch.setenv("LENVM_RL_CACHE", str(tmp_path / "cache"))
