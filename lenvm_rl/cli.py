@@ -92,7 +92,7 @@ class RolloutsArguments:
         default=None,
         metadata={
             "help": "JSON of `python -m evals.benchmarks.engine_distribution` showing an int8 engine samples the "
-            "lengths float32 hf sampling does (KS p > 0.05 on >= 400 completions, mean gap within 5 %)."
+            "lengths float32 hf sampling does (KS p > 0.05 on >= 400 completions, mean gap within 5 percent)."
         },
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
