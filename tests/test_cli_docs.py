@@ -93,7 +93,7 @@ def test_grpo_demo_recipe_follows_native_bf16(native, monkeypatch):
 
     monkeypatch.setattr(defaults, "native_bf16", lambda: native)
     recipe = str(Path(__file__).resolve().parents[1] / "recipes/SmolLM2-135M-Instruct/grpo/config_demo.yaml")
-    _, (_, training_args, _, _), _ = cli.parse_grpo(["--config", recipe])
+    _, (_, training_args, *_), _ = cli.parse_grpo(["--config", recipe])
     assert training_args.bf16 is native and training_args.use_cpu
-    _, (_, training_args, _, _), _ = cli.parse_grpo(["--config", recipe, "--bf16", str(not native)])
+    _, (_, training_args, *_), _ = cli.parse_grpo(["--config", recipe, "--bf16", str(not native)])
     assert training_args.bf16 is (not native)  # a flag still wins
