@@ -5,6 +5,9 @@
                     next prompt at once
     ctranslate2     the CPU engine (lenvm_rl/ct2_engine.py), float32: batches that shrink as rows end
     ctranslate2_int8  the same engine on an int8 conversion (a different model: see engine_distribution.py)
+    ort_genai       ONNX Runtime GenAI's batched Generator, float32 (evals/benchmarks/ort_genai_arm.py, run in its own
+                    venv; padded batches of at most 32 rows). Only with ``--ort_python`` and ``--ort_model``; its
+                    seconds are the script's model load plus sampling (the other arms load their model on the clock)
 
 All sample the same prompts (the quickstart's built-in prompts, spread over its categories) with the same
 settings (T 0.7, top-p 0.9, the same cap), so their answers come from the same distribution; the result says how
@@ -15,12 +18,22 @@ is done before the clock starts). The figure is total completions / total second
 
     python -m evals.benchmarks.rollout_sampler           # the embedded default, CPU
     python -m evals.benchmarks.rollout_sampler --tiny    # seconds: a tiny random model
+
+The ``ort_genai`` arm needs its own venv (onnxruntime-genai pins its own onnxruntime and numpy) and the model
+converted by og's builder (float32, CPU):
+
+    python -m venv /tmp/ogvenv && /tmp/ogvenv/bin/pip install onnxruntime-genai onnx onnx_ir transformers torch
+    /tmp/ogvenv/bin/python -m onnxruntime_genai.models.builder -m HF_DIR -i HF_DIR -o OG_DIR -p fp32 -e cpu -c CACHE
+    python -m evals.benchmarks.rollout_sampler --arms hf,ctranslate2,ort_genai \
+        --ort_python /tmp/ogvenv/bin/python --ort_model OG_DIR
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +46,7 @@ from evals.benchmarks.harness import option
 MODULE = "evals.benchmarks.rollout_sampler"
 DEFAULT_OUTPUT = "evals/results/bench_rollout_sampler.json"
 ARMS = ("hf", "hf_continuous", "ctranslate2", "ctranslate2_int8")
+ORT_ARM = "ort_genai"  # optional: not in the default arms, needs --ort_python and --ort_model
 CATEGORIES = ("one_word", "yes_no", "short_fact", "list", "explain", "steps", "story")  # the quickstart's
 
 
@@ -48,7 +62,10 @@ class SamplerBenchOptions:
     engine_batch_size: int = option("Rows at once for hf_continuous and the engine arms.", 64)
     arms: str = option("Comma-separated arms (hf first: the others are compared with it).", ",".join(ARMS))
     repeats: int = option("Runs per arm (seeds 0, 1, ...).", 2)
-    threads: int = option("torch threads.", 2)
+    threads: int = option("torch threads (and og's intra-op threads).", 2)
+    ort_python: str | None = option("The python of the venv with onnxruntime-genai (for the ort_genai arm).")
+    ort_model: str | None = option("The og builder's output for --model (for the ort_genai arm).")
+    ort_batch_size: int = option("Rows at once for ort_genai (og's Generator takes at most 32).", 32)
     tiny: bool = option("Smoke mode: a tiny random model, 4 prompts x 2, 8 new tokens, 1 repeat.", False)
     output: str = option("JSON result path.", DEFAULT_OUTPUT)
 
@@ -57,8 +74,10 @@ class SamplerBenchOptions:
             self.prompts, self.samples, self.max_new_tokens, self.repeats, self.batch_size = 4, 2, 8, 1, 4
             self.engine_batch_size = 4
         self.arm_list = [a.strip() for a in self.arms.split(",") if a.strip()]
-        if not self.arm_list or self.arm_list[0] != "hf" or not set(self.arm_list) <= set(ARMS):
-            raise ValueError(f"--arms must start with hf and name only {', '.join(ARMS)}; got {self.arms!r}")
+        if not self.arm_list or self.arm_list[0] != "hf" or not set(self.arm_list) <= {*ARMS, ORT_ARM}:
+            raise ValueError(f"--arms must start with hf and name only {', '.join(ARMS)}, {ORT_ARM}; got {self.arms!r}")
+        if ORT_ARM in self.arm_list and not (self.ort_python and self.ort_model):
+            raise ValueError(f"the {ORT_ARM} arm needs --ort_python and --ort_model (see this module's docstring)")
 
 
 def spread_prompts(n: int, seed: int = 0) -> list[dict]:
@@ -149,15 +168,68 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run_arm(arm: str, prompts, model: str, sampling, rows_at_once: int, out: Path) -> float:
+def run_arm(arm: str, prompts, model: str, sampling, rows_at_once: int, out: Path, o=None) -> float:
     """Seconds one arm takes to sample ``prompts`` into ``out`` (the engine's conversion is cached beforehand)."""
     from lenvm_rl.rollouts import generate_rollouts
 
+    if arm == ORT_ARM:
+        return run_ort(prompts, model, sampling, rows_at_once, out, o)
     backend = arm.removesuffix("_int8")
     quant = {"engine_quantization": "int8", "engine_distribution_check": _UNCHECKED} if arm.endswith("_int8") else {}
     t0 = time.perf_counter()
     generate_rollouts(prompts, out, model, sampling, rows_at_once, backend=backend, progress=False, **quant)
     return time.perf_counter() - t0
+
+
+def run_ort(prompts, model: str, sampling, rows_at_once: int, out: Path, o) -> float:
+    """The ort_genai arm: ort_genai_arm.py in the other venv samples the same encoded prompts; its completions
+    are written to ``out`` as records (ids, num_tokens, finish_reason), and its load + sampling seconds returned."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    from lenvm_rl.data import encode_prompt
+    from lenvm_rl.rollouts import _eos_ids
+
+    genai = json.loads((Path(o.ort_model) / "genai_config.json").read_text())["model"]
+    config = AutoConfig.from_pretrained(model)
+    if (genai["decoder"]["num_hidden_layers"], genai["decoder"]["hidden_size"]) != (
+        config.num_hidden_layers,
+        config.hidden_size,
+    ):
+        raise ValueError(f"--ort_model {o.ort_model} was not built from {model}: convert that model (docstring)")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    eos = _eos_ids(tokenizer, SimpleNamespace(generation_config=GenerationConfig.from_pretrained(model)))
+    spec = {
+        "model": o.ort_model,
+        "prompts": [encode_prompt(tokenizer, p["prompt"], True) for p in prompts],
+        "samples": sampling.num_samples,
+        "max_new_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "seed": sampling.seed,
+        "rows_at_once": rows_at_once,
+        "threads": o.threads,
+        "eos_ids": sorted(eos),
+    }
+    spec_path, result_path = out.with_suffix(".spec.json"), out.with_suffix(".og.json")
+    spec_path.write_text(json.dumps(spec))
+    script = Path(__file__).with_name("ort_genai_arm.py")
+    subprocess.run([o.ort_python, str(script), str(spec_path), str(result_path)], check=True)
+    result = json.loads(result_path.read_text())
+    with out.open("w") as f:
+        for p, samples in zip(prompts, result["completions"]):
+            for k, c in enumerate(samples):
+                rec = {"prompt_id": p["prompt_id"], "sample_index": k, "completion_ids": c["ids"]}
+                rec |= {"num_tokens": len(c["ids"]), "finish_reason": "stop" if c["finished"] else "length"}
+                f.write(json.dumps(rec) + "\n")
+    return result["seconds"] + result["load_seconds"]
+
+
+def _children_jiffies() -> int:
+    """CPU time of this process's finished children (the ort_genai subprocess), in /proc/stat's 1/100 s."""
+    t = os.times()
+    return round(100 * (t.children_user + t.children_system))
 
 
 _UNCHECKED = "unchecked"  # the benchmark times the int8 engine whatever its distribution; rollouts never do
@@ -179,6 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     records = {arm: [] for arm in arm_names}
     spans = {arm: [] for arm in arm_names}
     rows_at_once = {arm: o.batch_size if arm == "hf" else o.engine_batch_size for arm in arm_names}
+    rows_at_once |= {ORT_ARM: o.ort_batch_size} if ORT_ARM in arm_names else {}
     with tempfile.TemporaryDirectory(prefix="bench_sampler_") as tmp, _allow_unchecked_int8():
         model = o.model or (tiny_model(tmp + "/model") if o.tiny else resolve_model(None))
         prompt_tokens = _mean_prompt_tokens(prompts, model)
@@ -190,10 +263,13 @@ def main(argv: list[str] | None = None) -> dict:
             for arm in order:
                 out = Path(tmp) / f"{arm}_{r}.jsonl"
                 sampling = SamplingConfig(o.samples, o.max_new_tokens, temperature=0.7, top_p=0.9, seed=r)
-                before = harness.cpu_snapshot()
-                seconds[arm] += run_arm(arm, prompts, model, sampling, rows_at_once[arm], out)
+                before, children = harness.cpu_snapshot(), _children_jiffies()
+                seconds[arm] += run_arm(arm, prompts, model, sampling, rows_at_once[arm], out, o)
                 after = harness.cpu_snapshot()
-                spans[arm].append(None if before is None or after is None else [y - x for x, y in zip(before, after)])
+                span = None if before is None or after is None else [y - x for x, y in zip(before, after)]
+                if span:  # a subprocess's CPU is this arm's own, not another job's
+                    span[2] += _children_jiffies() - children
+                spans[arm].append(span)
                 records[arm] += [json.loads(line) for line in out.read_text().splitlines()]
                 harness.log(False, f"[rollout_sampler] repeat {r} {arm}: {seconds[arm]:.1f} s so far")
     arms = {}
