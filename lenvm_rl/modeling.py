@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,8 +235,6 @@ class LengthValueModel(nn.Module):
         if attention_mask is None and cache is None and not packed:
             attention_mask = torch.ones_like(input_ids)
         if trunk_hidden_states is not None:
-            from .trunk import run_upper_layers
-
             if use_cache or cache is not None:
                 raise ValueError("trunk_hidden_states are a training input; they take no KV cache.")
             if position_ids is None:
@@ -411,6 +410,43 @@ def final_norm_slot(backbone: nn.Module) -> tuple[nn.Module, str] | None:
         if isinstance(getattr(lm, name, None), nn.Module):
             return lm, name
     return None
+
+
+@contextmanager
+def only_layers(backbone: nn.Module, start: int, stop: int):
+    """Within the block, the backbone's forward runs layers ``start:stop`` only, and its final norm only when
+    ``stop`` is the last layer. The modules themselves are untouched (same parameters), only the stack is cut."""
+    owner, name = decoder_layers_slot(backbone)
+    stack = getattr(owner, name)
+    norm = final_norm_slot(backbone)
+    saved_norm = getattr(*norm) if norm else None
+    setattr(owner, name, nn.ModuleList(list(stack)[start:stop]))
+    if norm and stop < len(stack):
+        setattr(*norm, nn.Identity())
+    try:
+        yield
+    finally:
+        setattr(owner, name, stack)
+        if norm:
+            setattr(*norm, saved_norm)
+
+
+def run_upper_layers(backbone: nn.Module, hidden, attention_mask, position_ids, layers: int | None) -> torch.Tensor:
+    """The final (normed) hidden states from ``hidden``, the output of the lowest ``layers`` layers."""
+    n = len(decoder_layers(backbone))
+    if layers is None or not 0 < layers <= n:
+        raise ValueError(f"trunk_layers must lie in 1..{n} to run the layers above a cached trunk, got {layers}")
+    if layers == n:
+        return hidden  # cached after the final norm: the head reads it as it is
+    hidden = hidden.to(next(backbone.parameters()).dtype)
+    checkpointing = getattr(backbone, "is_activation_checkpointing", None)  # transformers >= 5.25's name
+    if checkpointing is None:
+        checkpointing = getattr(backbone, "is_gradient_checkpointing", False)
+    if checkpointing and torch.is_grad_enabled():
+        hidden = hidden.requires_grad_(True)  # reentrant checkpointing passes no gradient without one input needing it
+    with only_layers(backbone, layers, n):
+        out = backbone(inputs_embeds=hidden, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    return out.last_hidden_state
 
 
 def freeze_lower_layers(model: LengthValueModel, n: int) -> int:

@@ -33,7 +33,6 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +43,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .data import LengthValueCollator
-from .modeling import (
+from .modeling import (  # noqa: F401  (run_upper_layers: importable from here, where the trunk is explained)
     LengthValueModel,
     decoder_layers,
-    decoder_layers_slot,
     final_norm_slot,
     freeze_lower_layers,
+    only_layers,
     position_ids_from_mask,
+    run_upper_layers,
 )
 from .packing import TRUNK_KEY
 
@@ -98,47 +98,10 @@ def freeze_trunk(model: LengthValueModel, layers: int) -> int:
     return trainable
 
 
-@contextmanager
-def only_layers(backbone: nn.Module, start: int, stop: int):
-    """Within the block, the backbone's forward runs layers ``start:stop`` only, and its final norm only when
-    ``stop`` is the last layer. The modules themselves are untouched (same parameters), only the stack is cut."""
-    owner, name = decoder_layers_slot(backbone)
-    stack = getattr(owner, name)
-    norm = final_norm_slot(backbone)
-    saved_norm = getattr(*norm) if norm else None
-    setattr(owner, name, nn.ModuleList(list(stack)[start:stop]))
-    if norm and stop < len(stack):
-        setattr(*norm, nn.Identity())
-    try:
-        yield
-    finally:
-        setattr(owner, name, stack)
-        if norm:
-            setattr(*norm, saved_norm)
-
-
 def trunk_states(backbone: nn.Module, input_ids, attention_mask, position_ids, layers: int) -> torch.Tensor:
     """Hidden states after the lowest ``layers`` layers (after the final norm when that is all of them)."""
     with only_layers(backbone, 0, layers):
         out = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    return out.last_hidden_state
-
-
-def run_upper_layers(backbone: nn.Module, hidden, attention_mask, position_ids, layers: int | None) -> torch.Tensor:
-    """The final (normed) hidden states from ``hidden``, the output of the lowest ``layers`` layers."""
-    n = len(decoder_layers(backbone))
-    if layers is None or not 0 < layers <= n:
-        raise ValueError(f"trunk_layers must lie in 1..{n} to run the layers above a cached trunk, got {layers}")
-    if layers == n:
-        return hidden  # cached after the final norm: the head reads it as it is
-    hidden = hidden.to(next(backbone.parameters()).dtype)
-    checkpointing = getattr(backbone, "is_activation_checkpointing", None)  # transformers >= 5.25's name
-    if checkpointing is None:
-        checkpointing = getattr(backbone, "is_gradient_checkpointing", False)
-    if checkpointing and torch.is_grad_enabled():
-        hidden = hidden.requires_grad_(True)  # reentrant checkpointing passes no gradient without one input needing it
-    with only_layers(backbone, layers, n):
-        out = backbone(inputs_embeds=hidden, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     return out.last_hidden_state
 
 

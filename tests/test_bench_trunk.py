@@ -10,6 +10,7 @@ import pytest
 from evals.benchmarks import trunk_training
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores
 def test_tiny_benchmark_reports_every_arm_against_today(tmp_path):
     out = tmp_path / "trunk.json"
     result = trunk_training.main(["--tiny", "--quiet", "--output", str(out)])

@@ -27,6 +27,7 @@ def read(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores
 def test_records_follow_the_schema_and_resume(tiny_causal_dir, tokenizer, tmp_path):
     out = tmp_path / "r.jsonl"
     sampling = SamplingConfig(num_samples=2, max_new_tokens=24, temperature=0.7, top_p=0.9)
@@ -50,6 +51,7 @@ def test_records_follow_the_schema_and_resume(tiny_causal_dir, tokenizer, tmp_pa
     assert second[:6] == first and len(second) == 10
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores
 def test_next_token_distribution_matches_hf(tiny_causal_dir, tokenizer):
     """Temperature then top-p over the whole vocabulary, as generate applies them: the engine's draws of one token
     follow the distribution computed from the HF model's logits (total variation under 0.05 in 3000 draws)."""
@@ -168,6 +170,7 @@ def test_unknown_backend_is_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "r.jsonl").exists()
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores
 def test_greedy_engine_writes_what_hf_writes(tiny_causal_dir, tmp_path):
     """Greedy, the engine and hf write the same completions: the prompt encoding, the EOS handling, the cap and the
     row order agree (float32 both; the tiny model's logits have no near-ties among its 16 allowed tokens)."""

@@ -8,6 +8,7 @@ from evals.experiments import recount_natural_ends as recount
 from lenvm_rl.evaluation import lifebench
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores
 def test_recount_reproduces_the_recorded_p_eos_and_labels(tiny_causal_dir, tokenizer, lifebench_file, tmp_path):
     from lenvm_rl.modeling import LengthValueModel
 

@@ -1,6 +1,9 @@
 import json
 
+import pytest
 
+
+@pytest.mark.slow  # over ~5 s on 2 cores
 def test_tiny_experiment_runs_every_arm_reports_per_kind_and_resumes(tiny_causal_dir, tmp_path):
     from evals.experiments.rl_mixed_lengths import ARMS, main
     from lenvm_rl.rl.tasks import MIXED_KINDS

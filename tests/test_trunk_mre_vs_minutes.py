@@ -20,6 +20,7 @@ def rollouts(tmp_path, tokenizer):
     return train, write_jsonl(tmp_path / "heldout.jsonl", heldout)
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores
 def test_tiny_grid_is_recorded_resumed_and_plotted(rollouts, tiny_causal_dir, tmp_path, monkeypatch):
     train, heldout = rollouts
     argv = ["--tiny", "--train", str(train), "--heldout", str(heldout), "--model", str(tiny_causal_dir)]

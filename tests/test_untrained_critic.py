@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -30,6 +31,7 @@ def test_untrained_critic_saves_a_loadable_seeded_head(tiny_causal_dir, tmp_path
     assert len(predicted) == 1 and float(predicted[0]) >= 0
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores
 def test_untrained_heads_run_as_an_at_least_family(tiny_causal_dir, tmp_path, lifebench_file):
     """The At-Least control of the results: untrained heads as critics of lifebench_critics, one family."""
     from evals.experiments import lifebench_critics as lc
