@@ -132,14 +132,7 @@ def end_eos_probability(
         ]
         if any(not r for r in rows):
             raise ValueError("end_eos_probability needs a non-empty prompt for every answer")
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        kw = dict(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+        kw = left_padded(rows, pad_token_id, device)
         try:
             logits = generator(**kw, logits_to_keep=1).logits[:, -1]
         except TypeError:  # a model without logits_to_keep
@@ -148,6 +141,19 @@ def end_eos_probability(
             logits = logits.float().index_fill(-1, torch.tensor(suppress, device=logits.device), -math.inf)
         out += eos_probability(logits, eos_ids, temperature).tolist()
     return out
+
+
+def left_padded(rows: list[list[int]], pad_token_id: int, device) -> dict:
+    """``input_ids``, ``attention_mask`` and ``position_ids`` of token rows left-padded to the longest, positions
+    counted from each row's first real token, as ``generate`` lays out a batch."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    return dict(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
 
 
 def p_eos_distribution(values) -> dict:

@@ -70,23 +70,20 @@ def answer_nll(
     does, and only the completion positions' logits are computed."""
     import torch
 
+    from .ends import left_padded
+
     with torch.no_grad():
         device = next(generator.parameters()).device
         out = []
         for start in range(0, len(prompt_ids), batch_size):
             prompts, completions = prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size]
             rows = [list(p) + list(c) for p, c in zip(prompts, completions)]
-            width, longest = max(map(len, rows)), max(map(len, completions))
+            longest = max(map(len, completions))
             if longest == 0:
                 out += [float("nan")] * len(rows)
                 continue
-            ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, row in enumerate(rows):
-                ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-                mask[i, width - len(row) :] = 1
-            ids, mask = ids.to(device), mask.to(device)
-            kw = dict(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+            kw = left_padded(rows, pad_token_id, device)
+            ids = kw["input_ids"]
             try:
                 logits = generator(**kw, logits_to_keep=longest + 1).logits
             except TypeError:  # a model without logits_to_keep
