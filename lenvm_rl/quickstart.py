@@ -353,6 +353,11 @@ def train_and_report(
     critic = LengthCritic(trainer.accelerator.unwrap_model(trainer.model), tokenizer)
     lengths = finished_lengths_by_prompt(eval_records)
     truth = per_prompt_truth(lengths, gamma)
+    if not truth:
+        raise ValueError(
+            f"No held-out prompt has two finished completions (of {cfg.eval_samples} each, cap {cfg.max_new_tokens} "
+            "tokens), so there is no ground truth to judge the critic against: raise eval_samples or max_new_tokens."
+        )
     prompt_of = {r["prompt_id"]: r["prompt"] for r in eval_records}
     ids = sorted(truth)
     predicted = critic.predict_length([prompt_of[i] for i in ids]).tolist()

@@ -35,7 +35,7 @@ def test_quickstart_with_a_validation_split_keeps_the_best_epoch(tmp_path, tiny_
         categories="one_word,yes_no",
         eval_prompts_per_category=2,
         validation_prompts_per_category=3,
-        eval_samples=2,
+        eval_samples=4,  # the truth needs two finished answers per prompt: the tiny model ends ~60 % by 16 tokens
         max_new_tokens=16,
         num_train_epochs=3,
         learning_rate=3e-3,
@@ -73,3 +73,18 @@ def test_quickstart_with_a_validation_split_keeps_the_best_epoch(tmp_path, tiny_
         LengthValueModel.from_pretrained(model_dir), args, eval_dataset=val_ds, processing_class=tokenizer
     )
     assert trainer.evaluate()["eval_loss"] == pytest.approx(val["best_loss"], rel=1e-4)
+
+
+@pytest.mark.slow  # trains a tiny LenVM
+def test_no_ground_truth_is_a_clear_error(tmp_path, tiny_causal_dir, tokenizer):
+    from conftest import make_records
+
+    from lenvm_rl.quickstart import train_and_report
+
+    train = make_records(tokenizer, n=12, seed=1)
+    held = make_records(tokenizer, n=6, seed=2)  # one answer per prompt: the truth needs two finished ones
+    cfg = QuickstartConfig(
+        output_dir=str(tmp_path / "qs"), model=str(tiny_causal_dir), num_train_epochs=1, max_length=64, bf16=False
+    )
+    with pytest.raises(ValueError, match="two finished completions"):
+        train_and_report(cfg, train, held)
