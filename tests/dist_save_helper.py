@@ -52,3 +52,8 @@ if __name__ == "__main__":
             "processes:",
             trainer.accelerator.num_processes,
         )
+    # Wait for every rank, then close the process group ourselves: leaving it to interpreter exit lets gloo's
+    # threads abort one rank ("terminate called without an active exception") once in a while.
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
