@@ -61,6 +61,7 @@ def test_sampling_must_match_the_default_run(tokenizer):
         bc.check_same_sampling([r for r in extra if r["category"] != "code"][1:], base)
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores
 def test_both_arms_are_judged_on_one_heldout_set_and_reused(tmp_path, tokenizer, tiny_causal_dir, monkeypatch):
     import lenvm_rl.quickstart as qs
 

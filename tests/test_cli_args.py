@@ -209,6 +209,7 @@ def test_builtin_opposites_dataset_uses_training_words_only():
     assert (cli.builtin_task("lenvm:addition"), cli.builtin_task("some/dataset")) == ("addition", None)
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores
 def test_lenvm_grpo_on_the_opposites_task(tiny_critic, tiny_causal_dir, tmp_path):
     from tests.conftest import REPO
 

@@ -98,6 +98,7 @@ def test_bad_mode():
         LengthShapedGRPOConfig(output_dir="x", length_shaping="sideways", use_cpu=True)
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores
 def test_lenvm_grpo_command_on_the_addition_task(tiny_causal_dir, tiny_backbone, tokenizer, tmp_path):
     import yaml
 

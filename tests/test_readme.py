@@ -52,6 +52,7 @@ def offline_default(monkeypatch, tiny_dir: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore")
+@pytest.mark.slow  # over ~5 s on 2 cores
 def test_readme_cli_path_and_python_example_run_offline(tiny_causal_dir, tmp_path, monkeypatch, capsys):
     from lenvm_rl.cli import main
 

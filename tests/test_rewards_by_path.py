@@ -169,6 +169,7 @@ def test_importing_a_reward_by_path_does_not_load_grpo():
     assert not [m for m in loaded if m == "trl" or m.startswith("trl.")], loaded
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores
 def test_trls_own_grpo_script_runs_the_rewards_by_dotted_path(tmp_path, tiny_causal_dir, tiny_backbone, tokenizer):
     """`trl grpo --config recipe.yaml`, in-process: TRL's parser sets the recipe's `env:`, TRL's script imports the
     rewards by dotted path and its trainer calls them (one step of a tiny random policy)."""

@@ -43,6 +43,7 @@ def test_unknown_arm_is_refused(tiny_causal_dir, tmp_path):
         main(["--tiny", "--arms", "task,l2_max", "--policy", str(tiny_causal_dir), "--output_dir", str(tmp_path)])
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores
 def test_time_step_prints_an_estimate(tiny_causal_dir, tmp_path):
     from evals.experiments.rl_mixed_lengths import main
 
