@@ -175,7 +175,7 @@ _UNSUPPORTED = (
 )
 
 
-def generation_options(generation_config) -> dict:
+def generation_options(generation_config, tokenizer=None) -> dict:
     """Engine options that reproduce the generator's own generation config (as ``generate`` applies it before our
     sampling settings): suppressed tokens, repetition penalty, no-repeat n-grams. A config that sets something the
     engine cannot reproduce raises :class:`EngineUnavailable` (with ``backend="auto"``: a fallback to hf)."""
@@ -191,7 +191,9 @@ def generation_options(generation_config) -> dict:
         )
     options = {}
     if getattr(generation_config, "suppress_tokens", None):
-        options["suppress_sequences"] = [[int(t)] for t in generation_config.suppress_tokens]
+        ids = [[int(t)] for t in generation_config.suppress_tokens]
+        # the engine takes tokens, not ids: converted once here, not per batch
+        options["suppress_sequences"] = [tokenizer.convert_ids_to_tokens(s) for s in ids] if tokenizer else ids
     if (getattr(generation_config, "repetition_penalty", None) or 1.0) != 1.0:
         options["repetition_penalty"] = float(generation_config.repetition_penalty)
     if getattr(generation_config, "no_repeat_ngram_size", None):
@@ -216,9 +218,6 @@ def sample_batches(
     ``options``: :func:`generation_options` of the generator."""
     import ctranslate2
 
-    options = dict(options or {})
-    if "suppress_sequences" in options:  # the engine takes tokens, not ids
-        options["suppress_sequences"] = [tokenizer.convert_ids_to_tokens(s) for s in options["suppress_sequences"]]
     generator = _generator(ct2_path, quantization, threads)
     ctranslate2.set_random_seed(seed)
     results = generator.generate_batch(
@@ -230,7 +229,7 @@ def sample_batches(
         end_token=sorted(eos),
         return_end_token=True,
         include_prompt_in_result=False,  # the prompt fills the cache in one forward
-        **options,
+        **(options or {}),
     )
     return [list(r.sequences_ids[0]) for r in results]
 

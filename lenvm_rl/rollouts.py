@@ -505,9 +505,9 @@ def _generate_ct2(
     path = resolve_model(generator)
     ct2_engine.check_quantized(generator, quantization, distribution_check)
     generation_config = _generation_config(path)
-    options = ct2_engine.generation_options(generation_config)
-    ct2_path = ct2_engine.converted_model(path, quantization, progress)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    options = ct2_engine.generation_options(generation_config, tokenizer)  # refuses what it cannot reproduce
+    ct2_path = ct2_engine.converted_model(path, quantization, progress)
     eos = _eos_ids(tokenizer, SimpleNamespace(generation_config=generation_config))
     encoded = {p["prompt_id"]: encode_prompt(tokenizer, p["prompt"], use_chat_template) for p, _ in todo}
     todo = sorted(todo, key=lambda item: (item[0]["prompt_id"], item[1]))  # similar answer lengths share a batch

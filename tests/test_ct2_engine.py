@@ -75,7 +75,7 @@ def test_next_token_distribution_matches_hf(tiny_causal_dir, tokenizer):
     assert 2 <= int(keep.sum()) < 16, "the check needs top-p to cut some tokens but not all"
 
     path = ct2_engine.converted_model(str(tiny_causal_dir), progress=False)
-    options = ct2_engine.generation_options(_generation_config(str(tiny_causal_dir)))
+    options = ct2_engine.generation_options(_generation_config(str(tiny_causal_dir)), tokenizer)
     draws = []
     for seed in range(3):
         rows = ct2_engine.sample_batches(

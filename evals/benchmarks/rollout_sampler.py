@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
     spans = {arm: [] for arm in arm_names}
     rows_at_once = {arm: o.batch_size if arm == "hf" else o.engine_batch_size for arm in arm_names}
     rows_at_once |= {ORT_ARM: o.ort_batch_size} if ORT_ARM in arm_names else {}
-    with tempfile.TemporaryDirectory(prefix="bench_sampler_") as tmp, _allow_unchecked_int8():
+    with tempfile.TemporaryDirectory(prefix="bench_sampler_") as tmp, allow_unchecked_quantization():
         model = o.model or (tiny_model(tmp + "/model") if o.tiny else resolve_model(None))
         prompt_tokens = _mean_prompt_tokens(prompts, model)
         for arm in arm_names:  # one-time conversions, off the clock
@@ -317,8 +317,8 @@ def _mean_prompt_tokens(prompts, model: str) -> float:
     return sum(len(encode_prompt(tokenizer, p["prompt"], True)) for p in prompts) / len(prompts)
 
 
-class _allow_unchecked_int8:
-    """Within the benchmark only: time the int8 engine without a distribution check (its lengths are reported
+class allow_unchecked_quantization:
+    """Within the benchmarks only: run a quantized engine without a distribution check (its lengths are reported
     beside hf's; whether rollouts may use it is decided by evals/benchmarks/engine_distribution.py)."""
 
     def __enter__(self):
