@@ -49,5 +49,9 @@ def test_time_step_prints_an_estimate(tiny_causal_dir, tmp_path):
 
     est = main(["--tiny", "--time_step", "--policy", str(tiny_causal_dir), "--output_dir", str(tmp_path)])
     assert est["step_seconds_lenvm_refresh"] > 0 and est["eval_seconds_full_heldout"] > 0
-    assert est["total_hours_without_critic_training"] > 0 and (tmp_path / "time_estimate.json").is_file()
+    # the total is the runs spread over the workers plus the starting policy's evaluation (to rounding)
+    expected = est["runs"] * est["run_seconds"] / max(est["workers"], 1) + est["eval_seconds_full_heldout"]
+    assert est["total_seconds_without_critic_training"] == pytest.approx(expected, rel=0.02)
+    assert est["total_hours_without_critic_training"] == pytest.approx(expected / 3600, rel=0.02)
+    assert (tmp_path / "time_estimate.json").is_file()
     assert not list(tmp_path.glob("**/value_head.safetensors"))  # the stand-in critic is not left in the results

@@ -538,14 +538,19 @@ def time_step(a, policy: str, rows: dict) -> dict:
         eval_s += (time.time() - t0) * len(kind_rows) / len(kind_rows[:4])
     n_runs = len(jobs(a))
     run_s = a.steps * step_s + len(eval_steps(a)) * eval_s
-    total_h = (n_runs * run_s / max(a.workers, 1) + eval_s) / 3600
+    total_s = n_runs * run_s / max(a.workers, 1) + eval_s
+
+    def sig(x: float) -> float:  # three significant figures: a tiny model's sub-second step must not round to 0
+        return float(f"{x:.3g}")
+
     estimate = {
-        "step_seconds_lenvm_refresh": round(step_s, 1),
-        "eval_seconds_full_heldout": round(eval_s, 1),
+        "step_seconds_lenvm_refresh": sig(step_s),
+        "eval_seconds_full_heldout": sig(eval_s),
         "runs": n_runs,
-        "run_seconds": round(run_s),
+        "run_seconds": sig(run_s),
         "workers": a.workers,
-        "total_hours_without_critic_training": round(total_h, 2),
+        "total_seconds_without_critic_training": sig(total_s),
+        "total_hours_without_critic_training": sig(total_s / 3600),
         "note": "one worker, one thread, while the machine was shared; the critic's quickstart training comes on top",
     }
     (Path(a.output_dir) / "time_estimate.json").write_text(json.dumps(estimate, indent=1))
