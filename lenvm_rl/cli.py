@@ -169,6 +169,7 @@ def run_train(script_args: TrainScriptArguments, training_args, model_args) -> N
     from transformers import AutoTokenizer
     from trl import get_peft_config
 
+    from .candidates import rollout_sampling
     from .data import build_dataset, load_rollouts, split_by_prompt
     from .defaults import resolve_model
     from .modeling import LengthValueModel, backbone_load_kwargs, ensure_writable_output
@@ -204,6 +205,7 @@ def run_train(script_args: TrainScriptArguments, training_args, model_args) -> N
         eval_ds, eval_stats = build_dataset(eval_records, tokenizer, **kw)
         print(f"[lenvm] eval data: {eval_stats.summary()}")
     model = LengthValueModel.from_backbone(name, **backbone_load_kwargs(model_args))
+    model.rollout_sampling = rollout_sampling(records)  # saved with it: guided decoding's candidates follow it
     trainer = LengthValueTrainer(
         model,
         training_args,

@@ -1,8 +1,9 @@
 """Length-guided decoding with a frozen LenVM: hit an exact / maximum / minimum token count, or tilt.
 
 Each step, the generator's next-token distribution gives a candidate set (temperature, then top-k, top-p,
-min-p); the critic scores every candidate in one forward (:mod:`lenvm_rl.scoring`); EOS candidates have
-V = 0. With ``g`` tokens generated so far and a target of ``T`` tokens (generator tokens, EOS not counted),
+min-p; by default the sampling the critic's rollouts were drawn with and a min-p floor, :mod:`lenvm_rl.candidates`);
+the critic scores every candidate in one forward (:mod:`lenvm_rl.scoring`); EOS candidates have V = 0. A rule never
+chooses a token outside the candidates, except EOS where it forces the end. With ``g`` tokens generated so far and a target of ``T`` tokens (generator tokens, EOS not counted),
 a non-EOS candidate x fits when the tokens it predicts still to come, ``n(V(s+x))`` (EOS included), equal
 ``T - g``; in value space the goal is ``v* = -(1 - gamma ** (T - g))``.
 
@@ -45,6 +46,11 @@ What each stop rule guarantees by itself, whatever the critic predicts (a consta
 
 The critic only decides which tokens fill the answer in between; the lengths above hold without it.
 
+Per-step trust region (``trust_region`` = epsilon, nats; default off): each step the rule's distribution stays
+within ``KL(q || p) <= epsilon`` of the generator's candidate distribution, its strength (temperature) chosen by
+bisection (:mod:`lenvm_rl.trust_region`); where a rule forces EOS (a hard stop) the trust region does not apply.
+The budget in the prompt (``length_prompt``, :mod:`lenvm_rl.length_prompt`) states the target to the generator.
+
 ``rule="extreme"`` gives the reference code's rules for comparison: at most = always the shortest
 candidate; at least = the longest until the target, then end as soon as possible; equal = the nearest value
 (``value_tolerance`` ignored, i.e. 0).
@@ -74,10 +80,13 @@ import math
 import torch
 from transformers import LogitsProcessor
 
+from .candidates import candidate_settings, check_min_p
 from .critic import LengthCritic
-from .ends import check_natural_eos_min_prob, end_label, eos_probability, eos_token_ids
+from .ends import EosProbabilityRecorder, check_natural_eos_min_prob, end_label, eos_probability, eos_token_ids
+from .length_prompt import length_prompt_text, with_length_prompt
 from .returns import check_gamma, remaining_to_value
 from .scoring import TreeScorer
+from .trust_region import candidate_logp, check_trust_region, trust_region_logp
 
 MODES = ("equal", "at_most", "at_least", "tilt")
 RULES = ("soft", "extreme")
@@ -150,10 +159,15 @@ def check_request(
 class LengthGuidedLogitsProcessor(LogitsProcessor):
     """A ``LogitsProcessor`` for ``model.generate`` that applies one of the rules above.
 
-    It builds the candidate set itself (``temperature``, ``top_k``, ``top_p``, ``min_p``) and returns
-    log-probabilities that are ``-inf`` outside the chosen / allowed candidates. Give the sampling settings
-    here and call ``generate`` with ``temperature=1.0, top_k=0, top_p=1.0`` (as :func:`generate_with_length`
+    It builds the candidate set itself (``temperature``, ``top_k``, ``top_p``, ``min_p``: taken as given here, no
+    floor when None; :func:`lenvm_rl.candidates.candidate_settings` gives the defaults :func:`generate_with_length`
+    uses) and returns log-probabilities that are ``-inf`` outside the chosen / allowed candidates. Give the sampling
+    settings here and call ``generate`` with ``temperature=1.0, top_k=0, top_p=1.0`` (as :func:`generate_with_length`
     does), so they are not applied twice. One processor serves one ``generate`` call.
+
+    ``trust_region`` (epsilon > 0, nats; None = off): each step's rule stays within ``KL(q || p) <= epsilon`` of the
+    generator's candidate distribution (:mod:`lenvm_rl.trust_region`); the KL of every step is kept
+    (:meth:`step_kl`).
 
     ``value_tolerance`` (rho, default 0.1) sets how much length the value-picking steps trade for probability
     (module docstring; 0 = nearest value). ``scorer`` replaces the critic's tree scorer (e.g.
@@ -178,8 +192,12 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         value_tolerance: float | None = None,
         vision_inputs: dict | None = None,
         eos_token_ids: list[int] | None = None,
+        trust_region: float | None = None,
     ):
         check_request(mode, target_tokens, beta, None, rule)
+        self.trust_region = check_trust_region(trust_region)
+        if min_p is not None:
+            check_min_p(min_p)
         self.value_tolerance = 0.0 if rule == "extreme" else check_value_tolerance(value_tolerance)
         if overshoot is not None and overshoot < 0:
             raise ValueError(f"overshoot must be >= 0 tokens, got {overshoot}")
@@ -202,6 +220,7 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         self.eos_natural_steps = []  # per step, (B,): EOS is in the row's candidate set and no rule forces it
         self.eos_ids = list(eos_token_ids) if eos_token_ids is not None else [self.eos]
         self.p_eos_steps = []  # per step, (B,): the generator's own probability of ending (lenvm_rl.ends)
+        self.kl_steps = []  # per step, (B,): KL(rule || generator's candidates), with the trust region on
         if mode == "equal":
             self.overshoot = overshoot if overshoot is not None else max(4, math.ceil(0.1 * target_tokens))
 
@@ -216,7 +235,7 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         keep = torch.isfinite(top_logp)
         if self.top_p < 1.0:
             keep &= (probs.cumsum(-1) - probs) < self.top_p  # the nucleus of the full distribution
-        if self.min_p is not None:
+        if self.min_p:  # the floor: below min_p x the most probable candidate, never a rule's choice
             keep &= probs >= self.min_p * probs[:, :1]
         keep[:, 0] = True
         return top_ids, top_logp, keep
@@ -243,7 +262,12 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         else:
             _, values = self.scorer.step(input_ids[:, -1], ids)
             values = values.to(logp.device).float().masked_fill(ids == self.eos, 0.0)  # EOS: terminal, V = 0
-        return out.scatter(1, ids, self.rule_logp(ids, logp, keep, values, generated).to(scores.dtype))
+        rule = self.rule_logp(ids, logp, keep, values, generated)
+        if self.trust_region is not None:
+            cost, kappa = self.rule_family(values, keep, generated)
+            rule, kl = trust_region_logp(candidate_logp(logp, keep), rule, cost, kappa, self.trust_region)
+            self.kl_steps.append(kl.cpu())
+        return out.scatter(1, ids, rule.to(scores.dtype))
 
     def eos_natural(self) -> torch.Tensor:
         """(B, steps) bool: entry ``[b, j]`` says an EOS picked at step j (generated token j) of row b came from
@@ -258,6 +282,13 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         if not self.p_eos_steps:
             return torch.zeros(0, 0)
         return torch.stack(self.p_eos_steps, 1)
+
+    def step_kl(self) -> torch.Tensor:
+        """(B, steps) float: with the trust region on, ``KL(q || p)`` of every step that was not a hard stop, where q
+        is what the rule sampled from and p the generator's candidate distribution (empty when off)."""
+        if not self.kl_steps:
+            return torch.zeros(0, 0)
+        return torch.stack(self.kl_steps, 1)
 
     def goal_value(self, generated: int) -> float:
         """``v* = -(1 - gamma ** (T - g))``: the value of a state with exactly the right number of tokens to come."""
@@ -292,6 +323,31 @@ class LengthGuidedLogitsProcessor(LogitsProcessor):
         # into answers that ran to the cap (see the module docstring, at_least)
         return self._value_weighted(gap, keep, logp, generated)
 
+    def rule_family(self, values, keep, generated: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rule as a member of ``p(x) exp(-kappa c(x))``: cost ``c`` (B, K) and strength ``kappa`` (B,; ``inf``:
+        only the cheapest candidates), as :mod:`lenvm_rl.trust_region` lists; at its kappa it is :meth:`rule_logp`
+        (in the infinite limit up to ties, which rule_logp gives to the more probable candidate)."""
+        rows = values.shape[0]
+        inf = torch.full((rows,), math.inf, device=values.device)
+        if self.mode == "tilt":
+            return -self.beta * values, torch.ones(rows, device=values.device)
+        gap = (values - self.goal_value(generated)).abs()
+        tau = self.value_temperature(generated)
+        soft = torch.full((rows,), 1.0 / tau if tau > 0 else math.inf, device=values.device)
+        reached = generated >= self.target
+        if self.rule == "extreme":
+            cost = {"equal": gap, "at_most": -values, "at_least": -values if reached else values}[self.mode]
+            return cost, inf
+        if self.mode == "equal":
+            return gap, soft
+        if self.mode == "at_most":
+            fits = keep & (values >= self.goal_value(generated))
+            some = fits.any(-1)
+            return torch.where(some[:, None], (~fits).to(gap.dtype), gap), torch.where(some, inf, soft)
+        if reached:  # at_least past its target: the generator alone
+            return torch.zeros_like(gap), torch.zeros(rows, device=values.device)
+        return gap, soft
+
     def _value_weighted(self, gap, keep, logp, generated: int) -> torch.Tensor:
         """``log p(x) - |V(s+x) - v*| / tau`` over the candidates; with ``tau = 0`` the nearest value only."""
         tau = self.value_temperature(generated)
@@ -323,9 +379,9 @@ def generate_with_length(
     beta: float | None = None,
     max_new_tokens: int = 512,
     do_sample: bool = True,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     top_k: int | None = None,
-    top_p: float = 1.0,
+    top_p: float | None = None,
     min_p: float | None = None,
     rule: str = "soft",
     overshoot: int | None = None,
@@ -336,8 +392,19 @@ def generate_with_length(
     images=None,
     streamer=None,
     natural_eos_min_prob: float | None = None,
+    length_prompt: str | None = None,
+    trust_region: float | None = None,
+    guide: bool = True,
 ) -> list[dict]:
     """Generate for a batch of prompts (strings or chat messages) under a length rule.
+
+    The candidate set: ``temperature`` / ``top_p`` default to the sampling the critic's rollouts were drawn with
+    (else 0.7 / 0.9) and ``min_p`` to a floor of 0.05 (0 = none), :func:`lenvm_rl.candidates.candidate_settings`.
+    ``length_prompt`` (None / "none", "default" or a template with ``{target}``, :mod:`lenvm_rl.length_prompt`)
+    appends the budget to each prompt's last user message; ``trust_region`` (epsilon, nats per step; None = off)
+    holds each step's rule within ``KL <= epsilon`` of the generator's candidates (:mod:`lenvm_rl.trust_region`).
+    ``guide=False`` samples plainly with the same settings (no critic; the stop rules are off too): with
+    ``length_prompt`` the "prompt only" combination, its rows labelled as plain sampling's are.
 
     Returns one dict per prompt: ``text``, ``token_ids`` (without EOS), ``num_tokens`` (without EOS), ``end``
     (``"natural"``, ``"forced"`` or ``"cap"``, see the module docstring), ``finished`` (a natural end) and ``p_eos``
@@ -357,7 +424,11 @@ def generate_with_length(
 
     check_request(mode, target_tokens, beta, max_new_tokens, rule)
     check_value_tolerance(value_tolerance)
+    check_trust_region(trust_region)
     min_prob = check_natural_eos_min_prob(natural_eos_min_prob)
+    settings = candidate_settings(critic, temperature, top_p, min_p)
+    budget = length_prompt_text(length_prompt, mode, target_tokens)  # every check comes before any generation
+    prompts = [with_length_prompt(p, budget) for p in prompts]
     from .vlm import is_processor, render_prompts, vision_inputs
 
     tokenizer = tokenizer or critic.processor or critic.tokenizer
@@ -374,6 +445,25 @@ def generate_with_length(
     if not vision:
         ids, mask = left_pad([encode_prompt(tokenizer, p, use_chat_template) for p in prompts], pad)
     device = next(model.parameters()).device
+    common = dict(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        **{k: v.to(device) if torch.is_tensor(v) else v for k, v in vision.items()},
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        pad_token_id=pad,
+        eos_token_id=tokenizer.eos_token_id,
+        streamer=streamer,
+    )
+    if seed is not None:
+        torch.manual_seed(seed)
+    if not guide:  # plain sampling with the same settings: generate's own warpers; p_eos recorded before them
+        recorder = EosProbabilityRecorder(eos_token_ids(tokenizer, model), settings.temperature if do_sample else 1.0)
+        warpers = dict(temperature=settings.temperature, top_p=settings.top_p, min_p=settings.min_p or None, top_k=0)
+        out = model.generate(logits_processor=[recorder], **(warpers if do_sample else {}), **common)
+        rows = out[:, ids.shape[1] :].tolist()
+        records = [completion_record(row, tokenizer, p_eos=p) for row, p in zip(rows, recorder.p_eos())]
+        return [dict(r, length_prompt=budget) for r in records]
     processor = LengthGuidedLogitsProcessor(
         critic,
         mode,
@@ -381,36 +471,22 @@ def generate_with_length(
         beta,
         tokenizer.eos_token_id,
         pad,
-        temperature,
+        settings.temperature,
         top_k,
-        top_p,
-        min_p,
+        settings.top_p,
+        settings.min_p,
         rule,
         overshoot,
         scorer,
         value_tolerance,
         vision_inputs=vision,
         eos_token_ids=eos_token_ids(tokenizer, model),
+        trust_region=trust_region,
     )
-    if seed is not None:
-        torch.manual_seed(seed)
-    out = model.generate(
-        input_ids=ids.to(device),
-        attention_mask=mask.to(device),
-        logits_processor=[processor],
-        **{k: v.to(device) if torch.is_tensor(v) else v for k, v in vision.items()},
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        pad_token_id=pad,
-        eos_token_id=tokenizer.eos_token_id,
-        streamer=streamer,
-    )
+    out = model.generate(logits_processor=[processor], temperature=1.0, top_k=0, top_p=1.0, **common)
     natural, p_eos = processor.eos_natural().tolist(), processor.eos_probabilities().tolist()
     return [
-        completion_record(row, tokenizer, eos_natural, p, min_prob)
+        dict(completion_record(row, tokenizer, eos_natural, p, min_prob), length_prompt=budget)
         for row, eos_natural, p in zip(out[:, ids.shape[1] :].tolist(), natural, p_eos)
     ]
 

@@ -10,7 +10,8 @@ Checkpoint layout (compatible with the published LenVM checkpoints):
     ckpt/tokenizer files                       incl. the chat template
     ckpt/value_head.safetensors                v_head.fc.{weight,bias}, v_head.summary.{weight,bias}
     ckpt/lenvm_config.json                     gamma, base model, head type, max_length, format version,
-                                               use_chat_template (the prompt format it was trained on)
+                                               use_chat_template (the prompt format it was trained on),
+                                               rollout_sampling (its rollouts' temperature / top_p, when known)
     ckpt/generation_config.json                the base model's, for its EOS ids (every id that ends an answer)
 
 A LoRA checkpoint holds the peft adapter (adapter_config.json, adapter_model.safetensors) in place of the
@@ -130,6 +131,7 @@ class LengthValueModel(nn.Module):
         self.base_model_name = base_model_name or getattr(self.config, "_name_or_path", None)
         self.max_length = max_length
         self.use_chat_template = use_chat_template
+        self.rollout_sampling = None  # its training answers' {"temperature", "top_p"}: guided decoding follows them
         # The base model's generation config, saved with the LenVM: a backbone without an LM head has none of its
         # own, but its EOS ids say which completions ended (Qwen ends on <|im_end|> or <|endoftext|>).
         self.generation_config = generation_config or generation_config_of(backbone, self.base_model_name)
@@ -186,6 +188,7 @@ class LengthValueModel(nn.Module):
             generation_config=load_generation_config(path),  # older checkpoints: None, then the base model's
         )
         model.load_head(head_file)
+        model.rollout_sampling = meta.get("rollout_sampling")
         return model
 
     def load_head(self, head_file: str | os.PathLike) -> None:
@@ -317,6 +320,7 @@ class LengthValueModel(nn.Module):
             "max_length": self.max_length,
             "use_chat_template": bool(self.use_chat_template),
             "adapter": self.is_peft,
+            **({"rollout_sampling": self.rollout_sampling} if self.rollout_sampling else {}),
         }
 
     def save_pretrained(

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from .candidates import rollout_sampling
 from .critic import LengthCritic
 from .data import build_dataset, completion_lengths, load_rollouts
 from .defaults import DEFAULT_MODEL, native_bf16, resolve_model
@@ -339,6 +340,8 @@ def train_and_report(
             model_path, args, train_dataset=train_ds, eval_dataset=val_ds or eval_ds, processing_class=tokenizer
         )
         trainer.train()
+        # saved in lenvm_config.json: guided decoding's candidates follow the sampling of the critic's training answers
+        trainer.accelerator.unwrap_model(trainer.model).rollout_sampling = rollout_sampling(train_records)
         trainer.save_model()  # the best epoch's weights when a validation split chose them
         for ckpt in model_dir.glob("checkpoint-*"):  # per-epoch copies, only needed to pick the best
             shutil.rmtree(ckpt)
