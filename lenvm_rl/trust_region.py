@@ -96,6 +96,6 @@ def trust_region_logp(
         ok = kl_divergence(tilted_logp(p, c, mid / (1 - mid)), p) <= epsilon
         lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
     held = tilted_logp(p, c, lo / (1 - lo))
-    out = torch.where(within[:, None], rule, held)
-    out = torch.where(support, out, torch.full_like(out, -math.inf))
-    return out.to(rule_logp.dtype), kl_divergence(out, p).float()
+    held = torch.where(support, held, torch.full_like(held, -math.inf))
+    kl = torch.where(within, kl_rule, kl_divergence(held, p))
+    return torch.where(within[:, None], rule_logp, held.to(rule_logp.dtype)), kl.float()
