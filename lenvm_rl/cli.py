@@ -26,10 +26,11 @@ COMMANDS = {
 
 
 from .args import make_parser, parse  # noqa: E402  (the parsing helpers of every command)
+from .candidates import DEFAULT_MIN_P, FALLBACK_TEMPERATURE, FALLBACK_TOP_P  # noqa: E402  (torch-free)
 
-# Sampling defaults of `rollouts` and `generate`: the quickstart's, which its critic and the evaluations use, so a
-# critic is guided with the settings its training answers were sampled with.
-TEMPERATURE, TOP_P = 0.7, 0.9
+# Sampling defaults of `rollouts`: the quickstart's. `generate` follows the critic's own rollouts' settings (recorded
+# with it), these when it records none, so a critic is guided with the settings its training answers were sampled with.
+TEMPERATURE, TOP_P = FALLBACK_TEMPERATURE, FALLBACK_TOP_P
 
 
 # ------------------------------------------------------------------------------------------ quickstart
@@ -284,14 +285,46 @@ class GenerateArguments:
         default=None,
         metadata={"help": "Equal mode: hard stop at target + overshoot tokens (default max(4, 10%% of the target))."},
     )
-    temperature: float = field(
-        default=TEMPERATURE, metadata={"help": "Sampling temperature (default: the quickstart critic's rollouts')."}
+    temperature: float | None = field(
+        default=None,
+        metadata={
+            "help": f"Sampling temperature of the candidates (default: the critic's rollouts', recorded with it; "
+            f"{TEMPERATURE} when it records none)."
+        },
     )
     top_k: int | None = field(default=None, metadata={"help": "Candidates per step (default 15; 50 for tilt)."})
-    top_p: float = field(
-        default=TOP_P, metadata={"help": "Nucleus sampling over the candidates (default: the quickstart's rollouts')."}
+    top_p: float | None = field(
+        default=None,
+        metadata={"help": f"Nucleus sampling over the candidates (default: the critic's rollouts'; else {TOP_P})."},
     )
-    min_p: float | None = field(default=None, metadata={"help": "Min-p filtering over the candidates."})
+    min_p: float | None = field(
+        default=None,
+        metadata={
+            "help": f"Floor in [0, 1): a candidate below min_p x the most probable one is never chosen by a rule "
+            f"(default {DEFAULT_MIN_P}; 0 = none)."
+        },
+    )
+    length_prompt: str = field(
+        default="none",
+        metadata={
+            "help": "The budget in the prompt, added to the last user message: none, default (the mode's template, "
+            "e.g. 'Answer in about {target} tokens (roughly {words} words).') or a template with {target}."
+        },
+    )
+    guide: bool = field(
+        default=True,
+        metadata={
+            "help": "Guide with the critic and the stop rules; --no_guide samples plainly with the same settings "
+            "(with --length_prompt: the budget prompt alone)."
+        },
+    )
+    trust_region: float | None = field(
+        default=None,
+        metadata={
+            "help": "KL budget per step in nats: each step's rule stays within KL(q || p) <= this of the "
+            "generator's candidates (default off; hard stops are outside it)."
+        },
+    )
     greedy: bool = field(default=False, metadata={"help": "Most probable allowed candidate instead of sampling."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     value_tolerance: float | None = field(
@@ -312,19 +345,31 @@ def generate(argv: list[str]) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .candidates import candidate_settings, check_min_p
     from .critic import LengthCritic
     from .decoding import check_request, generate_with_length
     from .defaults import resolve_model
     from .generation import answers_nll, repeated_ngram_share
+    from .length_prompt import length_prompt_text
+    from .trust_region import check_trust_region
 
-    check_request(a.mode, a.target_tokens, a.beta, a.max_new_tokens, a.rule)  # before loading anything
-    sampling = "greedy" if a.greedy else f"temperature {a.temperature}, top_p {a.top_p}"
-    print(f"[lenvm] sampling: {sampling} (guide with the settings the critic's rollouts were sampled with)")
+    # every check that needs no model comes before loading anything
+    check_request(a.mode, a.target_tokens, a.beta, a.max_new_tokens, a.rule)
+    check_min_p(a.min_p)
+    check_trust_region(a.trust_region)
+    budget = length_prompt_text(a.length_prompt, a.mode, a.target_tokens)
     name = resolve_model(a.model_name_or_path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(name).to(device).eval()
     critic = LengthCritic.from_pretrained(a.critic, gamma=a.gamma, device=device)
     tokenizer = AutoTokenizer.from_pretrained(name)
+    settings = candidate_settings(critic, a.temperature, a.top_p, a.min_p)
+    guided = "the critic and the stop rules" if a.guide else "none (plain sampling)"
+    print(
+        f"[lenvm] candidates: {settings.describe()}{'; greedy' if a.greedy else ''}\n"
+        f"[lenvm] guidance: {guided}; budget in the prompt: {budget or 'none'}; "
+        f"trust region: {'off' if a.trust_region is None else f'KL <= {a.trust_region:g} nats per step'}"
+    )
     results = generate_with_length(
         model,
         critic,
@@ -335,18 +380,24 @@ def generate(argv: list[str]) -> int:
         beta=a.beta,
         max_new_tokens=a.max_new_tokens,
         do_sample=not a.greedy,
-        temperature=a.temperature,
+        temperature=settings.temperature,
         top_k=a.top_k,
-        top_p=a.top_p,
-        min_p=a.min_p,
+        top_p=settings.top_p,
+        min_p=settings.min_p,
         rule=a.rule,
         overshoot=a.overshoot,
         seed=a.seed,
         value_tolerance=a.value_tolerance,
+        length_prompt=a.length_prompt,
+        trust_region=a.trust_region,
+        guide=a.guide,
     )
     # Quality beside length: the generator's own mean NLL per token of what it wrote (higher = less likely text),
     # and rep-4, the share of its token 4-grams that repeat (a loop is likely text: its NLL looks good).
-    nll = answers_nll(model, tokenizer, a.prompt, results, use_chat_template=critic.use_chat_template)
+    from .length_prompt import with_length_prompt
+
+    asked = [with_length_prompt(p, budget) for p in a.prompt]  # the prompts as the generator saw them
+    nll = answers_nll(model, tokenizer, asked, results, use_chat_template=critic.use_chat_template)
     for prompt, r, x in zip(a.prompt, results, nll):  # end: natural (EOS sampled) | forced (by the rule) | cap
         rep = repeated_ngram_share(r["token_ids"])
         quality = f"mean NLL {x:.2f}, rep-4 {'-' if rep is None else f'{rep:.2f}'}"

@@ -110,6 +110,21 @@ def test_bad_gamma_in_a_recipe(tiny_causal_dir, tmp_path, rollouts_file):
         main(["train", "--config", str(recipe)])
 
 
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--min_p", "1.5"], r"min_p must be in \[0, 1\)"),
+        (["--trust_region", "0"], "trust_region"),
+        (["--length_prompt", "Be brief."], r"no \{target\} placeholder"),
+        (["--mode", "tilt", "--beta", "1", "--length_prompt", "default"], "cannot take a budget prompt"),
+    ],
+)
+def test_generate_refuses_bad_candidate_settings_before_loading(tmp_path, flags, match):
+    argv = ["generate", "--critic", str(tmp_path / "none"), "--prompt", "Hi", "--target_tokens", "5", *flags]
+    with pytest.raises(ValueError, match=match):  # no checkpoint there: the checks come before any loading
+        main(argv)
+
+
 @pytest.mark.slow  # training, then generation
 def test_generate_command(tiny_causal_dir, tmp_path, rollouts_file, capsys):
     recipe = _recipe(tmp_path, tiny_causal_dir, rollouts_file, eval_share=0.0)
@@ -146,7 +161,13 @@ def test_generate_command(tiny_causal_dir, tmp_path, rollouts_file, capsys):
     )
     assert line and int(line[1]) == n and float(line[3]) > 0  # a tiny random generator: high NLL, not NaN
     assert (line[4] == "-") == (n < 4)  # rep-4 needs four tokens
-    assert "[lenvm] sampling: temperature 0.7, top_p 0.9" in out  # the quickstart critic's settings, printed
+    # the candidates follow the sampling of the critic's rollouts, recorded in its lenvm_config.json by `lenvm train`
+    assert json.loads((tmp_path / "ckpt" / "lenvm_config.json").read_text())["rollout_sampling"] == {
+        "temperature": 0.7,
+        "top_p": 0.9,
+    }
+    assert "[lenvm] candidates: temperature 0.7, top_p 0.9, min_p 0.05 (the critic's rollouts, recorded in" in out
+    assert "budget in the prompt: none; trust region: off" in out
     with pytest.raises(ValueError, match="exceeds max_new_tokens"):
         main(
             [
