@@ -4,7 +4,10 @@ Type a prompt and see (a) the answer length the LenVM predicts before anything i
 streamed token by token, each token tinted by its length shift (red: it made the continuation longer, blue:
 shorter) with the predicted tokens still to come on hover, and (c) the same prompt regenerated under a length
 control (equal / at_most / at_least with a target, or tilt with a beta) beside the plain answer, each with its
-token count and how it ended (natural EOS, EOS forced by the rule, or the cap).
+token count and how it ended (natural EOS, EOS forced by the rule, or the cap). Both answers sample with the
+critic's candidate settings (its rollouts' temperature / top_p and the min-p floor, :mod:`lenvm_rl.candidates`),
+shown under the title; "Budget in the prompt" adds the mode's budget sentence (:mod:`lenvm_rl.length_prompt`) to
+both prompts, so the two answers are "prompt only" and "prompt + LenVM".
 
     lenvm demo                                   # the quickstart's LenVM on the embedded SmolLM2-135M
     lenvm demo --critic DIR --port 7861
@@ -24,7 +27,6 @@ from dataclasses import dataclass, field
 from .generation import DEFAULT_CRITIC
 
 CONTROLS = ("plain", "equal", "at_most", "at_least", "tilt")
-SAMPLING = {"temperature": 0.7, "top_p": 0.9}  # both answers: the quickstart's sampling settings
 MAX_CAP = 4096  # the largest cap the page accepts
 END_TEXT = {
     "natural": "ended naturally (the generator's own EOS)",
@@ -167,8 +169,12 @@ def stream_ids(run, result: list):
         raise failure[0]
 
 
-def stream_plain(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, seed: int):
-    """Sample an ordinary answer; yield the list of new token ids so far as they come."""
+def stream_plain(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, seed: int, settings=None):
+    """Sample an ordinary answer with ``settings`` (:class:`~lenvm_rl.candidates.CandidateSettings`; default: 0.7 /
+    0.9 / the min-p floor); yield the list of new token ids so far as they come."""
+    from .candidates import candidate_settings
+
+    settings = settings or candidate_settings()
     import torch
 
     device = next(model.parameters()).device
@@ -185,7 +191,10 @@ def stream_plain(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, s
                 streamer=streamer,
                 pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,
-                **SAMPLING,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                min_p=settings.min_p or None,
+                top_k=0,
             )
 
     yield from stream_ids(run, [])
@@ -198,7 +207,7 @@ def _whole(x) -> bool:
         return False
 
 
-def check_inputs(prompt, control, target, beta, cap) -> tuple[str | None, dict]:
+def check_inputs(prompt, control, target, beta, cap, budget_prompt: bool = False) -> tuple[str | None, dict]:
     """An error message for the page (None when fine) and the cleaned request."""
     from .decoding import check_request
 
@@ -222,16 +231,26 @@ def check_inputs(prompt, control, target, beta, cap) -> tuple[str | None, dict]:
         if beta is None:
             return "tilt needs a beta (> 0 shortens, < 0 lengthens).", {}
         beta = float(beta)
+    if budget_prompt and control in ("plain", "tilt"):
+        return (
+            f"{control} has no target to put in the prompt: pick equal, at_most or at_least with a target, or untick "
+            "'Budget in the prompt'.",
+            {},
+        )
     if control != "plain":
         try:
             check_request(control, target if control != "tilt" else None, beta if control == "tilt" else None, cap)
         except ValueError as e:
             return str(e), {}
-    return None, {"prompt": prompt.strip(), "control": control, "target": target, "beta": beta, "cap": cap}
+    request = {"prompt": prompt.strip(), "control": control, "target": target, "beta": beta, "cap": cap}
+    return None, {**request, "budget": bool(budget_prompt)}
 
 
-def run_request(generator, critic, tokenizer, prompt, control, target, beta, cap, seed, message=None):
-    """The page's event handler: yields (message, length readout, plain answer, controlled answer) HTML."""
+def run_request(
+    generator, critic, tokenizer, prompt, control, target, beta, cap, seed, message=None, budget_prompt=False
+):
+    """The page's event handler: yields (message, length readout, plain answer, controlled answer) HTML.
+    ``budget_prompt``: both answers' prompts state the target (the mode's template of :mod:`lenvm_rl.length_prompt`)."""
     blank = (
         length_html(None),
         answer_html("Plain sampling", None, "waiting"),
@@ -240,16 +259,21 @@ def run_request(generator, critic, tokenizer, prompt, control, target, beta, cap
     if message:  # no critic / generator: the page says why and keeps serving
         yield (message_html(message), *blank)
         return
-    error, req = check_inputs(prompt, control, target, beta, cap)
+    error, req = check_inputs(prompt, control, target, beta, cap, budget_prompt)
     if error:
         yield (message_html(error), *blank)
         return
     seed = int(seed) if seed is not None else 0
     try:
+        from .candidates import candidate_settings
         from .data import encode_prompt
         from .decoding import completion_record, generate_with_length
+        from .length_prompt import length_prompt_text, with_length_prompt
 
-        prompt_ids = encode_prompt(tokenizer, req["prompt"], critic.use_chat_template)
+        settings = candidate_settings(critic)
+        budget = length_prompt_text("default" if req["budget"] else None, control, req["target"])
+        asked = with_length_prompt(req["prompt"], budget)  # what both answers are asked
+        prompt_ids = encode_prompt(tokenizer, asked, critic.use_chat_template)
         predicted = float(critic.predict_length(prompt_ids=[prompt_ids])[0])
         ctitle = control_title(control, req["target"], req["beta"])
         right = (
@@ -260,7 +284,7 @@ def run_request(generator, critic, tokenizer, prompt, control, target, beta, cap
         yield "", length_html(predicted), answer_html("Plain sampling", None, "streaming", "generating..."), right
 
         ids: list[int] = []
-        for ids in stream_plain(generator, tokenizer, prompt_ids, req["cap"], seed):
+        for ids in stream_plain(generator, tokenizer, prompt_ids, req["cap"], seed, settings):
             yield (
                 "",
                 length_html(predicted),
@@ -298,7 +322,10 @@ def run_request(generator, critic, tokenizer, prompt, control, target, beta, cap
                 max_new_tokens=req["cap"],
                 seed=seed,
                 streamer=streamer,
-                **SAMPLING,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                min_p=settings.min_p,
+                length_prompt="default" if req["budget"] else None,
             )
 
         box: list = []
@@ -359,6 +386,9 @@ def build_demo(
             + (f"`{critic_name}`" if critic_name else "in memory")
             + f" (gamma {critic.gamma:.4f})"
         )
+        from .candidates import candidate_settings
+
+        about += f" &middot; **Candidates:** {html.escape(candidate_settings(critic).describe())}"
     with gr.Blocks(title="LenVM demo", analytics_enabled=False) as demo:
         gr.Markdown("## LenVM demo: how long will the answer be, and which tokens make it longer?\n" + about)
         status = gr.HTML(message_html(message or ""), elem_id="lenvm-message")
@@ -390,13 +420,19 @@ def build_demo(
             beta = gr.Number(value=10.0, label="Beta (tilt)", info="> 0 shortens, < 0 lengthens", elem_id="lenvm-beta")
             cap = gr.Number(value=max_new_tokens, precision=0, label="Cap (max new tokens)", elem_id="lenvm-cap")
             seed = gr.Number(value=0, precision=0, label="Seed", elem_id="lenvm-seed")
+            budget = gr.Checkbox(
+                value=False,
+                label="Budget in the prompt",
+                info="both prompts state the target (equal / at_most / at_least)",
+                elem_id="lenvm-budget",
+            )
         length = gr.HTML(length_html(None), elem_id="lenvm-length")
         with gr.Row(equal_height=False):
             plain = gr.HTML(answer_html("Plain sampling", None, "waiting"), elem_id="lenvm-plain")
             guided = gr.HTML(answer_html("With the length control", None, "waiting"), elem_id="lenvm-controlled")
         gr.HTML(legend_html())
 
-        def handler(prompt_text, control_name, target_tokens, beta_value, cap_tokens, seed_value):
+        def handler(prompt_text, control_name, target_tokens, beta_value, cap_tokens, seed_value, budget_value):
             yield from run_request(
                 generator,
                 critic,
@@ -408,9 +444,10 @@ def build_demo(
                 cap_tokens,
                 seed_value,
                 message,
+                budget_value,
             )
 
-        inputs = [prompt, control, target, beta, cap, seed]
+        inputs = [prompt, control, target, beta, cap, seed, budget]
         outputs = [status, length, plain, guided]
         button.click(handler, inputs, outputs, api_name="generate")
         prompt.submit(handler, inputs, outputs, api_name=False)

@@ -109,12 +109,16 @@ def test_handler_streams_and_reports_bad_input(tiny_causal_dir, tiny_backbone, t
     assert final[0] == "" and 'data-state="done"' in final[2] and 'data-state="done"' in final[3]
     n = int(re.search(r"(\d+) tokens?, (ended|cut)", final[3]).group(1))
     assert n <= 6  # at_most 6
+    budget = list(run_request(generator, critic, tokenizer, "Name a colour.", "equal", 4, 1.0, 12, 0, None, True))
+    assert 'data-state="done"' in budget[-1][3]  # prompt only beside prompt + LenVM
     for args, expected in [
         (("  ", "equal", 8, 1.0, 40, 0), "prompt is empty"),
         (("Hi", "at_least", 80, 1.0, 40, 0), "above the cap"),
         (("Hi", "equal", None, 1.0, 40, 0), "needs a target"),
         (("Hi", "tilt", 8, None, 40, 0), "needs a beta"),
         (("Hi", "plain", 8, 1.0, 0, 0), "cap"),
+        (("Hi", "plain", 8, 1.0, 40, 0, None, True), "no target to put in the prompt"),  # budget in the prompt
+        (("Hi", "tilt", 8, 1.0, 40, 0, None, True), "no target to put in the prompt"),
     ]:
         (only,) = list(run_request(generator, critic, tokenizer, *args))
         assert expected in only[0], (args, only[0])

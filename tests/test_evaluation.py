@@ -398,6 +398,10 @@ def test_length_prediction_refuses_trained_prompts(quickstart_layout, tiny_causa
 def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_file, monkeypatch):
     result, out = _run("lifebench", quickstart_layout, tiny_causal_dir, tmp_path, "--data", str(lifebench_file))
     assert (out / "lifebench_quality.png").stat().st_size > 0
+    # the guided arms' candidate settings are recorded beside the critic's own rollouts' (the quickstart layout)
+    cand = result["candidates"]
+    assert (cand["temperature"], cand["top_p"], cand["min_p"]) == (0.7, 0.9, 0.05)
+    assert cand["critic_rollout_sampling"] is not None and cand["source"] == "as given"
     arms = ["plain", "truncate", "rules_only", "lenvm", "extreme"]
     n_prompts = 2 + 3  # 2 LIFEBench tasks (--tiny) and the three everyday prompts
     assert result["tasks"] == n_prompts and result["categories"]["user"] == 3
@@ -638,6 +642,7 @@ def test_answer_nll_matches_the_generators_own_log_probs(tiny_causal_dir):
 def test_tradeoff_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
     result, _ = _run("tradeoff", quickstart_layout, tiny_causal_dir, tmp_path)
     assert [q["budget"] for q in result["budget"]] == [4, 8] and [q["beta"] for q in result["tilt"]] == [0.0, 2.0]
+    assert result["candidates"]["min_p"] == 0.05 and result["candidates"]["temperature"] == 0.7
     for q in result["budget"] + result["tilt"] + result["prompted"]:
         assert 0.0 <= q["accuracy"] <= 1.0 and 0 <= q["mean_tokens"] <= 8
     # Means of min(length, B) can only grow with B.

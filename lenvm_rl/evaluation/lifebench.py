@@ -38,6 +38,10 @@ Per (mode, arm, target) cell (the ``summary`` list of lifebench.json):
                         1 = a loop): a loop is likely text, so the NLL alone would count it as good
     repetitive_rate     share of answers whose rep-4 exceeds the 95th percentile of the plain answers' rep-4
 
+Sampling: every arm samples at ``--temperature`` / ``--top_p`` (the quickstart's 0.7 / 0.9); the guided arms' candidate
+set adds the ``--min_p`` floor (default 0.05, lenvm_rl.candidates; 0 = none, as runs before the floor). The run prints
+and records (``candidates`` in lifebench.json) these settings beside the critic's own rollouts' sampling.
+
 Every arm stops at ``min(max_new_tokens, max_new_factor * T)`` tokens (default factor 2), so LD is at most
 +1 and an Equal To / At Most answer scores at least 100 exp(-2) = 13.5: the cap can only flatter plain.
 
@@ -59,6 +63,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..candidates import DEFAULT_MIN_P, candidate_settings, check_min_p, recorded_sampling
 from ..decoding import DEFAULT_VALUE_TOLERANCE
 from ..ends import NATURAL_EOS_MIN_PROB, end_eos_probability, eos_token_ids, p_eos_distribution, relabel
 from . import common
@@ -152,6 +157,13 @@ class LifebenchArguments(common.EvalArguments):
     )
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of every arm."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling of every arm."})
+    min_p: float = field(
+        default=DEFAULT_MIN_P,
+        metadata={
+            "help": "Guided arms: a candidate below min_p x the most probable one is never chosen by a rule "
+            "(lenvm_rl.candidates; 0 = no floor, as runs before it)."
+        },
+    )
     value_tolerance: float = field(
         default=DEFAULT_VALUE_TOLERANCE,
         metadata={
@@ -316,6 +328,7 @@ def parse_config(cfg: LifebenchArguments) -> tuple[list[int], list[str], list[st
         raise ValueError(f"rows_per_cell must be >= 1, got {cfg.rows_per_cell}")
     if not math.isfinite(cfg.value_tolerance) or cfg.value_tolerance < 0:
         raise ValueError(f"value_tolerance must be >= 0, got {cfg.value_tolerance}")
+    check_min_p(cfg.min_p)
     if cfg.base_cells and not Path(cfg.base_cells).is_file():
         raise FileNotFoundError(f"--base_cells {cfg.base_cells} not found: pass another run's {CELLS_FILE}")
     return targets, modes, arms
@@ -348,6 +361,17 @@ def run_series(cfg: LifebenchArguments, changes: dict[str, dict], runs_dir: str)
         results[name] = run(replace(cfg, output_dir=str(out), base_cells=base, **fields), f"lenvm eval {NAME} ({name})")
         base = str(out / CELLS_FILE)
     return results
+
+
+def candidate_report(critic, cfg: LifebenchArguments) -> dict:
+    """The guided arms' candidate settings, printed and returned for the result, beside the sampling the critic's
+    rollouts were drawn with (None when it records none)."""
+    used = candidate_settings(critic, cfg.temperature, cfg.top_p, cfg.min_p)
+    recorded = recorded_sampling(critic)
+    print(
+        f"[{NAME}] candidates: {used.describe()}; the critic's rollouts: {recorded[0] if recorded else 'not recorded'}"
+    )
+    return {**used.as_dict(), "critic_rollout_sampling": recorded[0] if recorded else None}
 
 
 def cap_for(target: int, cfg: LifebenchArguments) -> int:
@@ -589,6 +613,8 @@ def settings_key(cfg: LifebenchArguments, tasks: list[dict], arm: str, use_chat_
     }
     if arm in ("lenvm", "rules_only"):
         base["value_tolerance"] = cfg.value_tolerance
+    if arm in GUIDED_ARMS and cfg.min_p:  # cells stored before the floor (none) keep their keys
+        base["min_p"] = cfg.min_p
     if (mode, arm) in RULE_REVISIONS:
         base["rule_revision"] = RULE_REVISIONS[mode, arm]
     if arm in ("lenvm", "extreme"):
@@ -833,6 +859,7 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
     critic = common.load_critic(cfg.critic)
     check_not_trained_on(cfg.critic, bench)
     model, tokenizer = common.load_generator(cfg.generator, critic)
+    candidates = candidate_report(critic, cfg)
 
     from ..data import encode_prompt
 
@@ -907,6 +934,7 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
                         target_tokens=target,
                         max_new_tokens=cap,
                         natural_eos_min_prob=min_prob,
+                        min_p=cfg.min_p,
                         **guided[arm],
                         **sampling,
                     )
@@ -960,6 +988,7 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
         "modes": modes,
         "arms": arms,
         "config": asdict(cfg),
+        "candidates": candidates,
         "cells_file": str(cells_path),
         "summary": summary,
         "overall": overall,

@@ -37,6 +37,7 @@ from typing import Literal
 
 import numpy as np
 
+from ..candidates import DEFAULT_MIN_P, candidate_settings, check_min_p, recorded_sampling
 from . import common
 
 NAME = "tradeoff"
@@ -498,6 +499,13 @@ class TradeoffArguments(common.EvalArguments):
     top_k: int | None = field(
         default=None, metadata={"help": "Tilting: candidates the critic scores per step (default: the tilt mode's 50)."}
     )
+    min_p: float = field(
+        default=DEFAULT_MIN_P,
+        metadata={
+            "help": "Tilting: a candidate below min_p x the most probable one is never chosen (lenvm_rl.candidates; "
+            "0 = no floor, as runs before it)."
+        },
+    )
 
 
 def parse_numbers(text: str, kind=int, what: str = "--budgets") -> list:
@@ -521,6 +529,7 @@ def tilted(model, critic, tokenizer, prompts, beta: float, cap: int, sampling: d
         beta=beta,
         scorer=scorer,
         top_k=a.top_k,
+        min_p=a.min_p,
         max_new_tokens=cap,
         **sampling,
     )
@@ -541,6 +550,7 @@ def main(argv=None) -> dict:
         raise ValueError(f"--budgets must be positive token counts, got {a.budgets!r}")
     if a.samples < 1 or a.forcing_tokens < 1:
         raise ValueError("--samples and --forcing_tokens must be at least 1")
+    check_min_p(a.min_p)
     cap = budgets[-1]
     common.setup_threads()
     from ..decoding import ConstantScorer  # torch: imported once the arguments are known to be good
@@ -548,6 +558,9 @@ def main(argv=None) -> dict:
 
     critic = common.load_critic(a.critic)
     model, tokenizer = common.load_generator(a.generator, critic)
+    candidates = candidate_settings(critic, a.temperature, a.top_p, a.min_p)
+    recorded = recorded_sampling(critic)
+    print(f"[{NAME}] tilting candidates: {candidates.describe()}; the critic's rollouts: {recorded and recorded[0]}")
     rows, reward = task_rows(a.task, a.data, a.prompts, a.seed + 1)
     seen = common.critic_training_prompts(a.critic)
     rows = [r for r in rows if r["prompt"][-1]["content"] not in seen][: a.prompts]
@@ -616,6 +629,7 @@ def main(argv=None) -> dict:
         "forcing_cue": CUES[a.task],
         "forcing_tokens": a.forcing_tokens,
         "tilt_top_k": a.top_k,
+        "candidates": {**candidates.as_dict(), "critic_rollout_sampling": recorded and recorded[0]},
         "budget": budget,
         "forcing": forcing,
         "prompted": prompted,
