@@ -79,12 +79,15 @@ def test_an_option_of_its_own_is_not_shadowed_by_an_alias():
 
 
 def test_generate_samples_as_the_quickstart_critic_was_trained():
+    from lenvm_rl.candidates import candidate_settings
     from lenvm_rl.quickstart import QuickstartConfig
 
     g = _parse("generate", ["--critic", "c", "--prompt", "p"])
     r = _parse("rollouts", ["--output", "r.jsonl"])
     q = QuickstartConfig()
-    assert (g.temperature, g.top_p) == (r.temperature, r.top_p) == (q.temperature, q.top_p) == (0.7, 0.9)
+    assert (g.temperature, g.top_p) == (None, None)  # the critic's own rollouts' settings, read when it is loaded
+    fallback = candidate_settings(None)  # a critic that records none: the quickstart's
+    assert (fallback.temperature, fallback.top_p) == (r.temperature, r.top_p) == (q.temperature, q.top_p) == (0.7, 0.9)
 
 
 @pytest.mark.parametrize("native", [False, True])
