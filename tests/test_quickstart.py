@@ -52,6 +52,9 @@ def test_quickstart_with_a_validation_split_keeps_the_best_epoch(tmp_path, tiny_
     assert json.loads((model_dir / "validation.json").read_text()) == val
     assert not list(model_dir.glob("checkpoint-*"))  # the per-epoch copies are gone once the best is kept
     assert "Validation loss by epoch" in (tmp_path / "qs" / "summary.md").read_text()
+    # the rollouts' sampling is saved with the critic: guided decoding's candidates follow it (lenvm_rl.candidates)
+    saved = json.loads((model_dir / "lenvm_config.json").read_text())["rollout_sampling"]
+    assert saved == {"temperature": cfg.temperature, "top_p": cfg.top_p}
 
     # The model kept scores the best validation loss: rebuild the validation set and evaluate it.
     from transformers import AutoTokenizer
