@@ -45,3 +45,20 @@ def test_ks_by_hand():
     a, b = list(range(200)), list(range(40, 240))
     d, p = rollout_sampler.ks_test(a, b)
     assert math.isclose(d, 0.2) and 0.0003 < p < 0.001
+
+
+def test_tiny_engine_batching_benchmark_runs_every_arm(tmp_path, monkeypatch):
+    pytest.importorskip("ctranslate2")
+    from evals.benchmarks import engine_batching
+
+    monkeypatch.setenv("LENVM_RL_CACHE", str(tmp_path / "cache"))
+    arms = "one:1:1:4,two_in_flight:2:1:2"
+    result = engine_batching.main(["--tiny", "--arms", arms, "--output", str(tmp_path / "e.json")])
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert saved["command"].endswith(f"--arms {arms} --output {tmp_path / 'e.json'}")
+    assert [r["name"] for r in result["arms"]] == ["one", "two_in_flight"]
+    for r in result["arms"]:  # 4 prompts x 2 samples, each within the 8-token cap
+        assert r["tokens"] <= 8 * 8 and r["tokens_per_s"] > 0 and 0 <= r["cut"] <= 1
+    assert result["arms"][0]["vs_first"] == 1.0
+    with pytest.raises(SystemExit, match="name:inter_threads"):
+        engine_batching.main(["--tiny", "--arms", "bad:1:2"])
