@@ -91,3 +91,25 @@ def test_no_ground_truth_is_a_clear_error(tmp_path, tiny_causal_dir, tokenizer):
     )
     with pytest.raises(ValueError, match="two finished completions"):
         train_and_report(cfg, train, held)
+
+
+def test_trunk_layers_minus_one_is_every_layer_and_the_rate_follows_what_trains(tiny_causal_dir):
+    from transformers import AutoConfig
+
+    from lenvm_rl.quickstart import resolve_trunk_and_rate
+
+    n = AutoConfig.from_pretrained(tiny_causal_dir).num_hidden_layers
+    assert QuickstartConfig().trunk_layers == 0 and QuickstartConfig().padding_free  # the measured default
+    assert resolve_trunk_and_rate(QuickstartConfig(), str(tiny_causal_dir)) == (0, 1e-4)  # full fine-tuning
+    assert resolve_trunk_and_rate(QuickstartConfig(trunk_layers=-1), str(tiny_causal_dir)) == (n, 1e-3)  # head alone
+    assert resolve_trunk_and_rate(QuickstartConfig(trunk_layers=n), str(tiny_causal_dir)) == (n, 1e-3)
+    if n > 1:  # layers above the trunk still train: full fine-tuning's rate
+        assert resolve_trunk_and_rate(QuickstartConfig(trunk_layers=1), str(tiny_causal_dir)) == (1, 1e-4)
+    assert resolve_trunk_and_rate(QuickstartConfig(trunk_layers=-1, learning_rate=5e-4), str(tiny_causal_dir)) == (
+        n,
+        5e-4,
+    )
+    with pytest.raises(ValueError, match="-1 \\(all layers\\)"):
+        resolve_trunk_and_rate(QuickstartConfig(trunk_layers=-2), str(tiny_causal_dir))
+    with pytest.raises(ValueError, match="trunk_layers 0 to use freeze_layers"):
+        resolve_trunk_and_rate(QuickstartConfig(trunk_layers=-1, freeze_layers=1), str(tiny_causal_dir))

@@ -44,6 +44,17 @@ def test_tiny_grid_is_recorded_resumed_and_plotted(rollouts, tiny_causal_dir, tm
 
     monkeypatch.setattr(exp, "train_one", no_training)
     assert exp.main(argv)["runs"].keys() == runs.keys()
+    # a learning-rate axis adds its own options beside the quickstart-rate ones, and reaches the trainer
+    seen_lr = []
+
+    def fake_training(model_path, records, layers, epochs, seed, gamma, a, lr=None):
+        seen_lr.append(lr)
+        raise KeyboardInterrupt  # stop after the first new run: the option it would be filed under is known
+
+    monkeypatch.setattr(exp, "train_one", fake_training)
+    with pytest.raises(KeyboardInterrupt):
+        exp.main([*argv, "--learning_rates", "0.003"])
+    assert seen_lr == [0.003]
     # other inputs into the same results file: refused
     with pytest.raises(SystemExit, match="other settings"):
         exp.main([*argv, "--no-padding_free"])

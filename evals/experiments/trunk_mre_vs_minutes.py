@@ -1,8 +1,8 @@
 """Held-out MRE against training minutes: which trunk depth, epochs and data size buy the best critic per minute.
 
 Every option (trunk_layers L, epochs, share of the training prompts) is trained from the backbone for each seed
-with ``LengthValueTrainer`` at the quickstart's training settings (``QuickstartConfig``'s learning rate, batch,
-max_length, truncated; ``L = 0`` is today's full fine-tuning), timed wall-clock from tokenizing the data to the end
+with ``LengthValueTrainer`` at the quickstart's training settings (its batch, max_length, truncated; learning rate
+``BASE_LR`` unless ``--learning_rates``; ``L = 0`` is full fine-tuning), timed wall-clock from tokenizing the data to the end
 of ``train()`` (the trunk pass included: no trunk cache is shared between runs), then judged the quickstart's way
 on the held-out rollouts: the critic's length prediction at the prompt boundary against the return-consistent
 truth of each prompt's finished samples (``lenvm_rl.metrics``). gamma is fixed for every run (``gamma="auto"``'s
@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+# Every option trained at full fine-tuning's rate unless --learning_rates says otherwise (option keys carry any other).
+BASE_LR = 1e-4
 TINY = dict(layers="0,1,2", epochs="1", sizes="0.5,1", seeds="0,1", min_samples=2)
 
 
@@ -70,7 +72,16 @@ def heldout_errors(model, tokenizer, heldout: list[dict], gamma: float) -> dict:
     return prediction_errors(dict(zip(ids, predicted)), truth) | {"noise_floor": truth_noise_floor(lengths, truth)}
 
 
-def train_one(model_path: str, records: list[dict], layers: int, epochs: float, seed: int, gamma: float, a) -> tuple:
+def train_one(
+    model_path: str,
+    records: list[dict],
+    layers: int,
+    epochs: float,
+    seed: int,
+    gamma: float,
+    a,
+    lr: float | None = None,
+) -> tuple:
     """(trained model, tokenizer, minutes, trunk seconds, examples, tokens)."""
     import torch
     from transformers import AutoTokenizer
@@ -94,7 +105,7 @@ def train_one(model_path: str, records: list[dict], layers: int, epochs: float, 
         truncated=q.truncated,
         max_length=q.max_length,
         num_train_epochs=epochs,
-        learning_rate=q.learning_rate,
+        learning_rate=lr or BASE_LR,
         per_device_train_batch_size=a.batch_size or q.per_device_train_batch_size,
         per_device_eval_batch_size=a.batch_size or q.per_device_train_batch_size,
         warmup_steps=0.05,
@@ -128,6 +139,7 @@ def summarize(runs: dict) -> dict:
             "layers": rs[0]["layers"],
             "epochs": rs[0]["epochs"],
             "size": rs[0]["size"],
+            "learning_rate": rs[0].get("learning_rate"),
             "seeds": sorted(r["seed"] for r in rs),
             "mre_mean": float(np.mean(mre)),
             "mre_sd": float(np.std(mre, ddof=1)) if len(rs) > 1 else None,
@@ -160,7 +172,7 @@ def plot(summary: dict, path: Path, title: str) -> Path:
                 capsize=2,
             )
             ax.annotate(
-                f"{s['epochs']:g} ep",
+                f"{s['epochs']:g} ep" + (f", lr {s['learning_rate']:g}" if s.get("learning_rate") else ""),
                 (s["minutes_mean"], 100 * s["mre_mean"]),
                 fontsize=7,
                 xytext=(3, 3),
@@ -189,6 +201,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--epochs", default="1,3")
     p.add_argument("--sizes", default="0.5,1", help="shares of the training prompts")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument(
+        "--learning_rates",
+        default="",
+        help=f"learning rates to try ('' = {BASE_LR:g}, full fine-tuning's); a head alone on frozen states wants a larger one",
+    )
     p.add_argument("--min_samples", type=int, default=16, help="samples each held-out prompt needs")
     p.add_argument("--padding_free", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--batch_size", type=int, default=None, help="default: the quickstart's")
@@ -223,27 +240,30 @@ def main(argv: list[str] | None = None) -> dict:
             f"{results_file} holds runs made with other settings or inputs ({results['settings']} there, {settings} "
             "now); use another --output_dir."
         )
+    default_lr = BASE_LR
     grid = [
-        (int(n), float(e), float(s), int(seed))
+        (int(n), float(e), float(s), float(lr) if lr else default_lr, int(seed))
         for n in a.layers.split(",")
         for e in a.epochs.split(",")
         for s in a.sizes.split(",")
+        for lr in (a.learning_rates.split(",") if a.learning_rates else [""])
         for seed in a.seeds.split(",")
     ]
-    for layers, epochs, size, seed in grid:
-        option = f"L{layers}_e{epochs:g}_n{size:g}"
+    for layers, epochs, size, lr, seed in grid:
+        option = f"L{layers}_e{epochs:g}_n{size:g}" + ("" if lr == default_lr else f"_lr{lr:g}")
         key = f"{option}_s{seed}"
         if key in results["runs"]:
             continue
         print(f"[trunk_mre] {key}")
         model, tokenizer, minutes, trunk_s, n, tokens = train_one(
-            model_path, subset(train, size, seed), layers, epochs, seed, gamma, a
+            model_path, subset(train, size, seed), layers, epochs, seed, gamma, a, lr
         )
         results["runs"][key] = {
             "option": option,
             "layers": layers,
             "epochs": epochs,
             "size": size,
+            "learning_rate": lr,
             "seed": seed,
             "minutes": minutes,
             "trunk_seconds": trunk_s,
