@@ -45,17 +45,15 @@ def prompt_tokens(model_path: str, n: int, samples: int, seed: int = 0) -> list[
     times each."""
     from transformers import AutoTokenizer
 
+    from lenvm_rl.prompts import encode_prompt
     from lenvm_rl.rollouts import load_prompts
 
     tok = AutoTokenizer.from_pretrained(model_path)
     wanted = set(CATEGORIES.split(","))
     prompts = [p for p in load_prompts("builtin") if p.get("category") in wanted]
     random.Random(seed).shuffle(prompts)
-    rendered = []
-    for p in prompts[:n]:
-        ids = tok.apply_chat_template(p["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
-        rendered.append(tok.convert_ids_to_tokens(ids))
-    return rendered * samples
+    # rendered exactly as the rollouts render them
+    return [tok.convert_ids_to_tokens(encode_prompt(tok, p["prompt"])) for p in prompts[:n]] * samples
 
 
 def run_arm(ct2_path: Path, tokens: list[list[str]], eos: list[int], arm: dict, cap: int, seed: int) -> dict:
