@@ -84,10 +84,6 @@ USER_PROMPTS = (
 )
 USER_REQUIREMENT = "\n\n[Requirement] Your answer must be {word_count_type} {word_count} words long."
 CELLS_FILE = f"{NAME}_cells.jsonl"
-# The goal (fixed before the runs): see goal().
-GOAL_EQUAL_LS_MARGIN, GOAL_EQUAL_NATURAL = 10.0, 0.80
-GOAL_BOUND_NATURAL_MARGIN, GOAL_BOUND_LS = 0.30, 95.0
-GOAL_NLL_GAP, GOAL_DEGENERATE = 0.10, 0.05  # the degenerate bound also holds for repetitive answers
 SUMMARY_KEYS = (
     "mode",
     "arm",
@@ -457,66 +453,6 @@ def aggregate(rows: list[dict]) -> dict:
     }
 
 
-def bound_goal_met(natural_margin: float, ls: float) -> bool:
-    """At Most / At Least: natural ends at least GOAL_BOUND_NATURAL_MARGIN above rules_only at LS >= GOAL_BOUND_LS
-    (1e-9: a margin of exactly 30 points, 42/60 - 24/60, is 0.2999... in floats)."""
-    return natural_margin >= GOAL_BOUND_NATURAL_MARGIN - 1e-9 and ls >= GOAL_BOUND_LS
-
-
-def goal(summary: list[dict]) -> dict | None:
-    """The issue's goal, per (mode, target), against ``rules_only`` on the same prompts (None without both arms).
-
-    Equal To: the ``lenvm`` arm scores at least ``rules_only`` + 10 LS and ends naturally in >= 80 % of rows.
-    At Most / At Least: its natural-end rate is at least ``rules_only``'s + 30 points, at LS >= 95.
-    Quality (every mode, ``quality_met``): LS above ``rules_only``'s with an NLL gap to plain under 10 %, under
-    5 % degenerate answers and under 5 % repetitive ones (a loop lowers the NLL, so the NLL terms alone miss it).
-    """
-    by = {(c["mode"], c["arm"], c["target"]): c for c in summary}
-    checks = []
-    for (mode, arm, target), ours in sorted(by.items()):
-        ref = by.get((mode, "rules_only", target))
-        if arm != "lenvm" or ref is None:
-            continue
-        d_ls = ours["ls"] - ref["ls"]
-        d_nat = ours["natural_end_rate"] - ref["natural_end_rate"]
-        if mode == "equal":
-            met = d_ls >= GOAL_EQUAL_LS_MARGIN and ours["natural_end_rate"] >= GOAL_EQUAL_NATURAL
-        else:
-            met = bound_goal_met(d_nat, ours["ls"])
-        checks.append(
-            {
-                "mode": mode,
-                "target": target,
-                "ls_lenvm": ours["ls"],
-                "ls_rules_only": ref["ls"],
-                "ls_margin": d_ls,
-                "natural_lenvm": ours["natural_end_rate"],
-                "natural_rules_only": ref["natural_end_rate"],
-                "natural_margin": d_nat,
-                "met": bool(met),
-                "nll_gap": ours.get("nll_gap_to_plain"),
-                "degenerate_rate": ours.get("degenerate_rate"),
-                "repetitive_rate": ours.get("repetitive_rate"),
-                "quality_met": bool(
-                    d_ls > 0
-                    and ours.get("nll_gap_to_plain") is not None
-                    and ours["nll_gap_to_plain"] < GOAL_NLL_GAP
-                    and ours.get("degenerate_rate") is not None
-                    and ours["degenerate_rate"] < GOAL_DEGENERATE
-                    and ours.get("repetitive_rate") is not None
-                    and ours["repetitive_rate"] < GOAL_DEGENERATE
-                ),
-            }
-        )
-    if not checks:
-        return None
-    return {
-        "met": all(c["met"] for c in checks),
-        "quality_met": all(c["quality_met"] for c in checks),
-        "checks": checks,
-    }
-
-
 def answer_row(task: dict, mode: str, target: int, arm: str, out: dict, nll: float) -> dict:
     ld = length_deviation(out["num_tokens"], target)
     return {
@@ -776,29 +712,6 @@ def markdown(result: dict) -> str:
         "|---|---|---:|---:|",
     ]
     lines += [f"| {o['mode']} | {o['arm']} | {o['ls']:.1f} | {100 * o['abs_ld']:.0f} % |" for o in result["overall"]]
-    g = result.get("goal")
-    if g:
-        lines += [
-            "",
-            f"Goal (lenvm vs rules_only; Equal To: +{GOAL_EQUAL_LS_MARGIN:.0f} LS and >= "
-            f"{100 * GOAL_EQUAL_NATURAL:.0f} % natural; At Most / At Least: +{100 * GOAL_BOUND_NATURAL_MARGIN:.0f} "
-            f"points natural at LS >= {GOAL_BOUND_LS:.0f}): **{'met' if g['met'] else 'not met'}**",
-            "",
-            f"Quality goal (LS above rules_only, NLL gap to plain < {100 * GOAL_NLL_GAP:.0f} %, degenerate and "
-            f"repetitive < {100 * GOAL_DEGENERATE:.0f} % each): **{'met' if g['quality_met'] else 'not met'}**",
-            "",
-            "| mode | target | LS lenvm | LS rules_only | natural lenvm | natural rules_only | met | NLL gap | "
-            "degenerate | repetitive | quality met |",
-            "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
-        ]
-        lines += [
-            f"| {c['mode']} | {c['target']} | {c['ls_lenvm']:.1f} | {c['ls_rules_only']:.1f} | "
-            f"{fmt(c['natural_lenvm'], share=True)} | {fmt(c['natural_rules_only'], share=True)} | "
-            f"{'yes' if c['met'] else 'no'} | "
-            f"{fmt(c['nll_gap'], pct=True)} | {fmt(c['degenerate_rate'], share=True)} | "
-            f"{fmt(c.get('repetitive_rate'), share=True)} | {'yes' if c['quality_met'] else 'no'} |"
-            for c in g["checks"]
-        ]
     return "\n".join(lines) + "\n"
 
 
@@ -992,7 +905,6 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
         "cells_file": str(cells_path),
         "summary": summary,
         "overall": overall,
-        "goal": goal(summary),
         "rows": light,
     }
     plot(summary, out_dir / f"{NAME}.png")
