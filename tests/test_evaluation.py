@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from conftest import make_records, shared_data_file, summary_cell, write_jsonl
+from conftest import make_records, shared_data_file, write_jsonl
 
 from lenvm_rl.ends import NATURAL_EOS_MIN_PROB
 from lenvm_rl.evaluation import lifebench, tradeoff
@@ -40,43 +40,6 @@ def test_lifebench_averages_per_target_first():
     agg = lifebench.aggregate(rows)
     assert agg["by_target"][32]["ls"] == 50.0 and agg["ls"] == 75.0  # not the row mean 66.7
     assert agg["abs_ld"] == 0.25
-
-
-def test_lifebench_goal_compares_lenvm_with_rules_only_per_target():
-    summary = [
-        summary_cell("equal", "rules_only", 16, 60.0, 0.10),
-        summary_cell("equal", "lenvm", 16, 70.0, 0.80),  # exactly +10 LS and 80 % natural: met
-        summary_cell("equal", "rules_only", 32, 60.0, 0.10),
-        summary_cell("equal", "lenvm", 32, 75.0, 0.79),  # LS fine, too few natural ends: not met
-        summary_cell("at_most", "rules_only", 16, 100.0, 0.20),
-        summary_cell("at_most", "lenvm", 16, 96.0, 0.50),  # +30 points natural at LS >= 95: met
-        summary_cell("at_least", "rules_only", 16, 100.0, 0.20),
-        summary_cell("at_least", "lenvm", 16, 94.0, 0.90),  # natural fine, LS below 95: not met
-        summary_cell("at_least", "plain", 16, 50.0, 1.0),  # not compared
-    ]
-    g = lifebench.goal(summary)
-    met = {(c["mode"], c["target"]): c["met"] for c in g["checks"]}
-    assert met == {("equal", 16): True, ("equal", 32): False, ("at_most", 16): True, ("at_least", 16): False}
-    assert g["met"] is False
-    only_met = [c for c in summary if (c["mode"], c["target"]) in {("equal", 16), ("at_most", 16)}]
-    assert lifebench.goal(only_met)["met"] is True
-    assert lifebench.goal([summary_cell("equal", "lenvm", 16, 90.0, 1.0)]) is None  # no control arm: no verdict
-
-    def quality(ls, gap, degenerate, repetitive=0.0):
-        cells = [
-            summary_cell("equal", "rules_only", 16, 60.0, 0.1),
-            summary_cell("equal", "lenvm", 16, ls, 0.9, gap, degenerate, repetitive),
-        ]
-        return lifebench.goal(cells)["quality_met"]
-
-    assert quality(61.0, 0.09, 0.04) is True
-    assert quality(59.0, 0.01, 0.0) is False  # no LS gain over the rules
-    assert quality(80.0, 0.10, 0.0) is False  # NLL gap of 10 %: not under it
-    assert quality(80.0, 0.05, 0.05) is False  # 5 % degenerate: not under it
-    assert quality(80.0, None, 0.0) is False  # no NLL: no verdict of quality
-    assert quality(61.0, 0.09, 0.04, 0.04) is True
-    assert quality(80.0, 0.05, 0.0, 0.05) is False  # 5 % repetitive (loops, whose NLL looks fine): not under it
-    assert quality(80.0, 0.05, 0.0, None) is False
 
 
 def test_lifebench_token_prompt_and_local_file(lifebench_file):
@@ -440,11 +403,8 @@ def test_lifebench_tiny(quickstart_layout, tiny_causal_dir, tmp_path, lifebench_
             cut = plain["num_tokens"] > r["target"] or plain["end"] == "cap"
             assert r["end"] == ("forced" if cut else plain["end"])
 
-    assert [(c["mode"], c["target"]) for c in result["goal"]["checks"]] == [
-        ("at_least", 6),
-        ("at_most", 6),
-        ("equal", 6),
-    ]
+    # the project's goal verdict is evals' (evals/lifebench_goals.py), read from the summary: not the library's
+    assert "goal" not in result and "Goal" not in (out / "lifebench.md").read_text()
 
     # a rerun resumes: every cell comes from lifebench_cells.jsonl, nothing is generated again
     cells = (out / "lifebench_cells.jsonl").read_text().splitlines()

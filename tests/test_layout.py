@@ -105,3 +105,43 @@ def test_commands_take_shared_helpers_from_the_core_module():
         assert set(imports.values()) == {".generation"}, (command, imports)
     for name in HELPERS:
         assert getattr(common, name) is getattr(generation, name), name  # the evaluations' imports keep working
+
+
+def imported_names(path: Path) -> set[str]:
+    """The absolute module names a file imports, lazy (in-function) imports included."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and not node.level:
+            out.add(node.module or "")
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+    return out
+
+
+def test_the_library_does_not_import_the_experiments():
+    """evals/ holds the project's own bookkeeping (goals, earlier draws): the library must work without it."""
+    assert "evals.lifebench_goals" in imported_names(PACKAGE.parent / "evals/experiments/paired_rule.py")
+    for path in PACKAGE.rglob("*.py"):
+        found = {m for m in imported_names(path) if m == "evals" or m.startswith("evals.")}
+        assert not found, (path, found)
+
+
+def test_the_projects_goals_live_in_evals():
+    """No goal thresholds in the library (the project's goals are evals/lifebench_goals.py's)."""
+
+    def assigned(path: Path) -> set[str]:
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                    out |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+            elif isinstance(node, ast.FunctionDef):
+                out.add(node.name)
+        return out
+
+    assert {"GOAL_BOUND_LS", "bound_goal_met"} <= assigned(PACKAGE.parent / "evals/lifebench_goals.py")
+    for path in PACKAGE.rglob("*.py"):
+        names = assigned(path)
+        assert not {n for n in names if n.startswith("GOAL_")}, path
+        if path.name.startswith("lifebench"):
+            assert not names & {"goal", "bound_goal_met"}, path

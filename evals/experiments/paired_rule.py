@@ -3,8 +3,9 @@ baseline family, seed by seed, so the verdict is computed from the json rather t
 
 The rule (the one the quickstart's recipes are adopted by): on **every** seed the two families share, the
 candidate's natural-end margin over ``rules_only`` in ``--decide_mode`` is strictly above the baseline's of the same
-seed at every target, and in ``--keep_mode`` the candidate keeps the goal of `lenvm eval lifebench` (At Most: +30
-points of natural ends at LS >= 95) at every target. Quality is printed beside it and decides nothing.
+seed at every target, and in ``--keep_mode`` the candidate keeps the project's LIFEBench goal
+(evals/lifebench_goals.py; At Most: +30 points of natural ends at LS >= 95) at every target. Quality is printed
+beside it and decides nothing.
 
 For a change that saves time rather than promises more (fewer epochs, say), ``--non_inferior P`` asks instead that
 the candidate lose at most P points of natural-end margin in ``--decide_mode``, on the family mean over the seeds at
@@ -64,7 +65,7 @@ def by_seed(rows: list[dict], family: str) -> dict[int, dict]:
 
 
 def keeps_goal(row: dict) -> bool:
-    from lenvm_rl.evaluation.lifebench import bound_goal_met
+    from evals.lifebench_goals import bound_goal_met
 
     return bound_goal_met(row["natural_margin"], row["ls"])
 

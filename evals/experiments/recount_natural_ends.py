@@ -94,10 +94,10 @@ def check_prompts(model, tokenizer, jobs: list[tuple], n: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from evals.lifebench_goals import GOAL_BOUND_NATURAL_MARGIN, GOAL_EQUAL_NATURAL, goal
     from lenvm_rl.args import make_parser, parse
     from lenvm_rl.ends import NATURAL_EOS_MIN_PROB, end_eos_probability, end_label, eos_token_ids, p_eos_distribution
     from lenvm_rl.evaluation import common
-    from lenvm_rl.evaluation.lifebench import GOAL_BOUND_NATURAL_MARGIN, GOAL_EQUAL_NATURAL, goal
 
     (args,) = parse(make_parser([RecountArguments], "python -m evals.experiments.recount_natural_ends", __doc__), argv)
     common.setup_threads()
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
                     for r in rows
                 ],
                 "goal_new": verdict,
-                "goal_old": result.get("goal"),
+                "goal_old": goal(result.get("summary", [])),  # the run's own labels (what it stored as "goal")
             }
         )
         print(f"[{NAME}] {folder}: {len(jobs)} answers scored ({time.time() - started:.0f} s so far)")

@@ -3,6 +3,7 @@
 
     length_prediction   LenVM vs. prompt-only baselines at predicting how long an answer will be
     lifebench           token-level LIFEBench: Equal To / At Most / At Least, with and without the LenVM
+                        (its parts: lifebench_tasks, _arms, _scoring, _cells, _report)
     tradeoff            accuracy against mean tokens: LenVM tilting (a beta sweep) vs. a hard token budget
     length_tokens       the tokens that most often make a generation longer or shorter
     visualize           predicted vs. true remaining length along one completion (PNG + standalone HTML)

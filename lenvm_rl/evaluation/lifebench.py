@@ -52,11 +52,8 @@ finished cell, written as it is computed; a rerun with the same settings skips t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import random
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -65,50 +62,88 @@ import numpy as np
 
 from ..candidates import DEFAULT_MIN_P, candidate_settings, check_min_p, recorded_sampling
 from ..decoding import DEFAULT_VALUE_TOLERANCE
-from ..ends import NATURAL_EOS_MIN_PROB, end_eos_probability, eos_token_ids, p_eos_distribution, relabel
+from ..ends import NATURAL_EOS_MIN_PROB, relabel
 from . import common
+from .lifebench_arms import ARMS, GUIDED_ARMS, truncated
+from .lifebench_cells import (
+    CELLS_FILE,
+    RULE_REVISIONS,
+    append_cell,
+    fill_p_eos,
+    load_cells,
+    merge_cells,
+    settings_key,
+)
+from .lifebench_report import fmt, markdown, plot, plot_quality
+from .lifebench_scoring import (
+    SUMMARY_KEYS,
+    aggregate,
+    answer_row,
+    cell_summary,
+    length_deviation,
+    length_score,
+    rep4,
+)
+from .lifebench_tasks import (
+    HUB_ID,
+    MODES,
+    check_not_trained_on,
+    draw_tasks,
+    load_tasks,
+    task_uid,
+    tasks_of_run,
+    token_prompt,
+    user_tasks,
+    without_tasks_of_runs,
+)
+
+# The command: its options and its run. Its parts, one module each: lifebench_tasks (the prompts and the draw),
+# lifebench_arms, lifebench_scoring (Length Score, cell summaries), lifebench_cells (the resumable store) and
+# lifebench_report (figures, markdown); their public names are importable from here too.
+__all__ = [
+    "ARMS",
+    "CELLS_FILE",
+    "GUIDED_ARMS",
+    "HUB_ID",
+    "MODES",
+    "NAME",
+    "RULE_REVISIONS",
+    "SUMMARY_KEYS",
+    "LifebenchArguments",
+    "aggregate",
+    "answer_row",
+    "append_cell",
+    "cap_for",
+    "cell_summary",
+    "check_not_trained_on",
+    "draw_tasks",
+    "fill_p_eos",
+    "fmt",
+    "in_groups",
+    "length_deviation",
+    "length_score",
+    "load_cells",
+    "load_tasks",
+    "main",
+    "markdown",
+    "merge_cells",
+    "parse_config",
+    "parse_with",
+    "plot",
+    "plot_quality",
+    "rep4",
+    "run",
+    "run_series",
+    "settings_key",
+    "task_uid",
+    "tasks_of_run",
+    "token_prompt",
+    "truncated",
+    "user_tasks",
+    "without_tasks_of_runs",
+]
 
 NAME = "lifebench"
-HUB_ID = "LIFEBench/LIFEBench"
-MODES = ("equal", "at_most", "at_least")
-WORDING = {
-    "en": {"equal": "equal to", "at_most": "at most", "at_least": "at least"},
-    "cn": {"equal": "等于", "at_most": "最多", "at_least": "至少"},
-}
-ARMS = ("plain", "truncate", "rules_only", "lenvm", "extreme")
-REQUIRED_FIELDS = ("lang", "category", "task")
-USER_PROMPTS = (
-    "Explain how a bicycle works.",
-    "Write a short poem about autumn.",
-    "How do I make a good cup of coffee at home?",
-)
-USER_REQUIREMENT = "\n\n[Requirement] Your answer must be {word_count_type} {word_count} words long."
-CELLS_FILE = f"{NAME}_cells.jsonl"
-# The goal (fixed before the runs): see goal().
-GOAL_EQUAL_LS_MARGIN, GOAL_EQUAL_NATURAL = 10.0, 0.80
-GOAL_BOUND_NATURAL_MARGIN, GOAL_BOUND_LS = 0.30, 95.0
-GOAL_NLL_GAP, GOAL_DEGENERATE = 0.10, 0.05  # the degenerate bound also holds for repetitive answers
-SUMMARY_KEYS = (
-    "mode",
-    "arm",
-    "target",
-    "n",
-    "ls",
-    "mean_abs_ld",
-    "natural_end_rate",
-    "forced_stop_rate",
-    "capped_rate",
-    "mean_nll",
-    "nll_gap_to_plain",
-    "degenerate_rate",
-    "mean_rep4",
-    "repetitive_rate",
-    "p_eos_median",
-    "p_eos_p5",
-    "plain_p_eos_median",
-    "plain_p_eos_p5",
-)
-GUIDED_ARMS = ("rules_only", "lenvm", "extreme")  # their EOS may be a rule's choice: labelled by the threshold
 
 
 @dataclass
@@ -195,106 +230,6 @@ class LifebenchArguments(common.EvalArguments):
     )
 
 
-def length_deviation(n_out: int, target: int) -> float:
-    return (n_out - target) / target
-
-
-def length_score(ld: float, mode: str) -> float:
-    """LIFEBench's Length Score for one answer (100 = constraint met)."""
-    if ld < 0 and mode in ("equal", "at_least"):
-        return 100.0 * math.exp(5.0 * ld)
-    if ld > 0 and mode in ("equal", "at_most"):
-        return 100.0 * math.exp(-2.0 * ld)
-    return 100.0
-
-
-def load_tasks(source: str, langs: set[str], limit: int | None = None, per_category: int | None = None) -> list[dict]:
-    """LIFEBench rows from a local ``.jsonl`` or the hub id; Summarization rows are skipped (as in the local file).
-    Rows without LIFEBench's fields (``lang``, ``category``, ``task`` with its placeholders) are a clear error."""
-    if Path(source).is_file():
-        rows = [json.loads(line) for line in Path(source).read_text().splitlines() if line.strip()]
-    else:
-        from datasets import load_dataset
-
-        rows = list(load_dataset(source, split="train"))
-    for i, r in enumerate(rows):
-        missing = [k for k in REQUIRED_FIELDS if k not in r]
-        if missing:
-            raise ValueError(
-                f"{source} row {i} lacks LIFEBench's fields {missing}: a LIFEBench row has "
-                f"{list(REQUIRED_FIELDS)} (the task with {{word_count_type}} / {{word_count}}); pass "
-                f"--data a LIFEBench .jsonl or the hub id {HUB_ID}."
-            )
-    rows = [r for r in rows if r.get("lang") in langs and str(r.get("category", "")).lower() != "summarization"]
-    if not rows:
-        raise ValueError(f"{source} has no rows in languages {sorted(langs)}")
-    for r in rows:
-        if "{word_count_type}" not in r["task"] or "{word_count}" not in r["task"]:
-            raise ValueError(f"LIFEBench row {r.get('id')} lacks the {{word_count_type}} / {{word_count}} placeholders")
-    if per_category:  # the first N of each (lang, category), in file order
-        seen = Counter()
-        kept = []
-        for r in rows:
-            seen[r["lang"], r.get("category")] += 1
-            if seen[r["lang"], r.get("category")] <= per_category:
-                kept.append(r)
-        rows = kept
-    return rows[:limit] if limit else rows
-
-
-def draw_tasks(tasks: list[dict], n: int, seed: int) -> list[dict]:
-    """``n`` tasks, seeded and stratified: each (language, category) is shuffled, then they are taken in turn, so
-    the categories are as evenly represented as their sizes allow. All of them when ``n`` covers every task."""
-    groups = defaultdict(list)
-    for t in tasks:
-        groups[t["lang"], str(t.get("category"))].append(t)
-    rng = random.Random(seed)
-    return common.take_in_turn([rng.sample(groups[k], len(groups[k])) for k in sorted(groups)], n)
-
-
-def task_uid(task: dict, index: int) -> str:
-    return f"{task['lang']}:{task.get('id', index)}"
-
-
-def tasks_of_run(path: str) -> set[str]:
-    """The LIFEBench task uids (``lang:id``) answered in an earlier run's json or cells file (not the ``user`` ones)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--exclude_tasks {path} not found: pass an earlier run's {NAME}.json or {CELLS_FILE}")
-    if p.suffix == ".jsonl":
-        rows = [r for c in load_cells(p).values() for r in c["rows"]]
-    else:
-        rows = json.loads(p.read_text()).get("rows", [])
-    if any("uid" not in r for r in rows):
-        raise ValueError(f"--exclude_tasks {path}: its rows have no 'uid'; pass a {NAME}.json or {CELLS_FILE}")
-    uids = {r["uid"] for r in rows if r.get("category") != "user"}
-    if not uids:
-        raise ValueError(f"--exclude_tasks {path} lists no LIFEBench task: pass an earlier run's {NAME}.json or cells")
-    return uids
-
-
-def user_tasks() -> list[dict]:
-    """The everyday prompts as LIFEBench-style rows (category ``user``)."""
-    return [
-        {"id": f"user-{i}", "lang": "en", "category": "user", "task": p + USER_REQUIREMENT}
-        for i, p in enumerate(USER_PROMPTS, 1)
-    ]
-
-
-def token_prompt(task: str, lang: str, mode: str, target: int) -> str:
-    """The task with a token-level requirement: '... must be at most 64 tokens long.'"""
-    text = task.replace("{word_count} words", "{word_count} tokens").replace("{word_count}字", "{word_count}个token")
-    return text.replace("{word_count_type}", WORDING[lang][mode]).replace("{word_count}", str(target))
-
-
-def check_not_trained_on(critic_path: str, tasks: list[dict]) -> None:
-    """The critic must never have seen LIFEBench's prompts (checked against the rollouts beside it)."""
-    heads = {t["task"].split("{word_count_type}")[0][:200] for t in tasks}
-    seen = common.critic_training_prompts(critic_path)
-    if any(text[:200] in heads or any(text.startswith(h) for h in heads) for text in seen):
-        raise ValueError(f"The critic at {critic_path} was trained on LIFEBench prompts; train it on other prompts.")
-
-
 def parse_config(cfg: LifebenchArguments) -> tuple[list[int], list[str], list[str]]:
     """Targets, modes and arms, checked before anything is loaded."""
     if cfg.tiny:
@@ -376,455 +311,6 @@ def candidate_report(critic, cfg: LifebenchArguments) -> dict:
 
 def cap_for(target: int, cfg: LifebenchArguments) -> int:
     return min(cfg.max_new_tokens, math.ceil(cfg.max_new_factor * target))
-
-
-# ------------------------------------------------------------------------------------------ metrics
-def _mean(xs) -> float | None:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    return float(np.mean(xs)) if xs else None
-
-
-def rep4(row: dict) -> float | None:
-    """A row's rep-4 (rows stored before it was recorded carry their token ids)."""
-    return row["rep4"] if "rep4" in row else common.repeated_ngram_share(row["token_ids"])
-
-
-def _share_above_plain_p95(values: list[float], plain_values: list[float]) -> float | None:
-    if not values or not plain_values:
-        return None
-    threshold = float(np.percentile(plain_values, 95))
-    return float(np.mean([x > threshold for x in values]))
-
-
-def cell_summary(rows: list[dict], plain_rows: list[dict], mode: str, arm: str, target: int) -> dict:
-    """One line of the ``summary`` list; the quality terms compare with the plain answers to the same prompts."""
-    n = len(rows)
-    ends = Counter(r["end"] for r in rows)
-    plain_nll = {r["uid"]: r["nll"] for r in plain_rows if r["nll"] is not None and math.isfinite(r["nll"])}
-    pairs = [
-        (r["nll"], plain_nll[r["uid"]])
-        for r in rows
-        if r["uid"] in plain_nll and r["nll"] is not None and math.isfinite(r["nll"])
-    ]
-    gap = None
-    if pairs and np.mean([p for _, p in pairs]) > 0:
-        plain_mean = float(np.mean([p for _, p in pairs]))
-        gap = (float(np.mean([a for a, _ in pairs])) - plain_mean) / plain_mean
-    nlls = [r["nll"] for r in rows if r["nll"] is not None and math.isfinite(r["nll"])]
-    reps = [x for x in map(rep4, rows) if x is not None]
-    plain_reps = [x for x in map(rep4, plain_rows) if x is not None]
-    ends_p = p_eos_distribution(
-        r.get("p_eos") for r in rows if r["end"] != "cap" and not r.get("rule_forced", r["end"] == "forced")
-    )
-    plain_p = p_eos_distribution(r.get("p_eos") for r in plain_rows if r["end"] == "natural")
-    return {
-        "mode": mode,
-        "arm": arm,
-        "target": target,
-        "n": n,
-        "ls": _mean(r["ls"] for r in rows),
-        "mean_abs_ld": _mean(abs(r["ld"]) for r in rows),
-        "natural_end_rate": ends["natural"] / max(n, 1),
-        "forced_stop_rate": ends["forced"] / max(n, 1),
-        "capped_rate": ends["cap"] / max(n, 1),
-        "mean_nll": _mean(nlls),
-        "nll_gap_to_plain": gap,
-        "degenerate_rate": _share_above_plain_p95(nlls, list(plain_nll.values())),
-        "mean_rep4": _mean(reps),
-        "repetitive_rate": _share_above_plain_p95(reps, plain_reps),
-        "p_eos_median": ends_p.get("median"),
-        "p_eos_p5": ends_p.get("p5"),
-        "plain_p_eos_median": plain_p.get("median"),
-        "plain_p_eos_p5": plain_p.get("p5"),
-    }
-
-
-def aggregate(rows: list[dict]) -> dict:
-    """Mean LS and mean |LD| per target, then over targets (the benchmark's averaging)."""
-    by_target = {}
-    for t in sorted({r["target"] for r in rows}):
-        sel = [r for r in rows if r["target"] == t]
-        by_target[t] = {
-            "ls": float(np.mean([r["ls"] for r in sel])),
-            "abs_ld": float(np.mean([abs(r["ld"]) for r in sel])),
-            "mean_tokens": float(np.mean([r["num_tokens"] for r in sel])),
-            "finished": float(np.mean([r["finished"] for r in sel])),
-        }
-    return {
-        "ls": float(np.mean([v["ls"] for v in by_target.values()])),
-        "abs_ld": float(np.mean([v["abs_ld"] for v in by_target.values()])),
-        "by_target": by_target,
-    }
-
-
-def bound_goal_met(natural_margin: float, ls: float) -> bool:
-    """At Most / At Least: natural ends at least GOAL_BOUND_NATURAL_MARGIN above rules_only at LS >= GOAL_BOUND_LS
-    (1e-9: a margin of exactly 30 points, 42/60 - 24/60, is 0.2999... in floats)."""
-    return natural_margin >= GOAL_BOUND_NATURAL_MARGIN - 1e-9 and ls >= GOAL_BOUND_LS
-
-
-def goal(summary: list[dict]) -> dict | None:
-    """The issue's goal, per (mode, target), against ``rules_only`` on the same prompts (None without both arms).
-
-    Equal To: the ``lenvm`` arm scores at least ``rules_only`` + 10 LS and ends naturally in >= 80 % of rows.
-    At Most / At Least: its natural-end rate is at least ``rules_only``'s + 30 points, at LS >= 95.
-    Quality (every mode, ``quality_met``): LS above ``rules_only``'s with an NLL gap to plain under 10 %, under
-    5 % degenerate answers and under 5 % repetitive ones (a loop lowers the NLL, so the NLL terms alone miss it).
-    """
-    by = {(c["mode"], c["arm"], c["target"]): c for c in summary}
-    checks = []
-    for (mode, arm, target), ours in sorted(by.items()):
-        ref = by.get((mode, "rules_only", target))
-        if arm != "lenvm" or ref is None:
-            continue
-        d_ls = ours["ls"] - ref["ls"]
-        d_nat = ours["natural_end_rate"] - ref["natural_end_rate"]
-        if mode == "equal":
-            met = d_ls >= GOAL_EQUAL_LS_MARGIN and ours["natural_end_rate"] >= GOAL_EQUAL_NATURAL
-        else:
-            met = bound_goal_met(d_nat, ours["ls"])
-        checks.append(
-            {
-                "mode": mode,
-                "target": target,
-                "ls_lenvm": ours["ls"],
-                "ls_rules_only": ref["ls"],
-                "ls_margin": d_ls,
-                "natural_lenvm": ours["natural_end_rate"],
-                "natural_rules_only": ref["natural_end_rate"],
-                "natural_margin": d_nat,
-                "met": bool(met),
-                "nll_gap": ours.get("nll_gap_to_plain"),
-                "degenerate_rate": ours.get("degenerate_rate"),
-                "repetitive_rate": ours.get("repetitive_rate"),
-                "quality_met": bool(
-                    d_ls > 0
-                    and ours.get("nll_gap_to_plain") is not None
-                    and ours["nll_gap_to_plain"] < GOAL_NLL_GAP
-                    and ours.get("degenerate_rate") is not None
-                    and ours["degenerate_rate"] < GOAL_DEGENERATE
-                    and ours.get("repetitive_rate") is not None
-                    and ours["repetitive_rate"] < GOAL_DEGENERATE
-                ),
-            }
-        )
-    if not checks:
-        return None
-    return {
-        "met": all(c["met"] for c in checks),
-        "quality_met": all(c["quality_met"] for c in checks),
-        "checks": checks,
-    }
-
-
-def answer_row(task: dict, mode: str, target: int, arm: str, out: dict, nll: float) -> dict:
-    ld = length_deviation(out["num_tokens"], target)
-    return {
-        "uid": task["uid"],
-        "id": task.get("id"),
-        "lang": task["lang"],
-        "category": task.get("category"),
-        "mode": mode,
-        "target": target,
-        "arm": arm,
-        "num_tokens": out["num_tokens"],
-        "end": out["end"],
-        "finished": out["end"] == "natural",
-        "p_eos": out.get("p_eos"),
-        "rule_forced": out.get("rule_forced", out["end"] == "forced"),
-        "ld": ld,
-        "ls": length_score(ld, mode),
-        "nll": nll if math.isfinite(nll) else None,
-        "rep4": common.repeated_ngram_share(out["token_ids"]),
-        "text": out["text"],
-        "token_ids": out["token_ids"],
-    }
-
-
-def truncated(outs: list[dict], target: int, tokenizer) -> list[dict]:
-    """Plain answers cut at the target: a cut one (longer, or stopped by the cap) ends ``"forced"``."""
-    cut = []
-    for o in outs:
-        if o["num_tokens"] > target or o["end"] == "cap":
-            ids = list(o["token_ids"][:target])
-            cut.append(
-                {
-                    "text": tokenizer.decode(ids, skip_special_tokens=True),
-                    "token_ids": ids,
-                    "num_tokens": len(ids),
-                    "end": "forced",
-                    "finished": False,
-                    "p_eos": None,
-                    "rule_forced": True,
-                }
-            )
-        else:
-            cut.append(dict(o))
-    return cut
-
-
-def fill_p_eos(model, tokenizer, prompts, rows: list[dict], temperature: float, use_chat_template: bool, batch_size=8):
-    """Rows stored before ``p_eos`` was recorded get it from one forward of the generator over prompt + answer
-    (:func:`lenvm_rl.ends.end_eos_probability`, at the run's temperature); ``rows[i]`` answers ``prompts[i]``.
-    Returns whether any row changed (the caller stores the cell again)."""
-    from ..data import encode_prompt
-
-    todo = [i for i, r in enumerate(rows) if r["end"] != "cap" and "p_eos" not in r]
-    if not todo:
-        return False
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    probs = end_eos_probability(
-        model,
-        [encode_prompt(tokenizer, prompts[i], use_chat_template) for i in todo],
-        [rows[i]["token_ids"] for i in todo],
-        eos_token_ids(tokenizer, model),
-        temperature,
-        batch_size,
-        pad,
-    )
-    for i, x in zip(todo, probs):
-        rows[i]["p_eos"] = x
-    return True
-
-
-# ------------------------------------------------------------------------------------------ resumable cells
-# Guided cells whose decoding rule changed since cells were first stored: a stored cell of an older revision is
-# recomputed, never reused. at_least 2: aim at the target (value-weighted) instead of "predicted long enough".
-RULE_REVISIONS = {("at_least", "lenvm"): 2, ("at_least", "rules_only"): 2}
-
-
-def settings_key(cfg: LifebenchArguments, tasks: list[dict], arm: str, use_chat_template: bool, mode: str) -> str:
-    """What a cell's answers depend on; a rerun reuses a stored cell only when this matches. The arms without the
-    critic's values (plain, truncate, rules_only) depend on its prompt format only, so another critic with the same
-    format reuses them. ``mode`` is required: it adds the rule's revision where it changed (``RULE_REVISIONS``), and a
-    caller without it would reuse an older rule's cells."""
-    base = {
-        "use_chat_template": use_chat_template,
-        "generator": cfg.generator,
-        "tasks": [t["uid"] for t in tasks],
-        "prompts": [t["task"] for t in tasks],
-        "temperature": cfg.temperature,
-        "top_p": cfg.top_p,
-        "seed": cfg.seed,
-        "batch_size": cfg.batch_size,  # the length groups set the random draws
-        "max_batch_tokens": cfg.max_batch_tokens,
-        "max_new_tokens": cfg.max_new_tokens,
-        "max_new_factor": cfg.max_new_factor,
-    }
-    if arm in ("lenvm", "rules_only"):
-        base["value_tolerance"] = cfg.value_tolerance
-    if arm in GUIDED_ARMS and cfg.min_p:  # cells stored before the floor (none) keep their keys
-        base["min_p"] = cfg.min_p
-    if (mode, arm) in RULE_REVISIONS:
-        base["rule_revision"] = RULE_REVISIONS[mode, arm]
-    if arm in ("lenvm", "extreme"):
-        head = Path(cfg.critic) / "value_head.safetensors"
-        base["critic"] = cfg.critic
-        base["critic_mtime"] = head.stat().st_mtime if head.is_file() else None
-    return hashlib.sha1(json.dumps(base, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def load_cells(path: Path) -> dict:
-    """Finished cells by ``(mode, arm, target, key)``; a broken (interrupted) line is skipped with a note."""
-    cells = {}
-    if not path.is_file():
-        return cells
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            c = json.loads(line)
-        except json.JSONDecodeError:
-            print(f"[lifebench] {path}:{lineno} is not valid JSON (an interrupted write?); that cell is recomputed")
-            continue
-        cells[c["mode"], c["arm"], c["target"], c["key"]] = c
-    return cells
-
-
-def merge_cells(base: Path, path: Path) -> dict:
-    """Append to ``path`` the cells of ``base`` it lacks (a copy when it has none), so a folder that already holds
-    some cells (an earlier run with fewer modes, say) still reuses the other run's; returns ``path``'s cells after
-    the merge, as :func:`load_cells` would."""
-    cells = load_cells(path)
-    for k, c in load_cells(base).items():
-        if k not in cells:
-            append_cell(path, c)
-            cells[k] = c
-    return cells
-
-
-def append_cell(path: Path, cell: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(cell) + "\n")
-
-
-# ------------------------------------------------------------------------------------------ figures and tables
-ARM_COLORS = {
-    "plain": "tab:gray",
-    "truncate": "tab:brown",
-    "rules_only": "tab:blue",
-    "lenvm": "tab:orange",
-    "extreme": "tab:green",
-}
-MODE_MARKERS = {"equal": "o", "at_most": "v", "at_least": "^"}
-
-
-def plot(summary: list[dict], path: Path) -> Path:
-    """LS (top) and natural-end rate (bottom) against the target, one line per arm, one column per mode."""
-    from ..plots import plt, save_figure
-
-    modes = [m for m in MODES if any(c["mode"] == m for c in summary)]
-    fig, axes = plt.subplots(2, len(modes), figsize=(5 * len(modes), 7.5), squeeze=False, sharex="col")
-    for j, mode in enumerate(modes):
-        for arm in ARMS:
-            cells = sorted((c for c in summary if c["mode"] == mode and c["arm"] == arm), key=lambda c: c["target"])
-            if not cells:
-                continue
-            targets = [c["target"] for c in cells]
-            axes[0, j].plot(targets, [c["ls"] for c in cells], marker="o", label=arm, color=ARM_COLORS[arm])
-            axes[1, j].plot(
-                targets, [100 * c["natural_end_rate"] for c in cells], marker="o", label=arm, color=ARM_COLORS[arm]
-            )
-        axes[0, j].set(title=mode.replace("_", " "), ylim=(0, 105))
-        axes[1, j].set(xlabel="target tokens", ylim=(-3, 103))
-        for ax in axes[:, j]:
-            ax.set_xscale("log", base=2)
-            ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("Length Score (100 = met)")
-    axes[1, 0].set_ylabel("natural ends (% of answers)")
-    axes[0, -1].legend(fontsize=8)
-    fig.suptitle("token-level LIFEBench by target")
-    return save_figure(fig, path)
-
-
-def plot_quality(summary: list[dict], path: Path) -> Path:
-    """LS against the NLL gap to plain, one panel per arm; a point per (mode, target) cell."""
-    from ..plots import plt, save_figure
-
-    arms = [a for a in ARMS if any(c["arm"] == a for c in summary)]
-    fig, axes = plt.subplots(1, len(arms), figsize=(4 * len(arms), 3.8), squeeze=False, sharey=True)
-    for ax, arm in zip(axes[0], arms):
-        for c in (c for c in summary if c["arm"] == arm and c["nll_gap_to_plain"] is not None):
-            ax.scatter(
-                100 * c["nll_gap_to_plain"],
-                c["ls"],
-                marker=MODE_MARKERS[c["mode"]],
-                color=ARM_COLORS[arm],
-                s=36,
-                alpha=0.8,
-            )
-            ax.annotate(
-                str(c["target"]),
-                (100 * c["nll_gap_to_plain"], c["ls"]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-        ax.axvline(0, color="gray", lw=0.8, ls="--")
-        ax.set(title=arm, xlabel="NLL gap to plain (%)", ylim=(0, 105))
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("Length Score")
-    for mode, marker in MODE_MARKERS.items():
-        axes[0, -1].scatter([], [], marker=marker, color="black", label=mode.replace("_", " "))
-    axes[0, -1].legend(fontsize=8)
-    fig.suptitle("length against quality (labels: target tokens; left of 0 = likelier text than plain)")
-    return save_figure(fig, path)
-
-
-def fmt(x, pct: bool = False, digits: int = 1, share: bool = False) -> str:
-    """A figure for the markdown tables: a share as ``37 %`` (``share``), a relative gap as ``+12.5 %`` (``pct``), else
-    a plain number; None (no value, e.g. no finite NLL) as ``-``. Shared by the experiments that tabulate cells."""
-    if x is None:
-        return "-"
-    if share:
-        return f"{100 * x:.0f} %"
-    return f"{100 * x:+.{digits}f} %" if pct else f"{x:.{digits}f}"
-
-
-def p_eos_cell(c: dict, prefix: str) -> str:
-    median, p5 = c.get(f"{prefix}p_eos_median"), c.get(f"{prefix}p_eos_p5")
-    return "-" if median is None else f"{median:.2f} ({p5:.3f})"
-
-
-def markdown(result: dict) -> str:
-    lines = [
-        f"### Token-level LIFEBench ({result['tasks']} prompts: {result['categories']}; lang {result['langs']}; "
-        f"targets {result['targets']}; generator {result['generator']})",
-        "",
-        f"natural: EOS no rule forced, where the generator gave it at least p_eos = "
-        f"{result['config'].get('natural_eos_min_prob', NATURAL_EOS_MIN_PROB)} (lenvm_rl.ends)",
-        "",
-        "| mode | arm | target | n | LS | mean abs(LD) | natural | forced | capped | mean NLL | NLL gap | degenerate | "
-        "rep-4 | repetitive | p_eos at ends: median (p5) | plain's p_eos: median (p5) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for c in result["summary"]:
-        lines.append(
-            f"| {c['mode']} | {c['arm']} | {c['target']} | {c['n']} | {fmt(c['ls'])} | "
-            f"{fmt(c['mean_abs_ld'], share=True)} | {fmt(c['natural_end_rate'], share=True)} | "
-            f"{fmt(c['forced_stop_rate'], share=True)} | {fmt(c['capped_rate'], share=True)} | "
-            f"{fmt(c['mean_nll'], digits=2)} | {fmt(c['nll_gap_to_plain'], pct=True)} | "
-            f"{fmt(c['degenerate_rate'], share=True)} | {fmt(c.get('mean_rep4'), digits=3)} | "
-            f"{fmt(c.get('repetitive_rate'), share=True)} | {p_eos_cell(c, '')} | {p_eos_cell(c, 'plain_')} |"
-        )
-    lines += [
-        "",
-        "LS averaged over targets (the benchmark's averaging):",
-        "",
-        "| mode | arm | LS | mean abs(LD) |",
-        "|---|---|---:|---:|",
-    ]
-    lines += [f"| {o['mode']} | {o['arm']} | {o['ls']:.1f} | {100 * o['abs_ld']:.0f} % |" for o in result["overall"]]
-    g = result.get("goal")
-    if g:
-        lines += [
-            "",
-            f"Goal (lenvm vs rules_only; Equal To: +{GOAL_EQUAL_LS_MARGIN:.0f} LS and >= "
-            f"{100 * GOAL_EQUAL_NATURAL:.0f} % natural; At Most / At Least: +{100 * GOAL_BOUND_NATURAL_MARGIN:.0f} "
-            f"points natural at LS >= {GOAL_BOUND_LS:.0f}): **{'met' if g['met'] else 'not met'}**",
-            "",
-            f"Quality goal (LS above rules_only, NLL gap to plain < {100 * GOAL_NLL_GAP:.0f} %, degenerate and "
-            f"repetitive < {100 * GOAL_DEGENERATE:.0f} % each): **{'met' if g['quality_met'] else 'not met'}**",
-            "",
-            "| mode | target | LS lenvm | LS rules_only | natural lenvm | natural rules_only | met | NLL gap | "
-            "degenerate | repetitive | quality met |",
-            "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
-        ]
-        lines += [
-            f"| {c['mode']} | {c['target']} | {c['ls_lenvm']:.1f} | {c['ls_rules_only']:.1f} | "
-            f"{fmt(c['natural_lenvm'], share=True)} | {fmt(c['natural_rules_only'], share=True)} | "
-            f"{'yes' if c['met'] else 'no'} | "
-            f"{fmt(c['nll_gap'], pct=True)} | {fmt(c['degenerate_rate'], share=True)} | "
-            f"{fmt(c.get('repetitive_rate'), share=True)} | {'yes' if c['quality_met'] else 'no'} |"
-            for c in g["checks"]
-        ]
-    return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------------------ the run
-def without_tasks_of_runs(bench: list[dict], paths: str, source: str) -> list[dict]:
-    """``bench`` less the tasks earlier runs answered (``--exclude_tasks``, comma-separated files); refuses a list
-    naming no file, a file whose tasks this data lacks (it would silently leave out less), and keeping no task."""
-    files = [p.strip() for p in paths.split(",") if p.strip()]
-    if not files:
-        raise ValueError(f"--exclude_tasks {paths!r} names no file: pass earlier runs' {NAME}.json or {CELLS_FILE}")
-    have = {task_uid(t, 0) for t in bench}
-    if any("id" not in t for t in bench) or len(have) != len(bench):
-        raise ValueError(f"--exclude_tasks needs a unique 'id' on every task of {source}")
-    seen = set()
-    for f in files:
-        listed = tasks_of_run(f)
-        if missing := listed - have:
-            raise ValueError(
-                f"--exclude_tasks {f}: {len(listed)} tasks listed, {len(missing)} of them not in {source}; pass a "
-                "run on the same data and languages"
-            )
-        seen |= listed
-    kept = [t for t in bench if task_uid(t, 0) not in seen]
-    if not kept:
-        raise ValueError(f"--exclude_tasks {paths} leaves no LIFEBench task in {source}")
-    return kept
 
 
 def in_groups(groups: list[tuple[int, int]], prompts: list, generate, seed: int, desc: str) -> list[dict]:
@@ -992,7 +478,6 @@ def run(cfg: LifebenchArguments, command: str = f"lenvm eval {NAME}") -> dict:
         "cells_file": str(cells_path),
         "summary": summary,
         "overall": overall,
-        "goal": goal(summary),
         "rows": light,
     }
     plot(summary, out_dir / f"{NAME}.png")
