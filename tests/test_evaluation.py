@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import make_records, shared_data_file, write_jsonl
 
+from evals import tradeoff_goals
 from lenvm_rl.ends import NATURAL_EOS_MIN_PROB
 from lenvm_rl.evaluation import lifebench, tradeoff
 from lenvm_rl.evaluation.length_prediction import (
@@ -132,58 +133,36 @@ def _point(correct, tokens, **extra):
     }
 
 
-def test_tradeoff_goal_bootstraps_paired_margins_over_prompts():
+def test_tradeoff_margins_are_paired_over_prompts():
+    """The library's comparison of a tilt point with a curve (the goal that reads it: tests/test_tradeoff_goals.py)."""
     rng = np.random.default_rng(0)
     n, samples = 60, 2
-    hard = rng.random(n * samples) < 0.4  # a curve: right 40 % of the time at 10 and 30 tokens
+    hard = rng.random(n * samples) < 0.4
     curve = [_point(hard, [10] * (n * samples)), _point(hard, [30] * (n * samples))]
-    # A tilt point at 20 tokens that is right on every prompt the curve gets right, and on 20 more.
     better = hard.copy()
-    better[np.flatnonzero(~hard)[:20]] = True
-    tilt = [_point(better, [20] * (n * samples), beta=1.0)]
-    for q in tilt:
-        tradeoff.compare(q, {"budget": curve, "prompted": curve})
-    g = tradeoff.goal(tilt, {"budget": curve, "prompted": curve}, samples)
-    assert g["margin_vs_prompted"] == pytest.approx(20 / (n * samples))
-    lo, hi = g["margin_vs_prompted_ci95"]
-    assert 0 < lo < g["margin_vs_prompted"] < hi  # never worse on a prompt: every resample is ahead
-    assert g["prompted_comparison"] == "same tokens" and g["met"] is False  # 1.4x the "hard budget": not 3x
-    assert g["vs_budget_ratio_ci95"][0] < 3.0 and g["met_with_ci"] is False
-    # The same answers as the curve: the point estimate is 0 and the interval straddles it.
-    same = [_point(hard, [20] * (n * samples), beta=1.0)]
-    tradeoff.compare(same[0], {"budget": curve, "prompted": curve})
-    g = tradeoff.goal(same, {"prompted": curve}, samples)
-    # Paired: each resample takes the same prompts from both arms, so identical answers differ by exactly 0.
-    assert g["margin_vs_prompted"] == pytest.approx(0.0) and g["margin_vs_prompted_ci95"] == [0.0, 0.0]
-    assert g["met_with_ci"] is False and g["ci_checks"] == {"prompted": False}  # and no hard budget to read
+    better[np.flatnonzero(~hard)[:20]] = True  # right wherever the curve is, and on 20 more answers
+    for answers, above in ((better, True), (hard, False)):
+        q = _point(answers, [20] * (n * samples), beta=1.0)
+        tradeoff.compare(q, {"prompted": curve})
+        found, _ = tradeoff.margins(q, {"prompted": curve}, samples)
+        assert found["prompted_comparison"] == "same tokens"
+        lo, hi = found["margin_vs_prompted_ci95"]
+        if above:  # never worse on a prompt: every resample is ahead
+            assert found["margin_vs_prompted"] == pytest.approx(20 / (n * samples))
+            assert 0 < lo < found["margin_vs_prompted"] < hi
+        else:  # identical answers: each resample takes the same prompts from both arms, so exactly 0
+            assert found["margin_vs_prompted"] == pytest.approx(0.0) and [lo, hi] == [0.0, 0.0]
     with pytest.raises(ValueError, match="do not split"):
-        tradeoff.goal(tilt, {"prompted": curve}, samples=7)
+        tradeoff.margins(q, {"prompted": curve}, samples=7)
+
+
+def test_tradeoff_accuracy_interval_resamples_prompts():
     assert tradeoff.accuracy_interval(_point([1] * 8, [5] * 8), samples=2) == [1.0, 1.0]
     half = _point([1, 1, 0, 0] * 30, [5] * 120)  # prompts alternate: both samples right, both wrong
     lo, hi = tradeoff.accuracy_interval(half, samples=2)
     assert 0.3 < lo < 0.5 < hi < 0.7
     lo1, hi1 = tradeoff.accuracy_interval(half, samples=1)  # read as 120 independent prompts: narrower
     assert hi1 - lo1 < hi - lo
-
-
-def test_tradeoff_goal_met_with_intervals_and_the_eos_bonus_decides_nothing():
-    k, samples = 120, 2
-    right = np.arange(k) % 10 < 7  # the tilt point: 70 % at 15 tokens
-    tilt = [_point(right, [15] * k, beta=20.0)]
-    hard = [_point(np.arange(k) % 10 == 0, [10] * k), _point(np.arange(k) % 10 < 2, [40] * k)]  # 10 -> 20 %
-    prompted = [_point(np.arange(k) % 10 < 3, [20] * k), _point(np.arange(k) % 10 < 4, [25] * k)]  # longer, worse
-    eos = [_point(np.arange(k) % 10 < 8, [12] * k), _point(np.arange(k) % 10 < 8, [30] * k)]  # 80 %: better
-    curves = {"budget": hard, "prompted": prompted, "eos_bonus": eos}
-    tradeoff.compare(tilt[0], curves)
-    g = tradeoff.goal(tilt, curves, samples)
-    assert g["prompted_comparison"] == "dominates its shortest point" and g["margin_vs_prompted"] == pytest.approx(0.4)
-    assert g["vs_budget_ratio"] == pytest.approx(0.7 / (0.1 + 5 / 30 * 0.1)) and g["vs_budget_ratio_ci95"][0] >= 3
-    assert g["met_with_ci"] is True and g["ci_checks"] == {"budget": True, "prompted": True}
-    assert g["above_eos_bonus_ci"] is False and g["margin_vs_eos_bonus"] == pytest.approx(-0.1)
-    # A prompted curve the tilt point is shorter than but not more accurate than: no comparison, not met.
-    better = [_point(np.arange(k) % 10 < 8, [20] * k), _point(np.arange(k) % 10 < 8, [25] * k)]
-    g = tradeoff.goal(tilt, {"budget": hard, "prompted": better}, samples)
-    assert g["prompted_comparison"] == "outside its range" and g["met_with_ci"] is False
 
 
 def test_tradeoff_bootstrap_keeps_the_full_samples_end_of_a_flat_curve():
@@ -613,7 +592,8 @@ def test_tradeoff_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
     assert [q["asked"] for q in result["prompted"]] == [4]
     assert [q["bonus"] for q in result["eos_bonus"]] == [1.0] and 0 <= result["eos_bonus"][0]["mean_tokens"] <= 8
     assert "eos_bonus_accuracy_at_same_tokens" in result["tilt"][1]
-    g = result["goal"]
+    assert "goal" not in result  # the project's verdict is evals/tradeoff_goals.py's, read from the points
+    g = tradeoff_goals.result_goal(result)
     # the EOS-bonus control is read from its own interval and reported, not part of met_with_ci
     lo = g["margin_vs_eos_bonus_ci95"][0]
     assert g["above_eos_bonus_ci"] is (lo > 0 and g["eos_bonus_comparison"] != "outside its range")

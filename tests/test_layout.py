@@ -127,7 +127,8 @@ def test_the_library_does_not_import_the_experiments():
 
 
 def test_the_projects_goals_live_in_evals():
-    """No goal thresholds in the library (the project's goals are evals/lifebench_goals.py's)."""
+    """No goal thresholds or verdicts in the library (the project's goals are evals/lifebench_goals.py's and
+    evals/tradeoff_goals.py's)."""
 
     def assigned(path: Path) -> set[str]:
         out = set()
@@ -140,8 +141,11 @@ def test_the_projects_goals_live_in_evals():
         return out
 
     assert {"GOAL_BOUND_LS", "bound_goal_met"} <= assigned(PACKAGE.parent / "evals/lifebench_goals.py")
+    assert {"GOAL_BUDGET_RATIO", "goal", "result_goal"} <= assigned(PACKAGE.parent / "evals/tradeoff_goals.py")
     for path in PACKAGE.rglob("*.py"):
         names = assigned(path)
         assert not {n for n in names if n.startswith("GOAL_")}, path
-        if path.name.startswith("lifebench"):
-            assert not names & {"goal", "bound_goal_met"}, path
+        if path.name.startswith(("lifebench", "tradeoff")):
+            assert not names & {"goal", "result_goal", "bound_goal_met"}, path
+        # the tradeoff verdict's keys: neither written nor read by the library
+        assert not {"met_with_ci", "ci_checks", "above_eos_bonus_ci"} & set(path.read_text().split('"')), path

@@ -18,10 +18,10 @@ spending fewer tokens without a critic.
                   ranking of the other tokens to count
 
 Each tilt point is compared with each curve at the same mean tokens (linear interpolation; a point outside a
-curve's token range is compared with its nearest end and flagged). The margins at the shortest tilt point (the
-goal) carry a 95 % interval from a paired bootstrap over prompts: every arm answered the same prompts, so a
-prompt is resampled with all its answers in every arm, and the curves are re-interpolated at the resampled
-tilt point's tokens. Tasks: ``opposites`` (the 48 held-out words of the GRPO task, or ``--data`` a jsonl of
+curve's token range is compared with its nearest end and flagged). Every point carries a 95 % interval over
+prompts; :func:`margins` gives a tilt point's margins over each curve with a 95 % interval from a paired bootstrap
+over prompts: every arm answered the same prompts, so a prompt is resampled with all its answers in every arm, and
+the curves are re-interpolated at the resampled tilt point's tokens. Tasks: ``opposites`` (the 48 held-out words of the GRPO task, or ``--data`` a jsonl of
 ``{"word", "answer": [accepted words]}`` rows; the 135M default is right about half the time and verbose),
 ``addition`` ("What is a + b?", exact match) and ``gsm8k`` (the last number; the 135M default cannot solve it:
 for the record). ``--samples K`` samples every prompt K times. Prompts the critic was trained on (the rollouts
@@ -305,47 +305,6 @@ def margins(q: dict, curves: dict[str, list[dict]], samples: int, n_boot: int = 
     return out, draws
 
 
-def goal(tilt: list[dict], curves: dict[str, list[dict]] | None = None, samples: int = 1) -> dict:
-    """The issue's goal at the shortest tilt point: >= 3x the hard budget's accuracy, above forcing and prompting.
-
-    ``met`` reads the point estimates, as the goal is written; ``met_with_ci`` also asks every margin's 95 %
-    paired-bootstrap interval to lie above 0 (the ratio's above 3) and every comparison to be at the same tokens
-    or a dominated shortest point (needs ``curves`` and answers stored per answer); ``ci_checks`` lists the
-    baselines it read (a run without forcing or prompting has fewer), and without the hard budget it is False.
-    The EOS-bonus control, when there, is reported as ``above_eos_bonus_ci`` and decides neither."""
-    shortening = [q for q in tilt if q["beta"] > 0]
-    if not shortening:
-        return {}
-    q = min(shortening, key=lambda p: p["mean_tokens"])
-    out = {"beta": q["beta"], "mean_tokens": q["mean_tokens"], "accuracy": q["accuracy"]}
-    out["vs_budget_ratio"] = q["accuracy"] / max(q["budget_accuracy_at_same_tokens"], 1e-9)
-    checks = [out["vs_budget_ratio"] >= 3.0]
-    for name in ("forcing", "prompted"):
-        if f"{name}_accuracy_at_same_tokens" in q:
-            out[f"above_{name}"] = q["accuracy"] > q[f"{name}_accuracy_at_same_tokens"]
-            checks.append(out[f"above_{name}"])
-    out["met"] = all(checks)
-    if not curves or "per_answer" not in q:
-        return out
-    found, draws = margins(q, curves, samples)
-    out |= found
-    ci_checks = {}
-    for name in curves:
-        if name not in draws:
-            continue
-        lo = out[f"margin_vs_{name}_ci95"][0]
-        if name == "eos_bonus":  # the control: reported beside the goal, which is written without it
-            out["above_eos_bonus_ci"] = bool(lo > 0 and out[f"{name}_comparison"] != "outside its range")
-        elif name == "budget":
-            out["vs_budget_ratio_ci95"] = interval95(draws["budget_ratio"])
-            ci_checks[name] = bool(out["vs_budget_ratio_ci95"][0] >= 3.0)
-        else:
-            ci_checks[name] = bool(lo > 0 and out[f"{name}_comparison"] != "outside its range")
-    out["ci_checks"] = ci_checks  # which baselines the interval verdict read (a run may leave an arm out)
-    out["met_with_ci"] = "budget" in ci_checks and all(ci_checks.values())
-    return out
-
-
 def plot(result: dict, path: Path) -> Path:
     from ..plots import plt, save_figure
 
@@ -433,30 +392,6 @@ def markdown(result: dict) -> str:
             f"| LenVM tilt beta = {q['beta']:g} | {q['mean_tokens']:.1f} | {100 * q['accuracy']:.1f} % | {ends(q)} | "
             f"{there(q, 'budget')} | {there(q, 'forcing')} | {there(q, 'prompted')} | {there(q, 'eos_bonus')} |"
         )
-    g = result.get("goal") or {}
-    if g:
-        lines += [
-            "",
-            f"Goal at the shortest tilt point (beta {g['beta']:g}, {g['mean_tokens']:.1f} tokens): "
-            f"{g['vs_budget_ratio']:.2f}x the hard budget's accuracy (goal >= 3x), above forcing: "
-            f"{g.get('above_forcing', '-')}, above prompting: {g.get('above_prompted', '-')} -> "
-            f"**{'met' if g['met'] else 'not met'}** (point estimates).",
-        ]
-        if "met_with_ci" in g:
-            lines += ["", "Paired bootstrap over prompts (95 % intervals):", ""]
-            if "vs_budget_ratio_ci95" in g:
-                lo, hi = g["vs_budget_ratio_ci95"]
-                lines.append(f"- hard budget: ratio {g['vs_budget_ratio']:.2f}x [{lo:.2f}, {hi:.2f}]")
-            for name in ("forcing", "prompted", "eos_bonus"):
-                if f"margin_vs_{name}" in g:
-                    lo, hi = g[f"margin_vs_{name}_ci95"]
-                    lines.append(
-                        f"- {name}: {100 * g[f'margin_vs_{name}']:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] "
-                        f"({g[f'{name}_comparison']})"
-                    )
-            lines += ["", f"With the intervals: **{'met' if g['met_with_ci'] else 'not met'}**."]
-            if "above_eos_bonus_ci" in g:
-                lines.append(f"Above the EOS-bonus control (decides nothing above): {g['above_eos_bonus_ci']}.")
     return "\n".join(lines) + "\n"
 
 
@@ -635,7 +570,6 @@ def main(argv=None) -> dict:
         "prompted": prompted,
         "eos_bonus": eos_bonus,
         "tilt": tilt,
-        "goal": goal(tilt, curves, a.samples),
         "sampling": sampling,
         "plain_lengths": [o["num_tokens"] for o in plain],
         "plain_ends": {e: sum(o["end"] == e for o in plain) for e in ("natural", "cap")},
