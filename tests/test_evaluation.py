@@ -600,6 +600,10 @@ def test_tradeoff_tiny(quickstart_layout, tiny_causal_dir, tmp_path):
     assert "eos_bonus" not in g["ci_checks"] and set(g["ci_checks"]) == {"budget", "forcing", "prompted"}
     for q in result["tilt"]:
         assert {"budget_accuracy_at_same_tokens", "forcing_in_range", "prompted_accuracy_at_same_tokens"} <= set(q)
+        # every point carries its paired margins for readers; the verdict reads the same bootstrap
+        lo, hi = q["margin_vs_budget_ci95"]
+        assert lo <= q["margin_vs_budget"] <= hi
+        assert q["margin_vs_budget"] == q["accuracy"] - q["budget_accuracy_at_same_tokens"]
     for q in result["budget"] + result["forcing"] + result["prompted"] + result["eos_bonus"] + result["tilt"]:
         assert len(q["per_answer"]["correct"]) == len(q["per_answer"]["tokens"]) == result["answers"]
         assert sum(q["ends"].values()) == result["answers"]

@@ -545,6 +545,7 @@ def main(argv=None) -> dict:
         outs = tilted(model, critic, tokenizer, prompts, beta, cap, sampling, a, f"tilt beta={beta:g}")
         q = {"beta": beta, **score(outs, rows, reward, cap)}
         compare(q, curves)
+        q.update(margins(q, curves, a.samples)[0])  # paired over prompts: what a reader compares the curves by
         tilt.append(q)
         save_partial(**curves, tilt=tilt)
         print(
