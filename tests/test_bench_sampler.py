@@ -47,6 +47,7 @@ def test_ks_by_hand():
     assert math.isclose(d, 0.2) and 0.0003 < p < 0.001
 
 
+@pytest.mark.slow  # a benchmark script, tiny (about 40 s: the engine converts the model)
 def test_tiny_engine_batching_benchmark_runs_every_arm(tmp_path, monkeypatch):
     pytest.importorskip("ctranslate2")
     from evals.benchmarks import engine_batching

@@ -120,6 +120,7 @@ def _config(tmp_path, **kw):
     )
 
 
+@pytest.mark.slow  # over 2 s on the 2 cores
 def test_trainer_refreshes_the_critic_logs_its_error_and_keeps_group_sums_zero(
     tiny_causal_dir, tiny_backbone, tokenizer, tmp_path
 ):

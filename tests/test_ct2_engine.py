@@ -87,6 +87,7 @@ def test_next_token_distribution_matches_hf(tiny_causal_dir, tokenizer):
     assert 0.5 * (observed - expected).abs().sum() < 0.05
 
 
+@pytest.mark.slow  # over 2 s on the 2 cores
 def test_conversion_is_cached_per_model_and_refuses_a_stale_folder(tiny_causal_dir, tmp_path):
     first = ct2_engine.converted_model(str(tiny_causal_dir), progress=False)
     assert ct2_engine.converted_model(str(tiny_causal_dir), progress=False) == first

@@ -114,6 +114,7 @@ def _shorter_better_two_ranks(rank, path):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # over 2 s on the 2 cores
 def test_shorter_better_sees_whole_groups_across_processes(tmp_path):
     import json
 

@@ -214,6 +214,7 @@ def test_first_fit_decreasing_respects_the_row_size():
 
 
 # ---------------------------------------------------------------------------------------------- the cache
+@pytest.mark.slow  # over 2 s on the 2 cores
 def test_cache_is_reused_keyed_and_refused_for_another_backbone(tokenizer, dataset, tmp_path, monkeypatch):
     cache_dir = tmp_path / "cache"
     args = config(tmp_path, trunk_layers=2, trunk_cache_dir=str(cache_dir), max_steps=1)

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 
+@pytest.mark.slow  # over 2 s on the 2 cores
 def test_untrained_critic_saves_a_loadable_seeded_head(tiny_causal_dir, tmp_path):
     from evals.experiments.untrained_critic import main
     from lenvm_rl.critic import LengthCritic
