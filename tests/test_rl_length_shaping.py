@@ -93,3 +93,23 @@ def test_verdict_met_only_when_every_check_holds():
         c.startswith("dominated by soft_overlong") for c in dominated
     )
     assert verdict(base) == ["criterion: not all core arms have finished"]
+
+
+def test_jobs_flag_picks_named_runs_and_rejects_unknown_names():
+    from evals.experiments.rl_length_shaping import ARMS, jobs, main
+
+    a = SimpleNamespace(tiny=False, arms=",".join(ARMS), jobs="lenvm_relative_c1_s2,lenvm_seq_c1_s0")
+    assert jobs(a) == [("lenvm_seq", 1.0, 0), ("lenvm_relative", 1.0, 2)]
+    assert len(jobs(SimpleNamespace(tiny=False, arms=",".join(ARMS), jobs=None))) > 2
+    with pytest.raises(SystemExit, match="unknown run names.*lenvm_relative_c3_s0"):
+        main(["--jobs", "lenvm_relative_c3_s0", "--report_only"])
+
+
+def test_given_critic_needs_a_quickstart_dir_and_reads_its_report(tmp_path):
+    from evals.experiments.rl_length_shaping import given_critic
+
+    with pytest.raises(SystemExit, match="model/ and metrics.json"):
+        given_critic(str(tmp_path))
+    (tmp_path / "model").mkdir()
+    (tmp_path / "metrics.json").write_text(json.dumps({"length_prediction": {"mre": 0.21}}))
+    assert given_critic(str(tmp_path)) == (str(tmp_path / "model"), {"mre": 0.21})

@@ -22,6 +22,8 @@ pareto.png, audit_<arm>.jsonl (50 final completions of each arm's reported coeff
     python -m evals.experiments.rl_length_shaping --tiny    # CI-sized: a tiny random policy, 2 steps, in-process
     python -m evals.experiments.rl_length_shaping --report_only   # the report of the runs finished so far
     python -m evals.experiments.rl_length_shaping --arms lenvm_seq --fp32   # one arm's unfinished runs, in fp32
+    python -m evals.experiments.rl_length_shaping --critic DIR --jobs lenvm_relative_c1_s0 --output_dir OUT
+        # chosen runs with an already trained critic (a quickstart output dir): nothing is trained or overwritten
 
 The critic's weights are not committed (its rollouts are): a rerun trains it again from them before any run, and
 the trainer has changed since the recorded runs, so runs added later use a retrained critic (its metrics.json says
@@ -267,7 +269,19 @@ def work(a, policy: str, critic_path: str, words: dict) -> None:
 def jobs(a):
     if a.tiny:
         return [(arm, {"soft_overlong": 6.0, "l1_max": 4.0}.get(arm, 1.0), 0) for arm in ARMS]
-    return [j for j in JOBS if j[0] in a.arms.split(",")]
+    chosen = set(a.jobs.split(",")) if a.jobs else None
+    return [j for j in JOBS if j[0] in a.arms.split(",") and (chosen is None or job_name(*j) in chosen)]
+
+
+def given_critic(critic_dir: str) -> tuple[str, dict]:
+    """The model path and length report of a trained quickstart output dir passed as ``--critic``."""
+    d = Path(critic_dir)
+    if not (d / "model").is_dir() or not (d / "metrics.json").is_file():
+        raise SystemExit(
+            f"--critic {critic_dir}: expected a quickstart output dir with model/ and metrics.json "
+            "(lenvm quickstart --output_dir DIR writes one)"
+        )
+    return str(d / "model"), json.loads((d / "metrics.json").read_text())["length_prediction"]
 
 
 # ----------------------------------------------------------------------------------------- report
@@ -414,7 +428,7 @@ def report(a, start: dict) -> dict:
             f"{s['eos_only_share']:.1%} | {s['truncated_share']:.1%} |"
         )
     lines += [""] + per_seed_lines(rows, a.steps) + [""] + verdict(table)
-    missing = [job_name(*j) for j in JOBS if (j[0], j[1]) not in table or table[j[0], j[1]]["n_seeds"] <= j[2]]
+    missing = [job_name(*j) for j in jobs(a) if (j[0], j[1]) not in table or table[j[0], j[1]]["n_seeds"] <= j[2]]
     if missing:
         lines += ["", f"Not run (so not part of the criterion): {', '.join(missing)}."]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
@@ -474,7 +488,13 @@ def main(argv=None) -> dict:
     p.add_argument("--fp32", action="store_true", help="fp32 even where bf16 is native (as the recorded runs)")
     p.add_argument("--tiny", action="store_true", help="a tiny random policy, 2 steps, in-process (CI)")
     p.add_argument("--output_dir", default="evals/results/rl_length_shaping")
+    p.add_argument("--critic", default=None, help="a trained quickstart output dir to use instead of training one")
+    p.add_argument("--jobs", default=None, help="comma-separated run names (e.g. lenvm_seq_c1_s0): only these")
     a = p.parse_args(argv)
+    if a.jobs:
+        unknown = set(a.jobs.split(",")) - {job_name(*j) for j in JOBS}
+        if unknown:
+            raise SystemExit(f"--jobs: unknown run names {sorted(unknown)}; known: {[job_name(*j) for j in JOBS]}")
     if a.tiny:
         a.steps, a.batch, a.max_new_tokens, a.eval_samples, a.audit, a.workers = 2, 4, 8, 2, 4, 0
 
@@ -488,13 +508,13 @@ def main(argv=None) -> dict:
     policy = a.policy or resolve_model(None)
     train_words, eval_words = opposites_split()
     words = {"train": train_words, "eval": eval_words[:6] if a.tiny else eval_words}
-    critic_path = str(out / "critic" / "model")
+    critic_path = given_critic(a.critic)[0] if a.critic else str(out / "critic" / "model")
     if a.report_only:
         return report(a, json.loads((out / "start.json").read_text()))
     if a.worker:
         work(a, policy, critic_path, words)
         return {}
-    critic_path, critic_report = train_critic(out, policy, train_words, a)
+    critic_path, critic_report = given_critic(a.critic) if a.critic else train_critic(out, policy, train_words, a)
     start_file = out / "start.json"
     if not start_file.is_file():
         tok = AutoTokenizer.from_pretrained(policy)
