@@ -114,9 +114,8 @@ def _config(tmp_path, **kw):
         use_cpu=True,
         report_to=[],
         logging_steps=1,
-        save_strategy="no",
         learning_rate=1e-4,
-        **{"max_steps": 3, "temperature": 1.0, "length_gate_reward": "short_reward", **kw},
+        **{"max_steps": 3, "temperature": 1.0, "length_gate_reward": "short_reward", "save_strategy": "no", **kw},
     )
 
 
@@ -273,3 +272,61 @@ def test_two_processes_refresh_to_the_weights_of_one(tmp_path, tokenizer):
     moved = {k for k, v in start.items() if not torch.allclose(v, torch.tensor(one_state[k], dtype=v.dtype))}
     assert any(k.startswith("v_head") for k in moved) and any("layers.1." in k for k in moved)
     assert not any("layers.0." in k for k in moved)
+
+
+class HeadAtEachBatch(LengthShapedGRPOTrainer):
+    """Records the critic's head as each batch is scored (before that batch's refresh)."""
+
+    def _generate_and_score_completions(self, inputs):
+        self.heads = getattr(self, "heads", []) + [copy.deepcopy(self.critic.model.v_head.state_dict())]
+        return super()._generate_and_score_completions(inputs)
+
+
+@pytest.mark.slow  # two GRPO steps with checkpoints, then a resume
+def test_checkpoints_keep_the_refreshed_critic_and_a_resume_restores_it(
+    tiny_causal_dir, tiny_backbone, tokenizer, tmp_path
+):
+    data = Dataset.from_list([{"prompt": f"Say {i} words."} for i in range(8)])
+
+    def trainer_with_fresh_critic(seed):
+        torch.manual_seed(seed)  # another seed: another fresh head
+        critic = LengthCritic(LengthValueModel(copy.deepcopy(tiny_backbone), gamma=0.95), tokenizer)
+        args = _config(
+            tmp_path,
+            max_steps=2,
+            save_strategy="steps",
+            save_steps=1,
+            critic_refresh_steps=2,
+            critic_refresh_learning_rate=1e-2,
+        )
+        return HeadAtEachBatch(
+            model=str(tiny_causal_dir),
+            reward_funcs=short_reward,
+            args=args,
+            train_dataset=data,
+            processing_class=tokenizer,
+            critic=critic,
+        )
+
+    def same(a, b):
+        return all(torch.equal(v, b[k]) for k, v in a.items())
+
+    first = trainer_with_fresh_critic(0)
+    first.train()
+    assert len(first.heads) == 2 and not same(first.heads[0], first.heads[1])  # the refresh moved the head
+    ckpt = tmp_path / "grpo" / "checkpoint-1"
+    assert (ckpt / "critic_refresh.pt").is_file() and (
+        tmp_path / "grpo" / "checkpoint-2" / "critic_refresh.pt"
+    ).is_file()
+
+    # Resumed from step 1 with a fresh critic, step 2 is scored by the critic as refreshed through step 1.
+    second = trainer_with_fresh_critic(1)
+    assert not same(second.critic.model.v_head.state_dict(), first.heads[1])
+    second.train(resume_from_checkpoint=str(ckpt))
+    assert len(second.heads) == 1 and same(second.heads[0], first.heads[1])
+    assert second._critic_optimizer.state_dict()["state"]  # the refresh optimizer's moments came back too
+
+    # A checkpoint without the critic's state is refused rather than resumed against the unrefreshed critic.
+    (ckpt / "critic_refresh.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="without a refreshed critic"):
+        trainer_with_fresh_critic(2).train(resume_from_checkpoint=str(ckpt))

@@ -55,3 +55,44 @@ def test_time_step_prints_an_estimate(tiny_causal_dir, tmp_path):
     assert est["total_hours_without_critic_training"] == pytest.approx(expected / 3600, rel=0.02)
     assert (tmp_path / "time_estimate.json").is_file()
     assert not list(tmp_path.glob("**/value_head.safetensors"))  # the stand-in critic is not left in the results
+
+
+@pytest.mark.slow  # two tiny GRPO runs, one of them killed after its first step
+def test_a_killed_run_resumes_from_its_checkpoint_with_its_evaluations(tiny_causal_dir, tmp_path, monkeypatch):
+    from transformers import TrainerCallback
+
+    import evals.experiments.rl_mixed_lengths as exp
+
+    class Killed(Exception):
+        pass
+
+    class KillAfterStepOne(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step == 1:
+                raise Killed
+
+    build = exp.build_trainer
+
+    def build_and_kill(*args, **kwargs):
+        trainer, tok = build(*args, **kwargs)
+        trainer.add_callback(KillAfterStepOne())
+        return trainer, tok
+
+    out = tmp_path / "exp"
+    argv = ["--tiny", "--arms", "lenvm_refresh", "--save_steps", "1", "--policy", str(tiny_causal_dir)]
+    argv += ["--output_dir", str(out)]
+    monkeypatch.setattr(exp, "build_trainer", build_and_kill)
+    with pytest.raises(Killed):
+        exp.main(argv)
+    run_dir = out / "runs" / "lenvm_refresh_c1_s0"
+    assert (run_dir / "checkpoint-1" / "critic_refresh.pt").is_file()
+    assert json.loads((run_dir / "progress.json").read_text())["step"] == 1
+    assert not (out / "runs" / "lenvm_refresh_c1_s0.json").exists()
+
+    monkeypatch.setattr(exp, "build_trainer", build)
+    exp.main(argv)
+    run = json.loads((out / "runs" / "lenvm_refresh_c1_s0.json").read_text())
+    assert run["resumed_from_step"] == 1
+    assert [e["step"] for e in run["evals"]] == [1, 2]  # step 1's evaluation came from before the kill
+    assert [e["step"] for e in run["train_log"]] == [1, 2]
+    assert not run_dir.exists()  # the checkpoints are removed once the run's result is written

@@ -17,7 +17,9 @@ The LenVM is trained first (the quickstart pipeline) on the starting policy's an
 Every run is evaluated on the held-out prompts (48 + 36 x `eval_samples`, fixed seed, T 0.7, the same cap) at
 the steps in EVAL_STEPS; step 0 is the shared starting policy. Per kind: accuracy, mean tokens, tokens after the
 answer, cut share, EOS-only share. Two single-thread workers share the queue; each run writes runs/<job>.json as
-it ends and the report is rewritten after every run, so a rerun resumes. Outputs: results.json, summary.md (the
+it ends and the report is rewritten after every run, so a rerun resumes; a run also checkpoints every
+``--save_steps`` steps (policy, optimizer, RNG, a refreshed critic, the evaluations so far), so a killed run goes on
+from its last checkpoint rather than from step 0. Outputs: results.json, summary.md (the
 criterion fixed in README.md before the runs), curves.png (learning curves per kind), pareto.png, audit_<arm>.jsonl.
 
     python -m evals.experiments.rl_mixed_lengths                 # the full experiment (see README for its time)
@@ -166,7 +168,9 @@ def build_trainer(arm: str, coef: float, seed: int, a, policy: str, critic_path:
         use_cpu=True,
         bf16=native_bf16() and not a.tiny,
         report_to=[],
-        save_strategy="no",
+        save_strategy="steps" if a.save_steps else "no",
+        save_steps=a.save_steps or 500,
+        save_total_limit=1,
         logging_steps=1,
         seed=seed,
         disable_tqdm=True,
@@ -206,9 +210,19 @@ def build_trainer(arm: str, coef: float, seed: int, a, policy: str, critic_path:
 
 def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, rows: dict) -> dict:
     from transformers import TrainerCallback
+    from transformers.trainer_utils import get_last_checkpoint
 
-    evals, train_log = [], []
+    run_dir = Path(a.output_dir) / "runs" / job_name(arm, coef, seed)
+    progress_file = run_dir / "progress.json"  # the evaluations and log up to the last checkpoint
+    last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    progress = json.loads(progress_file.read_text()) if last and progress_file.is_file() else None
+    if last and (progress is None or progress["step"] != int(Path(last).name.split("-")[1])):
+        print(f"[rl_mixed_lengths] {run_dir.name}: {last} has no matching progress.json; starting again", flush=True)
+        last, progress = None, None  # killed between writing the checkpoint and its progress
+    progress = progress or {"step": 0, "evals": [], "train_log": [], "seconds": 0}
+    evals, train_log = progress["evals"], progress["train_log"]
     holder = {}
+    t0 = time.time() - progress["seconds"]
 
     class Probe(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kw):
@@ -219,6 +233,10 @@ def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, 
                 evals.append({"step": state.global_step, "per_kind": per_kind})
                 if state.global_step == a.steps:
                     evals[-1]["completions"] = audit_sample(completions, a.audit)
+
+        def on_save(self, args, state, control, **kw):
+            done = {"step": state.global_step, "evals": evals, "train_log": train_log, "seconds": time.time() - t0}
+            atomic_write(progress_file, json.dumps(done))
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "rewards/mixed_reward/mean" in logs:
@@ -235,16 +253,20 @@ def run_job(arm: str, coef: float, seed: int, a, policy: str, critic_path: str, 
                 )
 
     trainer, holder["tokenizer"] = build_trainer(arm, coef, seed, a, policy, critic_path, rows, [Probe()])
-    t0 = time.time()
-    trainer.train()
-    return {
+    if last:
+        print(f"[rl_mixed_lengths] {job_name(arm, coef, seed)}: resuming from {last}", flush=True)
+    trainer.train(resume_from_checkpoint=last)
+    result = {
         "arm": arm,
         "coef": coef,
         "seed": seed,
         "seconds": round(time.time() - t0, 1),
+        "resumed_from_step": progress["step"] or None,
         "evals": evals,
         "train_log": train_log,
     }
+    shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints are GBs; the result file holds what the report needs
+    return result
 
 
 def eval_steps(a) -> tuple[int, ...]:
@@ -309,9 +331,9 @@ def work(a, policy: str, critic_path: str, rows: dict, start: dict) -> None:
 
 
 def jobs(a):
-    if a.tiny:
-        return [(arm, {"l1_max": coef / 8}.get(arm, coef), 0) for arm, coef in ARMS]
     wanted = a.arms.split(",")
+    if a.tiny:
+        return [(arm, {"l1_max": coef / 8}.get(arm, coef), 0) for arm, coef in ARMS if arm in wanted]
     return [j for j in JOBS if j[0] in wanted]
 
 
@@ -370,7 +392,8 @@ def verdict(rows: list[dict], a, start: dict) -> list[str]:
     short_kind, long_kind = MIXED_KINDS[0], MIXED_KINDS[-1]
     budgets = {float(BUDGETS["short"]) if not a.tiny else BUDGETS["short"] / 8: long_kind}
     budgets[float(BUDGETS["long"]) if not a.tiny else BUDGETS["long"] / 8] = short_kind  # the kind it does not fit
-    needed = [(arm, coef) for arm, coef, _ in jobs(a)]
+    every_arm = argparse.Namespace(**{**vars(a), "arms": ",".join(arm for arm, _ in ARMS)})
+    needed = [(arm, coef) for arm, coef, _ in jobs(every_arm)]  # the criterion needs every arm, whatever --arms ran
     if any((arm, coef, short_kind) not in final for arm, coef in needed):
         return ["criterion: not all runs have finished"]
     out = []
@@ -577,6 +600,9 @@ def main(argv=None) -> dict:
     p.add_argument("--report_only", action="store_true", help="write the report from the finished runs and stop")
     p.add_argument("--time_step", action="store_true", help="time one step and one evaluation, print the estimate")
     p.add_argument("--tiny", action="store_true", help="a tiny random policy, 2 steps, in-process (CI)")
+    p.add_argument(
+        "--save_steps", type=int, default=5, help="checkpoint every N steps so a killed run resumes (0: off)"
+    )
     p.add_argument("--output_dir", default="evals/results/rl_mixed_lengths")
     a = p.parse_args(argv)
     if a.tiny:

@@ -83,7 +83,9 @@ class LengthShapedGRPOConfig(GRPOConfig):
             answers that ended with EOS, the one-sided censored loss of pretraining on answers cut at the length
             limit (at least ``L - j + 1`` tokens were still to come). The loss is a token mean over the batch of
             every process (gradients are summed across processes), so any number of processes ends with the same
-            weights. 0 keeps the critic frozen.
+            weights. 0 keeps the critic frozen. Checkpoints keep the refreshed critic and its optimizer
+            (``critic_refresh.pt``), so ``resume_from_checkpoint`` goes on with the critic the policy was trained
+            against; a checkpoint without it is refused for a refreshing run.
         critic_refresh_learning_rate (`float`, *optional*, defaults to `1e-4`):
             AdamW learning rate of the refresh; must be positive when `critic_refresh_steps > 0`.
         critic_refresh_layers (`int`, *optional*, defaults to `0`):

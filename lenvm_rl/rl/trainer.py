@@ -6,10 +6,13 @@ the critic on prompt + completion and returns ``advantages`` of shape (B, T) ins
 loss broadcasts either shape for every ``loss_type``; the output is buffered, so with
 ``num_iterations > 1`` the critic runs once per generation. ``_calculate_rewards`` is extended only to keep
 the rewards TRL gathered across processes (the ``relative`` mode's correctness gate needs whole prompt
-groups). Everything else is inherited unchanged. The formulas are in :class:`LengthShapedGRPOConfig`.
+groups); checkpoints also hold a refreshed critic (``critic_refresh.pt``), so ``resume_from_checkpoint`` resumes
+the critic the policy was trained against. Everything else is inherited unchanged. The formulas are in :class:`LengthShapedGRPOConfig`.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from trl import GRPOTrainer
@@ -145,6 +148,25 @@ class LengthShapedGRPOTrainer(GRPOTrainer):
             self._metrics[mode]["length/critic_refresh_loss_last"].append(losses[-1])
         return output
 
+    # A refreshed critic is training state, like the optimizer: a checkpoint keeps it and a resumed run reloads it.
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self._critic_optimizer is not None and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            torch.save(refresh_state(self.critic.model, self._critic_optimizer), os.path.join(folder, REFRESH_FILE))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if self._critic_optimizer is not None and checkpoint is not None:
+            path = os.path.join(checkpoint, REFRESH_FILE)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"{checkpoint} has no {REFRESH_FILE}: it was saved without a refreshed critic (critic_refresh_steps "
+                    "0, or an older version), so resuming would pair the policy with the unrefreshed critic. Resume "
+                    "with the settings it was saved with, or start the run again."
+                )
+            load_refresh_state(self.critic.model, self._critic_optimizer, torch.load(path, weights_only=True))
+
     def _length_term(self, values, completion_mask, mask, terminated):
         """The per-token length term (B, T) and the ``relative`` gate (B,) (None in ``advantage``) from the
         critic's values. ``mask``: the completion tokens that are policy actions."""
@@ -217,6 +239,31 @@ def refreshed_parameters(model, top_layers: int = 0) -> list:
         freeze_lower_layers(model, n - top_layers)
     model.v_head.requires_grad_(True)
     return [p for p in model.parameters() if p.requires_grad]
+
+
+REFRESH_FILE = "critic_refresh.pt"
+
+
+def refresh_state(model, optimizer) -> dict:
+    """The refreshed parameters (by name) and the refresh optimizer's state: what a resumed run needs."""
+    model = getattr(model, "module", model)  # DDP-wrapped
+    params = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {"params": params, "optimizer": optimizer.state_dict()}
+
+
+def load_refresh_state(model, optimizer, state: dict) -> None:
+    model = getattr(model, "module", model)
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(named) != set(state["params"]):
+        raise ValueError(
+            "the checkpoint's refreshed critic parameters differ from this run's "
+            f"({len(state['params'])} saved, {len(named)} refreshed now): critic_refresh_layers or the critic changed "
+            "since it was saved; resume with the same settings and critic."
+        )
+    with torch.no_grad():
+        for n, p in named.items():
+            p.copy_(state["params"][n].to(p))
+    optimizer.load_state_dict(state["optimizer"])
 
 
 def refresh_targets(completion_mask: torch.Tensor, terminated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
