@@ -25,9 +25,10 @@ pareto.png, audit_<arm>.jsonl (50 final completions of each arm's reported coeff
     python -m evals.experiments.rl_length_shaping --critic DIR --jobs lenvm_relative_c1_s0 --output_dir OUT
         # chosen runs with an already trained critic (a quickstart output dir): nothing is trained or overwritten
 
-The critic's weights are not committed (its rollouts are): a rerun trains it again from them before any run, and
-the trainer has changed since the recorded runs, so runs added later use a retrained critic (its metrics.json says
-how close it is; the recorded one's held-out MRE was 29.2 %).
+The critic's weights are not committed (its rollouts are): a rerun trains it again from them into critic/ (over
+the recorded critic's committed report) before any run, and the trainer has changed since the recorded runs, so
+runs added later use a retrained critic (the recorded one's held-out MRE was 29.2 %). ``--critic DIR`` uses an
+already trained one instead and writes nothing to critic/ (how rl_length_shaping_one_critic/ was made).
 """
 
 from __future__ import annotations
