@@ -509,13 +509,15 @@ def main(argv=None) -> dict:
     policy = a.policy or resolve_model(None)
     train_words, eval_words = opposites_split()
     words = {"train": train_words, "eval": eval_words[:6] if a.tiny else eval_words}
-    critic_path = given_critic(a.critic)[0] if a.critic else str(out / "critic" / "model")
+    # --critic: a trained critic, read (and checked) once; otherwise the one trained into critic/ below.
+    critic_path, critic_report = given_critic(a.critic) if a.critic else (str(out / "critic" / "model"), None)
     if a.report_only:
         return report(a, json.loads((out / "start.json").read_text()))
     if a.worker:
         work(a, policy, critic_path, words)
         return {}
-    critic_path, critic_report = given_critic(a.critic) if a.critic else train_critic(out, policy, train_words, a)
+    if not a.critic:
+        critic_path, critic_report = train_critic(out, policy, train_words, a)
     start_file = out / "start.json"
     if not start_file.is_file():
         tok = AutoTokenizer.from_pretrained(policy)
