@@ -237,6 +237,11 @@ def sample_batches(
 _GENERATORS: dict[tuple, object] = {}
 
 
+def release() -> None:
+    """Drop the loaded generator (its memory; a caller about to delete the converted folder)."""
+    _GENERATORS.clear()
+
+
 def _generator(ct2_path: Path, quantization: str, threads: int | None):
     """One loaded generator per (folder, threads), reused across calls of a process."""
     import ctranslate2

@@ -96,3 +96,42 @@ def test_a_killed_run_resumes_from_its_checkpoint_with_its_evaluations(tiny_caus
     assert [e["step"] for e in run["evals"]] == [1, 2]  # step 1's evaluation came from before the kill
     assert [e["step"] for e in run["train_log"]] == [1, 2]
     assert not run_dir.exists()  # the checkpoints are removed once the run's result is written
+
+
+def test_ctranslate2_evaluation_samples_the_weights_in_memory_as_hf_does(tiny_causal_dir):
+    """The engine converts the policy as it is now (a run's weights move every step), not the folder it came from:
+    near-greedy sampling of perturbed weights gives the same answers through both engines."""
+    pytest.importorskip("ctranslate2")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evals.experiments.rl_mixed_lengths import evaluate_mixed
+    from lenvm_rl.rl.tasks import MIXED_KINDS, mixed_split
+
+    rows = [r for k in MIXED_KINDS for r in [r for r in mixed_split()["eval"] if r["kind"] == k][:3]]
+    tok = AutoTokenizer.from_pretrained(tiny_causal_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_dir)
+    before = evaluate_mixed(model, tok, rows, 1, 1e-4, 12, engine="ctranslate2")[1]
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model.lm_head.weight.add_(torch.randn_like(model.lm_head.weight) * 0.5)
+    hf = evaluate_mixed(model, tok, rows, 1, 1e-4, 12, engine="hf")[1]
+    ct2 = evaluate_mixed(model, tok, rows, 1, 1e-4, 12, engine="ctranslate2")[1]
+    assert [c["text"] for c in ct2] == [c["text"] for c in hf]
+    assert [c["tokens"] for c in ct2] == [c["tokens"] for c in hf]
+    assert [c["text"] for c in ct2] != [c["text"] for c in before]  # the perturbed weights were sampled
+    assert [c["kind"] for c in ct2] == [r["kind"] for r in rows]
+    with pytest.raises(ValueError, match="unknown evaluation engine"):
+        evaluate_mixed(model, tok, rows, 1, 0.7, 12, engine="vllm")
+
+
+@pytest.mark.slow  # the tiny experiment's critic and start
+def test_an_experiment_started_with_one_evaluation_engine_refuses_the_other(tiny_causal_dir, tmp_path):
+    pytest.importorskip("ctranslate2")
+    from evals.experiments.rl_mixed_lengths import main
+
+    argv = ["--tiny", "--arms", "task", "--policy", str(tiny_causal_dir), "--output_dir", str(tmp_path)]
+    main([*argv, "--eval_engine", "hf"])
+    assert json.loads((tmp_path / "start.json").read_text())["eval_engine"] == "hf"
+    with pytest.raises(SystemExit, match="--eval_engine hf"):
+        main([*argv, "--eval_engine", "ctranslate2"])
