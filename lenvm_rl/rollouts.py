@@ -135,14 +135,16 @@ def _read_jsonl(path) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------- resume
-def read_done(output: Path, generator: str, sampling: SamplingConfig) -> set[tuple[str, int]]:
-    """(prompt_id, sample_index) pairs already in ``output``; refuses a file made with other settings.
+def read_done(output: Path, generator: str, sampling: SamplingConfig, prompts: list[dict] = ()) -> set[tuple[str, int]]:
+    """(prompt_id, sample_index) pairs already in ``output``; refuses a file made with other settings, or one whose
+    text prompt under an id of ``prompts`` differs from that prompt now (its answers would be to another question).
 
     A torn last line (the run was killed mid-write) is moved aside to ``<output>.torn`` and reported.
     """
     if not output.is_file():
         return set()
     done, good_lines, torn = set(), [], None
+    text_now = {str(p["prompt_id"]): p["prompt"] for p in prompts if _is_text(p.get("prompt"))}
     lines = output.read_text().splitlines(keepends=True)
     for i, line in enumerate(lines):
         try:
@@ -158,6 +160,12 @@ def read_done(output: Path, generator: str, sampling: SamplingConfig) -> set[tup
                 f"{rec.get('sampling')}, but this run uses generator={generator!r} with {sampling.record()}. "
                 "Mixing them would blur the length distribution; write to another --output."
             )
+        now = text_now.get(str(rec["prompt_id"]))
+        if now is not None and _is_text(rec.get("prompt")) and rec["prompt"] != now:
+            raise ValueError(
+                f"{output} holds rollouts of prompt {rec['prompt_id']!r} with another text ({rec['prompt']!r}, now "
+                f"{now!r}); they answer another question. Write to another --output, or delete that file."
+            )
         done.add((str(rec["prompt_id"]), int(rec["sample_index"])))
         good_lines.append(line)
     if torn is not None:
@@ -165,6 +173,13 @@ def read_done(output: Path, generator: str, sampling: SamplingConfig) -> set[tup
         output.write_text("".join(good_lines))
         print(f"[lenvm] {output}: moved a torn last line (interrupted write) to {output}.torn; resuming.")
     return done
+
+
+def _is_text(prompt) -> bool:
+    """A string, or chat messages whose every content is a string (prompts with images are not compared)."""
+    if isinstance(prompt, str):
+        return True
+    return isinstance(prompt, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt)
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -199,7 +214,7 @@ def generate_rollouts(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     generator = model or DEFAULT_MODEL
-    done = read_done(output, generator, sampling)
+    done = read_done(output, generator, sampling, prompts)
     todo = [(p, k) for p in prompts for k in range(sampling.num_samples) if (p["prompt_id"], k) not in done]
     if not todo:
         print(f"[lenvm] {output}: all {len(prompts) * sampling.num_samples} rollouts already there; nothing to do.")

@@ -91,6 +91,20 @@ def test_resuming_with_other_settings_is_refused(tiny_causal_dir, tmp_path):
         read_done(out, str(tiny_causal_dir), SamplingConfig(1, 4, temperature=0.5))
 
 
+def test_resuming_after_a_prompt_text_changed_under_its_id_is_refused(tiny_causal_dir, tmp_path):
+    """Same id, other question: the stored answers must not be reused for it (nor count as done)."""
+    out = tmp_path / "r.jsonl"
+    kw = dict(model=str(tiny_causal_dir), sampling=SamplingConfig(1, 4), dtype="float32", progress=False)
+    prompts = _prompts(2)
+    generate_rollouts(prompts, out, **kw)
+    before = out.read_text()
+    generate_rollouts(prompts, out, **kw)  # the same prompts: nothing to do, nothing refused
+    changed = [dict(prompts[0], prompt=[{"role": "user", "content": "Another question?"}]), prompts[1]]
+    with pytest.raises(ValueError, match="another text"):
+        generate_rollouts(changed, out, **kw)
+    assert out.read_text() == before
+
+
 def test_prompt_sources(tmp_path):
     builtin = load_prompts("builtin")
     by_cat = {}

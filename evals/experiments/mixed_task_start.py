@@ -16,6 +16,8 @@ import json
 import time
 from pathlib import Path
 
+from evals.experiments.rl_mixed_lengths import EVAL_ENGINES
+
 
 def goals(per_kind: dict) -> dict:
     lengths = [k["mean_correct_tokens"] for k in per_kind.values() if k["mean_correct_tokens"] is not None]
@@ -35,6 +37,12 @@ def main(argv=None) -> dict:
     p.add_argument("--max_new_tokens", type=int, default=160)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--limit", type=int, default=0, help="prompts per kind (0: all)")
+    p.add_argument(
+        "--engine",
+        choices=EVAL_ENGINES,
+        default=None,
+        help="sampler: ctranslate2 (default where installed, as the GRPO experiment evaluates) or hf",
+    )
     p.add_argument("--output_dir", default="evals/results/rl_mixed_lengths")
     a = p.parse_args(argv)
 
@@ -46,6 +54,10 @@ def main(argv=None) -> dict:
     from lenvm_rl.rl.tasks import MIXED_KINDS, mixed_split
 
     torch.set_num_threads(1)
+    if a.engine is None:
+        from lenvm_rl import ct2_engine
+
+        a.engine = "ctranslate2" if ct2_engine.available() else "hf"
     policy = a.policy or resolve_model(None)
     rows = mixed_split()[a.split]
     if a.limit:
@@ -54,14 +66,15 @@ def main(argv=None) -> dict:
     model = AutoModelForCausalLM.from_pretrained(policy)
     t0 = time.time()
     per_kind, completions = evaluate_mixed(
-        model, tokenizer, rows, a.samples, a.temperature, a.max_new_tokens, seed=1234
+        model, tokenizer, rows, a.samples, a.temperature, a.max_new_tokens, seed=1234, engine=a.engine
     )
     result = {
-        "command": "python -m evals.experiments.mixed_task_start --split " + a.split,
+        "command": f"python -m evals.experiments.mixed_task_start --split {a.split} --samples {a.samples}",
+        "engine": a.engine,
         "split": a.split,
         "prompts": len(rows),
         "samples_per_prompt": a.samples,
-        "sampling": {"temperature": a.temperature, "top_p": 1.0, "max_new_tokens": a.max_new_tokens},
+        "sampling": {"temperature": a.temperature, "top_k": 0, "top_p": 1.0, "max_new_tokens": a.max_new_tokens},
         "seconds": round(time.time() - t0, 1),
         "per_kind": per_kind,
         "goals": goals(per_kind),

@@ -81,6 +81,9 @@ def evaluate_policy(model, tokenizer, words, a, seed: int = 1234) -> tuple[dict,
                 **enc.to(model.device),
                 do_sample=True,
                 temperature=a.temperature,
+                # transformers' hidden default, stated: the committed results were evaluated with it, while TRL
+                # samples the full vocabulary in training (top_k 0); the mixed-task experiment evaluates with 0
+                top_k=50,
                 top_p=1.0,
                 max_new_tokens=a.max_new_tokens,
                 num_return_sequences=a.eval_samples,

@@ -131,6 +131,7 @@ def _sample_hf(model, tokenizer, prompts, samples, temperature, max_new_tokens, 
                 **enc.to(model.device),
                 do_sample=True,
                 temperature=temperature,
+                top_k=0,  # the full vocabulary, as TRL samples in training (transformers' own default is 50)
                 top_p=1.0,
                 max_new_tokens=max_new_tokens,
                 num_return_sequences=samples,

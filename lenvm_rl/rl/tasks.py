@@ -269,7 +269,11 @@ def answer_sentence_end(text: str, word: str) -> int:
 # Tuned on the validation split with the 135M default (evals/results/rl_mixed_lengths/README.md): it answered "the
 # opposites of k listed words" correctly in none of 64 samples (k = 2, 3), so that kind was dropped; counts that do
 # not start at 1 were right in about a quarter (it counts in twos from 2, or starts again at 1), and counts of
-# fewer than 10 numbers put the two kinds' correct answers less than 5x apart.
+# fewer than 10 numbers put the two kinds' correct answers less than 5x apart. Sampled as training samples (the
+# full vocabulary; transformers' generate would cut it to the top 50 unless told otherwise), the plain one-word
+# question was right about a quarter of the time; a quoted worked example ("on" -> "off", neither a task word nor an
+# answer) raised that to about half without lengthening the answers much.
+ONE_WORDING = 'The opposite of "on" is "off". What is the opposite of "{word}"? Answer with one word.'
 MIXED_KINDS = ("one", "count")
 MIXED_HELD_OUT = {"one": 48, "count": 36}  # evaluation prompts per kind (fixed, never trained or tuned on)
 MIXED_VALIDATION = {"one": 32, "count": 32}  # carved from the training side, to tune wording on
@@ -284,7 +288,7 @@ COUNT_WORDINGS = (
 
 def mixed_prompt(kind: str, words=(), start: int = 0, stop: int = 0, wording: int = 0) -> list[dict]:
     if kind == "one":
-        text = f"What is the opposite of {words[0]}? Answer with one word."
+        text = ONE_WORDING.format(word=words[0])
     elif kind == "count":
         text = COUNT_WORDINGS[wording].format(start=start, stop=stop)
     else:
