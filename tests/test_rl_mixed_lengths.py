@@ -105,7 +105,7 @@ def test_ctranslate2_evaluation_samples_the_weights_in_memory_as_hf_does(tiny_ca
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evals.experiments.rl_mixed_lengths import evaluate_mixed
+    from evals.experiments.mixed_eval import evaluate_mixed
     from lenvm_rl.rl.tasks import MIXED_KINDS, mixed_split
 
     rows = [r for k in MIXED_KINDS for r in [r for r in mixed_split()["eval"] if r["kind"] == k][:3]]

@@ -38,7 +38,7 @@ def main(argv=None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evals.experiments.rl_mixed_lengths import evaluate_mixed
+    from evals.experiments.mixed_eval import evaluate_mixed
     from lenvm_rl.defaults import resolve_model
     from lenvm_rl.rl.tasks import MIXED_KINDS, mixed_split
 

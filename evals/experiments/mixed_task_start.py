@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from evals.experiments.rl_mixed_lengths import EVAL_ENGINES
+from evals.experiments.mixed_eval import EVAL_ENGINES
 
 
 def goals(per_kind: dict) -> dict:
@@ -49,7 +49,7 @@ def main(argv=None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evals.experiments.rl_mixed_lengths import evaluate_mixed
+    from evals.experiments.mixed_eval import evaluate_mixed
     from lenvm_rl.defaults import resolve_model
     from lenvm_rl.rl.tasks import MIXED_KINDS, mixed_split
 
