@@ -10,7 +10,7 @@ import typing
 import pytest
 import yaml
 
-from lenvm_rl import cli
+from lenvm_rl import cli, grpo_script
 from lenvm_rl.cli import GenerateArguments, MergeArguments, PredictArguments, RolloutsArguments, main
 from lenvm_rl.evaluation.common import EvalArguments, parse_args
 from lenvm_rl.evaluation.length_prediction import LengthPredictionArguments
@@ -173,14 +173,18 @@ def test_predict_and_generate_from_config(tiny_critic, tiny_causal_dir, tmp_path
 def test_resolve_reward_uses_the_registry():
     from lenvm_rl.rl import rewards, tasks
 
-    assert cli.resolve_reward("addition_reward") is tasks.addition_reward
-    assert cli.resolve_reward("gsm8k_reward") is tasks.gsm8k_reward
-    assert cli.resolve_reward("opposites_reward") is cli.resolve_reward("opposites") is tasks.opposites_reward
-    assert cli.resolve_reward("critic_length_return") is rewards.critic_length_return
-    assert cli.resolve_reward("group_length_reward") is rewards.group_length_reward
-    assert cli.resolve_reward("lenvm_rl.rl.tasks.opposites_reward") is tasks.opposites_reward  # dotted path
-    assert cli.resolve_reward("think_format_reward").__name__ == "think_format_reward"  # TRL's own
-    kimi = cli.resolve_reward("kimi", task=cli.builtin_task("lenvm:opposites"))
+    assert grpo_script.resolve_reward("addition_reward") is tasks.addition_reward
+    assert grpo_script.resolve_reward("gsm8k_reward") is tasks.gsm8k_reward
+    assert (
+        grpo_script.resolve_reward("opposites_reward")
+        is grpo_script.resolve_reward("opposites")
+        is tasks.opposites_reward
+    )
+    assert grpo_script.resolve_reward("critic_length_return") is rewards.critic_length_return
+    assert grpo_script.resolve_reward("group_length_reward") is rewards.group_length_reward
+    assert grpo_script.resolve_reward("lenvm_rl.rl.tasks.opposites_reward") is tasks.opposites_reward  # dotted path
+    assert grpo_script.resolve_reward("think_format_reward").__name__ == "think_format_reward"  # TRL's own
+    kimi = grpo_script.resolve_reward("kimi", task=grpo_script.builtin_task("lenvm:opposites"))
     assert kimi.__name__ == "kimi_length_reward"
     assert kimi(
         prompts=["p", "p"],
@@ -190,23 +194,23 @@ def test_resolve_reward_uses_the_registry():
         answer=[["cold"], ["cold"]],
     ) == [0.5, -0.5]
     with pytest.raises(ValueError, match="gated"):
-        cli.resolve_reward("kimi")  # no task to gate with
+        grpo_script.resolve_reward("kimi")  # no task to gate with
     with pytest.raises(ValueError, match="needs l1_budget"):
-        cli.resolve_reward("l1_max", task="opposites")  # `lenvm grpo --reward_funcs l1_max` without --l1_budget
+        grpo_script.resolve_reward("l1_max", task="opposites")  # `lenvm grpo --reward_funcs l1_max` without --l1_budget
     with pytest.raises(ValueError, match="unknown reward 'nonsense'"):
-        cli.resolve_reward("nonsense")
+        grpo_script.resolve_reward("nonsense")
 
 
 def test_builtin_opposites_dataset_uses_training_words_only():
     from lenvm_rl.rl.tasks import opposites_split
 
     train_words, eval_words = opposites_split()
-    data = cli.builtin_dataset("lenvm:opposites", "train", seed=0)["train"]
+    data = grpo_script.builtin_dataset("lenvm:opposites", "train", seed=0)["train"]
     assert sorted(data["word"]) == train_words and not set(data["word"]) & set(eval_words)
     assert {"prompt", "word", "answer"} <= set(data.column_names)
-    assert len(cli.builtin_dataset("lenvm:addition", "train", seed=0)["train"]) > 0
-    assert cli.builtin_dataset("some/dataset", "train", seed=0) is None
-    assert (cli.builtin_task("lenvm:addition"), cli.builtin_task("some/dataset")) == ("addition", None)
+    assert len(grpo_script.builtin_dataset("lenvm:addition", "train", seed=0)["train"]) > 0
+    assert grpo_script.builtin_dataset("some/dataset", "train", seed=0) is None
+    assert (grpo_script.builtin_task("lenvm:addition"), grpo_script.builtin_task("some/dataset")) == ("addition", None)
 
 
 @pytest.mark.slow  # over ~5 s on 2 cores

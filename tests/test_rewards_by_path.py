@@ -139,7 +139,7 @@ def test_a_missing_setting_names_its_flag_and_variable(recipe_env, tokenizer, mo
 
 
 def test_lenvm_grpo_takes_reward_settings_as_flags_and_yaml_keys(tmp_path):
-    from lenvm_rl import cli
+    from lenvm_rl import grpo_script
     from lenvm_rl.args import make_parser, parse
     from lenvm_rl.rl.reward_config import LengthRewardConfig
 
@@ -148,13 +148,15 @@ def test_lenvm_grpo_takes_reward_settings_as_flags_and_yaml_keys(tmp_path):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump({"l1_budget": 12, "reward_gate": "addition", "seq_beta": 0.5}))
     (keys,) = parse(parser, ["--config", str(tmp_path / "r.yaml")])
     assert flags == keys == LengthRewardConfig(l1_budget=12, reward_gate="addition", seq_beta=0.5)
-    l1 = cli.resolve_reward("l1_max", task=None, config=flags)
+    l1 = grpo_script.resolve_reward("l1_max", task=None, config=flags)
     args = dict(prompts=["p"] * 2, completions=["1 + 1 = 2", "1 + 1 = 3"], answer=["2", "2"], eos_token_ids=[0])
     assert l1(completion_ids=[[1] * 12 + [0], [1]], **args) == [0.5, 0.0]  # 12 answer tokens: the budget
-    overlong = cli.resolve_reward("soft_overlong", config=LengthRewardConfig(overlong_max_length=4, overlong_cache=2))
+    overlong = grpo_script.resolve_reward(
+        "soft_overlong", config=LengthRewardConfig(overlong_max_length=4, overlong_cache=2)
+    )
     assert overlong(completion_ids=[[1] * 3]) == [-0.5]
     with pytest.raises(ValueError, match="needs overlong_max_length, overlong_cache"):
-        cli.resolve_reward("soft_overlong")
+        grpo_script.resolve_reward("soft_overlong")
 
 
 def test_importing_a_reward_by_path_does_not_load_grpo():
