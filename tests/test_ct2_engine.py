@@ -58,7 +58,7 @@ def test_next_token_distribution_matches_hf(tiny_causal_dir, tokenizer):
     from transformers import AutoModelForCausalLM
 
     from lenvm_rl.data import encode_prompt
-    from lenvm_rl.rollouts import _generation_config
+    from lenvm_rl.sampling_backends import _generation_config
 
     temperature, top_p = 0.7, 0.9
     ids = encode_prompt(tokenizer, PROMPTS[0]["prompt"], True)

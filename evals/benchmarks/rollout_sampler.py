@@ -189,7 +189,7 @@ def run_ort(prompts, model: str, sampling, rows_at_once: int, out: Path, o) -> f
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
     from lenvm_rl.data import encode_prompt
-    from lenvm_rl.rollouts import _eos_ids
+    from lenvm_rl.sampling_backends import _eos_ids
 
     genai = json.loads((Path(o.ort_model) / "genai_config.json").read_text())["model"]
     config = AutoConfig.from_pretrained(model)
