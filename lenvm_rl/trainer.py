@@ -28,12 +28,12 @@ from safetensors.torch import load_file
 from transformers import EvalPrediction, Trainer, TrainingArguments
 
 from .data import IGNORE_INDEX, LengthValueCollator, VisionLengthValueCollator, completion_lengths
+from .layers import freeze_lower_layers
 from .modeling import (
     ADAPTER_CONFIG_FILE,
     VALUE_HEAD_FILE,
     LengthValueModel,
     ensure_writable_output,
-    freeze_lower_layers,
 )
 from .packing import TRUNK_KEY, PaddingFreeCollator
 from .returns import check_gamma, gamma_from_lengths, remaining_to_value, value_to_remaining

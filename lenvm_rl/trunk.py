@@ -43,15 +43,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .data import LengthValueCollator
-from .modeling import (  # noqa: F401  (run_upper_layers: importable from here, where the trunk is explained)
-    LengthValueModel,
+from .layers import (  # noqa: F401  (run_upper_layers: importable from here, where the trunk is explained)
     decoder_layers,
     final_norm_slot,
     freeze_lower_layers,
     only_layers,
-    position_ids_from_mask,
     run_upper_layers,
 )
+from .modeling import LengthValueModel, position_ids_from_mask
 from .packing import TRUNK_KEY
 
 logger = logging.getLogger(__name__)

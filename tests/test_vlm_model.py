@@ -176,7 +176,7 @@ def test_processor_that_does_not_match_is_refused(tokenizer, tiny_backbone):
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "idefics3"])
 def test_freeze_layers_leaves_the_top_text_layer_its_norm_and_the_head_trainable(family):
-    from lenvm_rl.modeling import freeze_lower_layers
+    from lenvm_rl.layers import freeze_lower_layers
 
     _, backbone = make_family(family)
     model = LengthValueModel.from_backbone(backbone, gamma=0.9)

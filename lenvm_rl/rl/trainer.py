@@ -20,7 +20,7 @@ from trl.models import prepare_deepspeed, prepare_fsdp
 
 from ..critic import LengthCritic, terminated_rows
 from ..data import IGNORE_INDEX
-from ..modeling import decoder_layers, freeze_lower_layers
+from ..layers import decoder_layers, freeze_lower_layers
 from ..returns import correct_group_means, length_credit, relative_length_term, value_to_length
 from ..trainer import value_loss_sums
 from ..vlm import is_processor, vision_inputs
