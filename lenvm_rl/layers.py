@@ -4,15 +4,11 @@ a layer. Used by trunk-feature training (:mod:`lenvm_rl.trunk`), ``freeze_layers
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .vlm import _unwrap
-
-if TYPE_CHECKING:
-    from .modeling import LengthValueModel
 
 
 def _language_model(backbone: nn.Module) -> nn.Module:
@@ -86,8 +82,8 @@ def run_upper_layers(backbone: nn.Module, hidden, attention_mask, position_ids, 
     return out.last_hidden_state
 
 
-def freeze_lower_layers(model: LengthValueModel, n: int) -> int:
-    """Freeze the token embeddings and the lowest ``n`` transformer layers; return how many parameters stay trainable.
+def freeze_lower_layers(model: nn.Module, n: int) -> int:
+    """Freeze a LengthValueModel's token embeddings and lowest ``n`` layers; return how many parameters stay trainable.
 
     The upper layers, the final norm and the value head keep training. Backpropagation stops at the first
     trainable layer, so a step costs the forward pass plus the backward of the upper layers only: the cheap way

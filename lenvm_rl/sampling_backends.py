@@ -11,7 +11,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -19,15 +18,10 @@ from tqdm.auto import tqdm
 from .data import encode_prompt
 from .defaults import resolve_model
 
-if TYPE_CHECKING:
-    from .rollouts import SamplingConfig
-
 PAGE_SIZE = 64  # tokens per block of the continuous backend's paged cache
 
 
-def _make_record(
-    prompt: dict, k: int, ids: list[int], finished: bool, text: str, generator: str, sampling: SamplingConfig
-) -> dict:
+def _make_record(prompt: dict, k: int, ids: list[int], finished: bool, text: str, generator: str, sampling) -> dict:
     extra = {key: v for key, v in prompt.items() if key not in ("prompt_id", "prompt")}
     return {
         "prompt_id": prompt["prompt_id"],

@@ -66,7 +66,7 @@ def test_the_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
     assert "lenvm_rl.vlm" in graph["lenvm_rl.modeling"]  # module level, relative
     assert "lenvm_rl.vlm" in graph["lenvm_rl.data"]  # inside build_examples
-    assert "lenvm_rl.rl.rewards" in graph["lenvm_rl.cli"]  # two levels down
+    assert "lenvm_rl.rl.rewards" in graph["lenvm_rl.grpo_script"]  # two levels down
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 

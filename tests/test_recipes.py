@@ -54,7 +54,7 @@ def test_grpo_recipes_parse_and_name_known_rewards(recipe, monkeypatch):
     from trl import DatasetMixtureConfig
     from trl.scripts.grpo import GRPOScriptArguments
 
-    from lenvm_rl.cli import resolve_reward
+    from lenvm_rl.grpo_script import resolve_reward
     from lenvm_rl.rl import LengthShapedGRPOConfig
 
     monkeypatch.chdir(REPO)
