@@ -95,7 +95,6 @@ def converted_model(model_path: str, quantization: str = "float32", progress: bo
         raise ValueError(f"unknown engine quantization {quantization!r}; use one of {QUANTIZATIONS}")
     check_convertible(model_path)
     import ctranslate2
-    from ctranslate2.converters import TransformersConverter
 
     source = {
         "model": str(model_path),
@@ -119,9 +118,7 @@ def converted_model(model_path: str, quantization: str = "float32", progress: bo
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        TransformersConverter(str(model_path), load_as_float16=False).convert(
-            str(tmp / "model"), quantization=quantization, force=True
-        )
+        convert(model_path, tmp / "model", quantization)
         (tmp / "model" / SOURCE_FILE).write_text(json.dumps(source, indent=1))
         if target.exists():
             shutil.rmtree(target)
@@ -129,6 +126,16 @@ def converted_model(model_path: str, quantization: str = "float32", progress: bo
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def convert(model_path: str | os.PathLike, target: str | os.PathLike, quantization: str = "float32") -> None:
+    """Convert the HF checkpoint folder ``model_path`` into ``target`` (no cache, no checks: :func:`converted_model`
+    is the cached, checked entry point). Weights load in float32, so a float32 conversion samples the same model."""
+    from ctranslate2.converters import TransformersConverter
+
+    TransformersConverter(str(model_path), load_as_float16=False).convert(
+        str(target), quantization=quantization, force=True
+    )
 
 
 def check_quantized(model: str, quantization: str, distribution_check: str | None) -> None:

@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from evals.experiments.mixed_eval import EVAL_ENGINES
+from evals.experiments.mixed_eval import EVAL_ENGINES, default_eval_engine
 
 
 def goals(per_kind: dict) -> dict:
@@ -54,10 +54,7 @@ def main(argv=None) -> dict:
     from lenvm_rl.rl.tasks import MIXED_KINDS, mixed_split
 
     torch.set_num_threads(1)
-    if a.engine is None:
-        from lenvm_rl import ct2_engine
-
-        a.engine = "ctranslate2" if ct2_engine.available() else "hf"
+    a.engine = a.engine or default_eval_engine()
     policy = a.policy or resolve_model(None)
     rows = mixed_split()[a.split]
     if a.limit:
