@@ -40,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 
+from evals.experiments.mixed_audit import audit_summary
 from evals.experiments.mixed_eval import EVAL_ENGINES, default_eval_engine, evaluate_mixed
 from evals.experiments.rl_length_shaping import claim
 
@@ -423,6 +424,8 @@ def report(a, start: dict) -> dict:
     missing = [job_name(*j) for j in jobs(a) if not (out / "runs" / f"{job_name(*j)}.json").is_file()]
     if missing:
         lines += ["", f"Not run yet (not part of the criterion): {', '.join(missing)}."]
+    audit = audit_table(out, sorted({(r["arm"], r["coef"]) for r in rows}))
+    lines += ["", *audit["lines"]]
     atomic_write(out / "summary.md", "\n".join(lines) + "\n")
 
     arms = sorted({(r["arm"], r["coef"]) for r in rows})
@@ -479,9 +482,33 @@ def report(a, start: dict) -> dict:
         "runs": rows,
         "summary": [{"arm": k[0], "coef": k[1], "kind": k[2], **v} for k, v in final.items()],
         "verdict": result_verdict,
+        "audit": audit["by_arm"],
     }
     atomic_write(out / "results.json", json.dumps(results, indent=1))
     return results
+
+
+def audit_table(out: Path, arms: list) -> dict:
+    """The audited step-40 completions of every seed, read by mixed_audit (a reading added after the runs)."""
+    by_arm, lines = (
+        {},
+        [
+            "Audit (added after the runs, not part of the criterion): the stored step-40 completions of every seed; "
+            "`count` answers correct under the pre-registered checker, and of those separated by commas as the prompt asks.",
+            "",
+            "| arm | coef | seeds | `one` correct | `count` correct | ... with commas | cut |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ],
+    )
+    for arm, coef in arms:
+        paths = sorted((out / "runs").glob(f"{arm}_c{coef:g}_s*.json"))
+        done = [c for p in paths for c in json.loads(p.read_text())["evals"][-1].get("completions", [])]
+        s = by_arm[f"{arm}_c{coef:g}"] = {"seeds": len(paths), **audit_summary(done)}
+        lines.append(
+            f"| {arm} | {coef:g} | {s['seeds']} | {s['one_correct']} / {s['one']} | {s['count_correct']} / "
+            f"{s['count']} | {s['count_correct_with_commas']} / {s['count']} | {s['cut']} |"
+        )
+    return {"by_arm": by_arm, "lines": lines}
 
 
 # ----------------------------------------------------------------------------------------- timing
