@@ -74,6 +74,28 @@ def test_tiny_run_covers_every_arm_and_resumes(tiny_critic, tiny_causal_dir, lif
     assert again["summary"] == result["summary"]
 
 
+@pytest.mark.slow  # four worker processes, tiny
+def test_two_workers_write_each_cell_once_and_match_one_process(
+    tiny_critic, tiny_causal_dir, lifebench_file, tmp_path, monkeypatch
+):
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(gq.__file__).resolve().parents[2])  # the workers run `python -m evals.experiments...`
+    validation = tmp_path / "val.txt"
+    validation.write_text("Name a fruit.\nSay hello.\nCount to three.\n")
+    (tmp_path / "w" / "claims").mkdir(parents=True)
+    (tmp_path / "w" / "claims" / "stale.claim").touch()  # left by a killed run: cleared, not obeyed
+    workers = gq.main(_argv(tiny_critic, tiny_causal_dir, lifebench_file, tmp_path / "w", validation, "--workers", "2"))
+    one = gq.main(_argv(tiny_critic, tiny_causal_dir, lifebench_file, tmp_path / "one", validation))
+    cells = [json.loads(line) for line in (tmp_path / "w" / "guided_quality_cells.jsonl").read_text().splitlines()]
+    keys = [c["key"] for c in cells]
+    assert len(keys) == len(set(keys))  # no cell generated twice
+    single = (tmp_path / "one" / "guided_quality_cells.jsonl").read_text().splitlines()
+    assert sorted(keys) == sorted(json.loads(line)["key"] for line in single)
+    assert workers["epsilon"] == one["epsilon"] and workers["summary"] == one["summary"]
+    assert not (tmp_path / "w" / "claims" / "stale.claim").exists()
+
+
 def test_length_sentence_removed_from_lifebench_tasks(lifebench_file):
     from lenvm_rl.evaluation.lifebench import load_tasks
 

@@ -36,7 +36,8 @@ Metrics per cell, from the LIFEBench evaluation's own code (lenvm_rl.evaluation.
 ``cell_summary``): LS, natural ends (lenvm_rl.ends: no rule forced EOS and the generator gave it at least 0.05), NLL
 gap to plain (each answer's NLL under the prompt its arm saw), degenerate and repetitive rates (above plain's 95th
 percentile of NLL / rep-4). Every finished cell is appended to guided_quality_cells.jsonl and the JSON summary is
-rewritten, so an interrupted run resumes where it stopped. guided_quality.md prints ten answers per arm.
+rewritten, so an interrupted run resumes where it stopped; ``--workers 2`` generates cells in two single-thread
+processes. guided_quality.md prints ten answers per arm.
 
     python -m evals.experiments.guided_quality --critic lenvm_runs/quickstart/model \\
         --data ~/data/LIFEBench/data_no_summary.jsonl --output_dir evals/results/guided_quality
@@ -49,11 +50,14 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from evals.experiments.rl_length_shaping import claim
 
 NAME = "guided_quality"
 HERE = Path(__file__).resolve().parent
@@ -300,7 +304,11 @@ def parse(argv):
     p.add_argument("--max_new_factor", type=float, default=2.0)
     p.add_argument("--output_dir", default=f"lenvm_runs/eval/{NAME}")
     p.add_argument("--tiny", action="store_true", help="seconds: target 6, 2 rows a cell, one epsilon, 2 everyday")
+    p.add_argument("--workers", type=int, default=0, help="single-thread processes generating cells (0: this one)")
+    p.add_argument("--phase", type=int, default=0, choices=(0, 1, 2), help=argparse.SUPPRESS)  # a worker's part
     a = p.parse_args(argv)
+    if a.workers < 0:
+        raise ValueError(f"--workers must be 0 (this process) or more, got {a.workers}")
     if a.tiny:
         a.targets, a.rows_per_cell, a.validation_rows, a.epsilons, a.max_new_tokens = "6", 2, 2, "0.1", 16
     a.target_list = [int(t) for t in a.targets.split(",") if t.strip()]
@@ -319,8 +327,44 @@ def parse(argv):
     return a
 
 
+def run_workers(a, argv: list[str] | None) -> None:
+    """Generate the cells in ``a.workers`` single-thread processes that claim cells one by one: first every cell
+    that does not depend on the trust region's epsilon (stage 1 and the rest), then, with epsilon chosen from the
+    stored stage 1, the others. Two one-thread processes sample about twice as much as one two-thread process at
+    these batch sizes on the 2-core CPU."""
+    import subprocess
+
+    claims = Path(a.output_dir) / "claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    for stale in claims.glob("*.claim"):  # claims of a killed run: those cells start again
+        stale.unlink()
+    flags = list(argv if argv is not None else sys.argv[1:])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for phase in (1, 2):
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", f"evals.experiments.{NAME}", *flags, "--phase", str(phase)], env=env
+            )
+            for _ in range(a.workers)
+        ]
+        if any(proc.wait() != 0 for proc in procs):
+            raise SystemExit(f"a worker failed in phase {phase}; rerun the same command to resume from the cells file")
+
+
+def append_cell(path: Path, cell: dict) -> None:
+    """One line per cell, appended under a lock (workers share the file)."""
+    import fcntl
+
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps(cell) + "\n")
+        f.flush()
+
+
 def main(argv: list[str] | None = None) -> dict:
     a = parse(argv)
+    if a.workers and not a.phase:
+        run_workers(a, argv)  # then below, in this process: every cell is stored; only the report is computed
     from lenvm_rl.candidates import candidate_settings
     from lenvm_rl.data import encode_prompt
     from lenvm_rl.decoding import ConstantScorer
@@ -350,6 +394,10 @@ def main(argv: list[str] | None = None) -> dict:
         """One cell: generate (or reuse), score against plain, append to the cells file."""
         key = cell_key(a, source, mode, target, arm, epsilon, tasks)
         name = variant(arm, epsilon)
+        if a.phase and key not in stored:
+            stored.update(load_cells(cells_path))  # another worker may have written it
+            if key not in stored and not claim(out / "claims" / f"{key}.claim"):
+                return None  # another worker's cell
         if key in stored:
             rows = stored[key]["rows"]
         else:
@@ -379,10 +427,11 @@ def main(argv: list[str] | None = None) -> dict:
             rows = [lifebench.answer_row(t, mode, target, name, o, x) for t, o, x in zip(tasks, outs, nll)]
             for r, asked in zip(rows, prompts):
                 r["prompt"] = asked[-1]["content"]  # as the arm saw it
-            with cells_path.open("a") as f:
-                f.write(json.dumps({"key": key, "source": source, "variant": name, "rows": rows}) + "\n")
+            append_cell(cells_path, {"key": key, "source": source, "variant": name, "rows": rows})
             stored[key] = {"rows": rows}
         rows_by_cell[source, mode, target, name] = rows
+        if (source, mode, target, "plain") not in rows_by_cell:  # a worker: plain is another worker's cell
+            return None
         plain = rows_by_cell[source, mode, target, "plain"]
         summary = lifebench.cell_summary(rows, plain, mode, name, target)
         summary.update(source=source, arm=arm, variant=name, epsilon=epsilon)
@@ -405,15 +454,20 @@ def main(argv: list[str] | None = None) -> dict:
                 write_partial()
 
     def write_partial():
+        if a.phase:  # workers hold part of the cells; the parent writes the results
+            return
         (out / f"{NAME}.json").write_text(json.dumps({"partial": True, "summary": summaries}, indent=1, default=float))
+
+    stage1 = [("plain", None), ("prompt_only", None)] + [("prompt_lenvm", e) for e in a.epsilon_list]
+    if a.phase == 1:  # a worker before epsilon is chosen: every cell that does not need it
+        for source, tasks in sets.items():
+            off = [("plain", None), ("prompt_only", None)] + [(arm, None) for arm in GUIDED]
+            run_set(source, tasks, stage1 if source == "validation" else off)
+        return {}
 
     # 3. stage 1: epsilon on the validation prompts
     if a.epsilon is None:
-        run_set(
-            "validation",
-            sets.pop("validation"),
-            [("plain", None), ("prompt_only", None)] + [("prompt_lenvm", e) for e in a.epsilon_list],
-        )
+        run_set("validation", sets.pop("validation"), stage1)
         epsilon, reason = choose_epsilon([c for c in summaries if c["source"] == "validation"], a.epsilon_list)
     else:
         epsilon, reason = a.epsilon, "given (--epsilon)"
@@ -423,6 +477,8 @@ def main(argv: list[str] | None = None) -> dict:
     arms = [("plain", None), ("prompt_only", None)] + [(arm, e) for arm in GUIDED for e in (None, epsilon)]
     for source, tasks in sets.items():
         run_set(source, tasks, arms)
+    if a.phase:
+        return {}
 
     # 5. verdicts, examples, outputs
     test = [c for c in summaries if c["source"] != "validation"]
