@@ -353,12 +353,13 @@ def train_and_report(
         **_epoch_selection(val_ds is not None),
     )
     stamp = model_dir / "quickstart_config.json"
-    if (
+    reused = (
         is_checkpoint_dir(model_dir)
         and stamp.is_file()
         and cfg.trained_with_same_settings(json.loads(stamp.read_text()))
         and not cfg.overwrite
-    ):
+    )
+    if reused:
         print(f"[lenvm] 3/5 training: reusing the model in {model_dir} (same settings; --overwrite retrains)")
         model = LengthValueModel.from_pretrained(model_dir)
         trainer = LengthValueTrainer(model, args, eval_dataset=val_ds or eval_ds, processing_class=tokenizer)
@@ -434,6 +435,9 @@ def train_and_report(
         },
         "config": asdict(cfg),
     }
+    earlier = _earlier_seconds(out) if reused else None
+    if earlier:  # a rerun that reused the model: the record keeps what sampling and training cost when they ran
+        report["seconds"], report["rerun_seconds"] = earlier, report["seconds"]
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     summary = _summary_markdown(report)
     (out / "summary.md").write_text(summary)
@@ -527,9 +531,24 @@ def _summary_markdown(report: dict) -> str:
         f"Data: train {report['train']}; held-out {report['heldout']}.",
         *_validation_lines(report.get("validation")),
         f"Time: sampling {report['seconds']['sampling']} s, training {report['seconds']['training']} s, "
-        f"total {report['seconds']['total']} s.",
+        f"total {report['seconds']['total']} s."
+        + (
+            f" (This rerun reused the model: {report['rerun_seconds']['total']} s.)"
+            if "rerun_seconds" in report
+            else ""
+        ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _earlier_seconds(out: Path) -> dict | None:
+    """The timing of the run that trained the model in ``out`` (its metrics.json), when there is one."""
+    try:
+        report = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    seconds = report.get("seconds")
+    return seconds if isinstance(seconds, dict) and seconds.get("training") else None
 
 
 def main(cfg: QuickstartConfig) -> None:

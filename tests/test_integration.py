@@ -37,7 +37,12 @@ def test_quickstart_end_to_end_on_the_embedded_default(tmp_path, default_model_d
     assert "LenVM" in report["length_prediction"] and "MRE" in (out / "summary.md").read_text()
     n_train = len((out / "rollouts_train.jsonl").read_text().splitlines())
     # second run: rollouts and model are reused, nothing is sampled or trained again
+    first_seconds = report["seconds"]
     again = run_quickstart(cfg)
+    # the record keeps what the first run's sampling and training cost; the rerun's own time is beside it
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["seconds"] == first_seconds and again["rerun_seconds"]["sampling"] == 0
+    assert "This rerun reused the model" in (out / "summary.md").read_text()
     assert len((out / "rollouts_train.jsonl").read_text().splitlines()) == n_train
     assert again["length_prediction"]["LenVM"]["mre"] == pytest.approx(
         report["length_prediction"]["LenVM"]["mre"], rel=1e-4
