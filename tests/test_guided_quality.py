@@ -119,12 +119,37 @@ def test_earlier_draws_are_left_out_and_too_few_is_an_error(tmp_path, lifebench_
     found = gq.used_task_uids(results, [], [])
     assert found == {str(results / "old" / "tasks.json"): {"en:901", "en:902"}}
     assert gq.used_task_uids(results, [], [str(results / "old" / "tasks.json")]) == {}  # readmitted
+    # a later run on the same draw plus one other task: the draw's tasks are readmitted there too, the other is not
+    (results / "later.jsonl").write_text('{"uid": "en:901"}\n{"uid": "en:903"}\n')
+    found = gq.used_task_uids(results, [], [str(results / "old" / "tasks.json")])
+    assert found == {str(results / "later.jsonl"): {"en:903"}}
+    with pytest.raises(FileNotFoundError, match="allow_draws"):
+        gq.used_task_uids(results, [], [str(results / "missing.json")])
     a = gq.parse(["--data", str(lifebench_file), "--rows_per_cell", "1", "--epsilon", "0.1"])
     drawn = gq.lifebench_draw(a)
     assert drawn and not {t["uid"] for t in drawn} & {"en:901", "en:902"}
     a = gq.parse(["--data", str(lifebench_file), "--rows_per_cell", "999", "--epsilon", "0.1"])
     with pytest.raises(ValueError, match="fresh"):
         gq.lifebench_draw(a)
+
+
+def test_stage_one_reads_the_critics_heldout_rollouts_once_per_prompt(tmp_path):
+    rows = [
+        {
+            "prompt_id": pid,
+            "prompt": [{"role": "user", "content": text}],
+            "completion": "x",
+            "completion_ids": [1],
+            "finish_reason": "stop",
+            "sample_idx": i,
+        }
+        for pid, text in (("a", "Describe the sea."), ("b", "Name a fruit."))
+        for i in range(4)  # several answers per prompt, as the quickstart samples them
+    ]
+    (tmp_path / "model").mkdir()
+    (tmp_path / "rollouts_heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a = gq.parse(["--critic", str(tmp_path / "model"), "--epsilon", "0.1"])
+    assert [t["text"] for t in gq.validation_prompts(a)] == ["Describe the sea.", "Name a fruit."]
 
 
 def test_epsilon_choice_and_goal_by_hand():

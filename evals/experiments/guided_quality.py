@@ -85,17 +85,22 @@ def without_length_sentence(task: str) -> str:
 
 def used_task_uids(root: Path, extra: list[str], allowed: list[str]) -> dict[str, set[str]]:
     """LIFEBench task uids named by earlier runs: every ``"uid": "en:N"`` in the JSON / JSONL files under ``root``
-    and in ``extra``, by file; files in ``allowed`` are readmitted."""
+    and in ``extra``, by file. The tasks a file in ``allowed`` names are readmitted wherever they are named (a
+    draw's tasks recur in every later run made on them)."""
     files = [p for p in sorted(root.rglob("*")) if p.suffix in (".json", ".jsonl") and p.is_file()]
     files += [Path(f) for f in extra]
-    keep_out = {Path(f).resolve() for f in allowed}
+    readmitted = set()
+    for f in map(Path, allowed):
+        if not f.is_file():
+            raise FileNotFoundError(f"--allow_draws {f} not found")
+        readmitted |= set(UID.findall(f.read_text(errors="ignore")))
     found = {}
     for p in files:
         if not p.is_file():
             raise FileNotFoundError(f"--exclude {p} not found")
-        if p.resolve() in keep_out or RESULTS / NAME in p.resolve().parents:  # this experiment's own results
+        if RESULTS / NAME in p.resolve().parents:  # this experiment's own results
             continue
-        uids = set(UID.findall(p.read_text(errors="ignore")))
+        uids = set(UID.findall(p.read_text(errors="ignore"))) - readmitted
         if uids:
             found[str(p)] = uids
     return found
@@ -139,7 +144,7 @@ def everyday_prompts(path: str, limit: int | None) -> list[dict]:
 def validation_prompts(a) -> list[dict]:
     """Stage 1's prompts: ``--validation_prompts`` (any prompts file), else the quickstart's held-out prompts beside
     the critic (it never trained on them); neither LIFEBench nor the everyday prompts."""
-    from lenvm_rl.data import prompt_messages
+    from lenvm_rl.data import load_rollouts, prompt_messages
     from lenvm_rl.rollouts import load_prompts
 
     source = a.validation_prompts or str(Path(a.critic).parent / "rollouts_heldout.jsonl")
@@ -148,7 +153,11 @@ def validation_prompts(a) -> list[dict]:
             f"no validation prompts at {source}: pass --validation_prompts FILE (prompts the critic never trained on, "
             "not LIFEBench), or --epsilon X to skip stage 1"
         )
-    texts = list(dict.fromkeys(prompt_messages(p["prompt"])[-1]["content"] for p in load_prompts(source)))
+    if source.endswith(".jsonl") and "completion" in json.loads(Path(source).open().readline() or "{}"):
+        prompts = load_rollouts(source)  # a rollouts file: several answers per prompt, each prompt once here
+    else:
+        prompts = load_prompts(source)
+    texts = list(dict.fromkeys(prompt_messages(p["prompt"])[-1]["content"] for p in prompts))
     return [{"uid": f"val-{i}", "lang": "en", "category": "validation", "text": t} for i, t in enumerate(texts)][
         : a.validation_rows
     ]
@@ -296,7 +305,7 @@ def parse(argv):
     p.add_argument("--epsilons", default="0.03,0.1,0.3,1", help="stage 1's candidates (nats per step)")
     p.add_argument("--epsilon", type=float, default=None, help="skip stage 1 and use this epsilon")
     p.add_argument("--exclude", action="append", default=[], help="one more file naming used LIFEBench uids")
-    p.add_argument("--allow_draws", action="append", default=[], help="a results file whose tasks may be drawn")
+    p.add_argument("--allow_draws", action="append", default=[], help="a results file whose tasks may be drawn again")
     p.add_argument("--seed", type=int, default=3, help="sampling and the draw (0-2 drew earlier runs' tasks)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--max_batch_tokens", type=int, default=4096)
