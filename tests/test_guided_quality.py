@@ -86,13 +86,26 @@ def test_two_workers_write_each_cell_once_and_match_one_process(
     (tmp_path / "w" / "claims").mkdir(parents=True)
     (tmp_path / "w" / "claims" / "stale.claim").touch()  # left by a killed run: cleared, not obeyed
     workers = gq.main(_argv(tiny_critic, tiny_causal_dir, lifebench_file, tmp_path / "w", validation, "--workers", "2"))
-    one = gq.main(_argv(tiny_critic, tiny_causal_dir, lifebench_file, tmp_path / "one", validation))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' arithmetic: a 2-thread matmul may round the last bit differently
+    try:
+        one = gq.main(_argv(tiny_critic, tiny_causal_dir, lifebench_file, tmp_path / "one", validation))
+    finally:
+        torch.set_num_threads(threads)
     cells = [json.loads(line) for line in (tmp_path / "w" / "guided_quality_cells.jsonl").read_text().splitlines()]
     keys = [c["key"] for c in cells]
     assert len(keys) == len(set(keys))  # no cell generated twice
-    single = (tmp_path / "one" / "guided_quality_cells.jsonl").read_text().splitlines()
-    assert sorted(keys) == sorted(json.loads(line)["key"] for line in single)
-    assert workers["epsilon"] == one["epsilon"] and workers["summary"] == one["summary"]
+    single = [json.loads(line) for line in (tmp_path / "one" / "guided_quality_cells.jsonl").read_text().splitlines()]
+    assert sorted(keys) == sorted(c["key"] for c in single)
+    answers = {c["key"]: [(r["token_ids"], r["end"]) for r in c["rows"]] for c in single}
+    assert all([(r["token_ids"], r["end"]) for r in c["rows"]] == answers[c["key"]] for c in cells)  # same answers
+    assert workers["epsilon"] == one["epsilon"]
+    assert [c["variant"] for c in workers["summary"]] == [c["variant"] for c in one["summary"]]
+    for w, o in zip(workers["summary"], one["summary"]):
+        assert w.keys() == o.keys()
+        for k in w:
+            numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (w[k], o[k]))
+            assert w[k] == (pytest.approx(o[k], rel=1e-4, nan_ok=True) if numbers else o[k]), k
     assert not (tmp_path / "w" / "claims" / "stale.claim").exists()
 
 

@@ -392,6 +392,14 @@ def verdict(rows: list[dict], a, start: dict) -> list[str]:
             )
         out += [f"{lenvm}: {'MET' if ok else 'NOT met'}"] + lines
         met_any.append(ok)
+    reached = {
+        f"{arm} ({coef:g})": first_step_at(rows, arm, coef, start["per_kind"]["all"], eval_steps(a))
+        for arm, coef in needed
+    }
+    out.append(  # the control for term 3: the task reward alone (no length term) on the same steps
+        "Every arm, for reference (not a term): first step at 0.8x the starting tokens at no accuracy loss: "
+        + ", ".join(f"{k} {v}" for k, v in reached.items())
+    )
     return [f"SUCCESS CRITERION: {'MET' if any(met_any) else 'NOT MET'}"] + out
 
 
