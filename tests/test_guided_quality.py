@@ -109,6 +109,15 @@ def test_two_workers_write_each_cell_once_and_match_one_process(
     assert not (tmp_path / "w" / "claims" / "stale.claim").exists()
 
 
+def test_a_torn_last_line_costs_only_its_own_cell(tmp_path):
+    cells = tmp_path / "cells.jsonl"
+    gq.append_cell(cells, {"key": "a", "rows": []})
+    with cells.open("a") as f:
+        f.write('{"key": "b", "ro')  # a worker killed mid-write
+    gq.append_cell(cells, {"key": "c", "rows": []})
+    assert sorted(gq.load_cells(cells)) == ["a", "c"]
+
+
 def test_length_sentence_removed_from_lifebench_tasks(lifebench_file):
     from lenvm_rl.evaluation.lifebench import load_tasks
 

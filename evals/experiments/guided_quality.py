@@ -364,9 +364,15 @@ def append_cell(path: Path, cell: dict) -> None:
     """One line per cell, appended under a lock (workers share the file)."""
     import fcntl
 
-    with path.open("a") as f:
+    with path.open("a+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        f.write(json.dumps(cell) + "\n")
+        f.seek(0, os.SEEK_END)
+        if f.tell():  # a line torn by a killed run stays a line of its own (skipped on reading), not a prefix of this
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+            f.write((b"\n" if torn else b"") + (json.dumps(cell) + "\n").encode())
+        else:
+            f.write((json.dumps(cell) + "\n").encode())
         f.flush()
 
 
