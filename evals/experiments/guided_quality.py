@@ -366,13 +366,11 @@ def append_cell(path: Path, cell: dict) -> None:
 
     with path.open("a+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0, os.SEEK_END)
-        if f.tell():  # a line torn by a killed run stays a line of its own (skipped on reading), not a prefix of this
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-            f.write((b"\n" if torn else b"") + (json.dumps(cell) + "\n").encode())
-        else:
-            f.write((json.dumps(cell) + "\n").encode())
+        end = f.seek(0, os.SEEK_END)
+        f.seek(max(end - 1, 0))
+        torn = end > 0 and f.read(1) != b"\n"
+        # a line torn by a killed run stays a line of its own (skipped on reading), not a prefix of this one
+        f.write((b"\n" if torn else b"") + (json.dumps(cell) + "\n").encode())
         f.flush()
 
 
@@ -409,10 +407,10 @@ def main(argv: list[str] | None = None) -> dict:
         """One cell: generate (or reuse), score against plain, append to the cells file."""
         key = cell_key(a, source, mode, target, arm, epsilon, tasks)
         name = variant(arm, epsilon)
-        if a.phase and key not in stored:
-            stored.update(load_cells(cells_path))  # another worker may have written it
-            if key not in stored and not claim(out / "claims" / f"{key}.claim"):
-                return None  # another worker's cell
+        # A worker: a cell stored when it started is reused; any other cell of this run was claimed by whichever
+        # worker got to it first (the parent cleared older claims, and phase 2 starts after phase 1 has stored).
+        if a.phase and key not in stored and not claim(out / "claims" / f"{key}.claim"):
+            return None  # another worker's cell
         if key in stored:
             rows = stored[key]["rows"]
         else:

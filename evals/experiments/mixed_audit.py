@@ -12,29 +12,18 @@ from __future__ import annotations
 
 import re
 
-from lenvm_rl.rl.tasks import counted_run
+from lenvm_rl.rl.tasks import count_spans
 
 _RANGE = re.compile(r"from (\d+) to (\d+)")
-_NUMBER = re.compile(r"-?\d+")
+_DIGIT = re.compile(r"\d")
 
 
 def comma_separated(text: str, start: int, stop: int) -> bool:
     """Whether the first count ``start..stop`` in ``text`` is right under the checker *and* has a comma between
-    every two of its numbers (list markers such as "1. " still do not count as numbers)."""
-    ok, _ = counted_run(text, start, stop)
-    if not ok:
-        return False
-    numbers = [(int(m.group()), m.start(), m.end()) for m in _NUMBER.finditer(text)]
-    # the run the checker accepted: the first ``start`` followed by ``start + 1`` (or alone when start == stop)
-    for i, (v, _, _) in enumerate(numbers):
-        if v == start and (start == stop or [n[0] for n in numbers[i + 1 : i + 2]] == [start + 1]):
-            run = numbers[i : i + stop - start + 1]
-            break
-    else:
-        return False
-    if [n[0] for n in run] != list(range(start, stop + 1)):  # a list marker sat inside the run: not a plain list
-        return False
-    return all("," in text[a[2] : b[1]] for a, b in zip(run, run[1:]))
+    every two of its numbers, with no list marker ("2. ") between them: a numbered list is not a comma list."""
+    ok, spans = count_spans(text, start, stop)
+    gaps = [text[a[1] : b[0]] for a, b in zip(spans, spans[1:])]
+    return ok and all("," in gap and not _DIGIT.search(gap) for gap in gaps)
 
 
 def count_range(prompt: str) -> tuple[int, int]:

@@ -29,22 +29,20 @@ CRITIC = HERE.parent / "results" / "rl_mixed_lengths" / "critic"
 
 def padded_batch(tokenizer, records: list[dict], use_chat_template: bool):
     """Left-padded prompts then right-padded completions (with EOS when finished), as GRPO hands them over."""
+    from torch.nn.utils.rnn import pad_sequence
+
+    from lenvm_rl.critic import left_pad
     from lenvm_rl.data import completion_ids_for
     from lenvm_rl.prompts import encode_prompt
 
-    prompts = [encode_prompt(tokenizer, r["prompt"], use_chat_template) for r in records]
-    answers = [completion_ids_for(tokenizer, r) for r in records]
-    width, length = max(map(len, prompts)), max(map(len, answers))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = torch.full((len(records), width + length), pad)
-    mask = torch.zeros_like(ids)
-    completion_mask = torch.zeros(len(records), length, dtype=torch.long)
-    for i, (p, a) in enumerate(zip(prompts, answers)):
-        ids[i, width - len(p) : width], mask[i, width - len(p) : width] = torch.tensor(p), 1
-        ids[i, width : width + len(a)], mask[i, width : width + len(a)] = torch.tensor(a), 1
-        completion_mask[i, : len(a)] = 1
+    prompt_ids, prompt_mask = left_pad([encode_prompt(tokenizer, r["prompt"], use_chat_template) for r in records], pad)
+    answers = [torch.tensor(completion_ids_for(tokenizer, r)) for r in records]
+    completion_ids = pad_sequence(answers, batch_first=True, padding_value=pad)
+    completion_mask = pad_sequence([torch.ones_like(a) for a in answers], batch_first=True)
     terminated = torch.tensor([r["finish_reason"] == "stop" for r in records])
-    return ids, mask, width, completion_mask, terminated
+    ids, mask = torch.cat([prompt_ids, completion_ids], 1), torch.cat([prompt_mask, completion_mask], 1)
+    return ids, mask, prompt_ids.shape[1], completion_mask, terminated
 
 
 def prompt_error(critic, heldout: list[dict]) -> float:

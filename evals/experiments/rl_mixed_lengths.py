@@ -432,11 +432,11 @@ def report(a, start: dict) -> dict:
     missing = [job_name(*j) for j in jobs(a) if not (out / "runs" / f"{job_name(*j)}.json").is_file()]
     if missing:
         lines += ["", f"Not run yet (not part of the criterion): {', '.join(missing)}."]
-    audit = audit_table(out, sorted({(r["arm"], r["coef"]) for r in rows}))
+    arms = sorted({(r["arm"], r["coef"]) for r in rows})
+    audit = audit_table(out, arms)
     lines += ["", *audit["lines"]]
     atomic_write(out / "summary.md", "\n".join(lines) + "\n")
 
-    arms = sorted({(r["arm"], r["coef"]) for r in rows})
     fig, axes = plt.subplots(2, len(MIXED_KINDS), figsize=(5 * len(MIXED_KINDS), 7), squeeze=False)
     for col, kind in enumerate(MIXED_KINDS):
         for arm, coef in arms:
@@ -498,16 +498,14 @@ def report(a, start: dict) -> dict:
 
 def audit_table(out: Path, arms: list) -> dict:
     """The audited step-40 completions of every seed, read by mixed_audit (a reading added after the runs)."""
-    by_arm, lines = (
-        {},
-        [
-            "Audit (added after the runs, not part of the criterion): the stored step-40 completions of every seed; "
-            "`count` answers correct under the pre-registered checker, and of those separated by commas as the prompt asks.",
-            "",
-            "| arm | coef | seeds | `one` correct | `count` correct | ... with commas | cut |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ],
-    )
+    by_arm = {}
+    lines = [
+        "Audit (added after the runs, not part of the criterion): the stored step-40 completions of every seed; "
+        "`count` answers correct under the pre-registered checker, and of those separated by commas as the prompt asks.",
+        "",
+        "| arm | coef | seeds | `one` correct | `count` correct | ... with commas | cut |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for arm, coef in arms:
         paths = sorted((out / "runs").glob(f"{arm}_c{coef:g}_s*.json"))
         done = [c for p in paths for c in json.loads(p.read_text())["evals"][-1].get("completions", [])]

@@ -349,18 +349,25 @@ def mixed_dataset(rows, repeats: int = 1, seed: int = 0):
 _LIST_MARKER = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*])\s+")
 
 
-def counted_run(text: str, start: int, stop: int) -> tuple[bool, int]:
+def count_spans(text: str, start: int, stop: int) -> tuple[bool, list[tuple[int, int]]]:
     """Whether the first count in ``text`` is exactly ``start, start + 1, .., stop`` (not going on past ``stop``),
-    and where it ends. List markers ("1. ", "- ") are not numbers of the count."""
-    plain = _LIST_MARKER.sub(lambda m: " " * len(m.group()), text)
-    numbers = [(int(m.group()), m.end()) for m in re.finditer(r"-?\d+", plain)]
-    values = [v for v, _ in numbers]
+    and the character spans of its numbers in ``text`` (empty when no count starts). List markers ("1. ", "- ")
+    are not numbers of the count."""
+    plain = _LIST_MARKER.sub(lambda m: " " * len(m.group()), text)  # same length: spans index ``text`` too
+    numbers = [(int(m.group()), m.start(), m.end()) for m in re.finditer(r"-?\d+", plain)]
+    values = [v for v, _, _ in numbers]
     want = list(range(start, stop + 1))
     for i, v in enumerate(values):
         if v == start and (len(want) == 1 or values[i + 1 : i + 2] == [start + 1]):
             ok = values[i : i + len(want)] == want and values[i + len(want) : i + len(want) + 1] != [stop + 1]
-            return ok, numbers[min(i + len(want), len(numbers)) - 1][1]
-    return False, len(text)
+            return ok, [(a, b) for _, a, b in numbers[i : i + len(want)]]
+    return False, []
+
+
+def counted_run(text: str, start: int, stop: int) -> tuple[bool, int]:
+    """Whether the first count in ``text`` is exactly ``start..stop`` (:func:`count_spans`), and where it ends."""
+    ok, spans = count_spans(text, start, stop)
+    return ok, spans[-1][1] if spans else len(text)
 
 
 def mixed_check(text: str, kind: str, words=(), answer=(), start: int = 0, stop: int = 0) -> tuple[bool, int]:
